@@ -1,0 +1,372 @@
+//! Command line and environment configuration: every flag of PROTOCOL §0, its default
+//! and the reason for that default, plus `validate()` for combinations clap cannot check.
+//!
+//! Each flag can also be set from `SHARDRELAY_<NAME>` (e.g. `SHARDRELAY_GRACE=45s`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// The `shardrelay` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "shardrelay",
+    version,
+    about = "A sharded thread-per-core WebSocket and HTTP relay (server-id, pair, session code and ticket rendezvous)"
+)]
+pub struct Cli {
+    /// An operator tool to run instead of the relay.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The relay's settings.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// Operator tools bundled with the relay binary.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the live histograms and rates of a running relay once a second.
+    Stats {
+        /// The relay's admin listener.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin: SocketAddr,
+        /// Bearer token for the admin listener, if it needs one.
+        #[arg(long, env = "SHARDRELAY_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+        /// Print this many screens and stop (0 = until interrupted).
+        #[arg(long, default_value_t = 0)]
+        count: u64,
+    },
+}
+
+/// Which io_uring/epoll driver each shard's runtime uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DriverChoice {
+    /// io_uring where the kernel allows it, epoll otherwise.
+    Auto,
+    /// io_uring only (start-up fails if it is unavailable).
+    Uring,
+    /// epoll only.
+    Epoll,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// All relay settings. Durations take `500ms`, `30s`, `5m`, `1h` (a bare number is
+/// seconds); sizes take `256KiB`, `4MiB` or plain bytes.
+#[derive(Debug, Clone, Parser)]
+pub struct Config {
+    /// Public listener: WebSocket rendezvous, ticket relay, health probes.
+    #[arg(long, env = "SHARDRELAY_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Admin listener (keep it on loopback): health, /stats, /metrics, ticket minting.
+    #[arg(long, env = "SHARDRELAY_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+    pub admin_listen: SocketAddr,
+
+    /// File holding the admin bearer token; when set, admin routes other than the
+    /// health probes need `Authorization: Bearer <token>`.
+    #[arg(long, env = "SHARDRELAY_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// The admin token itself (prefer the file: environment variables leak into
+    /// process listings of some tools).
+    #[arg(long, env = "SHARDRELAY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Number of shards (pinned threads); default: the cores this process may use.
+    #[arg(long, env = "SHARDRELAY_SHARDS")]
+    pub shards: Option<usize>,
+
+    /// Runtime driver for every shard.
+    #[arg(long, env = "SHARDRELAY_DRIVER", value_enum, default_value_t = DriverChoice::Auto)]
+    pub driver: DriverChoice,
+
+    /// Time a client has to send its whole request head (slow-loris defence).
+    #[arg(long, env = "SHARDRELAY_HANDSHAKE_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
+    pub handshake_timeout: Duration,
+
+    /// Global cap on open client connections; default: the open-files limit less a
+    /// reserve for listeners, logs and the admin side.
+    #[arg(long, env = "SHARDRELAY_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Per-IP connection-attempt rate (attempts per second, token bucket); off when unset.
+    #[arg(long, env = "SHARDRELAY_PER_IP_RATE")]
+    pub per_ip_rate: Option<f64>,
+
+    /// Burst of the per-IP token bucket (default 2× the rate).
+    #[arg(long, env = "SHARDRELAY_PER_IP_BURST")]
+    pub per_ip_burst: Option<f64>,
+
+    /// Largest WebSocket message accepted (reassembled); larger gets close 1009.
+    #[arg(long, env = "SHARDRELAY_MAX_MESSAGE", value_parser = parse_size, default_value = "256KiB")]
+    pub max_message: usize,
+
+    /// Outbound queue bound per connection (back-pressure point).
+    #[arg(long, env = "SHARDRELAY_MAX_QUEUE", value_parser = parse_size, default_value = "4MiB")]
+    pub max_queue: usize,
+
+    /// Largest request head (request line, headers, blank line).
+    #[arg(long, env = "SHARDRELAY_MAX_HEAD", value_parser = parse_size, default_value = "8KiB")]
+    pub max_head: usize,
+
+    /// Most header fields in one request head (`Host` counts).
+    #[arg(long, env = "SHARDRELAY_MAX_HEADERS", default_value_t = 64)]
+    pub max_headers: usize,
+
+    /// Longest single header value.
+    #[arg(long, env = "SHARDRELAY_MAX_HEADER_VALUE", value_parser = parse_size, default_value = "1KiB")]
+    pub max_header_value: usize,
+
+    /// How often the relay pings every connection.
+    #[arg(long, env = "SHARDRELAY_PING_INTERVAL", value_parser = parse_duration, default_value = "30s")]
+    pub ping_interval: Duration,
+
+    /// How long a pinged connection has to answer (a pong or any frame).
+    #[arg(long, env = "SHARDRELAY_PONG_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    pub pong_timeout: Duration,
+
+    /// On SIGTERM/SIGINT, how long transfers in flight may take to finish.
+    #[arg(long, env = "SHARDRELAY_DRAIN_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
+    pub drain_timeout: Duration,
+
+    /// How long a live server-id holder has to answer a ping when a second binary claims it.
+    #[arg(long, env = "SHARDRELAY_TAKEOVER_PROBE", value_parser = parse_duration, default_value = "10s")]
+    pub takeover_probe: Duration,
+
+    /// Phones one server-id may hold at once (16: a person's devices, with room).
+    #[arg(long, env = "SHARDRELAY_MAX_PHONES_PER_SERVER", default_value_t = 16)]
+    pub max_phones_per_server: usize,
+
+    /// How long a server-id slot waits for its binary to come back.
+    #[arg(long, env = "SHARDRELAY_GRACE", value_parser = parse_duration, default_value = "30s")]
+    pub grace: Duration,
+
+    /// How long one side of a pair may wait for the other (from the pair's creation).
+    #[arg(long, env = "SHARDRELAY_PAIR_TTL", value_parser = parse_duration, default_value = "5m")]
+    pub pair_ttl: Duration,
+
+    /// How long an unjoined session code stays joinable.
+    #[arg(long, env = "SHARDRELAY_CODE_TTL", value_parser = parse_duration, default_value = "5m")]
+    pub code_ttl: Duration,
+
+    /// Unfinished tickets one workspace may hold.
+    #[arg(long, env = "SHARDRELAY_MAX_RELAYS_PER_WORKSPACE", default_value_t = 16)]
+    pub max_relays_per_workspace: usize,
+
+    /// Serve the diagnostic echo route `GET /v1/echo` (conformance suites).
+    #[arg(long, env = "SHARDRELAY_ENABLE_ECHO")]
+    pub enable_echo: bool,
+
+    /// Log level: error, warn, info, debug, trace (or a tracing filter directive).
+    #[arg(long, env = "SHARDRELAY_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Log format.
+    #[arg(long, env = "SHARDRELAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Descriptors kept back from `--max-connections`' default for listeners, the runtime's
+/// own fds (io_uring, eventfds), log files and admin connections.
+const FD_RESERVE: usize = 100;
+
+/// Why a configuration cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value out of its range.
+    #[error("--{flag}: {why}")]
+    Invalid {
+        /// The flag's name.
+        flag: &'static str,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// The admin token file could not be read.
+    #[error("--admin-token-file {path}: {source}")]
+    TokenFile {
+        /// The path given.
+        path: String,
+        /// The read error.
+        source: std::io::Error,
+    },
+}
+
+impl Config {
+    /// Check combinations and ranges clap cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |flag, why| Err(ConfigError::Invalid { flag, why });
+        if self.shards == Some(0) {
+            return invalid("shards", "must be at least 1");
+        }
+        if self.max_message < 126 {
+            return invalid("max-message", "must be at least 126 bytes");
+        }
+        if self.max_queue < self.max_message {
+            return invalid("max-queue", "must be at least --max-message");
+        }
+        if self.max_head < 256 {
+            return invalid("max-head", "must be at least 256 bytes");
+        }
+        if self.max_headers == 0 {
+            return invalid("max-headers", "must be at least 1");
+        }
+        if self.ping_interval.is_zero() || self.pong_timeout.is_zero() {
+            return invalid("ping-interval", "heartbeat durations must be positive");
+        }
+        if self.handshake_timeout.is_zero() {
+            return invalid("handshake-timeout", "must be positive");
+        }
+        if self.max_phones_per_server == 0 {
+            return invalid("max-phones-per-server", "must be at least 1");
+        }
+        if matches!(self.per_ip_rate, Some(r) if r <= 0.0 || !r.is_finite()) {
+            return invalid("per-ip-rate", "must be a positive number");
+        }
+        Ok(())
+    }
+
+    /// The shard count to run: `--shards`, else the cores this process may use.
+    pub fn shard_count(&self) -> usize {
+        self.shards.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+    }
+
+    /// The global connection cap: `--max-connections`, else sized from the open-files limit.
+    pub fn connection_cap(&self) -> usize {
+        self.max_connections.unwrap_or_else(|| {
+            crate::sys::open_files_limit()
+                .saturating_sub(FD_RESERVE)
+                .max(1)
+        })
+    }
+
+    /// The admin bearer token, from `--admin-token-file` or `--admin-token`.
+    pub fn load_admin_token(&self) -> Result<Option<String>, ConfigError> {
+        if let Some(path) = &self.admin_token_file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::TokenFile {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let token = text.trim().to_owned();
+            if token.is_empty() {
+                return Err(ConfigError::Invalid {
+                    flag: "admin-token-file",
+                    why: "the file is empty",
+                });
+            }
+            return Ok(Some(token));
+        }
+        Ok(self.admin_token.clone().filter(|t| !t.is_empty()))
+    }
+
+    /// The tick period of each shard's housekeeping task: fine enough for the shortest
+    /// configured timer (an eighth of it), never busier than 10 ms nor coarser than 500 ms.
+    pub fn tick_period(&self) -> Duration {
+        let shortest = [
+            self.ping_interval,
+            self.pong_timeout,
+            self.takeover_probe,
+            self.grace,
+            self.pair_ttl,
+            self.code_ttl,
+        ]
+        .into_iter()
+        .min()
+        .unwrap_or(Duration::from_secs(1));
+        (shortest / 8).clamp(Duration::from_millis(10), Duration::from_millis(500))
+    }
+}
+
+/// Parse `500ms`, `30s`, `5m`, `1h` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 500ms, 30s, 5m"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "us" | "µs" => value / 1_000_000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown duration unit `{other}`")),
+    };
+    if !seconds.is_finite() || seconds < 0.0 || seconds > 1e9 {
+        return Err(format!("`{text}` is out of range"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Parse `256KiB`, `4MiB`, `1GiB`, `64KB` or plain bytes.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size like 256KiB or 4MiB"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit `{other}`")),
+    };
+    value
+        .checked_mul(scale)
+        .and_then(|v| usize::try_from(v).ok())
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_in_every_unit() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn sizes_parse_in_every_unit() {
+        assert_eq!(parse_size("256KiB"), Ok(256 * 1024));
+        assert_eq!(parse_size("4MiB"), Ok(4 << 20));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("4XB").is_err());
+    }
+
+    #[test]
+    fn defaults_validate() {
+        let cli = Cli::parse_from(["shardrelay"]);
+        cli.config.validate().expect("defaults are valid");
+        assert_eq!(cli.config.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(cli.config.admin_listen.to_string(), "127.0.0.1:9090");
+        assert_eq!(cli.config.max_message, 256 * 1024);
+    }
+}

@@ -1,0 +1,124 @@
+//! Plain HTTP endpoints: the health probes (both listeners) and the admin listener's
+//! `/stats` and `/metrics`. Each request gets one response and the connection closes
+//! (probes and scrapers reconnect; keep-alive would only hold descriptors).
+
+use std::rc::Rc;
+
+use monoio::net::TcpStream;
+
+use crate::http::head::{Method, RequestHead};
+use crate::http::response;
+use crate::shard::accept::{refuse, respond_and_close};
+use crate::shard::Shard;
+use crate::stats::{self, ConnKind, StatsSnapshot};
+
+/// Serve one admin-listener request.
+pub async fn serve(shard: &Rc<Shard>, stream: TcpStream, head: RequestHead, _body: Vec<u8>) {
+    let path = head.path.as_str();
+    let is_probe = matches!(path, "/health" | "/healthz");
+    if !is_probe && !authorized(shard, &head) {
+        let resp = response::close_response(
+            401,
+            "application/json",
+            &[("WWW-Authenticate", "Bearer")],
+            br#"{"error":"admin token required"}"#,
+        );
+        return refuse(shard, stream, "unauthorized", resp).await;
+    }
+    let known = matches!(path, "/health" | "/healthz" | "/stats" | "/metrics");
+    if !known {
+        let resp = response::close_response(404, "text/plain", &[], b"not found\n");
+        return refuse(shard, stream, "not_found", resp).await;
+    }
+    if head.method != Method::Get {
+        let resp = response::close_response(405, "text/plain", &[("Allow", "GET")], b"method not allowed\n");
+        return refuse(shard, stream, "method_not_allowed", resp).await;
+    }
+    match path {
+        "/stats" => serve_stats(shard, stream, &head).await,
+        "/metrics" => serve_metrics(shard, stream).await,
+        _ => serve_health(shard, stream).await,
+    }
+}
+
+/// The bearer token matches, or none is configured.
+fn authorized(shard: &Shard, head: &RequestHead) -> bool {
+    let Some(expected) = &shard.global.admin_token else {
+        return true;
+    };
+    let given = head
+        .header("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or_default();
+    constant_time_eq(given.as_bytes(), expected.as_bytes())
+}
+
+/// Compare without an early exit on the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `GET /health` and `GET /healthz`: a superset of both seeds' health bodies.
+pub async fn serve_health(shard: &Rc<Shard>, stream: TcpStream) {
+    let snaps = shard.gather_stats(false).await;
+    let total = StatsSnapshot::merge(&snaps);
+    let body = health_body(shard, &total);
+    let resp = response::close_response(
+        200,
+        "application/json",
+        &[("Cache-Control", "no-store")],
+        body.as_bytes(),
+    );
+    respond_and_close(stream, &resp).await;
+}
+
+/// The health JSON.
+fn health_body(shard: &Shard, total: &StatsSnapshot) -> String {
+    let gauge = |name| total.gauge(name).max(0);
+    serde_json::json!({
+        "ok": true,
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": shard.global.started.elapsed().as_secs(),
+        "shards": shard.global.shards,
+        "connected_binaries": total.connections(ConnKind::Binary),
+        "connected_phones": total.connections(ConnKind::Phone),
+        "pairs": gauge("pairs"),
+        "sessions": gauge("sessions"),
+        "tickets": gauge("tickets"),
+    })
+    .to_string()
+}
+
+/// `GET /stats[?reset=1]`.
+async fn serve_stats(shard: &Rc<Shard>, stream: TcpStream, head: &RequestHead) {
+    let reset = matches!(head.query_param("reset"), Some(Ok(v)) if v == b"1" || v == b"true");
+    let snaps = shard.gather_stats(reset).await;
+    let uptime = shard.global.started.elapsed().as_secs();
+    let body = stats::render_json(uptime, &snaps);
+    let resp = response::close_response(
+        200,
+        "application/json",
+        &[("Cache-Control", "no-store")],
+        body.as_bytes(),
+    );
+    respond_and_close(stream, &resp).await;
+}
+
+/// `GET /metrics`.
+async fn serve_metrics(shard: &Rc<Shard>, stream: TcpStream) {
+    let snaps = shard.gather_stats(false).await;
+    let uptime = shard.global.started.elapsed().as_secs();
+    let body = stats::render_prometheus(uptime, &snaps);
+    let resp = response::close_response(
+        200,
+        "text/plain; version=0.0.4",
+        &[("Cache-Control", "no-store")],
+        body.as_bytes(),
+    );
+    respond_and_close(stream, &resp).await;
+}

@@ -1,0 +1,25 @@
+//! shardrelay: a sharded thread-per-core WebSocket and HTTP relay.
+//!
+//! # Layout
+//! * `config`  — flags, environment variables, defaults and validation.
+//! * `server`  — listeners, shard threads, signals, shutdown.
+//! * `shard`   — one pinned runtime: accept path, inbox/handoff, tick task.
+//! * `http`    — request heads, responses, upgrade checks, routes, admission, admin.
+//! * `ws`      — RFC 6455 codec and masking (no I/O), connection reader and writer.
+//! * `modes`   — the rendezvous styles and their registries.
+//! * `stats`   — per-shard counters and histograms, JSON and Prometheus rendering.
+//! * `logging` — log set-up and the escaping of client text.
+//! * `watch`   — the `shardrelay stats` terminal view.
+//! * `sys`     — the only unsafe code: raw socket calls and descriptor moves.
+#![deny(unreachable_pub)]
+
+pub mod config;
+pub mod http;
+pub mod logging;
+pub mod modes;
+pub mod server;
+pub mod shard;
+pub mod stats;
+pub mod sys;
+pub mod watch;
+pub mod ws;

@@ -1,0 +1,32 @@
+//! `shardrelay`: parse the command line, set up logging, run the relay (or an operator
+//! tool). Nothing else lives here.
+
+use clap::Parser;
+use mimalloc::MiMalloc;
+
+use shardrelay::config::{Cli, Command};
+
+/// mimalloc: per-thread free lists suit a thread-per-core process.
+#[global_allocator]
+static GLOBAL: MiMalloc = MiMalloc;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    shardrelay::logging::init(&cli.config);
+    let result = match cli.command {
+        Some(Command::Stats {
+            admin,
+            admin_token,
+            count,
+        }) => shardrelay::watch::run(admin, admin_token.as_deref(), count)
+            .map_err(|e| e.to_string()),
+        None => shardrelay::server::run(cli.config).map_err(|e| e.to_string()),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("shardrelay: {why}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! `GET /v1/echo` (only with `--enable-echo`): every message comes back as it went, through
+//! the same codec and writer as every relayed message — the route conformance suites test.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::modes::Role;
+use crate::shard::Shard;
+use crate::ws::codec::{MessageKind, OpCode};
+use crate::ws::conn::{Conn, OutFrame};
+
+/// An echo connection upgraded.
+pub fn on_upgrade(shard: &Rc<Shard>, conn: Rc<Conn>, leftover: Vec<u8>) {
+    *conn.role.borrow_mut() = Role::Echo;
+    shard.spawn_reader(conn, leftover);
+}
+
+/// Send the message back.
+pub fn on_message(
+    shard: &Shard,
+    conn: &Rc<Conn>,
+    kind: MessageKind,
+    payload: &[u8],
+    read_at: Instant,
+) {
+    let op = match kind {
+        MessageKind::Text => OpCode::Text,
+        MessageKind::Binary => OpCode::Binary,
+    };
+    let frame = OutFrame::message(op, None, Bytes::copy_from_slice(payload), b"");
+    conn.send(shard, frame.relayed(read_at, "echo"));
+}

@@ -1,0 +1,347 @@
+//! The accept path: accept, admission, read the request head under its caps and timeout,
+//! classify the route, then either answer here (health, admin, every pre-upgrade
+//! rejection — none touches a registry) or upgrade on the owner shard of the route key,
+//! handing the socket over when it landed on another shard.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use monoio::net::{TcpListener, TcpStream};
+
+use crate::http::admission;
+use crate::http::head::{parse_head, HeadError, HeadLimits, RequestHead};
+use crate::http::response;
+use crate::http::routes::{self, Route};
+use crate::http::{admin, upgrade};
+use crate::modes;
+use crate::shard::{ConnPermit, Handoff, InboxMsg, Shard, Upgrade};
+use crate::stats::ConnKind;
+use crate::sys;
+use crate::ws::conn::Conn;
+
+/// Which listener a connection came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// Rendezvous, tickets, health.
+    Public,
+    /// Health, stats, metrics, ticket minting.
+    Admin,
+}
+
+/// Pause after an accept error such as EMFILE, so a full descriptor table does not spin
+/// the shard.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
+
+/// Head bytes asked of the kernel per read while the head is incomplete.
+const HEAD_READ: usize = 2048;
+
+/// Accept until the listener is shut down.
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, which: Listener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                if shard.shutting_down.get() {
+                    continue;
+                }
+                shard.stats.borrow_mut().accepted();
+                monoio::spawn(serve_new(shard.clone(), stream, peer, which, Instant::now()));
+            }
+            Err(_) if shard.shutting_down.get() => return,
+            Err(e) => {
+                tracing::warn!(shard = shard.id, error = %e, "accept failed");
+                monoio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
+
+/// A refusal decided before the head is read: answered after it, with this status.
+#[derive(Debug, Clone, Copy)]
+enum Admission {
+    /// Over `--max-connections`.
+    OverCapacity,
+    /// Over `--per-ip-rate`.
+    RateLimited,
+}
+
+/// Serve one new TCP connection up to its upgrade (or its one HTTP response).
+async fn serve_new(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    which: Listener,
+    accepted_at: Instant,
+) {
+    sys::set_nodelay(stream.as_raw_fd());
+    let admitted = match which {
+        Listener::Admin => Ok(None),
+        Listener::Public => admit(&shard, peer),
+    };
+    let timeout = shard.config().handshake_timeout;
+    let read = monoio::time::timeout(timeout, read_head(&shard, &stream)).await;
+    let (head, leftover) = match read {
+        Err(_) => {
+            shard.stats.borrow_mut().rejected("handshake_timeout");
+            return;
+        }
+        Ok(Err(HeadFailure::Closed)) => return,
+        Ok(Err(HeadFailure::Bad(err))) => {
+            let reason = head_error_name(err);
+            let resp = response::close_response(err.status(), "text/plain", &[], b"");
+            return refuse(&shard, stream, reason, resp).await;
+        }
+        Ok(Ok(parsed)) => parsed,
+    };
+    let permit = match admitted {
+        Err(Admission::OverCapacity) => {
+            let resp = response::close_response(503, "text/plain", &[], b"over capacity\n");
+            return refuse(&shard, stream, "over_capacity", resp).await;
+        }
+        Err(Admission::RateLimited) => {
+            let resp = response::close_response(429, "text/plain", &[], b"too many connection attempts\n");
+            return refuse(&shard, stream, "rate_limited", resp).await;
+        }
+        Ok(permit) => permit,
+    };
+    match which {
+        Listener::Admin => admin::serve(&shard, stream, head, leftover).await,
+        Listener::Public => route_public(&shard, stream, peer, head, leftover, accepted_at, permit).await,
+    }
+}
+
+/// Admission of a public connection: the global cap, then the per-IP rate.
+fn admit(shard: &Shard, peer: SocketAddr) -> Result<Option<ConnPermit>, Admission> {
+    let Some(permit) = shard.global.admit() else {
+        return Err(Admission::OverCapacity);
+    };
+    if let Some(limiter) = &shard.global.rate_limiter {
+        if !admission::allow(limiter, peer.ip(), Instant::now()) {
+            return Err(Admission::RateLimited);
+        }
+    }
+    Ok(Some(permit))
+}
+
+/// Classify a public request and serve it here or on its owner shard.
+async fn route_public(
+    shard: &Rc<Shard>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    head: RequestHead,
+    leftover: Vec<u8>,
+    accepted_at: Instant,
+    permit: Option<ConnPermit>,
+) {
+    let route = match routes::classify(&head, shard.config()) {
+        Ok(route) => route,
+        Err(refusal) => return refuse(shard, stream, refusal.reason, refusal.response).await,
+    };
+    if route == Route::Health {
+        return admin::serve_health(shard, stream).await;
+    }
+    let accept_key = match upgrade::check_upgrade(&head) {
+        Ok(key) => key,
+        Err(refusal) => return refuse(shard, stream, "bad_upgrade", refusal.response()).await,
+    };
+    let Some(permit) = permit else {
+        // Public connections always carry a permit; an admin one never gets here.
+        return;
+    };
+    let request = Upgrade {
+        peer,
+        head,
+        leftover,
+        route,
+        accept_key,
+        accepted_at,
+        permit,
+    };
+    place(shard, stream, request).await;
+}
+
+/// Serve on this shard if it owns the route key, else move the socket to the owner.
+async fn place(shard: &Rc<Shard>, stream: TcpStream, request: Upgrade) {
+    let owner = request
+        .route
+        .key()
+        .map_or(shard.id, |key| shard.global.shard_of(key));
+    if owner == shard.id {
+        return upgrade_here(shard, stream, request).await;
+    }
+    tracing::debug!(shard = shard.id, owner, peer = %request.peer, "handed off");
+    let handoff = Handoff {
+        fd: sys::into_owned_fd(stream),
+        sent_at: Instant::now(),
+        upgrade: request,
+    };
+    shard.stats.borrow_mut().handed_off();
+    let inbox = &shard.global.inboxes[owner];
+    if !inbox.send(InboxMsg::Adopt(Box::new(handoff))) {
+        tracing::warn!(shard = shard.id, owner, "owner shard is gone; connection dropped");
+    }
+}
+
+/// A connection handed to this shard: adopt its socket and upgrade it.
+pub fn adopt(shard: &Rc<Shard>, handoff: Handoff) {
+    let micros = handoff.sent_at.elapsed().as_micros() as u64;
+    let stream = match sys::adopt_stream(handoff.fd) {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::warn!(shard = shard.id, error = %e, "could not adopt a handed-off socket");
+            return;
+        }
+    };
+    {
+        let mut stats = shard.stats.borrow_mut();
+        stats.adopted();
+        stats.record_handoff(micros);
+    }
+    let shard = shard.clone();
+    let request = handoff.upgrade;
+    monoio::spawn(async move { upgrade_here(&shard, stream, request).await });
+}
+
+/// Send the 101 and give the connection to its rendezvous.
+async fn upgrade_here(shard: &Rc<Shard>, stream: TcpStream, request: Upgrade) {
+    if shard.shutting_down.get() {
+        let resp = response::close_response(503, "text/plain", &[], b"shutting down\n");
+        return refuse(shard, stream, "shutting_down", resp).await;
+    }
+    if write_all(&stream, &response::switching_protocols(&request.accept_key))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let micros = request.accepted_at.elapsed().as_micros() as u64;
+    let kind = request.route.conn_kind();
+    {
+        let mut stats = shard.stats.borrow_mut();
+        stats.record_handshake(micros);
+        stats.conn_opened(kind);
+    }
+    let conn = Conn::new(stream, request.peer, kind, request.permit);
+    tracing::debug!(shard = shard.id, peer = %request.peer, kind = kind.name(), "upgraded");
+    modes::on_upgrade(shard, conn, request.route, request.head, request.leftover);
+    shard.flush_dirty();
+}
+
+/// Why reading a head stopped.
+#[derive(Debug)]
+enum HeadFailure {
+    /// The client went away (or the socket failed) before a whole head arrived.
+    Closed,
+    /// The head broke a cap or the grammar.
+    Bad(HeadError),
+}
+
+/// Read until a whole request head is in; return it and the bytes after it.
+async fn read_head(shard: &Shard, stream: &TcpStream) -> Result<(RequestHead, Vec<u8>), HeadFailure> {
+    let cfg = shard.config();
+    let limits = HeadLimits {
+        max_head_bytes: cfg.max_head,
+        max_headers: cfg.max_headers,
+        max_header_value: cfg.max_header_value,
+    };
+    let mut buf = Vec::new();
+    loop {
+        stream.readable(false).await.map_err(|_| HeadFailure::Closed)?;
+        loop {
+            let room = (limits.max_head_bytes + 1).saturating_sub(buf.len()).clamp(1, HEAD_READ);
+            match sys::recv_into(stream.as_raw_fd(), &mut buf, room) {
+                Ok(0) => return Err(HeadFailure::Closed),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Err(HeadFailure::Closed),
+            }
+            match parse_head(&buf, &limits) {
+                Ok(Some((head, len))) => {
+                    let leftover = buf.split_off(len);
+                    return Ok((head, leftover));
+                }
+                Ok(None) => {}
+                Err(err) => return Err(HeadFailure::Bad(err)),
+            }
+        }
+    }
+}
+
+/// The stats reason for a head error.
+fn head_error_name(err: HeadError) -> &'static str {
+    match err {
+        HeadError::HeadTooLarge { .. } => "head_too_large",
+        HeadError::TooManyHeaders { .. } => "too_many_headers",
+        HeadError::HeaderValueTooLong { .. } => "header_value_too_long",
+        HeadError::Malformed => "malformed_head",
+    }
+}
+
+/// Answer with a plain HTTP response, count the rejection, and close.
+pub async fn refuse(shard: &Shard, stream: TcpStream, reason: &'static str, resp: Vec<u8>) {
+    shard.stats.borrow_mut().rejected(reason);
+    respond_and_close(stream, &resp).await;
+}
+
+/// How long a refused client gets to read its response before the socket closes.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Most bytes a closing HTTP connection reads and discards while lingering.
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// Write a response, half-close, and read what the client still sends for a moment, so
+/// closing with unread bytes does not turn into a reset that destroys the response.
+pub async fn respond_and_close(stream: TcpStream, resp: &[u8]) {
+    let written = monoio::time::timeout(LINGER * 5, write_all(&stream, resp)).await;
+    if !matches!(written, Ok(Ok(()))) {
+        return;
+    }
+    sys::shutdown_write(stream.as_raw_fd());
+    let _ = monoio::time::timeout(LINGER, discard_until_eof(&stream)).await;
+}
+
+/// Read and drop bytes until EOF (bounded).
+async fn discard_until_eof(stream: &TcpStream) {
+    let mut sink = Vec::with_capacity(4096);
+    let mut total = 0;
+    while total < LINGER_BYTES {
+        if stream.readable(false).await.is_err() {
+            return;
+        }
+        sink.clear();
+        match sys::recv_into(stream.as_raw_fd(), &mut sink, 4096) {
+            Ok(0) => return,
+            Ok(n) => total += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Write all of `bytes`, waiting for writability when the socket pushes back.
+pub async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match sys::send_vectored(stream.as_raw_fd(), &[io::IoSlice::new(bytes)]) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.writable(false).await?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The kind counted for a route once upgraded.
+impl Route {
+    /// The `/stats` connection kind of an upgraded route.
+    pub fn conn_kind(&self) -> ConnKind {
+        match self {
+            Route::Binary { .. } => ConnKind::Binary,
+            Route::Phone { .. } => ConnKind::Phone,
+            Route::Echo | Route::Health => ConnKind::Echo,
+        }
+    }
+}

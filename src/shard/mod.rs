@@ -1,0 +1,372 @@
+//! A shard: one pinned thread running one monoio runtime that owns its registries
+//! outright. This module holds the shard's state and its entry point; the accept path,
+//! the inbox and the tick task live in the submodules.
+//!
+//! Ownership: everything here is `Rc`/`RefCell`/`Cell` and touched only by this shard's
+//! thread. The only things shared between shards are `Global` (read-only configuration,
+//! the route hasher, the inbox senders, and one atomic connection count touched once per
+//! connection, never per message).
+
+pub mod accept;
+pub mod inbox;
+pub mod tick;
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+use crate::config::{Config, DriverChoice};
+use crate::http::head::RequestHead;
+use crate::http::routes::Route;
+use crate::modes::server_id;
+use crate::stats::{ShardStats, StatsSnapshot};
+use crate::ws::conn::{self, Conn, Flushed, READ_CHUNK};
+use inbox::{WakeReceiver, WakeSender};
+
+/// State every shard reads; written once at start-up (save the connection count).
+#[derive(Debug)]
+pub struct Global {
+    /// The relay's settings.
+    pub config: Config,
+    /// Number of shards.
+    pub shards: usize,
+    /// The route-key hasher: one state shared by every shard, random per process.
+    pub hasher: ahash::RandomState,
+    /// Each shard's inbox, by shard index.
+    pub inboxes: Vec<WakeSender<InboxMsg>>,
+    /// Open client connections (public listener), against `max_connections`.
+    open: AtomicUsize,
+    /// The global connection cap.
+    pub max_connections: usize,
+    /// Process start, for `uptime_seconds`.
+    pub started: Instant,
+    /// The admin bearer token, when one is configured.
+    pub admin_token: Option<String>,
+    /// Per-IP connection-attempt buckets (`--per-ip-rate`); touched once per accept.
+    pub rate_limiter: Option<Mutex<crate::http::admission::RateLimiter>>,
+    /// The driver the shards run ("io_uring" or "epoll"), for logs and `/stats`.
+    pub driver: &'static str,
+}
+
+impl Global {
+    /// The shard that owns a route key.
+    pub fn shard_of(&self, key: &[u8]) -> usize {
+        (self.hasher.hash_one(key) % self.shards as u64) as usize
+    }
+
+    /// Count one more open connection, unless the cap is reached.
+    pub fn admit(self: &Arc<Self>) -> Option<ConnPermit> {
+        let before = self.open.fetch_add(1, Ordering::Relaxed);
+        if before >= self.max_connections {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(ConnPermit(self.clone()))
+    }
+
+    /// Open client connections right now.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+}
+
+/// One admitted connection's place under `--max-connections`; released on drop.
+#[derive(Debug)]
+pub struct ConnPermit(Arc<Global>);
+
+impl Drop for ConnPermit {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What crosses into a shard.
+pub enum InboxMsg {
+    /// A connection accepted elsewhere whose route key this shard owns.
+    Adopt(Box<Handoff>),
+    /// Send this shard's stats snapshot (after resetting its histograms if asked).
+    Snapshot {
+        /// `?reset=1`.
+        reset: bool,
+        /// Where the snapshot goes.
+        reply: WakeSender<StatsSnapshot>,
+    },
+    /// Stop accepting, close every WebSocket with 1001, drain, exit.
+    Shutdown,
+}
+
+/// A connection moving to its owner shard: the socket plus everything the accepting
+/// shard learnt. Moved once; its messages never cross a core.
+#[derive(Debug)]
+pub struct Handoff {
+    /// The socket.
+    pub fd: OwnedFd,
+    /// When the handoff was enqueued (handoff histogram).
+    pub sent_at: Instant,
+    /// The request, ready to upgrade.
+    pub upgrade: Upgrade,
+}
+
+/// A request that passed every pre-upgrade check, ready for its 101 on the owner shard.
+#[derive(Debug)]
+pub struct Upgrade {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The request head as parsed by the accepting shard.
+    pub head: RequestHead,
+    /// Bytes that arrived after the head.
+    pub leftover: Vec<u8>,
+    /// Where the request goes.
+    pub route: Route,
+    /// `Sec-WebSocket-Accept` for the 101.
+    pub accept_key: String,
+    /// When the accepting shard accepted the TCP connection (handshake histogram).
+    pub accepted_at: Instant,
+    /// The connection's place under the global cap.
+    pub permit: ConnPermit,
+}
+
+/// One shard's state.
+pub struct Shard {
+    /// This shard's index.
+    pub id: usize,
+    /// What all shards share.
+    pub global: Arc<Global>,
+    /// Counters and histograms (plain integers: only this thread touches them).
+    pub stats: RefCell<ShardStats>,
+    /// Every upgraded connection on this shard (heartbeat, shutdown).
+    pub conns: RefCell<Slab<Rc<Conn>>>,
+    /// Connections with frames queued since the last flush.
+    dirty: RefCell<Vec<Rc<Conn>>>,
+    /// The read buffer every connection of this shard reads into.
+    scratch: Cell<Vec<u8>>,
+    /// Server-id slots owned by this shard.
+    pub server_ids: RefCell<server_id::Registry>,
+    /// Set once shutdown began: no new connection is served.
+    pub shutting_down: Cell<bool>,
+    /// Listening sockets of this shard, shut down to stop their accept loops.
+    listeners: RefCell<Vec<RawFd>>,
+}
+
+impl Shard {
+    /// A shard with empty registries.
+    pub fn new(id: usize, global: Arc<Global>) -> Rc<Self> {
+        Rc::new(Shard {
+            id,
+            global,
+            stats: RefCell::new(ShardStats::new(id)),
+            conns: RefCell::new(Slab::new()),
+            dirty: RefCell::new(Vec::new()),
+            scratch: Cell::new(Vec::with_capacity(READ_CHUNK)),
+            server_ids: RefCell::new(server_id::Registry::default()),
+            shutting_down: Cell::new(false),
+            listeners: RefCell::new(Vec::new()),
+        })
+    }
+
+    /// The relay's settings.
+    pub fn config(&self) -> &Config {
+        &self.global.config
+    }
+
+    /// Borrow the shard's read buffer (empty, full capacity).
+    pub fn take_scratch(&self) -> Vec<u8> {
+        let buf = self.scratch.take();
+        if buf.capacity() == 0 {
+            // Only when a reader kept it across a panic-free early return; re-grow.
+            return Vec::with_capacity(READ_CHUNK);
+        }
+        buf
+    }
+
+    /// Give the read buffer back.
+    pub fn return_scratch(&self, mut buf: Vec<u8>) {
+        buf.clear();
+        self.scratch.set(buf);
+    }
+
+    /// Track an upgraded connection.
+    pub fn track(&self, conn: &Rc<Conn>) {
+        let key = self.conns.borrow_mut().insert(conn.clone());
+        conn.key.set(key);
+    }
+
+    /// Forget a finished connection (its socket closes when the last `Rc` goes).
+    pub fn forget(&self, conn: &Conn) {
+        let key = conn.key.replace(usize::MAX);
+        let mut conns = self.conns.borrow_mut();
+        if conns.contains(key) {
+            conns.remove(key);
+        }
+    }
+
+    /// Note a connection with queued frames.
+    pub fn mark_dirty(&self, conn: Rc<Conn>) {
+        self.dirty.borrow_mut().push(conn);
+    }
+
+    /// Flush every connection with queued frames: one vectored write each; sockets that
+    /// push back get a drain task.
+    pub fn flush_dirty(self: &Rc<Self>) {
+        loop {
+            let batch = std::mem::take(&mut *self.dirty.borrow_mut());
+            if batch.is_empty() {
+                return;
+            }
+            for conn in batch {
+                if !conn.take_dirty() {
+                    continue;
+                }
+                if conn.flush(self) == Flushed::Blocked && conn.claim_drain() {
+                    monoio::spawn(conn::drain(self.clone(), conn));
+                }
+            }
+        }
+    }
+
+    /// Start serving an upgraded connection: track it and run its reader.
+    pub fn spawn_reader(self: &Rc<Self>, conn: Rc<Conn>, initial: Vec<u8>) {
+        self.track(&conn);
+        monoio::spawn(conn::run_reader(self.clone(), conn, initial));
+    }
+
+    /// Gather every shard's stats snapshot over the inboxes (this shard's too).
+    pub async fn gather_stats(&self, reset: bool) -> Vec<StatsSnapshot> {
+        let (tx, rx) = inbox::wake_channel();
+        let mut expected = 0;
+        for inbox in &self.global.inboxes {
+            let msg = InboxMsg::Snapshot {
+                reset,
+                reply: tx.clone(),
+            };
+            if inbox.send(msg) {
+                expected += 1;
+            }
+        }
+        drop(tx);
+        let mut snaps = Vec::with_capacity(expected);
+        let deadline = Duration::from_secs(2);
+        while snaps.len() < expected {
+            match monoio::time::timeout(deadline, rx.recv()).await {
+                Ok(Some(snap)) => snaps.push(snap),
+                _ => break,
+            }
+        }
+        snaps.sort_by_key(|s: &StatsSnapshot| s.shard);
+        snaps
+    }
+
+    /// Remember a listener so shutdown can stop its accept loop.
+    fn add_listener(&self, fd: RawFd) {
+        self.listeners.borrow_mut().push(fd);
+    }
+
+    /// Begin shutdown: stop accepting and close every WebSocket with 1001.
+    fn begin_shutdown(self: &Rc<Self>) {
+        self.shutting_down.set(true);
+        for fd in self.listeners.borrow().iter() {
+            crate::sys::shutdown_listener(*fd);
+        }
+        let conns: Vec<Rc<Conn>> = self.conns.borrow().iter().map(|(_, c)| c.clone()).collect();
+        for conn in conns {
+            conn.close(self, 1001, "shutting down");
+        }
+        self.flush_dirty();
+    }
+}
+
+/// What a shard thread needs to start.
+pub struct ShardSeed {
+    /// Shard index (also the CPU it pins to, modulo the CPUs available).
+    pub id: usize,
+    /// Shared state.
+    pub global: Arc<Global>,
+    /// This shard's inbox.
+    pub inbox: WakeReceiver<InboxMsg>,
+    /// This shard's `SO_REUSEPORT` public listener.
+    pub public: std::net::TcpListener,
+    /// The admin listener (shard 0 only).
+    pub admin: Option<std::net::TcpListener>,
+    /// CPU to pin to, if pinning is possible.
+    pub cpu: Option<usize>,
+}
+
+/// Ring entries per io_uring: room for a burst of accepts, reads and writes per shard.
+const URING_ENTRIES: u32 = 4096;
+
+/// Run one shard to completion on the current thread.
+pub fn run(seed: ShardSeed) -> std::io::Result<()> {
+    if let Some(cpu) = seed.cpu {
+        if monoio::utils::bind_to_cpu_set([cpu]).is_err() {
+            tracing::warn!(shard = seed.id, cpu, "could not pin shard thread");
+        }
+    }
+    match seed.global.config.driver {
+        DriverChoice::Auto => monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .with_entries(URING_ENTRIES)
+            .enable_timer()
+            .build()?
+            .block_on(shard_main(seed)),
+        DriverChoice::Uring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(URING_ENTRIES)
+            .enable_timer()
+            .build()?
+            .block_on(shard_main(seed)),
+        DriverChoice::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()?
+            .block_on(shard_main(seed)),
+    }
+}
+
+/// The shard's life: accept loops and the tick task run beside the inbox loop, which
+/// ends on `Shutdown`; then every connection is closed and drained.
+async fn shard_main(seed: ShardSeed) -> std::io::Result<()> {
+    let shard = Shard::new(seed.id, seed.global);
+    let public = monoio::net::TcpListener::from_std(seed.public)?;
+    shard.add_listener(public.as_raw_fd());
+    monoio::spawn(accept::accept_loop(shard.clone(), public, accept::Listener::Public));
+    if let Some(admin) = seed.admin {
+        let admin = monoio::net::TcpListener::from_std(admin)?;
+        shard.add_listener(admin.as_raw_fd());
+        monoio::spawn(accept::accept_loop(shard.clone(), admin, accept::Listener::Admin));
+    }
+    monoio::spawn(tick::run(shard.clone()));
+    while let Some(msg) = seed.inbox.recv().await {
+        match msg {
+            InboxMsg::Adopt(handoff) => accept::adopt(&shard, *handoff),
+            InboxMsg::Snapshot { reset, reply } => {
+                let mut stats = shard.stats.borrow_mut();
+                let snap = stats.snapshot();
+                if reset {
+                    stats.reset_histograms();
+                }
+                reply.send(snap);
+            }
+            InboxMsg::Shutdown => break,
+        }
+    }
+    shard.begin_shutdown();
+    wait_drained(&shard).await;
+    Ok(())
+}
+
+/// After shutdown began: wait until every connection finished its close handshake, or
+/// abort the rest at the drain timeout.
+async fn wait_drained(shard: &Rc<Shard>) {
+    let deadline = Instant::now() + shard.config().drain_timeout;
+    let step = Duration::from_millis(10);
+    while !shard.conns.borrow().is_empty() && Instant::now() < deadline {
+        monoio::time::sleep(step).await;
+    }
+    let left: Vec<Rc<Conn>> = shard.conns.borrow().iter().map(|(_, c)| c.clone()).collect();
+    for conn in left {
+        conn.abort();
+    }
+}

@@ -1,0 +1,63 @@
+//! The shard's one housekeeping task. Every tick it walks the shard's connections for
+//! heartbeats and close-handshake deadlines and lets each rendezvous expire what is due
+//! (takeover probes, grace windows, TTLs). One task per shard instead of a timer future
+//! per connection keeps idle connections cheap; the tick period (`Config::tick_period`)
+//! bounds how late a deadline can fire.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::modes::server_id;
+use crate::shard::Shard;
+use crate::ws::conn::{Conn, ConnState};
+
+/// How long a closing connection may take to finish the close handshake before its
+/// socket is shut down: generous for a slow client, short enough that a dead one does
+/// not hold a descriptor.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(5);
+
+/// Tick until the shard's runtime ends.
+pub async fn run(shard: Rc<Shard>) {
+    let mut interval = monoio::time::interval(shard.config().tick_period());
+    loop {
+        interval.tick().await;
+        tick_once(&shard, Instant::now());
+    }
+}
+
+/// One tick.
+fn tick_once(shard: &Rc<Shard>, now: Instant) {
+    heartbeat(shard, now);
+    server_id::tick(shard, now);
+    shard.flush_dirty();
+}
+
+/// Ping connections quiet for a ping interval; close those that did not answer within
+/// the pong timeout; abort close handshakes past their linger.
+fn heartbeat(shard: &Rc<Shard>, now: Instant) {
+    let cfg = shard.config();
+    let conns: Vec<Rc<Conn>> = shard.conns.borrow().iter().map(|(_, c)| c.clone()).collect();
+    for conn in conns {
+        match conn.state() {
+            ConnState::Closing(since) => {
+                if now.saturating_duration_since(since) >= CLOSE_LINGER {
+                    conn.abort();
+                }
+            }
+            ConnState::Open if conn.paused.get() => {}
+            ConnState::Open => match conn.ping_sent.get() {
+                Some(sent) if now.saturating_duration_since(sent) >= cfg.pong_timeout => {
+                    shard.stats.borrow_mut().event("heartbeat_timeouts");
+                    conn.failed.set(true);
+                    conn.close_discarding(shard, 1011, "heartbeat timeout");
+                }
+                Some(_) => {}
+                None => {
+                    if now.saturating_duration_since(conn.last_rx.get()) >= cfg.ping_interval {
+                        conn.ping(shard);
+                    }
+                }
+            },
+        }
+    }
+}

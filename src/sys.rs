@@ -1,0 +1,127 @@
+//! The only `unsafe` in the crate: non-blocking socket reads and vectored writes on raw
+//! descriptors, shutdown, descriptor moves between shards, and resource limits. Each
+//! block carries a `SAFETY:` comment.
+//!
+//! Why raw calls at all: an idle connection must not pin a read buffer, so the relay waits
+//! for readiness (`TcpStream::readable`) and then reads with `MSG_DONTWAIT` into a
+//! per-shard scratch buffer; writes go out with one `sendmsg` over borrowed slices of the
+//! connection's queue, with no owned-buffer hand-over to the runtime.
+
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+
+/// Read what the socket has, without blocking, into the spare capacity of `buf`
+/// (at most `max` bytes). Returns the bytes read (0 = the peer closed its side);
+/// `WouldBlock` when nothing is there.
+pub fn recv_into(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    buf.reserve(max);
+    let spare: &mut [MaybeUninit<u8>] = buf.spare_capacity_mut();
+    let len = spare.len().min(max);
+    // SAFETY: `spare` is writable memory owned by `buf` of at least `len` bytes; recv
+    // writes at most `len` bytes into it and we only extend the length by what it wrote.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            spare.as_mut_ptr().cast(),
+            len,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    // SAFETY: the kernel initialised exactly `n <= len` bytes past the old length.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+/// Write as much of `slices` as the socket takes now, in one `sendmsg`. Returns the
+/// bytes written; `WouldBlock` when the send buffer is full.
+pub fn send_vectored(fd: RawFd, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: an all-zero msghdr is a valid empty message header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = slices.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = slices.len().min(IOV_MAX) as _;
+    // SAFETY: IoSlice is ABI-compatible with iovec (std guarantees it on Unix); the slices
+    // outlive the call and sendmsg only reads them.
+    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// The most iovecs one `sendmsg` takes on Linux.
+pub const IOV_MAX: usize = 1024;
+
+/// Half-close: send FIN after what is queued in the kernel.
+pub fn shutdown_write(fd: RawFd) {
+    // SAFETY: shutdown on any descriptor value is memory-safe; errors (ENOTCONN after the
+    // peer left) are expected and ignored.
+    unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+}
+
+/// Full shutdown: wakes any readiness wait on the socket with EOF so its reader ends.
+pub fn shutdown_both(fd: RawFd) {
+    // SAFETY: as above.
+    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+}
+
+/// Stop a listening socket: a pending or later `accept` on it fails, which ends the
+/// accept loop without cancelling an in-flight io_uring operation.
+pub fn shutdown_listener(fd: RawFd) {
+    // SAFETY: as above; on Linux SHUT_RD on a listener makes accept return EINVAL.
+    unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+}
+
+/// Give a monoio stream up as an owned descriptor, for a move to another shard.
+/// Fails (returning the stream) if the runtime still holds another reference to it.
+pub fn into_owned_fd(stream: monoio::net::TcpStream) -> OwnedFd {
+    let raw = stream.into_raw_fd();
+    // SAFETY: into_raw_fd transferred sole ownership of `raw` to us (monoio panics rather
+    // than return a shared descriptor, and the relay never clones its streams' fds).
+    unsafe { OwnedFd::from_raw_fd(raw) }
+}
+
+/// Adopt a descriptor moved from another shard into this shard's runtime.
+pub fn adopt_stream(fd: OwnedFd) -> io::Result<monoio::net::TcpStream> {
+    let std_stream = std::net::TcpStream::from(fd);
+    std_stream.set_nonblocking(true)?;
+    monoio::net::TcpStream::from_std(std_stream)
+}
+
+/// Set `TCP_NODELAY`: relayed messages are latency-sensitive and already batched by us.
+pub fn set_nodelay(fd: RawFd) {
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live local.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
+
+/// The soft open-files limit of this process.
+pub fn open_files_limit() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into a live local.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    if rc != 0 || lim.rlim_cur == libc::RLIM_INFINITY {
+        return 1024;
+    }
+    lim.rlim_cur as usize
+}
+
+/// The raw descriptor of anything that has one (a re-export for call sites' brevity).
+pub fn raw(fd: &impl AsRawFd) -> RawFd {
+    fd.as_raw_fd()
+}

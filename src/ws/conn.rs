@@ -1,0 +1,695 @@
+//! One upgraded WebSocket connection on its owner shard: its bounded outbound queue and
+//! writer, its close handshake, and its reader task.
+//!
+//! Memory: an idle connection holds no read buffer. The reader waits for readiness, then
+//! reads into the shard's scratch buffer; only a frame cut in half by the read boundary is
+//! copied out into `partial`. There is no writer task while the queue drains at once: a
+//! flush is one `sendmsg` of every queued slice, and only a socket that pushes back gets a
+//! short-lived drain task that waits for writability.
+//!
+//! Ordering: `send` only queues and marks the connection dirty; the shard flushes dirty
+//! connections at the end of each read batch, tick or handoff, so a burst of messages for
+//! one receiver leaves in one vectored write.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::modes::{self, Role};
+use crate::shard::{ConnPermit, Shard};
+use crate::stats::ConnKind;
+use crate::sys;
+use crate::ws::codec::{self, Decoder, Event, OpCode};
+
+/// Bytes asked of the kernel per read: the shard's scratch buffer size.
+pub const READ_CHUNK: usize = 64 * 1024;
+
+/// Reads per readiness wake before yielding to other connections (fairness).
+const READS_PER_WAKE: usize = 8;
+
+/// Most queued frames gathered into one `sendmsg` (each frame is at most 4 slices).
+const FRAMES_PER_WRITE: usize = 64;
+
+/// A `partial` buffer that grew past this is released once it empties.
+const PARTIAL_KEEP: usize = 4 * 1024;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnState {
+    /// Messages flow.
+    Open,
+    /// The relay (or the peer) sent a close frame at this instant; only the close
+    /// handshake remains.
+    Closing(Instant),
+}
+
+/// What a full outbound queue does to the sender that fills it (PROTOCOL §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// The feeding reader pauses until the queue drains (TCP back-pressure).
+    PauseSender,
+    /// The receiver is closed with `1011 "phone backlog full"` (a binary is never stalled).
+    CloseReceiver,
+}
+
+/// One queued outbound frame: header, optional shared prefix (an envelope's
+/// `{"conn_id":…,"frame":`), the body, and a static suffix — written as separate slices so
+/// an envelope is never assembled by copying.
+#[derive(Debug)]
+pub struct OutFrame {
+    /// The WebSocket frame header (2, 4 or 10 bytes used).
+    head: [u8; 10],
+    /// Used length of `head`.
+    head_len: u8,
+    /// Envelope prefix shared by every message of one phone.
+    prefix: Option<Rc<[u8]>>,
+    /// The payload proper (or a whole pre-encoded frame when `head_len` is 0).
+    body: Bytes,
+    /// Envelope suffix.
+    suffix: &'static [u8],
+    /// When the message this frame carries was read, for the `forward` histogram.
+    read_at: Option<Instant>,
+    /// The rendezvous style, for the per-mode `forward` histogram.
+    mode: &'static str,
+}
+
+impl OutFrame {
+    /// A data or control frame around `prefix + body + suffix`.
+    pub fn message(
+        op: OpCode,
+        prefix: Option<Rc<[u8]>>,
+        body: Bytes,
+        suffix: &'static [u8],
+    ) -> Self {
+        let len = prefix.as_ref().map_or(0, |p| p.len()) + body.len() + suffix.len();
+        let mut head = [0u8; 10];
+        let head_len = codec::encode_header(op, len, &mut head) as u8;
+        OutFrame {
+            head,
+            head_len,
+            prefix,
+            body,
+            suffix,
+            read_at: None,
+            mode: "",
+        }
+    }
+
+    /// A whole pre-encoded frame (close frames).
+    pub fn raw(frame: Vec<u8>) -> Self {
+        OutFrame {
+            head: [0; 10],
+            head_len: 0,
+            prefix: None,
+            body: Bytes::from(frame),
+            suffix: b"",
+            read_at: None,
+            mode: "",
+        }
+    }
+
+    /// Mark this frame as a relayed message read at `read_at` in rendezvous style `mode`.
+    pub fn relayed(mut self, read_at: Instant, mode: &'static str) -> Self {
+        self.read_at = Some(read_at);
+        self.mode = mode;
+        self
+    }
+
+    /// Bytes on the wire.
+    pub fn wire_len(&self) -> usize {
+        self.head_len as usize
+            + self.prefix.as_ref().map_or(0, |p| p.len())
+            + self.body.len()
+            + self.suffix.len()
+    }
+
+    /// Push this frame's slices, skipping the first `skip` bytes already written.
+    fn push_slices<'a>(&'a self, mut skip: usize, out: &mut Vec<IoSlice<'a>>) {
+        let parts: [&'a [u8]; 4] = [
+            &self.head[..self.head_len as usize],
+            self.prefix.as_deref().unwrap_or(b""),
+            &self.body,
+            self.suffix,
+        ];
+        for part in parts {
+            if skip >= part.len() {
+                skip -= part.len();
+                continue;
+            }
+            out.push(IoSlice::new(&part[skip..]));
+            skip = 0;
+        }
+    }
+}
+
+/// What a flush achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flushed {
+    /// The queue is empty.
+    Done,
+    /// The socket is full; wait for writability.
+    Blocked,
+    /// The socket failed; the queue was discarded.
+    Broken,
+}
+
+/// One upgraded connection, owned by its shard (`Rc`, never crosses a core).
+pub struct Conn {
+    /// Key in the shard's connection table.
+    pub key: Cell<usize>,
+    /// The socket; the runtime uses it only for readiness waits.
+    pub stream: monoio::net::TcpStream,
+    /// The socket's descriptor, for the raw non-blocking reads and writes.
+    pub fd: RawFd,
+    /// The client's address (logged, never its payloads).
+    pub peer: SocketAddr,
+    /// What this connection is in its rendezvous (binary, phone, pair side…).
+    pub role: RefCell<Role>,
+    /// The kind counted in `/stats` `connections`.
+    pub kind: Cell<ConnKind>,
+    /// Frames waiting for the socket.
+    out: RefCell<VecDeque<OutFrame>>,
+    /// Bytes in `out` not yet written.
+    queued: Cell<usize>,
+    /// Bytes of the front frame already written.
+    front_written: Cell<usize>,
+    /// Open or closing.
+    state: Cell<ConnState>,
+    /// A drain task is waiting for writability.
+    write_waiting: Cell<bool>,
+    /// Listed in the shard's dirty list, awaiting a flush.
+    dirty: Cell<bool>,
+    /// The socket failed; nothing more is written.
+    broken: Cell<bool>,
+    /// The write side was shut down after the close frame went out.
+    write_shut: Cell<bool>,
+    /// The reader finished (the registry has forgotten this connection).
+    reader_done: Cell<bool>,
+    /// After a protocol error the stream cannot be parsed: bytes are discarded until EOF.
+    discarding: Cell<bool>,
+    /// What a full queue does to whoever feeds it.
+    pub overflow: Cell<Overflow>,
+    /// Last time any bytes arrived (heartbeat).
+    pub last_rx: Cell<Instant>,
+    /// When the relay's unanswered ping went out.
+    pub ping_sent: Cell<Option<Instant>>,
+    /// The reader is paused by back-pressure (the heartbeat leaves it alone).
+    pub paused: Cell<bool>,
+    /// The close code the client sent (1005 when its close frame had none); None while
+    /// it has sent none, which a peer reads as 1006.
+    pub peer_close: Cell<Option<u16>>,
+    /// The relay closed this connection for a fault of its own making (protocol error,
+    /// heartbeat): its peer is told the connection failed.
+    pub failed: Cell<bool>,
+    /// Bytes of a frame cut by the read boundary.
+    partial: RefCell<Vec<u8>>,
+    /// Frame decoder and fragment reassembly.
+    decoder: RefCell<Decoder>,
+    /// Readers paused on this connection's full queue.
+    drain_waiters: RefCell<Vec<Waker>>,
+    /// Counts this connection against `--max-connections` until dropped.
+    _permit: ConnPermit,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("fd", &self.fd)
+            .field("peer", &self.peer)
+            .field("kind", &self.kind.get())
+            .field("state", &self.state.get())
+            .finish()
+    }
+}
+
+impl Conn {
+    /// Wrap an upgraded socket.
+    pub fn new(
+        stream: monoio::net::TcpStream,
+        peer: SocketAddr,
+        kind: ConnKind,
+        permit: ConnPermit,
+    ) -> Rc<Self> {
+        let fd = stream.as_raw_fd();
+        Rc::new(Conn {
+            key: Cell::new(usize::MAX),
+            stream,
+            fd,
+            peer,
+            role: RefCell::new(Role::Pending),
+            kind: Cell::new(kind),
+            out: RefCell::new(VecDeque::new()),
+            queued: Cell::new(0),
+            front_written: Cell::new(0),
+            state: Cell::new(ConnState::Open),
+            write_waiting: Cell::new(false),
+            dirty: Cell::new(false),
+            broken: Cell::new(false),
+            write_shut: Cell::new(false),
+            reader_done: Cell::new(false),
+            discarding: Cell::new(false),
+            overflow: Cell::new(Overflow::PauseSender),
+            last_rx: Cell::new(Instant::now()),
+            ping_sent: Cell::new(None),
+            paused: Cell::new(false),
+            peer_close: Cell::new(None),
+            failed: Cell::new(false),
+            partial: RefCell::new(Vec::new()),
+            decoder: RefCell::new(Decoder::new()),
+            drain_waiters: RefCell::new(Vec::new()),
+            _permit: permit,
+        })
+    }
+
+    /// Open or closing.
+    pub fn state(&self) -> ConnState {
+        self.state.get()
+    }
+
+    /// True while messages may still be queued to this connection.
+    pub fn is_open(&self) -> bool {
+        self.state.get() == ConnState::Open && !self.broken.get()
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.get()
+    }
+
+    /// True when the queue is at its bound: whoever feeds it must wait.
+    pub fn is_full(&self, max_queue: usize) -> bool {
+        self.queued.get() >= max_queue
+    }
+
+    /// Queue a frame. Returns false (and queues nothing) once the connection is closing.
+    /// The frame leaves at the shard's next flush.
+    pub fn send(self: &Rc<Self>, shard: &Shard, frame: OutFrame) -> bool {
+        if !self.is_open() {
+            return false;
+        }
+        self.enqueue(shard, frame);
+        true
+    }
+
+    /// Queue without the open check (close frames, pongs during closing).
+    fn enqueue(self: &Rc<Self>, shard: &Shard, frame: OutFrame) {
+        self.queued.set(self.queued.get() + frame.wire_len());
+        self.out.borrow_mut().push_back(frame);
+        if !self.dirty.replace(true) {
+            shard.mark_dirty(self.clone());
+        }
+    }
+
+    /// Start the close handshake: queue a close frame after everything already queued.
+    pub fn close(self: &Rc<Self>, shard: &Shard, code: u16, reason: &str) {
+        if self.state.get() != ConnState::Open {
+            return;
+        }
+        self.state.set(ConnState::Closing(Instant::now()));
+        if self.broken.get() {
+            return;
+        }
+        self.enqueue(shard, OutFrame::raw(codec::encode_close(code, reason)));
+    }
+
+    /// Close now, discarding queued frames not yet started (a receiver that cannot keep
+    /// up): the close frame would otherwise wait behind the backlog it is about.
+    pub fn close_discarding(self: &Rc<Self>, shard: &Shard, code: u16, reason: &str) {
+        {
+            let mut out = self.out.borrow_mut();
+            let keep = usize::from(self.front_written.get() > 0);
+            while out.len() > keep {
+                if let Some(dropped) = out.pop_back() {
+                    self.queued.set(self.queued.get() - dropped.wire_len());
+                }
+            }
+        }
+        self.close(shard, code, reason);
+        self.wake_drain_waiters();
+    }
+
+    /// Send a heartbeat ping.
+    pub fn ping(self: &Rc<Self>, shard: &Shard) {
+        if self.send(shard, OutFrame::message(OpCode::Ping, None, Bytes::new(), b"")) {
+            self.ping_sent.set(Some(Instant::now()));
+        }
+    }
+
+    /// Kill the socket outright (close handshake timed out, or shutdown deadline): the
+    /// reader sees EOF and a pending writability wait wakes with an error.
+    pub fn abort(&self) {
+        self.broken.set(true);
+        sys::shutdown_both(self.fd);
+    }
+
+    /// Write what the socket takes now. Records `forward` latency for relayed frames
+    /// that went out whole.
+    pub fn flush(&self, shard: &Shard) -> Flushed {
+        let result = loop {
+            if self.broken.get() {
+                self.discard_queue();
+                break Flushed::Broken;
+            }
+            if self.out.borrow().is_empty() {
+                break Flushed::Done;
+            }
+            match self.write_some() {
+                Ok(n) => self.advance(shard, n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Flushed::Blocked,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.abort();
+                }
+            }
+        };
+        self.after_flush();
+        result
+    }
+
+    /// One `sendmsg` over the front of the queue.
+    fn write_some(&self) -> io::Result<usize> {
+        let out = self.out.borrow();
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(FRAMES_PER_WRITE * 4);
+        let mut skip = self.front_written.get();
+        for frame in out.iter().take(FRAMES_PER_WRITE) {
+            frame.push_slices(skip, &mut slices);
+            skip = 0;
+        }
+        sys::send_vectored(self.fd, &slices)
+    }
+
+    /// Account `n` written bytes: pop frames that went out whole.
+    fn advance(&self, shard: &Shard, mut n: usize) {
+        self.queued.set(self.queued.get().saturating_sub(n));
+        let mut out = self.out.borrow_mut();
+        let mut stats = shard.stats.borrow_mut();
+        let mut now = None;
+        while let Some(front) = out.front() {
+            let left = front.wire_len() - self.front_written.get();
+            if n < left {
+                self.front_written.set(self.front_written.get() + n);
+                return;
+            }
+            n -= left;
+            self.front_written.set(0);
+            if let Some(read_at) = front.read_at {
+                let now = *now.get_or_insert_with(Instant::now);
+                let micros = now.saturating_duration_since(read_at).as_micros() as u64;
+                stats.record_forward(front.mode, micros);
+                stats.message_out(front.body.len());
+            }
+            out.pop_front();
+        }
+    }
+
+    /// Forget everything queued (the socket is gone).
+    fn discard_queue(&self) {
+        self.out.borrow_mut().clear();
+        self.queued.set(0);
+        self.front_written.set(0);
+    }
+
+    /// Wake paused feeders below the low-water mark; half-close once a close went out.
+    fn after_flush(&self) {
+        if self.out.borrow().len() < 2 || self.broken.get() {
+            self.wake_drain_waiters();
+        }
+        if self.out.borrow().is_empty()
+            && matches!(self.state.get(), ConnState::Closing(_))
+            && !self.write_shut.replace(true)
+        {
+            sys::shutdown_write(self.fd);
+        }
+    }
+
+    /// Resume every reader paused on this queue.
+    fn wake_drain_waiters(&self) {
+        for waker in self.drain_waiters.borrow_mut().drain(..) {
+            waker.wake();
+        }
+    }
+
+    /// Called by the shard when it takes this connection off its dirty list.
+    pub fn take_dirty(&self) -> bool {
+        self.dirty.replace(false)
+    }
+
+    /// A drain task is needed (and none runs yet).
+    pub fn claim_drain(&self) -> bool {
+        !self.write_waiting.replace(true)
+    }
+
+    /// Wait until this connection's queue has room (or it is gone) — the pause of a
+    /// reader that feeds it.
+    pub async fn wait_for_room(&self, max_queue: usize) {
+        poll_fn(|cx| {
+            if !self.is_full(max_queue) || self.broken.get() || self.reader_done.get() {
+                return Poll::Ready(());
+            }
+            self.drain_waiters.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// True once the socket can be forgotten by the shard: the reader ended and nothing
+    /// is left to write.
+    fn is_finished(&self) -> bool {
+        self.reader_done.get() && !self.write_waiting.get()
+    }
+}
+
+/// The drain task of a connection whose socket pushed back: wait for writability and
+/// flush until the queue is empty or the socket fails.
+pub async fn drain(shard: Rc<Shard>, conn: Rc<Conn>) {
+    loop {
+        if conn.stream.writable(false).await.is_err() {
+            conn.abort();
+        }
+        if conn.flush(&shard) != Flushed::Blocked {
+            break;
+        }
+    }
+    conn.write_waiting.set(false);
+    if conn.is_finished() {
+        shard.forget(&conn);
+    }
+}
+
+/// What the reader does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Keep reading.
+    Continue,
+    /// The connection is over (EOF, error, or the close handshake completed).
+    End,
+}
+
+/// The reader task: runs until the connection ends, then lets its rendezvous forget it.
+/// `initial` holds bytes that arrived with the request head.
+pub async fn run_reader(shard: Rc<Shard>, conn: Rc<Conn>, initial: Vec<u8>) {
+    let mut step = Step::Continue;
+    if !initial.is_empty() {
+        *conn.partial.borrow_mut() = initial;
+        step = process_partial(&shard, &conn);
+        shard.flush_dirty();
+    }
+    while step == Step::Continue {
+        if let Some(target) = modes::fed_connection(&shard, &conn) {
+            conn.paused.set(true);
+            target.wait_for_room(shard.config().max_queue).await;
+            conn.paused.set(false);
+            conn.last_rx.set(Instant::now());
+            continue;
+        }
+        if conn.stream.readable(false).await.is_err() {
+            break;
+        }
+        step = read_batch(&shard, &conn);
+        shard.flush_dirty();
+    }
+    end_connection(&shard, &conn);
+}
+
+/// After the reader: tell the rendezvous, count, and forget the socket once flushed.
+fn end_connection(shard: &Rc<Shard>, conn: &Rc<Conn>) {
+    modes::on_disconnect(shard, conn);
+    shard.stats.borrow_mut().conn_closed(conn.kind.get());
+    conn.reader_done.set(true);
+    conn.wake_drain_waiters();
+    if conn.state.get() == ConnState::Open {
+        // EOF without a close frame: nothing more to send.
+        conn.state.set(ConnState::Closing(Instant::now()));
+    }
+    shard.flush_dirty();
+    if conn.is_finished() {
+        shard.forget(conn);
+    }
+}
+
+/// Read what the socket has, up to a few chunks, and process it.
+fn read_batch(shard: &Rc<Shard>, conn: &Rc<Conn>) -> Step {
+    for _ in 0..READS_PER_WAKE {
+        let from_partial = !conn.partial.borrow().is_empty();
+        let mut buf = if from_partial {
+            conn.partial.take()
+        } else {
+            shard.take_scratch()
+        };
+        let got = sys::recv_into(conn.fd, &mut buf, READ_CHUNK);
+        let step = match got {
+            Ok(0) => Step::End,
+            Ok(n) => {
+                conn.last_rx.set(Instant::now());
+                conn.ping_sent.set(None);
+                modes::on_activity(shard, conn);
+                process_buffer(shard, conn, &mut buf, n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                restore_buffer(shard, conn, buf, from_partial);
+                return Step::Continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Step::Continue,
+            Err(_) => Step::End,
+        };
+        let short_read = matches!(got, Ok(n) if n < READ_CHUNK);
+        keep_leftover(shard, conn, buf, from_partial);
+        if step == Step::End {
+            return Step::End;
+        }
+        if short_read || modes::fed_connection(shard, conn).is_some() {
+            return Step::Continue;
+        }
+    }
+    Step::Continue
+}
+
+/// Put an unused buffer back where it came from.
+fn restore_buffer(shard: &Shard, conn: &Conn, buf: Vec<u8>, from_partial: bool) {
+    if from_partial {
+        *conn.partial.borrow_mut() = buf;
+    } else {
+        shard.return_scratch(buf);
+    }
+}
+
+/// After processing, `buf` holds only the unconsumed tail (a cut frame): keep it in the
+/// connection's `partial` and return the scratch buffer to the shard.
+fn keep_leftover(shard: &Shard, conn: &Conn, mut buf: Vec<u8>, from_partial: bool) {
+    if from_partial {
+        if buf.is_empty() && buf.capacity() > PARTIAL_KEEP {
+            buf = Vec::new();
+        }
+        *conn.partial.borrow_mut() = buf;
+    } else {
+        if !buf.is_empty() {
+            *conn.partial.borrow_mut() = buf.as_slice().to_vec();
+        }
+        buf.clear();
+        shard.return_scratch(buf);
+    }
+}
+
+/// Process bytes already in `partial` (those that came with the request head).
+fn process_partial(shard: &Rc<Shard>, conn: &Rc<Conn>) -> Step {
+    let mut buf = conn.partial.take();
+    let n = buf.len();
+    let step = process_buffer(shard, conn, &mut buf, n);
+    keep_leftover(shard, conn, buf, true);
+    step
+}
+
+/// Decode and dispatch every whole frame in `buf`, leaving only the unconsumed tail.
+fn process_buffer(shard: &Rc<Shard>, conn: &Rc<Conn>, buf: &mut Vec<u8>, fresh: usize) -> Step {
+    let _ = fresh;
+    if conn.discarding.get() {
+        buf.clear();
+        return Step::Continue;
+    }
+    let read_at = Instant::now();
+    let max_message = shard.config().max_message;
+    let mut pos = 0;
+    let mut step = Step::Continue;
+    let mut decoder = conn.decoder.borrow_mut();
+    while step == Step::Continue {
+        match decoder.decode(&mut buf[pos..], max_message) {
+            Ok(None) => break,
+            Ok(Some((event, used))) => {
+                if let Some(event) = event {
+                    step = on_event(shard, conn, event, read_at);
+                }
+                pos += used;
+            }
+            Err(err) => {
+                on_protocol_error(shard, conn, err.close_code());
+                pos = buf.len();
+            }
+        }
+    }
+    buf.drain(..pos);
+    step
+}
+
+/// A peer broke RFC 6455: close with the matching code and stop parsing its bytes.
+fn on_protocol_error(shard: &Rc<Shard>, conn: &Rc<Conn>, code: u16) {
+    conn.failed.set(true);
+    conn.discarding.set(true);
+    shard.stats.borrow_mut().rejected(match code {
+        1007 => "invalid_utf8",
+        1009 => "message_too_big",
+        _ => "protocol_error",
+    });
+    let reason = match code {
+        1007 => "invalid UTF-8",
+        1009 => "message too big",
+        _ => "protocol error",
+    };
+    conn.close(shard, code, reason);
+}
+
+/// One decoded frame.
+fn on_event(shard: &Rc<Shard>, conn: &Rc<Conn>, event: Event<'_>, read_at: Instant) -> Step {
+    match event {
+        Event::Ping(payload) => {
+            let pong = OutFrame::message(
+                OpCode::Pong,
+                None,
+                Bytes::copy_from_slice(payload),
+                b"",
+            );
+            conn.send(shard, pong);
+            Step::Continue
+        }
+        Event::Pong => Step::Continue,
+        Event::Close { code, .. } => on_close_frame(shard, conn, code),
+        Event::Message { kind, payload } => {
+            if conn.is_open() {
+                shard.stats.borrow_mut().message_in(payload.len());
+                modes::on_message(shard, conn, kind, payload, read_at);
+            }
+            Step::Continue
+        }
+    }
+}
+
+/// The client sent a close frame: echo it (unless ours already went out) and end.
+fn on_close_frame(shard: &Rc<Shard>, conn: &Rc<Conn>, code: Option<u16>) -> Step {
+    conn.peer_close.set(Some(code.unwrap_or(1005)));
+    if conn.state.get() == ConnState::Open {
+        conn.state.set(ConnState::Closing(Instant::now()));
+        let echo = match code {
+            Some(code) => codec::encode_close(code, ""),
+            None => codec::encode_frame(OpCode::Close, b""),
+        };
+        conn.enqueue(shard, OutFrame::raw(echo));
+    }
+    Step::End
+}
