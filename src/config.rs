@@ -71,7 +71,11 @@ pub struct Config {
     pub listen: SocketAddr,
 
     /// Admin listener (keep it on loopback): health, /stats, /metrics, ticket minting.
-    #[arg(long, env = "SHARDRELAY_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+    #[arg(
+        long,
+        env = "SHARDRELAY_ADMIN_LISTEN",
+        default_value = "127.0.0.1:9090"
+    )]
     pub admin_listen: SocketAddr,
 
     /// File holding the admin bearer token; when set, admin routes other than the
@@ -162,7 +166,11 @@ pub struct Config {
     pub code_ttl: Duration,
 
     /// Unfinished tickets one workspace may hold.
-    #[arg(long, env = "SHARDRELAY_MAX_RELAYS_PER_WORKSPACE", default_value_t = 16)]
+    #[arg(
+        long,
+        env = "SHARDRELAY_MAX_RELAYS_PER_WORKSPACE",
+        default_value_t = 16
+    )]
     pub max_relays_per_workspace: usize,
 
     /// Serve the diagnostic echo route `GET /v1/echo` (conformance suites).
@@ -310,7 +318,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => value * 3600.0,
         other => return Err(format!("unknown duration unit `{other}`")),
     };
-    if !seconds.is_finite() || seconds < 0.0 || seconds > 1e9 {
+    if !seconds.is_finite() || !(0.0..=1e9).contains(&seconds) {
         return Err(format!("`{text}` is out of range"));
     }
     Ok(Duration::from_secs_f64(seconds))

@@ -18,8 +18,9 @@ fn main() -> std::process::ExitCode {
             admin,
             admin_token,
             count,
-        }) => shardrelay::watch::run(admin, admin_token.as_deref(), count)
-            .map_err(|e| e.to_string()),
+        }) => {
+            shardrelay::watch::run(admin, admin_token.as_deref(), count).map_err(|e| e.to_string())
+        }
         None => shardrelay::server::run(cli.config).map_err(|e| e.to_string()),
     };
     match result {

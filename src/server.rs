@@ -133,8 +133,8 @@ fn bind_public(addr: SocketAddr, shards: usize) -> Result<Vec<TcpListener>, Serv
 /// Bind one listening socket.
 fn bind_one(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener, ServerError> {
     let fail = |source| ServerError::Bind { addr, source };
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .map_err(fail)?;
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
     socket.set_reuse_address(true).map_err(fail)?;
     if reuse_port {
         socket.set_reuse_port(true).map_err(fail)?;
@@ -147,9 +147,10 @@ fn bind_one(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener, ServerErr
 
 /// A listener's bound address.
 fn local(listener: &TcpListener, asked: SocketAddr) -> Result<SocketAddr, ServerError> {
-    listener
-        .local_addr()
-        .map_err(|source| ServerError::Bind { addr: asked, source })
+    listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: asked,
+        source,
+    })
 }
 
 /// Spawn the shard threads, pinning shard i to the i-th CPU this process may use.

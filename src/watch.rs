@@ -41,13 +41,14 @@ pub fn run(admin: SocketAddr, token: Option<&str>, count: u64) -> Result<(), Wat
 /// One `GET /stats` over a plain blocking socket.
 pub fn fetch_stats(admin: SocketAddr, token: Option<&str>) -> Result<Value, WatchError> {
     let fail = |why: String| WatchError::Fetch { addr: admin, why };
-    let mut stream =
-        TcpStream::connect_timeout(&admin, Duration::from_secs(2)).map_err(|e| fail(e.to_string()))?;
+    let mut stream = TcpStream::connect_timeout(&admin, Duration::from_secs(2))
+        .map_err(|e| fail(e.to_string()))?;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
-    let request = format!("GET /stats HTTP/1.1\r\nHost: {admin}\r\n{auth}Connection: close\r\n\r\n");
+    let request =
+        format!("GET /stats HTTP/1.1\r\nHost: {admin}\r\n{auth}Connection: close\r\n\r\n");
     stream
         .write_all(request.as_bytes())
         .map_err(|e| fail(e.to_string()))?;

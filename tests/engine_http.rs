@@ -37,9 +37,15 @@ fn more_than_64_header_fields_gets_431() {
 #[test]
 fn header_value_over_1_kib_gets_431() {
     let relay = Relay::start(&[]);
-    let resp = relay.raw_http(&upgrade_request("/", &format!("X-Big: {}\r\n", "v".repeat(1025))));
+    let resp = relay.raw_http(&upgrade_request(
+        "/",
+        &format!("X-Big: {}\r\n", "v".repeat(1025)),
+    ));
     assert_eq!(resp.status, 431);
-    let resp = relay.raw_http(&upgrade_request("/", &format!("X-Big: {}\r\n", "v".repeat(1024))));
+    let resp = relay.raw_http(&upgrade_request(
+        "/",
+        &format!("X-Big: {}\r\n", "v".repeat(1024)),
+    ));
     assert_eq!(resp.status, 404);
 }
 
@@ -48,7 +54,9 @@ fn a_head_not_finished_within_the_handshake_timeout_is_dropped() {
     let relay = Relay::start(&["--handshake-timeout", "300ms"]);
     let mut stream = TcpStream::connect(relay.public).unwrap();
     stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream.write_all(b"GET /v1/echo HTTP/1.1\r\nHost: x\r\n").unwrap();
+    stream
+        .write_all(b"GET /v1/echo HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
     let started = Instant::now();
     let mut buf = [0u8; 64];
     let n = stream.read(&mut buf).unwrap_or(0);
@@ -106,8 +114,16 @@ fn over_the_connection_cap_gets_503_before_the_upgrade() {
 
 #[test]
 fn over_the_per_ip_rate_gets_429() {
-    let relay = Relay::start(&["--per-ip-rate", "0.01", "--per-ip-burst", "1", "--enable-echo"]);
-    let _first = relay.ws("/v1/echo", &[]).expect("first attempt is within the burst");
+    let relay = Relay::start(&[
+        "--per-ip-rate",
+        "0.01",
+        "--per-ip-burst",
+        "1",
+        "--enable-echo",
+    ]);
+    let _first = relay
+        .ws("/v1/echo", &[])
+        .expect("first attempt is within the burst");
     let resp = relay.raw_http(&upgrade_request("/v1/echo", ""));
     assert_eq!(resp.status, 429);
 }
@@ -160,7 +176,10 @@ fn stats_report_per_shard_and_totals() {
         "histograms",
     ] {
         assert!(stats["totals"].get(key).is_some(), "totals lack {key}");
-        assert!(stats["per_shard"][0].get(key).is_some(), "per_shard lacks {key}");
+        assert!(
+            stats["per_shard"][0].get(key).is_some(),
+            "per_shard lacks {key}"
+        );
     }
     assert_eq!(stats["totals"]["rejected"]["not_found"], 1);
 }

@@ -74,7 +74,11 @@ fn message_over_max_message_is_closed_1009() {
     let mut raw = RawWs::connect(&relay, "/v1/echo", "");
     raw.send_frame(FIN_BINARY, &[1u8; 1024], true);
     let (b0, payload) = raw.read_frame().unwrap();
-    assert_eq!((b0, payload.len()), (FIN_BINARY, 1024), "exactly the limit passes");
+    assert_eq!(
+        (b0, payload.len()),
+        (FIN_BINARY, 1024),
+        "exactly the limit passes"
+    );
     raw.send_frame(FIN_BINARY, &[1u8; 1025], true);
     assert_eq!(raw.expect_close().0, 1009);
     // Fragments adding up past the limit as well.
@@ -145,7 +149,10 @@ fn a_client_that_answers_pings_stays_connected() {
             Ok(Message::Close(frame)) => panic!("closed: {frame:?}"),
             Ok(_) => {}
             Err(tungstenite::Error::Io(e))
-                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
             {
                 let _ = ws.flush();
             }

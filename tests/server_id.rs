@@ -19,7 +19,9 @@ fn split_envelope(text: &str) -> (String, String) {
     let frame_prefix = "\",\"frame\":";
     let after = &rest[end..];
     assert!(after.starts_with(frame_prefix), "no frame: {text}");
-    let frame = after[frame_prefix.len()..].strip_suffix('}').expect("suffix");
+    let frame = after[frame_prefix.len()..]
+        .strip_suffix('}')
+        .expect("suffix");
     (conn_id, frame.to_owned())
 }
 
@@ -58,7 +60,12 @@ fn binary_header_gate_is_400_with_empty_body_and_registry_untouched() {
         }
     }
     assert_eq!(relay.health()["connected_binaries"], 0);
-    assert_eq!(relay.stats()["totals"]["gauges"]["server_slots"].as_i64().unwrap_or(0), 0);
+    assert_eq!(
+        relay.stats()["totals"]["gauges"]["server_slots"]
+            .as_i64()
+            .unwrap_or(0),
+        0
+    );
 }
 
 #[test]
@@ -88,7 +95,10 @@ fn phone_header_gate_is_400_with_empty_body() {
 fn phone_without_binary_is_closed_4404() {
     let relay = Relay::start(&[]);
     let mut phone = relay.phone("nobody", "t");
-    assert_eq!(expect_close(&mut phone), (4404, "no server with that id".into()));
+    assert_eq!(
+        expect_close(&mut phone),
+        (4404, "no server with that id".into())
+    );
 }
 
 #[test]
@@ -96,11 +106,17 @@ fn conn_id_has_the_pyrycode_format_and_envelopes_carry_exact_bytes() {
     let relay = Relay::start(&[]);
     let mut binary = relay.binary("s-env");
     let mut phone = relay.phone("s-env", "tok");
-    phone.send(Message::text(r#"{"x": 1.50, "y":[1 ,2]}"#)).unwrap();
+    phone
+        .send(Message::text(r#"{"x": 1.50, "y":[1 ,2]}"#))
+        .unwrap();
     let (conn_id, frame) = split_envelope(&next_text(&mut binary));
-    let suffix = conn_id.strip_prefix("client-s-env-").expect("conn_id prefix");
+    let suffix = conn_id
+        .strip_prefix("client-s-env-")
+        .expect("conn_id prefix");
     assert_eq!(suffix.len(), 8);
-    assert!(suffix.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+    assert!(suffix
+        .chars()
+        .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
     assert_eq!(frame, r#"{"x": 1.50, "y":[1 ,2]}"#);
 
     // A binary-opcode JSON message from a phone is embedded the same way.
@@ -144,12 +160,18 @@ fn phone_leaving_tells_the_binary_its_close_code_or_1006() {
     let (mut phone, conn_id) = attach(&relay, &mut binary, "s-leave");
     close_with(&mut phone, 4001);
     let notice: Value = serde_json::from_str(&next_text(&mut binary)).unwrap();
-    assert_eq!(notice, serde_json::json!({"conn_id": conn_id, "close_code": 4001}));
+    assert_eq!(
+        notice,
+        serde_json::json!({"conn_id": conn_id, "close_code": 4001})
+    );
 
     let (phone, conn_id) = attach(&relay, &mut binary, "s-leave");
     drop(phone); // TCP close without a close frame
     let notice: Value = serde_json::from_str(&next_text(&mut binary)).unwrap();
-    assert_eq!(notice, serde_json::json!({"conn_id": conn_id, "close_code": 1006}));
+    assert_eq!(
+        notice,
+        serde_json::json!({"conn_id": conn_id, "close_code": 1006})
+    );
 }
 
 #[test]
@@ -164,7 +186,9 @@ fn non_json_phone_message_closes_that_phone_1007() {
     assert!(notice["close_code"].is_u64());
     let (mut phone2, conn_id2) = attach(&relay, &mut binary, "s-json");
     binary
-        .send(Message::text(format!(r#"{{"conn_id":"{conn_id2}","frame":2}}"#)))
+        .send(Message::text(format!(
+            r#"{{"conn_id":"{conn_id2}","frame":2}}"#
+        )))
         .unwrap();
     assert_eq!(next_text(&mut phone2), "2");
 }
@@ -175,14 +199,18 @@ fn unknown_conn_id_and_malformed_envelopes_are_dropped_and_counted_binary_kept()
     let mut binary = relay.binary("s-drop");
     let (mut phone, conn_id) = attach(&relay, &mut binary, "s-drop");
     binary
-        .send(Message::text(r#"{"conn_id":"client-s-drop-deadbeef","frame":1}"#))
+        .send(Message::text(
+            r#"{"conn_id":"client-s-drop-deadbeef","frame":1}"#,
+        ))
         .unwrap();
     binary.send(Message::text("not an envelope")).unwrap();
     binary.send(Message::text(r#"{"conn_id":"x"}"#)).unwrap();
     relay.wait_total("/dropped/unknown_conn_id", 1);
     relay.wait_total("/dropped/malformed_envelope", 2);
     binary
-        .send(Message::text(format!(r#"{{"conn_id":"{conn_id}","frame":"still here"}}"#)))
+        .send(Message::text(format!(
+            r#"{{"conn_id":"{conn_id}","frame":"still here"}}"#
+        )))
         .unwrap();
     assert_eq!(next_text(&mut phone), r#""still here""#);
 }
@@ -194,11 +222,15 @@ fn a_phone_is_only_addressable_by_its_own_slots_binary() {
     let mut binary_b = relay.binary("slot-b");
     let (mut phone_a, conn_id_a) = attach(&relay, &mut binary_a, "slot-a");
     binary_b
-        .send(Message::text(format!(r#"{{"conn_id":"{conn_id_a}","frame":"hijack"}}"#)))
+        .send(Message::text(format!(
+            r#"{{"conn_id":"{conn_id_a}","frame":"hijack"}}"#
+        )))
         .unwrap();
     relay.wait_total("/dropped/unknown_conn_id", 1);
     binary_a
-        .send(Message::text(format!(r#"{{"conn_id":"{conn_id_a}","frame":"mine"}}"#)))
+        .send(Message::text(format!(
+            r#"{{"conn_id":"{conn_id_a}","frame":"mine"}}"#
+        )))
         .unwrap();
     assert_eq!(next_text(&mut phone_a), r#""mine""#);
 }
@@ -221,7 +253,10 @@ fn max_phones_per_server_closes_the_next_phone_4429() {
     let (_p1, _) = attach(&relay, &mut binary, "s-cap");
     let (_p2, _) = attach(&relay, &mut binary, "s-cap");
     let mut p3 = relay.phone("s-cap", "t");
-    assert_eq!(expect_close(&mut p3), (4429, "too many phones for server-id".into()));
+    assert_eq!(
+        expect_close(&mut p3),
+        (4429, "too many phones for server-id".into())
+    );
 }
 
 #[test]
@@ -230,9 +265,12 @@ fn second_binary_is_closed_4409_when_the_holder_answers_the_probe() {
     let mut holder = relay.binary("s-claim");
     let mut newcomer = relay.binary("s-claim");
     // The holder's client answers the relay's probe ping while it reads.
-    holder.get_mut().set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    holder
+        .get_mut()
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
     let (code, reason) = std::thread::scope(|s| {
-        let done = std::sync::atomic::AtomicBool::new(false);
         s.spawn(|| {
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 let _ = holder.read();
@@ -244,7 +282,11 @@ fn second_binary_is_closed_4409_when_the_holder_answers_the_probe() {
         result
     });
     assert_eq!((code, reason.as_str()), (4409, "server-id already claimed"));
-    assert_eq!(relay.health()["connected_binaries"], 1);
+    wait_until("the refused claimant is gone", || {
+        relay.health()["connected_binaries"] == 1
+    });
+    // The holder still holds: its phones still reach it.
+    let (_phone, _) = attach(&relay, &mut holder, "s-claim");
 }
 
 #[test]
@@ -260,7 +302,10 @@ fn unresponsive_holder_is_taken_over_and_closed_1011() {
     relay.wait_total("/connections/phone", 1);
     let mut newcomer = relay.binary("s-take");
     assert_eq!(holder.expect_close(), (1011, "heartbeat timeout".into()));
-    assert_eq!(expect_close(&mut phone), (4404, "binary reclaimed server-id".into()));
+    assert_eq!(
+        expect_close(&mut phone),
+        (4404, "binary reclaimed server-id".into())
+    );
     // The newcomer holds the slot: a new phone reaches it.
     let (_p, _) = attach(&relay, &mut newcomer, "s-take");
 }
@@ -278,8 +323,14 @@ fn grace_reclaim_evicts_phones_4404() {
     late.send(Message::text("{}")).unwrap();
     relay.wait_total("/dropped/slot_in_grace", 1);
     let mut again = relay.binary("s-grace");
-    assert_eq!(expect_close(&mut phone), (4404, "binary reclaimed server-id".into()));
-    assert_eq!(expect_close(&mut late), (4404, "binary reclaimed server-id".into()));
+    assert_eq!(
+        expect_close(&mut phone),
+        (4404, "binary reclaimed server-id".into())
+    );
+    assert_eq!(
+        expect_close(&mut late),
+        (4404, "binary reclaimed server-id".into())
+    );
     let (_p, _) = attach(&relay, &mut again, "s-grace");
 }
 
@@ -289,9 +340,15 @@ fn grace_expiry_closes_phones_1011() {
     let mut binary = relay.binary("s-expire");
     let (mut phone, _) = attach(&relay, &mut binary, "s-expire");
     drop(binary);
-    assert_eq!(expect_close(&mut phone), (1011, "binary did not reconnect".into()));
+    assert_eq!(
+        expect_close(&mut phone),
+        (1011, "binary did not reconnect".into())
+    );
     wait_until("slot freed", || {
-        relay.stats()["totals"]["gauges"]["server_slots"].as_i64().unwrap_or(0) == 0
+        relay.stats()["totals"]["gauges"]["server_slots"]
+            .as_i64()
+            .unwrap_or(0)
+            == 0
     });
     let mut orphan = relay.phone("s-expire", "t");
     assert_eq!(expect_close(&mut orphan).0, 4404);
@@ -323,9 +380,14 @@ fn phone_backlog_full_closes_that_phone_1011_and_never_stalls_the_binary() {
         }
     };
     let notice: Value = serde_json::from_str(&notice).unwrap();
-    assert_eq!(notice, serde_json::json!({"conn_id": slow_id, "close_code": 1011}));
+    assert_eq!(
+        notice,
+        serde_json::json!({"conn_id": slow_id, "close_code": 1011})
+    );
     binary
-        .send(Message::text(format!(r#"{{"conn_id":"{fast_id}","frame":"ok"}}"#)))
+        .send(Message::text(format!(
+            r#"{{"conn_id":"{fast_id}","frame":"ok"}}"#
+        )))
         .unwrap();
     assert_eq!(next_text(&mut fast), r#""ok""#);
     assert_eq!(expect_close(&mut slow), (1011, "phone backlog full".into()));
@@ -387,7 +449,9 @@ fn two_shards_route_binaries_and_phones_to_the_owner_and_count_handoffs() {
     }
     for (binary, phone, conn_id) in pairs.iter_mut() {
         binary
-            .send(Message::text(format!(r#"{{"conn_id":"{conn_id}","frame":"back"}}"#)))
+            .send(Message::text(format!(
+                r#"{{"conn_id":"{conn_id}","frame":"back"}}"#
+            )))
             .unwrap();
         assert_eq!(next_text(phone), r#""back""#);
     }

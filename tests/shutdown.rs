@@ -19,7 +19,10 @@ fn shutdown_on(signal: i32) {
     }
     let status = relay.wait_exit(Duration::from_secs(6));
     assert!(status.success(), "exit status {status:?}");
-    assert!(std::net::TcpStream::connect(relay.public).is_err(), "still accepting");
+    assert!(
+        std::net::TcpStream::connect(relay.public).is_err(),
+        "still accepting"
+    );
 }
 
 #[test]

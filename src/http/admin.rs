@@ -31,7 +31,12 @@ pub async fn serve(shard: &Rc<Shard>, stream: TcpStream, head: RequestHead, _bod
         return refuse(shard, stream, "not_found", resp).await;
     }
     if head.method != Method::Get {
-        let resp = response::close_response(405, "text/plain", &[("Allow", "GET")], b"method not allowed\n");
+        let resp = response::close_response(
+            405,
+            "text/plain",
+            &[("Allow", "GET")],
+            b"method not allowed\n",
+        );
         return refuse(shard, stream, "method_not_allowed", resp).await;
     }
     match path {
@@ -48,10 +53,15 @@ fn authorized(shard: &Shard, head: &RequestHead) -> bool {
     };
     let given = head
         .header("authorization")
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(bearer_token)
         .unwrap_or_default();
     constant_time_eq(given.as_bytes(), expected.as_bytes())
+}
+
+/// The token of an `Authorization: Bearer <token>` value (scheme case-insensitive).
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// Compare without an early exit on the first differing byte.

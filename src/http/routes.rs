@@ -115,7 +115,9 @@ pub fn classify(head: &RequestHead, config: &Config) -> Result<Route, Refusal> {
 
 /// The server-id route key (presence already checked).
 fn server_id(head: &RequestHead) -> String {
-    head.header("x-pyrycode-server").unwrap_or_default().to_owned()
+    head.header("x-pyrycode-server")
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Only GET upgrades (and GET health probes).
@@ -134,4 +136,13 @@ fn require_headers(head: &RequestHead, names: &[&str]) -> Result<(), Refusal> {
     } else {
         Err(Refusal::missing_header())
     }
+}
+
+/// Headers that carry a credential the relay only checks for presence.
+const COURIER_CREDENTIALS: [&str; 1] = ["x-pyrycode-token"];
+
+/// Remove courier credentials from a head once its route is decided.
+pub fn drop_credentials(head: &mut RequestHead) {
+    head.headers
+        .retain(|(name, _)| !COURIER_CREDENTIALS.contains(&name.as_str()));
 }

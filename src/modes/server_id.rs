@@ -479,14 +479,21 @@ fn detach_phone(shard: &Shard, sid: &str, phone: &Rc<Conn>) -> Option<Rc<str>> {
 
 /// `{"conn_id":"…","close_code":N}` to a binary.
 fn send_close_notice(shard: &Rc<Shard>, binary: &Rc<Conn>, conn_id: &str, code: u16) {
-    let body = serde_json::json!({ "conn_id": conn_id, "close_code": code }).to_string();
+    // Written by hand to keep pyrycode's field order (conn_id first).
+    let quoted = serde_json::Value::String(conn_id.to_owned()).to_string();
+    let body = format!("{{\"conn_id\":{quoted},\"close_code\":{code}}}");
     let frame = OutFrame::message(OpCode::Text, None, Bytes::from(body), b"");
     binary.send(shard, frame);
 }
 
 /// A phone's connection ended while attached: leave the slot, tell the binary.
 pub fn on_phone_gone(shard: &Rc<Shard>, conn: &Rc<Conn>, phone: &PhoneRole) {
-    if let Some(slot) = shard.server_ids.borrow_mut().slots.get_mut(&phone.server_id) {
+    if let Some(slot) = shard
+        .server_ids
+        .borrow_mut()
+        .slots
+        .get_mut(&phone.server_id)
+    {
         slot.remove_phone(conn);
     }
     let code = conn.peer_close.get().unwrap_or(1006);
@@ -581,9 +588,20 @@ mod tests {
 
     #[test]
     fn envelope_close_codes_are_checked() {
-        for (code, ok) in [(1000, true), (3000, true), (4999, true), (1001, false), (5000, false), (2999, false)] {
+        for (code, ok) in [
+            (1000, true),
+            (3000, true),
+            (4999, true),
+            (1001, false),
+            (5000, false),
+            (2999, false),
+        ] {
             let msg = format!(r#"{{"conn_id":"c","close_code":{code}}}"#);
-            assert_eq!(parse_envelope(MessageKind::Text, msg.as_bytes()).is_some(), ok, "{code}");
+            assert_eq!(
+                parse_envelope(MessageKind::Text, msg.as_bytes()).is_some(),
+                ok,
+                "{code}"
+            );
         }
     }
 
@@ -600,7 +618,10 @@ mod tests {
             assert_eq!(parse_envelope(MessageKind::Text, msg), None);
         }
         let wake = br#"{"push_wake":{"platform":"fcm","token":"abc"}}"#;
-        assert_eq!(parse_envelope(MessageKind::Text, wake), Some(Command::PushWake));
+        assert_eq!(
+            parse_envelope(MessageKind::Text, wake),
+            Some(Command::PushWake)
+        );
     }
 
     #[test]

@@ -47,7 +47,13 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, which: Listene
                     continue;
                 }
                 shard.stats.borrow_mut().accepted();
-                monoio::spawn(serve_new(shard.clone(), stream, peer, which, Instant::now()));
+                monoio::spawn(serve_new(
+                    shard.clone(),
+                    stream,
+                    peer,
+                    which,
+                    Instant::now(),
+                ));
             }
             Err(_) if shard.shutting_down.get() => return,
             Err(e) => {
@@ -101,14 +107,17 @@ async fn serve_new(
             return refuse(&shard, stream, "over_capacity", resp).await;
         }
         Err(Admission::RateLimited) => {
-            let resp = response::close_response(429, "text/plain", &[], b"too many connection attempts\n");
+            let resp =
+                response::close_response(429, "text/plain", &[], b"too many connection attempts\n");
             return refuse(&shard, stream, "rate_limited", resp).await;
         }
         Ok(permit) => permit,
     };
     match which {
         Listener::Admin => admin::serve(&shard, stream, head, leftover).await,
-        Listener::Public => route_public(&shard, stream, peer, head, leftover, accepted_at, permit).await,
+        Listener::Public => {
+            route_public(&shard, stream, peer, head, leftover, accepted_at, permit).await
+        }
     }
 }
 
@@ -130,7 +139,7 @@ async fn route_public(
     shard: &Rc<Shard>,
     stream: TcpStream,
     peer: SocketAddr,
-    head: RequestHead,
+    mut head: RequestHead,
     leftover: Vec<u8>,
     accepted_at: Instant,
     permit: Option<ConnPermit>,
@@ -139,6 +148,9 @@ async fn route_public(
         Ok(route) => route,
         Err(refusal) => return refuse(shard, stream, refusal.reason, refusal.response).await,
     };
+    // Courier credentials were checked for presence by classify(); drop them now so no
+    // later code path can log, forward or store them.
+    routes::drop_credentials(&mut head);
     if route == Route::Health {
         return admin::serve_health(shard, stream).await;
     }
@@ -180,7 +192,11 @@ async fn place(shard: &Rc<Shard>, stream: TcpStream, request: Upgrade) {
     shard.stats.borrow_mut().handed_off();
     let inbox = &shard.global.inboxes[owner];
     if !inbox.send(InboxMsg::Adopt(Box::new(handoff))) {
-        tracing::warn!(shard = shard.id, owner, "owner shard is gone; connection dropped");
+        tracing::warn!(
+            shard = shard.id,
+            owner,
+            "owner shard is gone; connection dropped"
+        );
     }
 }
 
@@ -239,7 +255,10 @@ enum HeadFailure {
 }
 
 /// Read until a whole request head is in; return it and the bytes after it.
-async fn read_head(shard: &Shard, stream: &TcpStream) -> Result<(RequestHead, Vec<u8>), HeadFailure> {
+async fn read_head(
+    shard: &Shard,
+    stream: &TcpStream,
+) -> Result<(RequestHead, Vec<u8>), HeadFailure> {
     let cfg = shard.config();
     let limits = HeadLimits {
         max_head_bytes: cfg.max_head,
@@ -248,9 +267,14 @@ async fn read_head(shard: &Shard, stream: &TcpStream) -> Result<(RequestHead, Ve
     };
     let mut buf = Vec::new();
     loop {
-        stream.readable(false).await.map_err(|_| HeadFailure::Closed)?;
+        stream
+            .readable(false)
+            .await
+            .map_err(|_| HeadFailure::Closed)?;
         loop {
-            let room = (limits.max_head_bytes + 1).saturating_sub(buf.len()).clamp(1, HEAD_READ);
+            let room = (limits.max_head_bytes + 1)
+                .saturating_sub(buf.len())
+                .clamp(1, HEAD_READ);
             match sys::recv_into(stream.as_raw_fd(), &mut buf, room) {
                 Ok(0) => return Err(HeadFailure::Closed),
                 Ok(_) => {}

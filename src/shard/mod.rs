@@ -41,7 +41,7 @@ pub struct Global {
     /// Each shard's inbox, by shard index.
     pub inboxes: Vec<WakeSender<InboxMsg>>,
     /// Open client connections (public listener), against `max_connections`.
-    open: AtomicUsize,
+    pub(crate) open: AtomicUsize,
     /// The global connection cap.
     pub max_connections: usize,
     /// Process start, for `uptime_seconds`.
@@ -87,6 +87,7 @@ impl Drop for ConnPermit {
 }
 
 /// What crosses into a shard.
+#[derive(Debug)]
 pub enum InboxMsg {
     /// A connection accepted elsewhere whose route key this shard owns.
     Adopt(Box<Handoff>),
@@ -331,11 +332,19 @@ async fn shard_main(seed: ShardSeed) -> std::io::Result<()> {
     let shard = Shard::new(seed.id, seed.global);
     let public = monoio::net::TcpListener::from_std(seed.public)?;
     shard.add_listener(public.as_raw_fd());
-    monoio::spawn(accept::accept_loop(shard.clone(), public, accept::Listener::Public));
+    monoio::spawn(accept::accept_loop(
+        shard.clone(),
+        public,
+        accept::Listener::Public,
+    ));
     if let Some(admin) = seed.admin {
         let admin = monoio::net::TcpListener::from_std(admin)?;
         shard.add_listener(admin.as_raw_fd());
-        monoio::spawn(accept::accept_loop(shard.clone(), admin, accept::Listener::Admin));
+        monoio::spawn(accept::accept_loop(
+            shard.clone(),
+            admin,
+            accept::Listener::Admin,
+        ));
     }
     monoio::spawn(tick::run(shard.clone()));
     while let Some(msg) = seed.inbox.recv().await {
@@ -365,7 +374,12 @@ async fn wait_drained(shard: &Rc<Shard>) {
     while !shard.conns.borrow().is_empty() && Instant::now() < deadline {
         monoio::time::sleep(step).await;
     }
-    let left: Vec<Rc<Conn>> = shard.conns.borrow().iter().map(|(_, c)| c.clone()).collect();
+    let left: Vec<Rc<Conn>> = shard
+        .conns
+        .borrow()
+        .iter()
+        .map(|(_, c)| c.clone())
+        .collect();
     for conn in left {
         conn.abort();
     }

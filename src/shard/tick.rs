@@ -36,7 +36,12 @@ fn tick_once(shard: &Rc<Shard>, now: Instant) {
 /// the pong timeout; abort close handshakes past their linger.
 fn heartbeat(shard: &Rc<Shard>, now: Instant) {
     let cfg = shard.config();
-    let conns: Vec<Rc<Conn>> = shard.conns.borrow().iter().map(|(_, c)| c.clone()).collect();
+    let conns: Vec<Rc<Conn>> = shard
+        .conns
+        .borrow()
+        .iter()
+        .map(|(_, c)| c.clone())
+        .collect();
     for conn in conns {
         match conn.state() {
             ConnState::Closing(since) => {

@@ -338,7 +338,10 @@ impl Conn {
 
     /// Send a heartbeat ping.
     pub fn ping(self: &Rc<Self>, shard: &Shard) {
-        if self.send(shard, OutFrame::message(OpCode::Ping, None, Bytes::new(), b"")) {
+        if self.send(
+            shard,
+            OutFrame::message(OpCode::Ping, None, Bytes::new(), b""),
+        ) {
             self.ping_sent.set(Some(Instant::now()));
         }
     }
@@ -545,6 +548,7 @@ fn read_batch(shard: &Rc<Shard>, conn: &Rc<Conn>) -> Step {
             shard.take_scratch()
         };
         let got = sys::recv_into(conn.fd, &mut buf, READ_CHUNK);
+        let short_read = matches!(got, Ok(n) if n < READ_CHUNK);
         let step = match got {
             Ok(0) => Step::End,
             Ok(n) => {
@@ -560,7 +564,6 @@ fn read_batch(shard: &Rc<Shard>, conn: &Rc<Conn>) -> Step {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Step::Continue,
             Err(_) => Step::End,
         };
-        let short_read = matches!(got, Ok(n) if n < READ_CHUNK);
         keep_leftover(shard, conn, buf, from_partial);
         if step == Step::End {
             return Step::End;
@@ -659,12 +662,7 @@ fn on_protocol_error(shard: &Rc<Shard>, conn: &Rc<Conn>, code: u16) {
 fn on_event(shard: &Rc<Shard>, conn: &Rc<Conn>, event: Event<'_>, read_at: Instant) -> Step {
     match event {
         Event::Ping(payload) => {
-            let pong = OutFrame::message(
-                OpCode::Pong,
-                None,
-                Bytes::copy_from_slice(payload),
-                b"",
-            );
+            let pong = OutFrame::message(OpCode::Pong, None, Bytes::copy_from_slice(payload), b"");
             conn.send(shard, pong);
             Step::Continue
         }

@@ -196,7 +196,10 @@ impl Relay {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "relay did not exit within {limit:?}");
+            assert!(
+                Instant::now() < deadline,
+                "relay did not exit within {limit:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -374,7 +377,9 @@ impl RawWs {
 
     /// Send a masked client frame (fin, opcode, payload) with the given first-byte flags.
     pub fn send_frame(&mut self, first_byte: u8, payload: &[u8], masked: bool) {
-        self.stream.write_all(&client_frame(first_byte, payload, masked)).unwrap();
+        self.stream
+            .write_all(&client_frame(first_byte, payload, masked))
+            .unwrap();
     }
 
     /// Read one server frame: (first byte, payload). None at EOF.

@@ -1,0 +1,371 @@
+//! The command line: one subcommand per scenario, each flattening the flags every
+//! scenario shares ([`Common`]). Value parsers for durations, sizes, loopback
+//! addresses and source-IP ranges live here; turning flags into a run is `plan`'s job.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Most source addresses accepted: 127.0.0.0/8 has 16.7 M, but 64 Ki × ~28 k
+/// ephemeral ports is already far past any file-descriptor limit.
+const MAX_SOURCE_IPS: usize = 65_536;
+
+/// `shardrelay-load`: drive a shardrelay with WebSocket or ticket traffic and report
+/// throughput, latency and integrity.
+#[derive(Debug, Parser)]
+#[command(name = "shardrelay-load", version, about)]
+pub struct Cli {
+    /// The scenario to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// One scenario per rendezvous style, plus `idle` for memory measurement.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// N binaries × P phones on `/v1/server` and `/v1/client`: phones send, binaries
+    /// echo through the envelope (or, with --fanout, binaries send to every phone).
+    ServerId(ServerIdArgs),
+    /// N pairs on `/?pair=`: side A sends binary probes, side B echoes (or receives).
+    Pair(PairArgs),
+    /// N sessions on `/mac` + `/browser`: the host sends `data`, the browser echoes
+    /// (or receives).
+    Session(SessionArgs),
+    /// Mint tickets on the admin API, then PUT/GET `--size` bytes through
+    /// `/v1/relay`, checking a SHA-256 of what arrived.
+    Ticket(TicketArgs),
+    /// Open and hold N upgraded connections of one style for --duration.
+    Idle(IdleArgs),
+}
+
+/// Flags shared by every scenario.
+#[derive(Clone, Debug, Args)]
+pub struct Common {
+    /// The relay's public listener (loopback only). `ws://` or `http://` prefixes and
+    /// paths are ignored.
+    #[arg(long, alias = "url", env = "SHARDRELAY_LOAD_TARGET", default_value = "127.0.0.1:8080", value_parser = parse_loopback)]
+    pub target: SocketAddr,
+    /// The relay's admin listener, for `/stats` and ticket minting (loopback only).
+    #[arg(long, env = "SHARDRELAY_LOAD_ADMIN", default_value = "127.0.0.1:9090", value_parser = parse_loopback)]
+    pub admin: SocketAddr,
+    /// Bearer token for the admin listener, when the relay has one.
+    #[arg(long, env = "SHARDRELAY_LOAD_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Worker threads, one pinned monoio runtime each (default: cores available).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// How long traffic is measured, after the warm-up.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Traffic before the measured window; its latencies are discarded.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// After the last send, how long to wait for outstanding messages before
+    /// counting them lost.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub drain: Duration,
+    /// Open loop: messages per second in total, on a fixed schedule; latency counts
+    /// from the scheduled time. Default 1000 when --inflight is not given.
+    #[arg(long, conflicts_with = "inflight")]
+    pub rate: Option<f64>,
+    /// Closed loop: keep K messages outstanding per stream, for peak throughput.
+    #[arg(long)]
+    pub inflight: Option<u32>,
+    /// Message payload size (e.g. 64, 4KiB); for `ticket` the body size (default 1MiB).
+    #[arg(long, value_parser = parse_size)]
+    pub size: Option<usize>,
+    /// New connections per second in total during the ramp (0: as fast as allowed).
+    #[arg(long, default_value_t = 0.0)]
+    pub connect_rate: f64,
+    /// Connection attempts in flight at once, per worker.
+    #[arg(long, default_value_t = 256)]
+    pub connect_concurrency: usize,
+    /// Limit for one TCP connect plus upgrade.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// Limit for the whole ramp; connections not up by then are abandoned.
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    pub setup_timeout: Duration,
+    /// Source addresses to bind, round-robin (`127.0.0.1-127.0.0.20` or a comma
+    /// list), to pass the ~28 k ephemeral ports of one source/destination pair.
+    #[arg(long, value_parser = parse_source_ips)]
+    pub source_ips: Option<SourceIps>,
+    /// Also write the final report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Do not fetch the relay's `/stats` at the end.
+    #[arg(long)]
+    pub no_relay_stats: bool,
+}
+
+/// `server-id` flags.
+#[derive(Debug, Args)]
+pub struct ServerIdArgs {
+    /// Shared flags.
+    #[command(flatten)]
+    pub common: Common,
+    /// Binaries, one server-id each.
+    #[arg(long, default_value_t = 10)]
+    pub binaries: usize,
+    /// Phones per binary (the relay's default cap is 16).
+    #[arg(long, default_value_t = 4)]
+    pub phones: usize,
+    /// Binaries send to all their phones instead of echoing phones' messages.
+    #[arg(long)]
+    pub fanout: bool,
+    /// Prefix for server-ids (default: `load-<random>-`, fresh each run).
+    #[arg(long)]
+    pub server_prefix: Option<String>,
+}
+
+/// `pair` flags.
+#[derive(Debug, Args)]
+pub struct PairArgs {
+    /// Shared flags.
+    #[command(flatten)]
+    pub common: Common,
+    /// Pairs (two connections each).
+    #[arg(long, default_value_t = 100)]
+    pub pairs: usize,
+    /// Side B only receives (one-way latency) instead of echoing to A.
+    #[arg(long)]
+    pub oneway: bool,
+}
+
+/// `session` flags.
+#[derive(Debug, Args)]
+pub struct SessionArgs {
+    /// Shared flags.
+    #[command(flatten)]
+    pub common: Common,
+    /// Sessions (host + browser each).
+    #[arg(long, alias = "connections", default_value_t = 100)]
+    pub sessions: usize,
+    /// The browser only receives instead of echoing to the host.
+    #[arg(long)]
+    pub oneway: bool,
+}
+
+/// `ticket` flags.
+#[derive(Debug, Args)]
+pub struct TicketArgs {
+    /// Shared flags.
+    #[command(flatten)]
+    pub common: Common,
+    /// Transfers in flight at once (each a PUT and a GET connection).
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Stop after this many transfers in all (default: run for the duration).
+    #[arg(long)]
+    pub count: Option<u64>,
+}
+
+/// `idle` flags.
+#[derive(Debug, Args)]
+pub struct IdleArgs {
+    /// Shared flags.
+    #[command(flatten)]
+    pub common: Common,
+    /// Upgraded connections to open and hold.
+    #[arg(long, default_value_t = 1000)]
+    pub connections: usize,
+    /// Which route the connections use.
+    #[arg(long, value_enum, default_value_t = IdleStyle::ServerId)]
+    pub style: IdleStyle,
+    /// Phones per binary for `--style server-id`.
+    #[arg(long, default_value_t = 4)]
+    pub phones: usize,
+}
+
+/// Routes `idle` can hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum IdleStyle {
+    /// Binaries plus phones (`/v1/server`, `/v1/client`).
+    ServerId,
+    /// Pairs (`/?pair=`).
+    Pair,
+    /// Sessions (`/mac`, `/browser`), joined.
+    Session,
+    /// `/v1/echo` (needs the relay's `--enable-echo`).
+    Echo,
+}
+
+/// Source addresses for client sockets, used round-robin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceIps(pub Vec<IpAddr>);
+
+/// Parses `500ms`, `30s`, `5m`, `1h` or plain seconds (`2.5`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad duration `{text}`"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1e3,
+        "us" => value / 1e6,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown duration unit `{other}` (ms, s, m, h)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("bad duration `{text}`"))
+}
+
+/// Parses `64`, `4KiB`, `1MiB`, `2GiB` (also `KB`/`MB`, taken as binary units).
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: usize = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad size `{text}`"))?;
+    let scale: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit `{other}` (KiB, MiB, GiB)")),
+    };
+    value
+        .checked_mul(scale)
+        .ok_or_else(|| format!("size `{text}` overflows"))
+}
+
+/// Parses a listener address and insists it is on loopback: load goes nowhere else.
+pub fn parse_loopback(text: &str) -> Result<SocketAddr, String> {
+    let bare = strip_url(text);
+    let addr = bare
+        .to_socket_addrs()
+        .map_err(|e| format!("bad address `{text}`: {e}"))?
+        .find(|a| a.ip().is_loopback())
+        .ok_or_else(|| format!("`{text}` is not a loopback address (127.0.0.0/8 or ::1)"))?;
+    Ok(addr)
+}
+
+/// `ws://host:port/path` → `host:port`.
+fn strip_url(text: &str) -> &str {
+    let rest = text.split_once("://").map_or(text, |(_, rest)| rest);
+    rest.split('/').next().unwrap_or(rest)
+}
+
+/// Parses `127.0.0.1-127.0.0.20` or `127.0.0.1,127.0.0.2` (loopback only).
+pub fn parse_source_ips(text: &str) -> Result<SourceIps, String> {
+    let mut ips = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((from, to)) => ips.extend(ipv4_range(from, to)?),
+            None => ips.push(
+                part.parse::<IpAddr>()
+                    .map_err(|e| format!("bad IP `{part}`: {e}"))?,
+            ),
+        }
+        if ips.len() > MAX_SOURCE_IPS {
+            return Err(format!("more than {MAX_SOURCE_IPS} source IPs"));
+        }
+    }
+    if ips.is_empty() {
+        return Err("no source IPs".into());
+    }
+    if let Some(ip) = ips.iter().find(|ip| !ip.is_loopback()) {
+        return Err(format!("source IP {ip} is not loopback"));
+    }
+    Ok(SourceIps(ips))
+}
+
+/// Every IPv4 address from `from` to `to` inclusive.
+fn ipv4_range(from: &str, to: &str) -> Result<Vec<IpAddr>, String> {
+    let parse = |s: &str| {
+        s.trim()
+            .parse::<Ipv4Addr>()
+            .map_err(|e| format!("bad IPv4 `{s}`: {e}"))
+    };
+    let (low, high) = (u32::from(parse(from)?), u32::from(parse(to)?));
+    if high < low || (high - low) as usize >= MAX_SOURCE_IPS {
+        return Err(format!("bad range {from}-{to}"));
+    }
+    Ok((low..=high)
+        .map(|n| IpAddr::V4(Ipv4Addr::from(n)))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64"), Ok(64));
+        assert_eq!(parse_size("256KiB"), Ok(256 * 1024));
+        assert_eq!(parse_size("4MiB"), Ok(4 << 20));
+        assert!(parse_size("4XB").is_err());
+    }
+
+    #[test]
+    fn loopback_only() {
+        assert_eq!(parse_loopback("127.0.0.1:8080").unwrap().port(), 8080);
+        assert_eq!(
+            parse_loopback("ws://127.0.0.2:81/v1/server")
+                .unwrap()
+                .port(),
+            81
+        );
+        assert!(parse_loopback("localhost:9").unwrap().ip().is_loopback());
+        assert!(parse_loopback("10.0.0.1:80").is_err());
+        assert!(parse_loopback("192.168.1.1:80").is_err());
+    }
+
+    #[test]
+    fn source_ip_ranges() {
+        let ips = parse_source_ips("127.0.0.1-127.0.0.20").unwrap().0;
+        assert_eq!(ips.len(), 20);
+        assert_eq!(ips[19], "127.0.0.20".parse::<IpAddr>().unwrap());
+        assert_eq!(parse_source_ips("127.0.0.1,127.0.0.3").unwrap().0.len(), 2);
+        assert!(parse_source_ips("10.0.0.1").is_err());
+        assert!(parse_source_ips("127.0.0.9-127.0.0.1").is_err());
+    }
+
+    #[test]
+    fn cli_parses_each_subcommand() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "server-id",
+            "--binaries",
+            "3",
+            "--phones",
+            "2",
+            "--rate",
+            "100",
+            "--target",
+            "127.0.0.1:1",
+        ])
+        .unwrap();
+        assert!(
+            matches!(cli.command, Command::ServerId(ref a) if a.binaries == 3 && a.common.rate == Some(100.0))
+        );
+        let both = Cli::try_parse_from(["x", "pair", "--rate", "1", "--inflight", "2"]);
+        assert!(both.is_err(), "--rate and --inflight conflict");
+        assert!(Cli::try_parse_from(["x", "idle", "--style", "echo"]).is_ok());
+        assert!(Cli::try_parse_from(["x", "ticket", "--size", "1MiB", "--count", "3"]).is_ok());
+        assert!(Cli::try_parse_from(["x", "session", "--oneway"]).is_ok());
+    }
+}

@@ -1,0 +1,1399 @@
+//! Per-shard counters and latency histograms, and their two renderings.
+//!
+//! This module owns:
+//! * [`ShardStats`] — one shard's live tallies. The shard's thread is the only one that
+//!   touches it (through `&mut` or a `RefCell`), so there are no atomics and no locks;
+//!   the hot calls (`message_in`, `message_out`, `record_forward`) are plain integer adds
+//!   and one histogram record, and never allocate once a mode has been seen.
+//! * [`StatsSnapshot`] — a `Send + Clone` copy of those tallies, which a shard sends over
+//!   its inbox when `/stats`, `/metrics` or `/health` asks, and [`StatsSnapshot::merge`]
+//!   for the whole-process view.
+//! * [`render_json`] — the `/stats` body (the wire contract: key names are normative).
+//! * [`render_prometheus`] — the `/metrics` body, text exposition format 0.0.4.
+//!
+//! Latencies are in microseconds, in HDR histograms covering 1 µs .. 60 s at three
+//! significant figures; a value outside that range is clamped, never an error.
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Lowest latency the histograms tell apart, in microseconds.
+const HIST_LOW_MICROS: u64 = 1;
+/// Highest latency the histograms track, in microseconds (60 s); larger values clamp.
+const HIST_HIGH_MICROS: u64 = 60_000_000;
+/// Significant figures the histograms keep (0.1 % relative error).
+const HIST_SIGFIG: u8 = 3;
+
+/// Kinds of open connection, for the `connections` object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnKind {
+    /// A binary holding, or claiming, a server-id slot.
+    Binary,
+    /// A phone attached to a server-id slot.
+    Phone,
+    /// One end of a pair.
+    Pair,
+    /// The host of a session.
+    SessionHost,
+    /// A browser joined to a session.
+    SessionBrowser,
+    /// The uploading end of a ticket.
+    TicketPut,
+    /// The downloading end of a ticket.
+    TicketGet,
+    /// The diagnostic echo route.
+    Echo,
+    /// A connection still in its HTTP/upgrade handshake.
+    Handshake,
+}
+
+/// How many [`ConnKind`]s there are: the length of the per-kind counter array.
+const CONN_KINDS: usize = 9;
+
+impl ConnKind {
+    /// Every kind, in the order the renderings list them.
+    pub const ALL: [ConnKind; CONN_KINDS] = [
+        ConnKind::Binary,
+        ConnKind::Phone,
+        ConnKind::Pair,
+        ConnKind::SessionHost,
+        ConnKind::SessionBrowser,
+        ConnKind::TicketPut,
+        ConnKind::TicketGet,
+        ConnKind::Echo,
+        ConnKind::Handshake,
+    ];
+
+    /// The kind's key in `/stats` `connections` and its `kind` label in `/metrics`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConnKind::Binary => "binary",
+            ConnKind::Phone => "phone",
+            ConnKind::Pair => "pair",
+            ConnKind::SessionHost => "session_host",
+            ConnKind::SessionBrowser => "session_browser",
+            ConnKind::TicketPut => "ticket_put",
+            ConnKind::TicketGet => "ticket_get",
+            ConnKind::Echo => "echo",
+            ConnKind::Handshake => "handshake",
+        }
+    }
+
+    /// Slot in the per-kind counter array. The discriminants are the declaration order,
+    /// which is also the order of `ALL`, so every kind has a distinct slot below 9.
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A fresh latency histogram with the module's bounds.
+fn new_histogram() -> Histogram<u64> {
+    // Cannot fail: `new_with_bounds` only rejects low < 1, high < 2 * low or sigfig > 5,
+    // and the constants are 1, 60_000_000 and 3. Auto-resize stays off, so recording
+    // never allocates.
+    Histogram::new_with_bounds(HIST_LOW_MICROS, HIST_HIGH_MICROS, HIST_SIGFIG)
+        .expect("constant histogram bounds are valid")
+}
+
+/// Add `from` into `into`. Both come from [`new_histogram`], so `add` (which only fails
+/// when `from` holds a value above `into`'s range) succeeds; should bounds ever diverge,
+/// the bucket-by-bucket copy clamps instead of losing the samples or panicking.
+fn merge_histogram(into: &mut Histogram<u64>, from: &Histogram<u64>) {
+    if into.add(from).is_err() {
+        for v in from.iter_recorded() {
+            into.saturating_record_n(v.value_iterated_to(), v.count_at_value());
+        }
+    }
+}
+
+/// `counters[name] += 1`, adding the key on first use. Few keys per map, so a linear
+/// search beats hashing; keys are compared by content because equal string literals in
+/// different crates need not share an address.
+fn bump(counters: &mut Vec<(&'static str, u64)>, name: &'static str, by: u64) {
+    match counters.iter_mut().find(|(k, _)| *k == name) {
+        Some((_, n)) => *n = n.saturating_add(by),
+        None => counters.push((name, by)),
+    }
+}
+
+/// `gauges[name] += delta`, adding the key on first use.
+fn gauge_bump(gauges: &mut Vec<(&'static str, i64)>, name: &'static str, delta: i64) {
+    match gauges.iter_mut().find(|(k, _)| *k == name) {
+        Some((_, n)) => *n = n.saturating_add(delta),
+        None => gauges.push((name, delta)),
+    }
+}
+
+/// Value of `name` in a keyed map, 0 when absent.
+fn lookup<T: Copy + Default>(map: &[(&'static str, T)], name: &str) -> T {
+    map.iter()
+        .find(|(k, _)| *k == name)
+        .map_or_else(T::default, |(_, v)| *v)
+}
+
+/// One shard's live tallies. Owned by the shard's thread; see the module doc.
+pub struct ShardStats {
+    /// The tallies themselves, kept in snapshot form so a snapshot is one clone.
+    live: StatsSnapshot,
+}
+
+impl ShardStats {
+    /// Empty tallies for shard `shard`.
+    pub fn new(shard: usize) -> Self {
+        let mut live = StatsSnapshot::empty();
+        live.shard = shard;
+        live.shards = 1;
+        ShardStats { live }
+    }
+
+    /// A connection of `kind` is now open on this shard.
+    pub fn conn_opened(&mut self, kind: ConnKind) {
+        let n = &mut self.live.connections[kind.index()];
+        *n = n.saturating_add(1);
+    }
+
+    /// A connection of `kind` closed. Saturates at zero so a double close cannot wrap
+    /// the gauge to 2^64.
+    pub fn conn_closed(&mut self, kind: ConnKind) {
+        let n = &mut self.live.connections[kind.index()];
+        *n = n.saturating_sub(1);
+    }
+
+    /// This shard accepted a TCP connection.
+    pub fn accepted(&mut self) {
+        self.live.accepted = self.live.accepted.saturating_add(1);
+    }
+
+    /// This shard passed a connection to another shard (counter `handoffs`).
+    pub fn handed_off(&mut self) {
+        self.live.handoffs = self.live.handoffs.saturating_add(1);
+    }
+
+    /// This shard adopted a connection from another shard (counter `adopted`).
+    pub fn adopted(&mut self) {
+        self.live.adopted = self.live.adopted.saturating_add(1);
+    }
+
+    /// A connection refused before upgrade, e.g. `"head_too_large"`, `"not_found"`.
+    pub fn rejected(&mut self, reason: &'static str) {
+        bump(&mut self.live.rejected, reason, 1);
+    }
+
+    /// A message not forwarded, e.g. `"text_in_pair"`, `"unknown_conn_id"`.
+    pub fn dropped(&mut self, reason: &'static str) {
+        bump(&mut self.live.dropped, reason, 1);
+    }
+
+    /// Any other named counter (`codes_minted`, `joins_ok`, …).
+    pub fn event(&mut self, name: &'static str) {
+        bump(&mut self.live.events, name, 1);
+    }
+
+    /// Move a registry-size gauge (`pairs`, `sessions`, `tickets`, `server_slots`). One
+    /// shard may add what another removes, so a shard's value can go below zero; the
+    /// sum over shards is the registry's size.
+    pub fn gauge_add(&mut self, name: &'static str, delta: i64) {
+        gauge_bump(&mut self.live.gauges, name, delta);
+    }
+
+    /// A message of `bytes` payload bytes was read from a client.
+    #[inline]
+    pub fn message_in(&mut self, bytes: usize) {
+        let live = &mut self.live;
+        live.messages_in = live.messages_in.saturating_add(1);
+        live.bytes_in = live.bytes_in.saturating_add(bytes as u64);
+    }
+
+    /// A message of `bytes` payload bytes was written to a client.
+    #[inline]
+    pub fn message_out(&mut self, bytes: usize) {
+        let live = &mut self.live;
+        live.messages_out = live.messages_out.saturating_add(1);
+        live.bytes_out = live.bytes_out.saturating_add(bytes as u64);
+    }
+
+    /// A relayed message went out `micros` after it was read, under rendezvous style
+    /// `mode`. Records into the overall `forward` histogram and the mode's own, which is
+    /// created (the only allocation) the first time the mode is seen.
+    #[inline]
+    pub fn record_forward(&mut self, mode: &'static str, micros: u64) {
+        self.live.forward.saturating_record(micros);
+        let by_mode = &mut self.live.forward_by_mode;
+        match by_mode.iter_mut().find(|(k, _)| *k == mode) {
+            Some((_, h)) => h.saturating_record(micros),
+            None => {
+                let mut h = new_histogram();
+                h.saturating_record(micros);
+                by_mode.push((mode, h));
+            }
+        }
+    }
+
+    /// An HTTP/upgrade handshake took `micros`.
+    pub fn record_handshake(&mut self, micros: u64) {
+        self.live.handshake.saturating_record(micros);
+    }
+
+    /// A handoff between shards took `micros` (send to adopt).
+    pub fn record_handoff(&mut self, micros: u64) {
+        self.live.handoff.saturating_record(micros);
+    }
+
+    /// `?reset=1`: empty every histogram so the next window starts clean. Counters stay
+    /// monotonic because rate computations (and Prometheus) rely on that. Per-mode
+    /// histograms are emptied, not dropped, so recording stays allocation-free.
+    pub fn reset_histograms(&mut self) {
+        let live = &mut self.live;
+        live.forward.reset();
+        live.handshake.reset();
+        live.handoff.reset();
+        for (_, h) in &mut live.forward_by_mode {
+            h.reset();
+        }
+    }
+
+    /// A copy of the tallies to send to whoever renders them.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        self.live.clone()
+    }
+
+    /// Open connections of `kind` on this shard.
+    pub fn connections(&self, kind: ConnKind) -> u64 {
+        self.live.connections(kind)
+    }
+
+    /// This shard's share of gauge `name` (0 if never moved).
+    pub fn gauge(&self, name: &str) -> i64 {
+        self.live.gauge(name)
+    }
+}
+
+/// One shard's tallies at one moment, or the sum of several (see [`StatsSnapshot::merge`]).
+/// Plain owned data, so it is `Send` and can cross the shard inboxes.
+#[derive(Debug, Clone)]
+pub struct StatsSnapshot {
+    /// The shard this snapshot came from; 0 for a merged snapshot.
+    pub shard: usize,
+    /// How many shards' snapshots this one covers: 1 for a shard's own, n after a merge.
+    pub shards: usize,
+    /// Open connections, indexed in `ConnKind::ALL` order.
+    pub connections: [u64; CONN_KINDS],
+    /// TCP connections accepted.
+    pub accepted: u64,
+    /// Connections passed to another shard.
+    pub handoffs: u64,
+    /// Connections adopted from another shard.
+    pub adopted: u64,
+    /// Connections refused before upgrade, by reason.
+    pub rejected: Vec<(&'static str, u64)>,
+    /// Messages read from clients.
+    pub messages_in: u64,
+    /// Messages written to clients.
+    pub messages_out: u64,
+    /// Payload bytes read from clients.
+    pub bytes_in: u64,
+    /// Payload bytes written to clients.
+    pub bytes_out: u64,
+    /// Messages not forwarded, by reason.
+    pub dropped: Vec<(&'static str, u64)>,
+    /// Other named counters.
+    pub events: Vec<(&'static str, u64)>,
+    /// Registry sizes (this shard's share; may be negative, see `gauge_add`).
+    pub gauges: Vec<(&'static str, i64)>,
+    /// Read-to-written latency of relayed messages, all modes, in µs.
+    pub forward: Histogram<u64>,
+    /// HTTP/upgrade handshake latency, in µs.
+    pub handshake: Histogram<u64>,
+    /// Shard-to-shard handoff latency, in µs.
+    pub handoff: Histogram<u64>,
+    /// `forward` split by rendezvous style, in first-seen order.
+    pub forward_by_mode: Vec<(&'static str, Histogram<u64>)>,
+}
+
+impl StatsSnapshot {
+    /// All-zero tallies covering no shard.
+    fn empty() -> Self {
+        StatsSnapshot {
+            shard: 0,
+            shards: 0,
+            connections: [0; CONN_KINDS],
+            accepted: 0,
+            handoffs: 0,
+            adopted: 0,
+            rejected: Vec::new(),
+            messages_in: 0,
+            messages_out: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            dropped: Vec::new(),
+            events: Vec::new(),
+            gauges: Vec::new(),
+            forward: new_histogram(),
+            handshake: new_histogram(),
+            handoff: new_histogram(),
+            forward_by_mode: Vec::new(),
+        }
+    }
+
+    /// Totals across shards (histograms merged with `Histogram::add`; maps summed).
+    pub fn merge(snaps: &[StatsSnapshot]) -> StatsSnapshot {
+        let mut total = StatsSnapshot::empty();
+        for snap in snaps {
+            total.absorb(snap);
+        }
+        total
+    }
+
+    /// Add one snapshot into `self`.
+    fn absorb(&mut self, other: &StatsSnapshot) {
+        self.shards += other.shards;
+        for (mine, theirs) in self.connections.iter_mut().zip(other.connections) {
+            *mine = mine.saturating_add(theirs);
+        }
+        self.absorb_counters(other);
+        for &(name, n) in &other.gauges {
+            gauge_bump(&mut self.gauges, name, n);
+        }
+        merge_histogram(&mut self.forward, &other.forward);
+        merge_histogram(&mut self.handshake, &other.handshake);
+        merge_histogram(&mut self.handoff, &other.handoff);
+        for (mode, h) in &other.forward_by_mode {
+            merge_histogram(self.mode_histogram(mode), h);
+        }
+    }
+
+    /// Add the plain and keyed counters of `other` into `self`.
+    fn absorb_counters(&mut self, other: &StatsSnapshot) {
+        let add = |a: &mut u64, b: u64| *a = a.saturating_add(b);
+        add(&mut self.accepted, other.accepted);
+        add(&mut self.handoffs, other.handoffs);
+        add(&mut self.adopted, other.adopted);
+        add(&mut self.messages_in, other.messages_in);
+        add(&mut self.messages_out, other.messages_out);
+        add(&mut self.bytes_in, other.bytes_in);
+        add(&mut self.bytes_out, other.bytes_out);
+        for (mine, theirs) in [
+            (&mut self.rejected, &other.rejected),
+            (&mut self.dropped, &other.dropped),
+            (&mut self.events, &other.events),
+        ] {
+            for &(name, n) in theirs {
+                bump(mine, name, n);
+            }
+        }
+    }
+
+    /// The per-mode histogram for `mode`, created empty if missing.
+    fn mode_histogram(&mut self, mode: &'static str) -> &mut Histogram<u64> {
+        let at = match self.forward_by_mode.iter().position(|(k, _)| *k == mode) {
+            Some(at) => at,
+            None => {
+                self.forward_by_mode.push((mode, new_histogram()));
+                self.forward_by_mode.len() - 1
+            }
+        };
+        &mut self.forward_by_mode[at].1
+    }
+
+    /// Open connections of `kind`.
+    pub fn connections(&self, kind: ConnKind) -> u64 {
+        self.connections[kind.index()]
+    }
+
+    /// Gauge `name` (0 if never moved).
+    pub fn gauge(&self, name: &str) -> i64 {
+        lookup(&self.gauges, name)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// JSON (`/stats`)
+// ---------------------------------------------------------------------------------------
+
+/// The `/stats` body.
+#[derive(Serialize)]
+struct JsonBody {
+    /// Seconds since the process started.
+    uptime_seconds: u64,
+    /// How many shards answered (the length of `per_shard`).
+    shards: usize,
+    /// The whole process: every shard merged, histograms exactly.
+    totals: JsonTallies,
+    /// Each shard on its own, in shard order.
+    per_shard: Vec<JsonShard>,
+}
+
+/// One entry of `per_shard`: the shard id, then the same keys as `totals`.
+#[derive(Serialize)]
+struct JsonShard {
+    /// The shard id.
+    shard: usize,
+    /// The shard's tallies, flattened beside `shard`.
+    #[serde(flatten)]
+    tallies: JsonTallies,
+}
+
+/// The counter, gauge and histogram keys shared by `totals` and each `per_shard` entry.
+#[derive(Serialize)]
+struct JsonTallies {
+    /// Open connections by kind (every kind present, zeros included).
+    connections: BTreeMap<&'static str, u64>,
+    /// TCP connections accepted.
+    accepted: u64,
+    /// Connections handed to another shard.
+    handoffs: u64,
+    /// Connections adopted from another shard.
+    adopted: u64,
+    /// Refusals by reason (reasons seen so far).
+    rejected: BTreeMap<&'static str, u64>,
+    /// Messages read from clients.
+    messages_in: u64,
+    /// Messages written to clients.
+    messages_out: u64,
+    /// Payload bytes read.
+    bytes_in: u64,
+    /// Payload bytes written.
+    bytes_out: u64,
+    /// Messages not forwarded, by reason.
+    dropped: BTreeMap<&'static str, u64>,
+    /// Other named counters.
+    events: BTreeMap<&'static str, u64>,
+    /// Registry sizes.
+    gauges: BTreeMap<&'static str, i64>,
+    /// The three latency histograms.
+    histograms: JsonHistograms,
+    /// Forward latency by rendezvous style.
+    forward_by_mode: BTreeMap<&'static str, JsonHistogram>,
+}
+
+/// The `histograms` object.
+#[derive(Serialize)]
+struct JsonHistograms {
+    /// Read-to-written latency of relayed messages.
+    forward: JsonHistogram,
+    /// HTTP/upgrade handshake latency.
+    handshake: JsonHistogram,
+    /// Shard-to-shard handoff latency.
+    handoff: JsonHistogram,
+}
+
+/// A histogram's summary, all in microseconds (values are HDR bucket values: within
+/// 0.1 % of what was recorded). Every field is 0 for an empty histogram.
+#[derive(Serialize, Debug, PartialEq)]
+struct JsonHistogram {
+    /// Samples recorded.
+    count: u64,
+    /// Smallest sample.
+    min: u64,
+    /// Median.
+    p50: u64,
+    /// 90th percentile.
+    p90: u64,
+    /// 99th percentile.
+    p99: u64,
+    /// 99.9th percentile.
+    p999: u64,
+    /// Largest sample.
+    max: u64,
+    /// Mean, rounded to 0.01 µs to keep the body short.
+    mean: f64,
+}
+
+impl JsonHistogram {
+    /// Summarise `h`.
+    fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            // hdrhistogram already returns 0 for most of these, but spelling it out keeps
+            // the contract independent of the crate's choices for an empty histogram.
+            return JsonHistogram {
+                count: 0,
+                min: 0,
+                p50: 0,
+                p90: 0,
+                p99: 0,
+                p999: 0,
+                max: 0,
+                mean: 0.0,
+            };
+        }
+        JsonHistogram {
+            count: h.len(),
+            min: h.min(),
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+            mean: (h.mean() * 100.0).round() / 100.0,
+        }
+    }
+}
+
+/// A keyed counter list as a sorted JSON object.
+fn json_map<T: Copy>(pairs: &[(&'static str, T)]) -> BTreeMap<&'static str, T> {
+    pairs.iter().copied().collect()
+}
+
+impl JsonTallies {
+    /// The JSON view of one snapshot.
+    fn of(s: &StatsSnapshot) -> Self {
+        JsonTallies {
+            connections: ConnKind::ALL
+                .iter()
+                .map(|&k| (k.name(), s.connections(k)))
+                .collect(),
+            accepted: s.accepted,
+            handoffs: s.handoffs,
+            adopted: s.adopted,
+            rejected: json_map(&s.rejected),
+            messages_in: s.messages_in,
+            messages_out: s.messages_out,
+            bytes_in: s.bytes_in,
+            bytes_out: s.bytes_out,
+            dropped: json_map(&s.dropped),
+            events: json_map(&s.events),
+            gauges: json_map(&s.gauges),
+            histograms: JsonHistograms {
+                forward: JsonHistogram::of(&s.forward),
+                handshake: JsonHistogram::of(&s.handshake),
+                handoff: JsonHistogram::of(&s.handoff),
+            },
+            forward_by_mode: s
+                .forward_by_mode
+                .iter()
+                .map(|(mode, h)| (*mode, JsonHistogram::of(h)))
+                .collect(),
+        }
+    }
+}
+
+/// The /stats body.
+pub fn render_json(uptime_seconds: u64, per_shard: &[StatsSnapshot]) -> String {
+    let body = JsonBody {
+        uptime_seconds,
+        shards: per_shard.len(),
+        totals: JsonTallies::of(&StatsSnapshot::merge(per_shard)),
+        per_shard: per_shard
+            .iter()
+            .map(|s| JsonShard {
+                shard: s.shard,
+                tallies: JsonTallies::of(s),
+            })
+            .collect(),
+    };
+    // Cannot fail: serde_json errors only when a Serialize impl reports one or a map key
+    // is not a string; these derived structs hold integers, finite-or-null floats and
+    // maps keyed by `&str`.
+    serde_json::to_string(&body).expect("stats JSON serialises")
+}
+
+// ---------------------------------------------------------------------------------------
+// Prometheus (`/metrics`)
+// ---------------------------------------------------------------------------------------
+//
+// Only per-shard series are emitted, each with a `shard` label: Prometheus sums counters
+// and gauges across labels itself, and a separate "total" series would double every sum.
+//
+// Latencies are summaries, not histograms: each shard already holds an exact HDR
+// histogram, so its quantiles are precise to 0.1 %, whereas fixed `le` buckets would
+// throw that precision away. The price is that summary quantiles cannot be aggregated
+// across shards (a p99 of p99s is meaningless); the JSON `totals` in `/stats` is the
+// exact merged view for that.
+
+/// Prefix of every metric name.
+const PROM_PREFIX: &str = "shardrelay_";
+
+/// Quantiles of each latency summary: (label value, quantile).
+const PROM_QUANTILES: [(&str, f64); 4] =
+    [("0.5", 0.5), ("0.9", 0.9), ("0.99", 0.99), ("0.999", 0.999)];
+
+/// A plain per-shard counter: (name without prefix, help, value).
+type CounterDef = (&'static str, &'static str, fn(&StatsSnapshot) -> u64);
+
+/// The unlabelled (apart from `shard`) counters.
+const PROM_COUNTERS: [CounterDef; 7] = [
+    (
+        "accepted_total",
+        "TCP connections accepted by the shard.",
+        |s| s.accepted,
+    ),
+    (
+        "handoffs_total",
+        "Connections the shard passed to another shard.",
+        |s| s.handoffs,
+    ),
+    (
+        "adopted_total",
+        "Connections the shard adopted from another shard.",
+        |s| s.adopted,
+    ),
+    ("messages_in_total", "Messages read from clients.", |s| {
+        s.messages_in
+    }),
+    ("messages_out_total", "Messages written to clients.", |s| {
+        s.messages_out
+    }),
+    ("bytes_in_total", "Payload bytes read from clients.", |s| {
+        s.bytes_in
+    }),
+    (
+        "bytes_out_total",
+        "Payload bytes written to clients.",
+        |s| s.bytes_out,
+    ),
+];
+
+/// A keyed per-shard counter family: (name without prefix, label, help, map).
+type KeyedDef = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&StatsSnapshot) -> &[(&'static str, u64)],
+);
+
+/// The counters keyed by reason or name.
+const PROM_KEYED: [KeyedDef; 3] = [
+    (
+        "rejected_total",
+        "reason",
+        "Connections refused before upgrade, by reason.",
+        |s| s.rejected.as_slice(),
+    ),
+    (
+        "dropped_total",
+        "reason",
+        "Messages not forwarded, by reason.",
+        |s| s.dropped.as_slice(),
+    ),
+    ("events_total", "name", "Other named events.", |s| {
+        s.events.as_slice()
+    }),
+];
+
+/// A latency summary family: (name without prefix, help, histogram).
+type SummaryDef = (
+    &'static str,
+    &'static str,
+    fn(&StatsSnapshot) -> &Histogram<u64>,
+);
+
+/// The overall latency summaries.
+const PROM_SUMMARIES: [SummaryDef; 3] = [
+    (
+        "forward_latency_microseconds",
+        "Read-to-written latency of relayed messages, in microseconds.",
+        |s| &s.forward,
+    ),
+    (
+        "handshake_latency_microseconds",
+        "HTTP/upgrade handshake latency, in microseconds.",
+        |s| &s.handshake,
+    ),
+    (
+        "handoff_latency_microseconds",
+        "Shard-to-shard handoff latency, in microseconds.",
+        |s| &s.handoff,
+    ),
+];
+
+/// Builds a text-format 0.0.4 body: families of `# HELP`, `# TYPE` and samples.
+struct PromWriter {
+    /// The body so far.
+    out: String,
+}
+
+impl PromWriter {
+    /// Append formatted text. `fmt::Write` for `String` never returns an error (it only
+    /// grows the buffer), so the result is safely ignored.
+    fn push(&mut self, args: fmt::Arguments<'_>) {
+        let _ = self.out.write_fmt(args);
+    }
+
+    /// Start a family: its `# HELP` and `# TYPE` lines.
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        self.push(format_args!("# HELP {PROM_PREFIX}{name} "));
+        escape_help(&mut self.out, help);
+        self.push(format_args!("\n# TYPE {PROM_PREFIX}{name} {kind}\n"));
+    }
+
+    /// One sample line: `name{labels} value`.
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl PromValue) {
+        self.push(format_args!("{PROM_PREFIX}{name}"));
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (label, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                self.push(format_args!("{label}=\""));
+                escape_label_value(&mut self.out, v);
+                self.out.push('"');
+            }
+            self.out.push('}');
+        }
+        self.out.push(' ');
+        value.write_to(&mut self.out);
+        self.out.push('\n');
+    }
+
+    /// The quantile, `_sum` and `_count` lines of one summary series labelled `labels`.
+    fn summary(&mut self, name: &str, labels: &[(&str, &str)], h: &Histogram<u64>) {
+        let mut with_q: Vec<(&str, &str)> = Vec::with_capacity(labels.len() + 1);
+        with_q.extend_from_slice(labels);
+        with_q.push(("quantile", ""));
+        let last = with_q.len() - 1;
+        for (label, q) in PROM_QUANTILES {
+            with_q[last].1 = label;
+            // An empty summary reports NaN quantiles, as Prometheus client libraries do.
+            let v = if h.is_empty() {
+                f64::NAN
+            } else {
+                h.value_at_quantile(q) as f64
+            };
+            self.sample(name, &with_q, v);
+        }
+        // HDR keeps no exact sum; mean × count uses each bucket's middle value, within
+        // 0.1 % of the true sum.
+        self.sample(&format!("{name}_sum"), labels, h.mean() * h.len() as f64);
+        self.sample(&format!("{name}_count"), labels, h.len());
+    }
+}
+
+/// A sample value in the text format.
+trait PromValue {
+    /// Append the value as the format spells it.
+    fn write_to(self, out: &mut String);
+}
+
+impl PromValue for u64 {
+    fn write_to(self, out: &mut String) {
+        let _ = write!(out, "{self}"); // writing to a String cannot fail
+    }
+}
+
+impl PromValue for i64 {
+    fn write_to(self, out: &mut String) {
+        let _ = write!(out, "{self}"); // writing to a String cannot fail
+    }
+}
+
+impl PromValue for f64 {
+    /// Rust spells infinities `inf`; the format wants `+Inf`, `-Inf` and `NaN`.
+    fn write_to(self, out: &mut String) {
+        if self.is_nan() {
+            out.push_str("NaN");
+        } else if self.is_infinite() {
+            out.push_str(if self > 0.0 { "+Inf" } else { "-Inf" });
+        } else {
+            let _ = write!(out, "{self}"); // writing to a String cannot fail
+        }
+    }
+}
+
+/// Append a label value escaped per the format: backslash, double quote and line feed.
+fn escape_label_value(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Append `# HELP` text escaped per the format: backslash and line feed.
+fn escape_help(out: &mut String, help: &str) {
+    for c in help.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// A snapshot paired with its shard id spelled as a label value (formatted once).
+type LabelledShard<'a> = (&'a StatsSnapshot, String);
+
+/// The /metrics body: Prometheus text exposition format 0.0.4.
+pub fn render_prometheus(uptime_seconds: u64, per_shard: &[StatsSnapshot]) -> String {
+    let mut w = PromWriter {
+        out: String::with_capacity(4096 + 4096 * per_shard.len()),
+    };
+    let shards: Vec<LabelledShard<'_>> =
+        per_shard.iter().map(|s| (s, s.shard.to_string())).collect();
+    write_process(&mut w, uptime_seconds, per_shard.len());
+    write_counters(&mut w, &shards);
+    write_gauges(&mut w, &shards);
+    write_latencies(&mut w, &shards);
+    w.out
+}
+
+/// The process-wide gauges: uptime and how many shards answered.
+fn write_process(w: &mut PromWriter, uptime_seconds: u64, shards: usize) {
+    w.family(
+        "uptime_seconds",
+        "gauge",
+        "Seconds since the process started.",
+    );
+    w.sample("uptime_seconds", &[], uptime_seconds);
+    w.family("shards", "gauge", "Shards that answered this scrape.");
+    w.sample("shards", &[], shards as u64);
+}
+
+/// Every counter family, plain then keyed, one series per shard (and key).
+fn write_counters(w: &mut PromWriter, shards: &[LabelledShard<'_>]) {
+    for (name, help, get) in PROM_COUNTERS {
+        w.family(name, "counter", help);
+        for (s, id) in shards {
+            w.sample(name, &[("shard", id)], get(s));
+        }
+    }
+    for (name, label, help, get) in PROM_KEYED {
+        w.family(name, "counter", help);
+        for (s, id) in shards {
+            for &(key, n) in get(s) {
+                w.sample(name, &[("shard", id), (label, key)], n);
+            }
+        }
+    }
+}
+
+/// Open connections by kind and registry sizes by name.
+fn write_gauges(w: &mut PromWriter, shards: &[LabelledShard<'_>]) {
+    w.family("connections", "gauge", "Open connections, by kind.");
+    for (s, id) in shards {
+        for kind in ConnKind::ALL {
+            let labels = [("shard", id.as_str()), ("kind", kind.name())];
+            w.sample("connections", &labels, s.connections(kind));
+        }
+    }
+    w.family(
+        "registry",
+        "gauge",
+        "Registry sizes (pairs, sessions, tickets, server slots): this shard's share.",
+    );
+    for (s, id) in shards {
+        for &(key, n) in &s.gauges {
+            w.sample("registry", &[("shard", id), ("name", key)], n);
+        }
+    }
+}
+
+/// The latency summaries: overall ones, then forward latency by mode.
+fn write_latencies(w: &mut PromWriter, shards: &[LabelledShard<'_>]) {
+    for (name, help, get) in PROM_SUMMARIES {
+        w.family(name, "summary", help);
+        for (s, id) in shards {
+            w.summary(name, &[("shard", id)], get(s));
+        }
+    }
+    let by_mode = "forward_by_mode_latency_microseconds";
+    w.family(
+        by_mode,
+        "summary",
+        "Read-to-written latency of relayed messages by rendezvous style, in microseconds.",
+    );
+    for (s, id) in shards {
+        for (mode, h) in &s.forward_by_mode {
+            w.summary(by_mode, &[("shard", id), ("mode", mode)], h);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// A shard with a bit of everything recorded.
+    fn busy_shard(id: usize) -> ShardStats {
+        let mut s = ShardStats::new(id);
+        s.accepted();
+        s.accepted();
+        s.handed_off();
+        s.adopted();
+        s.rejected("not_found");
+        s.rejected("not_found");
+        s.rejected("head_too_large");
+        s.dropped("unknown_conn_id");
+        s.event("codes_minted");
+        s.gauge_add("pairs", 3);
+        s.gauge_add("pairs", -1);
+        s.conn_opened(ConnKind::Binary);
+        s.conn_opened(ConnKind::Phone);
+        s.conn_opened(ConnKind::Phone);
+        s.message_in(100);
+        s.message_out(40);
+        s.message_out(60);
+        s.record_forward("server_id", 10);
+        s.record_forward("server_id", 20);
+        s.record_forward("pair", 1000);
+        s.record_handshake(500);
+        s.record_handoff(7);
+        s
+    }
+
+    #[test]
+    fn conn_kind_names_are_distinct_and_indexed_in_order() {
+        for (i, k) in ConnKind::ALL.iter().enumerate() {
+            assert_eq!(k.index(), i);
+        }
+        let mut names: Vec<_> = ConnKind::ALL.iter().map(|k| k.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), CONN_KINDS);
+        assert_eq!(ConnKind::SessionBrowser.name(), "session_browser");
+    }
+
+    #[test]
+    fn counters_and_histograms_land_in_the_snapshot() {
+        let s = busy_shard(3);
+        let snap = s.snapshot();
+        assert_eq!(snap.shard, 3);
+        assert_eq!(snap.shards, 1);
+        assert_eq!(snap.accepted, 2);
+        assert_eq!(snap.handoffs, 1);
+        assert_eq!(snap.adopted, 1);
+        assert_eq!(lookup(&snap.rejected, "not_found"), 2);
+        assert_eq!(lookup(&snap.rejected, "head_too_large"), 1);
+        assert_eq!(lookup(&snap.dropped, "unknown_conn_id"), 1);
+        assert_eq!(lookup(&snap.events, "codes_minted"), 1);
+        assert_eq!(snap.gauge("pairs"), 2);
+        assert_eq!(snap.gauge("sessions"), 0);
+        assert_eq!(s.gauge("pairs"), 2);
+        assert_eq!(snap.connections(ConnKind::Phone), 2);
+        assert_eq!(s.connections(ConnKind::Binary), 1);
+        assert_eq!(snap.connections(ConnKind::Echo), 0);
+        assert_eq!((snap.messages_in, snap.bytes_in), (1, 100));
+        assert_eq!((snap.messages_out, snap.bytes_out), (2, 100));
+        assert_eq!(snap.forward.len(), 3);
+        assert_eq!((snap.forward.min(), snap.forward.max()), (10, 1000));
+        assert_eq!(snap.forward_by_mode.len(), 2);
+        assert_eq!(snap.forward_by_mode[0].0, "server_id");
+        assert_eq!(snap.forward_by_mode[0].1.len(), 2);
+        assert_eq!(snap.forward_by_mode[1].1.max(), 1000);
+        assert_eq!((snap.handshake.len(), snap.handshake.max()), (1, 500));
+        assert_eq!((snap.handoff.len(), snap.handoff.max()), (1, 7));
+    }
+
+    #[test]
+    fn keys_match_by_content_not_address() {
+        let mut s = ShardStats::new(0);
+        let owned = String::from("not_found");
+        // A &'static str with the same text at a different address.
+        let leaked: &'static str = Box::leak(owned.into_boxed_str());
+        s.rejected("not_found");
+        s.rejected(leaked);
+        assert_eq!(s.snapshot().rejected, vec![("not_found", 2)]);
+    }
+
+    #[test]
+    fn conn_closed_saturates_at_zero() {
+        let mut s = ShardStats::new(0);
+        s.conn_closed(ConnKind::Echo);
+        assert_eq!(s.connections(ConnKind::Echo), 0);
+        s.conn_opened(ConnKind::Echo);
+        s.conn_closed(ConnKind::Echo);
+        s.conn_closed(ConnKind::Echo);
+        assert_eq!(s.connections(ConnKind::Echo), 0);
+    }
+
+    #[test]
+    fn out_of_range_latencies_clamp_instead_of_failing() {
+        let mut s = ShardStats::new(0);
+        s.record_forward("echo", u64::MAX);
+        s.record_handshake(0);
+        s.record_handoff(HIST_HIGH_MICROS * 10);
+        let snap = s.snapshot();
+        assert_eq!(snap.forward.len(), 1);
+        assert!(snap
+            .forward
+            .equivalent(snap.forward.max(), HIST_HIGH_MICROS));
+        assert!(snap
+            .handoff
+            .equivalent(snap.handoff.max(), HIST_HIGH_MICROS));
+        assert_eq!((snap.handshake.len(), snap.handshake.max()), (1, 0));
+    }
+
+    #[test]
+    fn steady_state_recording_does_not_grow_any_buffer() {
+        let mut s = ShardStats::new(0);
+        s.record_forward("pair", 5);
+        s.rejected("x");
+        let modes_cap = s.live.forward_by_mode.capacity();
+        let rejected_cap = s.live.rejected.capacity();
+        let slots = s.live.forward.distinct_values();
+        let mode_slots = s.live.forward_by_mode[0].1.distinct_values();
+        for v in [0, 1, 999, 123_456, HIST_HIGH_MICROS, u64::MAX] {
+            s.record_forward("pair", v);
+            s.message_in(v as usize);
+            s.message_out(7);
+            s.rejected("x");
+        }
+        assert_eq!(s.live.forward_by_mode.capacity(), modes_cap);
+        assert_eq!(s.live.rejected.capacity(), rejected_cap);
+        assert_eq!(s.live.forward.distinct_values(), slots);
+        assert_eq!(s.live.forward_by_mode[0].1.distinct_values(), mode_slots);
+    }
+
+    #[test]
+    fn merge_sums_counters_and_merges_histograms() {
+        let a = busy_shard(0);
+        let mut b = busy_shard(1);
+        b.rejected("over_capacity");
+        b.record_forward("echo", 40_000);
+        b.record_handshake(3);
+        b.gauge_add("sessions", 5);
+        b.conn_closed(ConnKind::Phone);
+        let total = StatsSnapshot::merge(&[a.snapshot(), b.snapshot()]);
+        assert_eq!(total.shards, 2);
+        assert_eq!(total.accepted, 4);
+        assert_eq!(total.handoffs, 2);
+        assert_eq!(total.adopted, 2);
+        assert_eq!(lookup(&total.rejected, "not_found"), 4);
+        assert_eq!(lookup(&total.rejected, "over_capacity"), 1);
+        assert_eq!(lookup(&total.dropped, "unknown_conn_id"), 2);
+        assert_eq!(total.gauge("pairs"), 4);
+        assert_eq!(total.gauge("sessions"), 5);
+        assert_eq!(total.connections(ConnKind::Phone), 3);
+        assert_eq!((total.bytes_in, total.bytes_out), (200, 200));
+        assert_eq!(total.forward.len(), 7);
+        assert!(total.forward.equivalent(total.forward.max(), 40_000));
+        assert_eq!(total.forward.min(), 10);
+        assert_eq!((total.handshake.len(), total.handshake.min()), (3, 3));
+        assert_eq!(total.handshake.max(), 500);
+        let mode = |m: &str| {
+            let (_, h) = total.forward_by_mode.iter().find(|(k, _)| *k == m).unwrap();
+            (h.len(), h.max())
+        };
+        assert_eq!(mode("server_id"), (4, 20));
+        assert_eq!(mode("pair"), (2, 1000));
+        assert_eq!(mode("echo").0, 1);
+    }
+
+    #[test]
+    fn merge_of_nothing_is_empty() {
+        let total = StatsSnapshot::merge(&[]);
+        assert_eq!(
+            (total.shards, total.accepted, total.forward.len()),
+            (0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn reset_empties_histograms_and_keeps_counters() {
+        let mut s = busy_shard(0);
+        s.reset_histograms();
+        let snap = s.snapshot();
+        assert_eq!(snap.accepted, 2);
+        assert_eq!(snap.messages_out, 2);
+        assert_eq!(lookup(&snap.rejected, "not_found"), 2);
+        assert_eq!(snap.connections(ConnKind::Phone), 2);
+        assert!(snap.forward.is_empty() && snap.handshake.is_empty());
+        assert!(snap.handoff.is_empty());
+        assert_eq!(
+            snap.forward_by_mode.len(),
+            2,
+            "mode histograms are kept, emptied"
+        );
+        assert!(snap.forward_by_mode.iter().all(|(_, h)| h.is_empty()));
+        s.record_forward("pair", 9);
+        assert_eq!(s.snapshot().forward.max(), 9);
+    }
+
+    #[test]
+    fn snapshot_is_send_and_clone() {
+        fn assert_send_clone<T: Send + Clone + 'static>() {}
+        assert_send_clone::<StatsSnapshot>();
+    }
+
+    /// Keys of a JSON object, sorted.
+    fn keys(v: &Value) -> Vec<&str> {
+        let mut k: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        k.sort_unstable();
+        k
+    }
+
+    /// The keys `totals` and every `per_shard` entry carry (pinned: this is the contract).
+    const TALLY_KEYS: [&str; 14] = [
+        "accepted",
+        "adopted",
+        "bytes_in",
+        "bytes_out",
+        "connections",
+        "dropped",
+        "events",
+        "forward_by_mode",
+        "gauges",
+        "handoffs",
+        "histograms",
+        "messages_in",
+        "messages_out",
+        "rejected",
+    ];
+
+    /// The keys of every histogram object.
+    const HIST_KEYS: [&str; 8] = ["count", "max", "mean", "min", "p50", "p90", "p99", "p999"];
+
+    #[test]
+    fn json_has_exactly_the_contract_shape() {
+        let snaps = [busy_shard(0).snapshot(), busy_shard(1).snapshot()];
+        let v: Value = serde_json::from_str(&render_json(42, &snaps)).unwrap();
+        assert_eq!(
+            keys(&v),
+            ["per_shard", "shards", "totals", "uptime_seconds"]
+        );
+        assert_eq!(v["uptime_seconds"], 42);
+        assert_eq!(v["shards"], 2);
+        assert_eq!(keys(&v["totals"]), TALLY_KEYS);
+        let per_shard = v["per_shard"].as_array().unwrap();
+        assert_eq!(per_shard.len(), 2);
+        let mut with_shard = TALLY_KEYS.to_vec();
+        with_shard.push("shard");
+        with_shard.sort_unstable();
+        for (i, s) in per_shard.iter().enumerate() {
+            assert_eq!(s["shard"], i);
+            assert_eq!(keys(s), with_shard);
+        }
+        for scope in [&v["totals"], &per_shard[0]] {
+            let kinds: Vec<&str> = ConnKind::ALL.iter().map(|k| k.name()).collect();
+            let mut kinds_sorted = kinds.clone();
+            kinds_sorted.sort_unstable();
+            assert_eq!(keys(&scope["connections"]), kinds_sorted);
+            assert_eq!(
+                keys(&scope["histograms"]),
+                ["forward", "handoff", "handshake"]
+            );
+            for h in ["forward", "handoff", "handshake"] {
+                assert_eq!(keys(&scope["histograms"][h]), HIST_KEYS);
+            }
+            assert_eq!(keys(&scope["forward_by_mode"]), ["pair", "server_id"]);
+            assert_eq!(keys(&scope["forward_by_mode"]["pair"]), HIST_KEYS);
+        }
+    }
+
+    #[test]
+    fn json_values_are_the_merged_and_per_shard_tallies() {
+        let mut b = busy_shard(1);
+        b.rejected("over_capacity");
+        b.gauge_add("pairs", -3);
+        let snaps = [busy_shard(0).snapshot(), b.snapshot()];
+        let v: Value = serde_json::from_str(&render_json(1, &snaps)).unwrap();
+        let t = &v["totals"];
+        assert_eq!(t["accepted"], 4);
+        assert_eq!(t["handoffs"], 2);
+        assert_eq!(t["rejected"]["not_found"], 4);
+        assert_eq!(t["rejected"]["over_capacity"], 1);
+        assert_eq!(t["dropped"]["unknown_conn_id"], 2);
+        assert_eq!(t["events"]["codes_minted"], 2);
+        assert_eq!(t["gauges"]["pairs"], 1);
+        assert_eq!(v["per_shard"][1]["gauges"]["pairs"], -1);
+        assert_eq!(t["connections"]["phone"], 4);
+        assert_eq!(t["connections"]["handshake"], 0);
+        assert_eq!(
+            (t["bytes_in"].as_u64(), t["messages_out"].as_u64()),
+            (Some(200), Some(4))
+        );
+        let f = &t["histograms"]["forward"];
+        assert_eq!(
+            (f["count"].as_u64(), f["min"].as_u64()),
+            (Some(6), Some(10))
+        );
+        assert_eq!(
+            (f["p50"].as_u64(), f["max"].as_u64()),
+            (Some(20), Some(1000))
+        );
+        assert_eq!(f["mean"].as_f64(), Some(343.33));
+        assert_eq!(v["per_shard"][0]["rejected"]["over_capacity"], Value::Null);
+        assert_eq!(v["per_shard"][1]["forward_by_mode"]["pair"]["count"], 1);
+        assert_eq!(v["per_shard"][0]["histograms"]["handoff"]["count"], 1);
+    }
+
+    #[test]
+    fn json_of_no_shards_and_empty_histograms_is_zeros() {
+        let v: Value = serde_json::from_str(&render_json(0, &[])).unwrap();
+        assert_eq!(v["shards"], 0);
+        assert_eq!(v["per_shard"], Value::Array(vec![]));
+        let h = &v["totals"]["histograms"]["forward"];
+        for k in HIST_KEYS {
+            assert_eq!(h[k].as_f64(), Some(0.0), "{k}");
+        }
+    }
+
+    /// Parse a body with the real parser crate.
+    fn scrape(body: &str) -> prometheus_parse::Scrape {
+        prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).unwrap()
+    }
+
+    /// The value of the one sample named `metric` whose labels include all of `labels`.
+    fn sample_value(s: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+        use prometheus_parse::Value as V;
+        let hits: Vec<_> = s
+            .samples
+            .iter()
+            .filter(|x| {
+                x.metric == metric && labels.iter().all(|(k, v)| x.labels.get(k) == Some(v))
+            })
+            .collect();
+        assert_eq!(hits.len(), 1, "{metric} {labels:?}: {hits:?}");
+        match hits[0].value {
+            V::Counter(v) | V::Gauge(v) | V::Untyped(v) => v,
+            ref other => panic!("{metric}: not a scalar: {other:?}"),
+        }
+    }
+
+    /// The quantiles of the one summary series named `metric` with `labels`.
+    fn summary_quantiles(
+        s: &prometheus_parse::Scrape,
+        metric: &str,
+        labels: &[(&str, &str)],
+    ) -> Vec<(f64, f64)> {
+        let hits: Vec<_> = s
+            .samples
+            .iter()
+            .filter(|x| {
+                x.metric == metric && labels.iter().all(|(k, v)| x.labels.get(k) == Some(v))
+            })
+            .collect();
+        assert_eq!(hits.len(), 1, "{metric} {labels:?}");
+        match &hits[0].value {
+            prometheus_parse::Value::Summary(qs) => {
+                qs.iter().map(|q| (q.quantile, q.count)).collect()
+            }
+            other => panic!("{metric}: not a summary: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn prometheus_parses_and_has_per_shard_samples() {
+        let mut b = busy_shard(1);
+        b.record_forward("pair", 2000);
+        let body = render_prometheus(77, &[busy_shard(0).snapshot(), b.snapshot()]);
+        let s = scrape(&body);
+        assert_eq!(sample_value(&s, "shardrelay_uptime_seconds", &[]), 77.0);
+        assert_eq!(sample_value(&s, "shardrelay_shards", &[]), 2.0);
+        for shard in ["0", "1"] {
+            let sh = [("shard", shard)];
+            assert_eq!(sample_value(&s, "shardrelay_accepted_total", &sh), 2.0);
+            assert_eq!(sample_value(&s, "shardrelay_handoffs_total", &sh), 1.0);
+            assert_eq!(sample_value(&s, "shardrelay_messages_in_total", &sh), 1.0);
+            assert_eq!(sample_value(&s, "shardrelay_bytes_out_total", &sh), 100.0);
+            let nf = [("shard", shard), ("reason", "not_found")];
+            assert_eq!(sample_value(&s, "shardrelay_rejected_total", &nf), 2.0);
+            let dr = [("shard", shard), ("reason", "unknown_conn_id")];
+            assert_eq!(sample_value(&s, "shardrelay_dropped_total", &dr), 1.0);
+            let ev = [("shard", shard), ("name", "codes_minted")];
+            assert_eq!(sample_value(&s, "shardrelay_events_total", &ev), 1.0);
+            let ph = [("shard", shard), ("kind", "phone")];
+            assert_eq!(sample_value(&s, "shardrelay_connections", &ph), 2.0);
+            let pairs = [("shard", shard), ("name", "pairs")];
+            assert_eq!(sample_value(&s, "shardrelay_registry", &pairs), 2.0);
+            let hs = "shardrelay_handshake_latency_microseconds";
+            assert_eq!(sample_value(&s, &format!("{hs}_count"), &sh), 1.0);
+            assert_eq!(sample_value(&s, &format!("{hs}_sum"), &sh), 500.0);
+        }
+        let fwd = "shardrelay_forward_latency_microseconds";
+        let q = summary_quantiles(&s, fwd, &[("shard", "1")]);
+        assert_eq!(
+            q,
+            [(0.5, 20.0), (0.9, 2000.0), (0.99, 2000.0), (0.999, 2000.0)]
+        );
+        assert_eq!(
+            sample_value(&s, &format!("{fwd}_count"), &[("shard", "1")]),
+            4.0
+        );
+        let by_mode = "shardrelay_forward_by_mode_latency_microseconds";
+        let q = summary_quantiles(&s, by_mode, &[("shard", "1"), ("mode", "pair")]);
+        assert_eq!(q[0], (0.5, 1000.0));
+        let labels = [("shard", "0"), ("mode", "server_id")];
+        assert_eq!(sample_value(&s, &format!("{by_mode}_count"), &labels), 2.0);
+    }
+
+    #[test]
+    fn prometheus_families_have_help_and_type_and_are_contiguous() {
+        let body = render_prometheus(1, &[busy_shard(0).snapshot(), busy_shard(1).snapshot()]);
+        let s = scrape(&body);
+        let mut seen: Vec<String> = Vec::new();
+        let mut current = String::new();
+        for line in body.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                assert!(["counter", "gauge", "summary"].contains(&kind), "{line}");
+                assert!(name.starts_with("shardrelay_"), "{line}");
+                assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
+                assert!(s.docs.contains_key(name), "no HELP for {name}");
+                assert!(!seen.contains(&name.to_owned()), "{name} declared twice");
+                seen.push(name.to_owned());
+                current = name.to_owned();
+            } else if !line.starts_with('#') {
+                let metric = line.split(['{', ' ']).next().unwrap();
+                let family = metric
+                    .strip_suffix("_sum")
+                    .or_else(|| metric.strip_suffix("_count"))
+                    .filter(|f| *f == current)
+                    .unwrap_or(metric);
+                assert_eq!(family, current, "sample outside its family: {line}");
+            }
+        }
+        assert!(seen.len() >= 17, "{seen:?}");
+    }
+
+    #[test]
+    fn prometheus_of_empty_histograms_reports_nan_quantiles_and_zero_count() {
+        let body = render_prometheus(0, &[ShardStats::new(0).snapshot()]);
+        let s = scrape(&body);
+        let q = summary_quantiles(&s, "shardrelay_handoff_latency_microseconds", &[]);
+        assert!(q.iter().all(|(_, v)| v.is_nan()));
+        let count = "shardrelay_handoff_latency_microseconds_count";
+        assert_eq!(sample_value(&s, count, &[("shard", "0")]), 0.0);
+    }
+
+    #[test]
+    fn prometheus_label_values_are_escaped() {
+        let mut s = ShardStats::new(0);
+        s.dropped("a\"b\\c\nd");
+        let body = render_prometheus(0, &[s.snapshot()]);
+        let line = body
+            .lines()
+            .find(|l| l.starts_with("shardrelay_dropped_total{"))
+            .unwrap();
+        assert_eq!(
+            line,
+            r#"shardrelay_dropped_total{shard="0",reason="a\"b\\c\nd"} 1"#
+        );
+        // Still one line per sample, and the parser still reads the sample.
+        assert_eq!(
+            body.lines()
+                .filter(|l| l.contains("dropped_total{"))
+                .count(),
+            1
+        );
+        let parsed = scrape(&body);
+        assert!(parsed
+            .samples
+            .iter()
+            .any(|x| x.metric == "shardrelay_dropped_total"));
+    }
+
+    #[test]
+    fn prometheus_help_and_floats_follow_the_format() {
+        let mut out = String::new();
+        escape_help(&mut out, "a\\b\nc\"d");
+        assert_eq!(out, "a\\\\b\\nc\"d");
+        for (v, text) in [
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "+Inf"),
+            (f64::NEG_INFINITY, "-Inf"),
+            (2.5, "2.5"),
+        ] {
+            let mut out = String::new();
+            v.write_to(&mut out);
+            assert_eq!(out, text);
+        }
+    }
+}
