@@ -92,6 +92,18 @@ pub fn adopt_stream(fd: OwnedFd) -> io::Result<monoio::net::TcpStream> {
     monoio::net::TcpStream::from_std(std_stream)
 }
 
+/// Duplicate a socket descriptor (a connection moving to another shard keeps its socket
+/// open through the duplicate while this shard's copy closes).
+pub fn dup_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC on a live descriptor returns a new descriptor we own.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `new` is a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
 /// Set `TCP_NODELAY`: relayed messages are latency-sensitive and already batched by us.
 pub fn set_nodelay(fd: RawFd) {
     let one: libc::c_int = 1;

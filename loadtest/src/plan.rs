@@ -266,10 +266,12 @@ impl Plan {
             Style::Ticket { .. } => DEFAULT_TICKET_SIZE,
             _ => DEFAULT_MESSAGE_SIZE,
         };
-        let pace = match (common.rate, common.inflight) {
-            (_, Some(k)) => Pace::Inflight(k),
-            (Some(rate), None) => Pace::Rate(rate),
-            (None, None) => Pace::Rate(DEFAULT_RATE),
+        let pace = match (common.rate, common.inflight, &style) {
+            (_, Some(k), _) => Pace::Inflight(k),
+            (Some(rate), None, _) => Pace::Rate(rate),
+            // Transfers back to back: a ticket "rate" only makes sense when asked for.
+            (None, None, Style::Ticket { .. }) => Pace::Inflight(1),
+            (None, None, _) => Pace::Rate(DEFAULT_RATE),
         };
         let workers = common
             .workers
@@ -430,7 +432,8 @@ mod tests {
     fn defaults_and_limits() {
         let p = plan(&["ticket"]).unwrap();
         assert_eq!(p.size, 1 << 20);
-        assert_eq!(p.pace, Pace::Rate(1000.0));
+        assert_eq!(p.pace, Pace::Inflight(1));
+        assert_eq!(plan(&["pair"]).unwrap().pace, Pace::Rate(1000.0));
         assert!(plan(&["session", "--size", "128KiB"]).is_err());
         assert!(plan(&["pair", "--pairs", "0"]).is_err());
         assert!(plan(&["pair", "--inflight", "0"]).is_err());

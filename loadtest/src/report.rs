@@ -183,21 +183,33 @@ impl Report {
     /// Connections, throughput, integrity and errors.
     fn render_counts(&self, out: &mut String) {
         let c = &self.connections;
-        let _ = writeln!(
-            out,
-            "connections   {}/{} up, {} failed, ramp {:.2} s ({:.0} conn/s); connect p50 {} p99 {}",
-            c.up,
-            c.planned,
-            c.failed,
-            c.ramp_s,
-            c.per_s,
-            micros(c.connect_us.p50),
-            micros(c.connect_us.p99)
-        );
+        if self.scenario == "ticket" {
+            let _ = writeln!(
+                out,
+                "connections   opened per transfer (mint, PUT, GET), none held"
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "connections   {}/{} up, {} failed, ramp {:.2} s ({:.0} conn/s); connect p50 {} p99 {}",
+                c.up,
+                c.planned,
+                c.failed,
+                c.ramp_s,
+                c.per_s,
+                micros(c.connect_us.p50),
+                micros(c.connect_us.p99)
+            );
+        }
         let t = &self.throughput;
+        let unit = if self.scenario == "ticket" {
+            "transfers"
+        } else {
+            "msg"
+        };
         let _ = writeln!(
             out,
-            "throughput    {:.1} msg/s, {}/s received (measured {}; sent {}, received {})",
+            "throughput    {:.1} {unit}/s, {}/s received (measured {}; sent {}, received {})",
             t.messages_per_s,
             bytes(t.bytes_per_s),
             t.measured,
@@ -345,12 +357,14 @@ mod tests {
 
     #[test]
     fn clean_run_exits_zero_and_renders_relay_rows() {
-        let mut totals = Totals::default();
-        totals.conns_up = 4;
-        totals.sent = 100;
-        totals.received = 100;
-        totals.measured = 80;
-        totals.measured_bytes = 8_000;
+        let mut totals = Totals {
+            conns_up: 4,
+            sent: 100,
+            received: 100,
+            measured: 80,
+            measured_bytes: 8_000,
+            ..Default::default()
+        };
         totals.latency.record(250).unwrap();
         let stats = serde_json::json!({"totals":{"histograms":{"forward":{"count":5,"p50":7,"p90":8,"p99":9,"p999":9,"max":12}}}});
         let relay = RelaySide {
@@ -370,8 +384,10 @@ mod tests {
 
     #[test]
     fn integrity_beats_errors_in_the_exit_code() {
-        let mut totals = Totals::default();
-        totals.received = 1;
+        let mut totals = Totals {
+            received: 1,
+            ..Default::default()
+        };
         totals.errors.insert("eof".into(), 1);
         assert_eq!(
             Report::new(&plan(), &totals, &facts(), RelaySide::default()).exit_code,

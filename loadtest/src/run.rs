@@ -17,6 +17,8 @@ use crate::worker::{self, Control};
 
 /// How often the main thread looks at the workers.
 const TICK: Duration = Duration::from_millis(100);
+/// How often the main thread checks the ramp (its resolution for the ramp time).
+const RAMP_TICK: Duration = Duration::from_millis(5);
 /// How often a progress line is printed.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// Lead between deciding the start and the first send, so every worker has seen it.
@@ -75,7 +77,7 @@ fn wait_for_ramp(plan: &Plan, control: &Control) -> Duration {
     while control.units_settled.load(Ordering::Relaxed) < units
         && started.elapsed() < plan.setup_timeout
     {
-        std::thread::sleep(TICK);
+        std::thread::sleep(RAMP_TICK);
         if Instant::now() >= next_line {
             next_line += PROGRESS_EVERY;
             let failed = merged_snapshots(control).0.conns_failed;

@@ -182,6 +182,8 @@ async fn run(plan: Arc<Plan>, control: Arc<Control>, id: usize) -> Totals {
     let window = wait_for_start(&ctx).await;
     ctx.window.set(window);
     ctx.stats.set_warmup_end(window.warmup_end);
+    // Closed-loop senders start at once: start them at the window, not before it.
+    ctx.clock.sleep_until(window.start).await;
     ctx.gate.open();
     start_traffic(&ctx);
     wait_for_end(&ctx, window.end).await;

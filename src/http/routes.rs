@@ -25,6 +25,30 @@ pub enum Route {
     },
     /// `GET /v1/echo` with `--enable-echo`: the diagnostic echo.
     Echo,
+    /// `GET /?pair=<code>` or `GET /v1/pair?pair=<code>`: one side of a pair.
+    Pair {
+        /// The percent-decoded pair code (1–256 bytes): the route key.
+        code: Vec<u8>,
+    },
+    /// `GET /mac` or `GET /v1/session/host`: a session host (its code is minted on the
+    /// shard that accepted it, so it never moves).
+    SessionHost,
+    /// `GET /browser` or `GET /v1/session/join`: a session browser, joining at once with
+    /// `?code=` or later by message.
+    SessionJoin {
+        /// The upper-cased `?code=` value, if given: the route key.
+        code: Option<String>,
+    },
+    /// `PUT /v1/relay`: the sending side of a ticket.
+    TicketPut {
+        /// The bearer ticket (shape-checked): the route key.
+        ticket: String,
+    },
+    /// `GET /v1/relay`: the receiving side of a ticket.
+    TicketGet {
+        /// The bearer ticket (shape-checked): the route key.
+        ticket: String,
+    },
 }
 
 impl Route {
@@ -34,8 +58,22 @@ impl Route {
             Route::Binary { server_id } | Route::Phone { server_id, .. } => {
                 Some(server_id.as_bytes())
             }
-            Route::Health | Route::Echo => None,
+            Route::Pair { code } => Some(code),
+            Route::SessionJoin { code: Some(code) } => Some(code.as_bytes()),
+            Route::TicketPut { ticket } | Route::TicketGet { ticket } => Some(ticket.as_bytes()),
+            Route::Health
+            | Route::Echo
+            | Route::SessionHost
+            | Route::SessionJoin { code: None } => None,
         }
+    }
+
+    /// True for routes that upgrade to WebSocket (tickets stay plain HTTP).
+    pub fn is_websocket(&self) -> bool {
+        !matches!(
+            self,
+            Route::Health | Route::TicketPut { .. } | Route::TicketGet { .. }
+        )
     }
 }
 
@@ -64,6 +102,35 @@ impl Refusal {
                 "text/plain",
                 &[("Allow", allow)],
                 b"method not allowed\n",
+            ),
+        }
+    }
+
+    /// A third connection for a pair that has both sides (arc-relay's 409).
+    pub fn pair_full() -> Self {
+        Refusal {
+            reason: "pair_full",
+            response: response::close_response(409, "text/plain", &[], b"pair is full"),
+        }
+    }
+
+    /// A malformed request parameter: `400` with a short body.
+    fn bad_request(reason: &'static str, body: &'static str) -> Self {
+        Refusal {
+            reason,
+            response: response::close_response(400, "text/plain", &[], body.as_bytes()),
+        }
+    }
+
+    /// A missing or mis-shaped ticket: `401`.
+    fn bad_ticket() -> Self {
+        Refusal {
+            reason: "bad_ticket",
+            response: response::close_response(
+                401,
+                "application/json",
+                &[("WWW-Authenticate", "Bearer")],
+                br#"{"error":"missing or malformed ticket"}"#,
             ),
         }
     }
@@ -109,8 +176,86 @@ pub fn classify(head: &RequestHead, config: &Config) -> Result<Route, Refusal> {
             require_get(head)?;
             Ok(Route::Echo)
         }
+        "/" | "/v1/pair" => {
+            require_get(head)?;
+            Ok(Route::Pair {
+                code: pair_code(head)?,
+            })
+        }
+        "/mac" | "/v1/session/host" => {
+            require_get(head)?;
+            Ok(Route::SessionHost)
+        }
+        "/browser" | "/v1/session/join" => {
+            require_get(head)?;
+            Ok(Route::SessionJoin {
+                code: session_code(head)?,
+            })
+        }
+        "/v1/relay" => ticket_route(head),
         _ => Err(Refusal::not_found()),
     }
+}
+
+/// Longest pair code, in bytes after percent-decoding.
+const MAX_PAIR_CODE: usize = 256;
+
+/// The `pair` query value: present, valid percent-encoding, 1–256 bytes decoded.
+fn pair_code(head: &RequestHead) -> Result<Vec<u8>, Refusal> {
+    match head.query_param("pair") {
+        Some(Ok(code)) if !code.is_empty() && code.len() <= MAX_PAIR_CODE => Ok(code),
+        _ => Err(Refusal::bad_request(
+            "bad_pair_code",
+            "pair code must be 1-256 bytes\n",
+        )),
+    }
+}
+
+/// The optional `?code=` of a joining browser, upper-cased (joins accept lower case).
+fn session_code(head: &RequestHead) -> Result<Option<String>, Refusal> {
+    match head.query_param("code") {
+        None => Ok(None),
+        Some(Ok(code)) => match String::from_utf8(code) {
+            Ok(code) if !code.is_empty() => Ok(Some(code.to_ascii_uppercase())),
+            _ => Err(Refusal::bad_request(
+                "bad_session_code",
+                "bad session code\n",
+            )),
+        },
+        Some(Err(_)) => Err(Refusal::bad_request(
+            "bad_session_code",
+            "bad session code\n",
+        )),
+    }
+}
+
+/// `PUT /v1/relay` or `GET /v1/relay` with `Authorization: Bearer rly_…`.
+fn ticket_route(head: &RequestHead) -> Result<Route, Refusal> {
+    let method = head.method;
+    if method != Method::Put && method != Method::Get {
+        return Err(Refusal::method_not_allowed("GET, PUT"));
+    }
+    let ticket = head
+        .header("authorization")
+        .and_then(crate::http::admin::bearer_token)
+        .filter(|t| is_ticket_shaped(t))
+        .ok_or_else(Refusal::bad_ticket)?
+        .to_owned();
+    Ok(if method == Method::Put {
+        Route::TicketPut { ticket }
+    } else {
+        Route::TicketGet { ticket }
+    })
+}
+
+/// `rly_` followed by 43 base64url characters (32 bytes, unpadded).
+pub fn is_ticket_shaped(token: &str) -> bool {
+    token.strip_prefix("rly_").is_some_and(|rest| {
+        rest.len() == 43
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
 }
 
 /// The server-id route key (presence already checked).

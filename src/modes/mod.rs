@@ -3,16 +3,19 @@
 //! Every function here runs on the owner shard of the connection's route key.
 
 pub mod echo;
+pub mod pair;
 pub mod server_id;
+pub mod session;
+pub mod ticket;
 
 use std::rc::Rc;
 use std::time::Instant;
 
 use crate::http::head::RequestHead;
-use crate::http::routes::Route;
+use crate::http::routes::{Refusal, Route};
 use crate::shard::Shard;
 use crate::ws::codec::MessageKind;
-use crate::ws::conn::Conn;
+use crate::ws::conn::{Conn, Pause};
 
 /// What a connection is in its rendezvous.
 #[derive(Debug, Default)]
@@ -26,8 +29,20 @@ pub enum Role {
     Binary(server_id::BinaryRole),
     /// A phone attached to a server-id slot.
     Phone(server_id::PhoneRole),
-    /// Taken out of its registry by the relay (closing); its end changes nothing.
+    /// One side of a pair.
+    Pair(pair::PairRole),
+    /// A session host or browser.
+    Session(session::SessionRole),
+    /// Taken out of its registry by the relay (closing, or moved to another shard);
+    /// its end changes nothing.
     Detached,
+}
+
+/// Where an established connection moved to another shard resumes there.
+#[derive(Debug)]
+pub enum Resume {
+    /// A session browser that asked to join a code another shard owns.
+    Session(session::Resume),
 }
 
 /// An upgraded connection arrives on its owner shard.
@@ -35,7 +50,7 @@ pub fn on_upgrade(
     shard: &Rc<Shard>,
     conn: Rc<Conn>,
     route: Route,
-    head: RequestHead,
+    _head: RequestHead,
     leftover: Vec<u8>,
 ) {
     match route {
@@ -45,10 +60,20 @@ pub fn on_upgrade(
             device_name,
         } => server_id::on_phone(shard, conn, &server_id, device_name.as_deref(), leftover),
         Route::Echo => echo::on_upgrade(shard, conn, leftover),
-        Route::Health => {
-            // Health never upgrades; classify() answers it before any 101.
-            drop(head);
+        Route::Pair { code } => pair::on_upgrade(shard, conn, code, leftover),
+        Route::SessionHost => session::on_host(shard, conn, leftover),
+        Route::SessionJoin { code } => session::on_browser(shard, conn, code, leftover),
+        Route::Health | Route::TicketPut { .. } | Route::TicketGet { .. } => {
+            // Never upgraded: accept.rs serves these as plain HTTP.
+            shard.stats.borrow_mut().dropped("not_websocket");
         }
+    }
+}
+
+/// An established connection moved here from another shard.
+pub fn on_resume(shard: &Rc<Shard>, conn: Rc<Conn>, resume: Resume, unread: Vec<u8>) {
+    match resume {
+        Resume::Session(state) => session::on_resume(shard, conn, state, unread),
     }
 }
 
@@ -73,6 +98,16 @@ pub fn on_message(
             drop(role);
             server_id::on_phone_message(shard, conn, &phone, kind, payload, read_at);
         }
+        Role::Pair(side) => {
+            let side = side.clone();
+            drop(role);
+            pair::on_message(shard, conn, &side, kind, payload, read_at);
+        }
+        Role::Session(session) => {
+            let session = session.clone();
+            drop(role);
+            session::on_message(shard, conn, &session, kind, payload, read_at);
+        }
         Role::Pending | Role::Detached => shard.stats.borrow_mut().dropped("detached"),
     }
 }
@@ -85,14 +120,26 @@ pub fn on_activity(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     }
 }
 
-/// The connection `conn`'s reader feeds, when that connection's queue is full: the
-/// reader pauses until it drains (PROTOCOL §2 back-pressure).
-pub fn fed_connection(shard: &Shard, conn: &Conn) -> Option<Rc<Conn>> {
-    let target = match &*conn.role.borrow() {
+/// Why `conn`'s reader should stop reading for now (PROTOCOL §2 back-pressure): the
+/// connection it feeds has a full queue, or a lone pair side has filled its early bound.
+pub fn pause_for(shard: &Shard, conn: &Conn) -> Option<Pause> {
+    let max_queue = shard.config().max_queue;
+    let fed = match &*conn.role.borrow() {
         Role::Phone(phone) => server_id::binary_of(shard, phone),
+        Role::Session(session) => session::peer_of(shard, session),
+        Role::Pair(side) => return pair::pause_for(shard, side),
         _ => None,
     }?;
-    target.is_full(shard.config().max_queue).then_some(target)
+    fed.is_full(max_queue).then_some(Pause::Room(fed))
+}
+
+/// A refusal that depends on a registry, decided on the owner shard just before the
+/// upgrade: a third side for a full pair gets `409 pair is full`.
+pub fn refusal_before_upgrade(shard: &Shard, route: &Route) -> Option<Refusal> {
+    match route {
+        Route::Pair { code } if pair::is_full(shard, code) => Some(Refusal::pair_full()),
+        _ => None,
+    }
 }
 
 /// The connection ended: its rendezvous forgets it and tells whoever must know.
@@ -101,6 +148,16 @@ pub fn on_disconnect(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     match role {
         Role::Binary(binary) => server_id::on_binary_gone(shard, conn, &binary),
         Role::Phone(phone) => server_id::on_phone_gone(shard, conn, &phone),
+        Role::Pair(side) => pair::on_gone(shard, conn, side),
+        Role::Session(session) => session::on_gone(shard, conn, session),
         Role::Echo | Role::Pending | Role::Detached => {}
     }
+}
+
+/// Housekeeping from the shard's tick: every style's deadlines.
+pub fn tick(shard: &Rc<Shard>, now: Instant) {
+    server_id::tick(shard, now);
+    pair::tick(shard, now);
+    session::tick(shard, now);
+    ticket::tick(shard, now);
 }

@@ -154,9 +154,13 @@ async fn route_public(
     if route == Route::Health {
         return admin::serve_health(shard, stream).await;
     }
-    let accept_key = match upgrade::check_upgrade(&head) {
-        Ok(key) => key,
-        Err(refusal) => return refuse(shard, stream, "bad_upgrade", refusal.response()).await,
+    let accept_key = if route.is_websocket() {
+        match upgrade::check_upgrade(&head) {
+            Ok(key) => key,
+            Err(refusal) => return refuse(shard, stream, "bad_upgrade", refusal.response()).await,
+        }
+    } else {
+        String::new()
     };
     let Some(permit) = permit else {
         // Public connections always carry a permit; an admin one never gets here.
@@ -181,7 +185,7 @@ async fn place(shard: &Rc<Shard>, stream: TcpStream, request: Upgrade) {
         .key()
         .map_or(shard.id, |key| shard.global.shard_of(key));
     if owner == shard.id {
-        return upgrade_here(shard, stream, request).await;
+        return serve_here(shard, stream, request).await;
     }
     tracing::debug!(shard = shard.id, owner, peer = %request.peer, "handed off");
     let handoff = Handoff {
@@ -217,32 +221,37 @@ pub fn adopt(shard: &Rc<Shard>, handoff: Handoff) {
     }
     let shard = shard.clone();
     let request = handoff.upgrade;
-    monoio::spawn(async move { upgrade_here(&shard, stream, request).await });
+    monoio::spawn(async move { serve_here(&shard, stream, request).await });
 }
 
-/// Send the 101 and give the connection to its rendezvous.
+/// Serve a request on its owner shard: tickets as plain HTTP, the rest as WebSockets.
+async fn serve_here(shard: &Rc<Shard>, stream: TcpStream, request: Upgrade) {
+    if request.route.is_websocket() {
+        upgrade_here(shard, stream, request).await
+    } else {
+        modes::ticket::serve(shard.clone(), stream, request).await
+    }
+}
+
+/// Send the 101 and give the connection to its rendezvous. The registry decision and
+/// the queued 101 happen with no await in between, so no other connection can slip in.
 async fn upgrade_here(shard: &Rc<Shard>, stream: TcpStream, request: Upgrade) {
     if shard.shutting_down.get() {
         let resp = response::close_response(503, "text/plain", &[], b"shutting down\n");
         return refuse(shard, stream, "shutting_down", resp).await;
     }
-    if write_all(&stream, &response::switching_protocols(&request.accept_key))
-        .await
-        .is_err()
-    {
-        return;
+    if let Some(refusal) = modes::refusal_before_upgrade(shard, &request.route) {
+        return refuse(shard, stream, refusal.reason, refusal.response).await;
     }
-    let micros = request.accepted_at.elapsed().as_micros() as u64;
     let kind = request.route.conn_kind();
-    {
-        let mut stats = shard.stats.borrow_mut();
-        stats.record_handshake(micros);
-        stats.conn_opened(kind);
-    }
+    shard.stats.borrow_mut().conn_opened(kind);
     let conn = Conn::new(stream, request.peer, kind, request.permit);
+    conn.send_handshake(shard, response::switching_protocols(&request.accept_key));
     tracing::debug!(shard = shard.id, peer = %request.peer, kind = kind.name(), "upgraded");
     modes::on_upgrade(shard, conn, request.route, request.head, request.leftover);
     shard.flush_dirty();
+    let micros = request.accepted_at.elapsed().as_micros() as u64;
+    shard.stats.borrow_mut().record_handshake(micros);
 }
 
 /// Why reading a head stopped.
@@ -365,6 +374,11 @@ impl Route {
         match self {
             Route::Binary { .. } => ConnKind::Binary,
             Route::Phone { .. } => ConnKind::Phone,
+            Route::Pair { .. } => ConnKind::Pair,
+            Route::SessionHost => ConnKind::SessionHost,
+            Route::SessionJoin { .. } => ConnKind::SessionBrowser,
+            Route::TicketPut { .. } => ConnKind::TicketPut,
+            Route::TicketGet { .. } => ConnKind::TicketGet,
             Route::Echo | Route::Health => ConnKind::Echo,
         }
     }

@@ -24,7 +24,7 @@ use slab::Slab;
 use crate::config::{Config, DriverChoice};
 use crate::http::head::RequestHead;
 use crate::http::routes::Route;
-use crate::modes::server_id;
+use crate::modes::{pair, server_id, session, ticket};
 use crate::stats::{ShardStats, StatsSnapshot};
 use crate::ws::conn::{self, Conn, Flushed, READ_CHUNK};
 use inbox::{WakeReceiver, WakeSender};
@@ -91,6 +91,8 @@ impl Drop for ConnPermit {
 pub enum InboxMsg {
     /// A connection accepted elsewhere whose route key this shard owns.
     Adopt(Box<Handoff>),
+    /// An established WebSocket moved here from another shard.
+    Resume(Box<crate::ws::conn::Transfer>),
     /// Send this shard's stats snapshot (after resetting its histograms if asked).
     Snapshot {
         /// `?reset=1`.
@@ -149,6 +151,12 @@ pub struct Shard {
     scratch: Cell<Vec<u8>>,
     /// Server-id slots owned by this shard.
     pub server_ids: RefCell<server_id::Registry>,
+    /// Pairs whose code this shard owns.
+    pub pairs: RefCell<pair::Registry>,
+    /// Session codes minted by this shard.
+    pub sessions: RefCell<session::Registry>,
+    /// Tickets minted by this shard.
+    pub tickets: RefCell<ticket::Registry>,
     /// Set once shutdown began: no new connection is served.
     pub shutting_down: Cell<bool>,
     /// Listening sockets of this shard, shut down to stop their accept loops.
@@ -166,6 +174,9 @@ impl Shard {
             dirty: RefCell::new(Vec::new()),
             scratch: Cell::new(Vec::with_capacity(READ_CHUNK)),
             server_ids: RefCell::new(server_id::Registry::default()),
+            pairs: RefCell::new(pair::Registry::default()),
+            sessions: RefCell::new(session::Registry::default()),
+            tickets: RefCell::new(ticket::Registry::default()),
             shutting_down: Cell::new(false),
             listeners: RefCell::new(Vec::new()),
         })
@@ -350,6 +361,7 @@ async fn shard_main(seed: ShardSeed) -> std::io::Result<()> {
     while let Some(msg) = seed.inbox.recv().await {
         match msg {
             InboxMsg::Adopt(handoff) => accept::adopt(&shard, *handoff),
+            InboxMsg::Resume(transfer) => crate::ws::conn::resume(&shard, *transfer),
             InboxMsg::Snapshot { reset, reply } => {
                 let mut stats = shard.stats.borrow_mut();
                 let snap = stats.snapshot();

@@ -7,7 +7,7 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::modes::server_id;
+use crate::modes;
 use crate::shard::Shard;
 use crate::ws::conn::{Conn, ConnState};
 
@@ -28,7 +28,7 @@ pub async fn run(shard: Rc<Shard>) {
 /// One tick.
 fn tick_once(shard: &Rc<Shard>, now: Instant) {
     heartbeat(shard, now);
-    server_id::tick(shard, now);
+    modes::tick(shard, now);
     shard.flush_dirty();
 }
 

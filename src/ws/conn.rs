@@ -23,7 +23,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::modes::{self, Role};
+use crate::modes::{self, Resume, Role};
+use crate::shard::InboxMsg;
 use crate::shard::{ConnPermit, Shard};
 use crate::stats::ConnKind;
 use crate::sys;
@@ -150,6 +151,57 @@ impl OutFrame {
     }
 }
 
+/// Why a reader stops reading for a while (PROTOCOL §2 back-pressure).
+#[derive(Debug)]
+pub enum Pause {
+    /// The connection it feeds has a full queue: wait until it drains.
+    Room(Rc<Conn>),
+    /// It is alone and its early messages fill their bound: wait for its peer.
+    Arrival(Rc<Arrival>),
+}
+
+impl Pause {
+    /// Wait until the reason may have gone (the reader checks again).
+    async fn wait(&self, max_queue: usize) {
+        match self {
+            Pause::Room(target) => target.wait_for_room(max_queue).await,
+            Pause::Arrival(arrival) => arrival.wait().await,
+        }
+    }
+}
+
+/// A one-way latch a lone pair side waits on: released when its peer arrives or the
+/// pair ends.
+#[derive(Debug, Default)]
+pub struct Arrival {
+    /// Released.
+    released: Cell<bool>,
+    /// Readers waiting.
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl Arrival {
+    /// Release every waiter, now and later.
+    pub fn release(&self) {
+        self.released.set(true);
+        for waker in self.waiters.borrow_mut().drain(..) {
+            waker.wake();
+        }
+    }
+
+    /// Wait for the release.
+    async fn wait(&self) {
+        poll_fn(|cx| {
+            if self.released.get() {
+                return Poll::Ready(());
+            }
+            self.waiters.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}
+
 /// What a flush achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flushed {
@@ -195,6 +247,8 @@ pub struct Conn {
     reader_done: Cell<bool>,
     /// After a protocol error the stream cannot be parsed: bytes are discarded until EOF.
     discarding: Cell<bool>,
+    /// Moved to another shard: this copy only has to go away.
+    moved: Cell<bool>,
     /// What a full queue does to whoever feeds it.
     pub overflow: Cell<Overflow>,
     /// Last time any bytes arrived (heartbeat).
@@ -215,8 +269,10 @@ pub struct Conn {
     decoder: RefCell<Decoder>,
     /// Readers paused on this connection's full queue.
     drain_waiters: RefCell<Vec<Waker>>,
-    /// Counts this connection against `--max-connections` until dropped.
-    _permit: ConnPermit,
+    /// A move to another shard asked for by the rendezvous (session joins).
+    transfer: RefCell<Option<(usize, Resume)>>,
+    /// Counts this connection against `--max-connections` until dropped (or moved).
+    permit: RefCell<Option<ConnPermit>>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -256,6 +312,7 @@ impl Conn {
             write_shut: Cell::new(false),
             reader_done: Cell::new(false),
             discarding: Cell::new(false),
+            moved: Cell::new(false),
             overflow: Cell::new(Overflow::PauseSender),
             last_rx: Cell::new(Instant::now()),
             ping_sent: Cell::new(None),
@@ -265,7 +322,8 @@ impl Conn {
             partial: RefCell::new(Vec::new()),
             decoder: RefCell::new(Decoder::new()),
             drain_waiters: RefCell::new(Vec::new()),
-            _permit: permit,
+            transfer: RefCell::new(None),
+            permit: RefCell::new(Some(permit)),
         })
     }
 
@@ -306,6 +364,12 @@ impl Conn {
         if !self.dirty.replace(true) {
             shard.mark_dirty(self.clone());
         }
+    }
+
+    /// Queue the `101 Switching Protocols` response as the very first bytes, so the
+    /// registry decision and the upgrade happen with no await in between.
+    pub fn send_handshake(self: &Rc<Self>, shard: &Shard, response: Vec<u8>) {
+        self.enqueue(shard, OutFrame::raw(response));
     }
 
     /// Start the close handshake: queue a close frame after everything already queued.
@@ -350,7 +414,9 @@ impl Conn {
     /// reader sees EOF and a pending writability wait wakes with an error.
     pub fn abort(&self) {
         self.broken.set(true);
-        sys::shutdown_both(self.fd);
+        if !self.moved.get() {
+            sys::shutdown_both(self.fd);
+        }
     }
 
     /// Write what the socket takes now. Records `forward` latency for relayed frames
@@ -427,6 +493,7 @@ impl Conn {
         }
         if self.out.borrow().is_empty()
             && matches!(self.state.get(), ConnState::Closing(_))
+            && !self.moved.get()
             && !self.write_shut.replace(true)
         {
             sys::shutdown_write(self.fd);
@@ -438,6 +505,30 @@ impl Conn {
         for waker in self.drain_waiters.borrow_mut().drain(..) {
             waker.wake();
         }
+    }
+
+    /// Ask for this connection to move to shard `owner` as soon as the message being
+    /// handled is done; it resumes there through `modes::on_resume(resume)`. The caller
+    /// has already taken it out of every registry here (its role is `Detached`).
+    pub fn request_transfer(&self, owner: usize, resume: Resume) {
+        *self.transfer.borrow_mut() = Some((owner, resume));
+    }
+
+    /// Every byte still queued, in order (the front frame from where it stopped).
+    fn take_unsent(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(self.queued.get());
+        let mut slices = Vec::new();
+        let mut skip = self.front_written.get();
+        for frame in self.out.borrow().iter() {
+            slices.clear();
+            frame.push_slices(skip, &mut slices);
+            skip = 0;
+            for slice in &slices {
+                bytes.extend_from_slice(slice);
+            }
+        }
+        self.discard_queue();
+        bytes
     }
 
     /// Called by the shard when it takes this connection off its dirty list.
@@ -506,9 +597,9 @@ pub async fn run_reader(shard: Rc<Shard>, conn: Rc<Conn>, initial: Vec<u8>) {
         shard.flush_dirty();
     }
     while step == Step::Continue {
-        if let Some(target) = modes::fed_connection(&shard, &conn) {
+        if let Some(pause) = modes::pause_for(&shard, &conn) {
             conn.paused.set(true);
-            target.wait_for_room(shard.config().max_queue).await;
+            pause.wait(shard.config().max_queue).await;
             conn.paused.set(false);
             conn.last_rx.set(Instant::now());
             continue;
@@ -520,6 +611,89 @@ pub async fn run_reader(shard: Rc<Shard>, conn: Rc<Conn>, initial: Vec<u8>) {
         shard.flush_dirty();
     }
     end_connection(&shard, &conn);
+}
+
+/// An established connection on its way to another shard.
+#[derive(Debug)]
+pub struct Transfer {
+    /// A duplicate of the socket's descriptor (the original closes with this shard's
+    /// `Conn`; the socket lives on through this one).
+    fd: std::os::fd::OwnedFd,
+    /// The client's address.
+    peer: SocketAddr,
+    /// The `/stats` kind.
+    kind: ConnKind,
+    /// The connection's place under `--max-connections`.
+    permit: ConnPermit,
+    /// Frames queued here but not yet written, as raw bytes.
+    unsent: Vec<u8>,
+    /// Bytes read here but not yet decoded (they follow the message that asked for the move).
+    unread: Vec<u8>,
+    /// What the connection does on arrival.
+    resume: Resume,
+    /// When the move was enqueued (handoff histogram).
+    sent_at: Instant,
+}
+
+/// Move `conn` to the shard it asked for: duplicate its descriptor, carry its unsent and
+/// unread bytes, and let this shard's copy end quietly (no close frame, no shutdown).
+fn start_transfer(shard: &Rc<Shard>, conn: &Rc<Conn>, unread: Vec<u8>) {
+    let Some((owner, resume)) = conn.transfer.borrow_mut().take() else {
+        return;
+    };
+    let permit = conn.permit.borrow_mut().take();
+    let (Ok(fd), Some(permit)) = (sys::dup_fd(conn.fd), permit) else {
+        tracing::warn!(shard = shard.id, "could not move a connection; closing it");
+        conn.abort();
+        return;
+    };
+    let unsent = conn.take_unsent();
+    // This shard's copy writes nothing more; its descriptor closes with it while the
+    // duplicate keeps the socket open for the owner.
+    conn.broken.set(true);
+    conn.moved.set(true);
+    let transfer = Transfer {
+        fd,
+        peer: conn.peer,
+        kind: conn.kind.get(),
+        permit,
+        unsent,
+        unread,
+        resume,
+        sent_at: Instant::now(),
+    };
+    shard.stats.borrow_mut().handed_off();
+    if !shard.global.inboxes[owner].send(InboxMsg::Resume(Box::new(transfer))) {
+        tracing::warn!(
+            shard = shard.id,
+            owner,
+            "owner shard is gone; connection dropped"
+        );
+    }
+}
+
+/// A connection moved here: adopt its socket, requeue its unsent bytes, resume it.
+pub fn resume(shard: &Rc<Shard>, transfer: Transfer) {
+    let micros = transfer.sent_at.elapsed().as_micros() as u64;
+    let stream = match sys::adopt_stream(transfer.fd) {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::warn!(shard = shard.id, error = %e, "could not adopt a moved connection");
+            return;
+        }
+    };
+    {
+        let mut stats = shard.stats.borrow_mut();
+        stats.adopted();
+        stats.record_handoff(micros);
+        stats.conn_opened(transfer.kind);
+    }
+    let conn = Conn::new(stream, transfer.peer, transfer.kind, transfer.permit);
+    if !transfer.unsent.is_empty() {
+        conn.enqueue(shard, OutFrame::raw(transfer.unsent));
+    }
+    modes::on_resume(shard, conn, transfer.resume, transfer.unread);
+    shard.flush_dirty();
 }
 
 /// After the reader: tell the rendezvous, count, and forget the socket once flushed.
@@ -568,7 +742,7 @@ fn read_batch(shard: &Rc<Shard>, conn: &Rc<Conn>) -> Step {
         if step == Step::End {
             return Step::End;
         }
-        if short_read || modes::fed_connection(shard, conn).is_some() {
+        if short_read || modes::pause_for(shard, conn).is_some() {
             return Step::Continue;
         }
     }
@@ -630,6 +804,13 @@ fn process_buffer(shard: &Rc<Shard>, conn: &Rc<Conn>, buf: &mut Vec<u8>, fresh: 
                     step = on_event(shard, conn, event, read_at);
                 }
                 pos += used;
+                if conn.transfer.borrow().is_some() {
+                    drop(decoder);
+                    let unread = buf.split_off(pos);
+                    buf.clear();
+                    start_transfer(shard, conn, unread);
+                    return Step::End;
+                }
             }
             Err(err) => {
                 on_protocol_error(shard, conn, err.close_code());

@@ -1,0 +1,238 @@
+//! Pair rendezvous (PROTOCOL §4, wire-compatible with arc-relay): two peers meet on
+//! `?pair=<code>`; binary messages pass verbatim, text messages are dropped. This module
+//! owns the pairs whose code its shard owns: sides, early messages, TTL.
+
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::logging::escaped;
+use crate::modes::Role;
+use crate::shard::Shard;
+use crate::ws::codec::{MessageKind, OpCode};
+use crate::ws::conn::{Arrival, Conn, OutFrame, Pause};
+
+/// The style's name in `/stats` (`forward_by_mode`).
+const MODE: &str = "pair";
+
+/// The pairs this shard owns.
+#[derive(Debug, Default)]
+pub struct Registry {
+    /// Pairs by decoded code.
+    pairs: HashMap<Rc<[u8]>, Pair, ahash::RandomState>,
+}
+
+/// Which side of a pair a connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The first to arrive.
+    A,
+    /// The second.
+    B,
+}
+
+impl Side {
+    /// The other side.
+    fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+}
+
+/// One pair.
+#[derive(Debug)]
+struct Pair {
+    /// Side A (the first to arrive).
+    a: Option<Rc<Conn>>,
+    /// Side B.
+    b: Option<Rc<Conn>>,
+    /// When the pair was created: the TTL counts from here.
+    created: Instant,
+    /// Messages a lone side sent before its peer arrived, delivered on arrival.
+    early: VecDeque<Bytes>,
+    /// Bytes in `early` (bounded by `--max-queue`; past it the sender pauses).
+    early_bytes: usize,
+    /// Wakes a lone side paused on a full `early` queue when its peer arrives or the
+    /// pair ends.
+    arrival: Rc<Arrival>,
+}
+
+impl Pair {
+    /// The connection on `side`.
+    fn side(&self, side: Side) -> Option<&Rc<Conn>> {
+        match side {
+            Side::A => self.a.as_ref(),
+            Side::B => self.b.as_ref(),
+        }
+    }
+
+    /// True while both sides are present.
+    fn is_full(&self) -> bool {
+        self.a.is_some() && self.b.is_some()
+    }
+}
+
+/// A pair side's role.
+#[derive(Debug, Clone)]
+pub struct PairRole {
+    /// The pair's decoded code.
+    code: Rc<[u8]>,
+    /// Which side.
+    side: Side,
+}
+
+/// True when a pair with this code already has both sides: the next one gets 409
+/// before its upgrade.
+pub fn is_full(shard: &Shard, code: &[u8]) -> bool {
+    shard
+        .pairs
+        .borrow()
+        .pairs
+        .get(code)
+        .is_some_and(Pair::is_full)
+}
+
+/// A side upgraded on its code's owner shard (the 409 check ran just before, with no
+/// await in between, so a pair here has at most one side).
+pub fn on_upgrade(shard: &Rc<Shard>, conn: Rc<Conn>, code: Vec<u8>, leftover: Vec<u8>) {
+    let code: Rc<[u8]> = Rc::from(code);
+    let side = {
+        let mut reg = shard.pairs.borrow_mut();
+        match reg.pairs.get_mut(&code) {
+            None => {
+                reg.pairs.insert(code.clone(), new_pair(conn.clone()));
+                let mut stats = shard.stats.borrow_mut();
+                stats.gauge_add("pairs", 1);
+                stats.event("pairs_created");
+                Side::A
+            }
+            Some(pair) => {
+                let side = if pair.a.is_none() { Side::A } else { Side::B };
+                join(shard, pair, &conn, side);
+                side
+            }
+        }
+    };
+    tracing::info!(shard = shard.id, code = %escaped(&String::from_utf8_lossy(&code)), ?side, "pair side arrived");
+    *conn.role.borrow_mut() = Role::Pair(PairRole { code, side });
+    shard.spawn_reader(conn, leftover);
+}
+
+/// A pair with its first side.
+fn new_pair(first: Rc<Conn>) -> Pair {
+    Pair {
+        a: Some(first),
+        b: None,
+        created: Instant::now(),
+        early: VecDeque::new(),
+        early_bytes: 0,
+        arrival: Rc::new(Arrival::default()),
+    }
+}
+
+/// The second side arrives: it gets the early messages, and the first side resumes.
+fn join(shard: &Rc<Shard>, pair: &mut Pair, conn: &Rc<Conn>, side: Side) {
+    match side {
+        Side::A => pair.a = Some(conn.clone()),
+        Side::B => pair.b = Some(conn.clone()),
+    }
+    for body in pair.early.drain(..) {
+        conn.send(shard, OutFrame::message(OpCode::Binary, None, body, b""));
+    }
+    pair.early_bytes = 0;
+    pair.arrival.release();
+    shard.stats.borrow_mut().event("pairs_matched");
+}
+
+/// A message from one side: binary goes to the peer verbatim (or waits for it), text is
+/// dropped and counted.
+pub fn on_message(
+    shard: &Rc<Shard>,
+    _conn: &Rc<Conn>,
+    role: &PairRole,
+    kind: MessageKind,
+    payload: &[u8],
+    read_at: Instant,
+) {
+    if kind == MessageKind::Text {
+        shard.stats.borrow_mut().dropped("text_in_pair");
+        return;
+    }
+    let mut reg = shard.pairs.borrow_mut();
+    let Some(pair) = reg.pairs.get_mut(&role.code) else {
+        return;
+    };
+    let body = Bytes::copy_from_slice(payload);
+    match pair.side(role.side.other()) {
+        Some(peer) => {
+            let frame = OutFrame::message(OpCode::Binary, None, body, b"");
+            peer.send(shard, frame.relayed(read_at, MODE));
+        }
+        None => {
+            pair.early_bytes += body.len();
+            pair.early.push_back(body);
+        }
+    }
+}
+
+/// What a side's reader waits on before reading more: its peer's full queue, or — while
+/// alone with a full early queue — its peer's arrival.
+pub fn pause_for(shard: &Shard, role: &PairRole) -> Option<Pause> {
+    let max_queue = shard.config().max_queue;
+    let reg = shard.pairs.borrow();
+    let pair = reg.pairs.get(&role.code)?;
+    match pair.side(role.side.other()) {
+        Some(peer) => peer.is_full(max_queue).then(|| Pause::Room(peer.clone())),
+        None => (pair.early_bytes >= max_queue).then(|| Pause::Arrival(pair.arrival.clone())),
+    }
+}
+
+/// A side left: the other is closed (1000 after a clean close, 1011 otherwise) and the
+/// pair is gone, its code free again.
+pub fn on_gone(shard: &Rc<Shard>, conn: &Rc<Conn>, role: PairRole) {
+    let Some(pair) = shard.pairs.borrow_mut().pairs.remove(&role.code) else {
+        return;
+    };
+    shard.stats.borrow_mut().gauge_add("pairs", -1);
+    pair.arrival.release();
+    let Some(peer) = pair.side(role.side.other()) else {
+        return;
+    };
+    *peer.role.borrow_mut() = Role::Detached;
+    let clean = conn.peer_close.get().is_some() && !conn.failed.get();
+    if clean {
+        peer.close(shard, 1000, "peer disconnected");
+    } else {
+        peer.close(shard, 1011, "peer connection failed");
+    }
+}
+
+/// Sweep pairs whose lone side waited past `--pair-ttl` (from the pair's creation).
+pub fn tick(shard: &Rc<Shard>, now: Instant) {
+    let ttl = shard.config().pair_ttl;
+    let mut reg = shard.pairs.borrow_mut();
+    let expired: Vec<Rc<[u8]>> = reg
+        .pairs
+        .iter()
+        .filter(|(_, p)| !p.is_full() && now.saturating_duration_since(p.created) >= ttl)
+        .map(|(code, _)| code.clone())
+        .collect();
+    for code in expired {
+        let Some(pair) = reg.pairs.remove(&code) else {
+            continue;
+        };
+        shard.stats.borrow_mut().gauge_add("pairs", -1);
+        shard.stats.borrow_mut().event("pairs_expired");
+        pair.arrival.release();
+        for side in [Side::A, Side::B] {
+            if let Some(lone) = pair.side(side) {
+                *lone.role.borrow_mut() = Role::Detached;
+                lone.close(shard, 1001, "pair expired");
+            }
+        }
+    }
+}
