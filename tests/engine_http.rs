@@ -38,12 +38,12 @@ fn more_than_64_header_fields_gets_431() {
 fn header_value_over_1_kib_gets_431() {
     let relay = Relay::start(&[]);
     let resp = relay.raw_http(&upgrade_request(
-        "/",
+        "/nope",
         &format!("X-Big: {}\r\n", "v".repeat(1025)),
     ));
     assert_eq!(resp.status, 431);
     let resp = relay.raw_http(&upgrade_request(
-        "/",
+        "/nope",
         &format!("X-Big: {}\r\n", "v".repeat(1024)),
     ));
     assert_eq!(resp.status, 404);

@@ -22,3 +22,15 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, _request: Upgrade) {
 
 /// Expire tickets.
 pub fn tick(_shard: &Rc<Shard>, _now: Instant) {}
+
+/// Transfers (and waiting sides) still open on this shard: shutdown waits for them.
+pub fn in_flight(_shard: &Shard) -> usize {
+    0
+}
+
+/// Shutdown began: refuse sides still waiting for their peer; transfers continue.
+pub fn on_shutdown(_shard: &Rc<Shard>) {}
+
+/// The drain timeout passed: abort every transfer still running (as PROTOCOL §6.2
+/// aborts: the GET response is cut short, never complete-looking).
+pub fn abort_all(_shard: &Rc<Shard>) {}

@@ -289,6 +289,7 @@ impl Shard {
         for conn in conns {
             conn.close(self, 1001, "shutting down");
         }
+        ticket::on_shutdown(self);
         self.flush_dirty();
     }
 }
@@ -383,9 +384,11 @@ async fn shard_main(seed: ShardSeed) -> std::io::Result<()> {
 async fn wait_drained(shard: &Rc<Shard>) {
     let deadline = Instant::now() + shard.config().drain_timeout;
     let step = Duration::from_millis(10);
-    while !shard.conns.borrow().is_empty() && Instant::now() < deadline {
+    let busy = || !shard.conns.borrow().is_empty() || ticket::in_flight(shard) > 0;
+    while busy() && Instant::now() < deadline {
         monoio::time::sleep(step).await;
     }
+    ticket::abort_all(shard);
     let left: Vec<Rc<Conn>> = shard
         .conns
         .borrow()
