@@ -40,5 +40,10 @@ fmt:
 bench:
 	$(CARGO) bench --bench codec --bench stats
 
+## The demo a newcomer runs second: a relay plus ~20 s of mixed load, both tables.
+loadtest:
+	$(CARGO) build --release -p shardrelay -p shardrelay-load
+	./scripts/loadtest-demo.sh
+
 clean:
 	$(CARGO) clean

@@ -95,9 +95,17 @@ pub fn render(stats: &Value, previous: Option<&Value>) -> String {
     );
     for name in ["forward", "handshake", "handoff"] {
         let h = &totals["histograms"][name];
+        let cell = |key: &str| h[key].to_string();
         out += &format!(
             "{:<10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
-            name, h["count"], h["p50"], h["p90"], h["p99"], h["p999"], h["max"], h["mean"]
+            name,
+            cell("count"),
+            cell("p50"),
+            cell("p90"),
+            cell("p99"),
+            cell("p999"),
+            cell("max"),
+            cell("mean")
         );
     }
     out
