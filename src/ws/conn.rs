@@ -377,6 +377,7 @@ impl Conn {
         if self.state.get() != ConnState::Open {
             return;
         }
+        tracing::debug!(peer = %self.peer, kind = self.kind.get().name(), code, reason, "closing");
         self.state.set(ConnState::Closing(Instant::now()));
         if self.broken.get() {
             return;
@@ -698,6 +699,15 @@ pub fn resume(shard: &Rc<Shard>, transfer: Transfer) {
 
 /// After the reader: tell the rendezvous, count, and forget the socket once flushed.
 fn end_connection(shard: &Rc<Shard>, conn: &Rc<Conn>) {
+    if !conn.moved.get() {
+        tracing::debug!(
+            shard = shard.id,
+            peer = %conn.peer,
+            kind = conn.kind.get().name(),
+            client_code = conn.peer_close.get().unwrap_or(1006),
+            "closed"
+        );
+    }
     modes::on_disconnect(shard, conn);
     shard.stats.borrow_mut().conn_closed(conn.kind.get());
     conn.reader_done.set(true);
