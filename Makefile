@@ -38,7 +38,7 @@ fmt:
 	$(CARGO) fmt --all
 
 bench:
-	$(CARGO) bench --bench codec --bench stats
+	$(CARGO) bench --bench codec --bench stats --bench relay_paths
 
 ## The demo a newcomer runs second: a relay plus ~20 s of mixed load, both tables.
 loadtest:

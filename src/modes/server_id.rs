@@ -342,9 +342,9 @@ struct PushWake<'a> {
     token: Option<Cow<'a, str>>,
 }
 
-/// What a well-formed envelope asks for.
+/// What a well-formed envelope asks for (public for the benches and property tests).
 #[derive(Debug, PartialEq, Eq)]
-enum Command<'a> {
+pub enum Command<'a> {
     /// Deliver `frame` and/or close with `close_code`.
     ToPhone {
         /// The phone.
@@ -359,7 +359,7 @@ enum Command<'a> {
 }
 
 /// Parse and validate an envelope; None when malformed.
-fn parse_envelope(kind: MessageKind, payload: &[u8]) -> Option<Command<'_>> {
+pub fn parse_envelope(kind: MessageKind, payload: &[u8]) -> Option<Command<'_>> {
     if kind == MessageKind::Binary {
         std::str::from_utf8(payload).ok()?;
     }

@@ -57,7 +57,7 @@ pub struct Global {
 impl Global {
     /// The shard that owns a route key.
     pub fn shard_of(&self, key: &[u8]) -> usize {
-        (self.hasher.hash_one(key) % self.shards as u64) as usize
+        route_shard(&self.hasher, key, self.shards)
     }
 
     /// Count one more open connection, unless the cap is reached.
@@ -74,6 +74,11 @@ impl Global {
     pub fn open_connections(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }
+}
+
+/// The owner shard of a route key: one ahash of the key, modulo the shard count.
+pub fn route_shard(hasher: &ahash::RandomState, key: &[u8], shards: usize) -> usize {
+    (hasher.hash_one(key) % shards.max(1) as u64) as usize
 }
 
 /// One admitted connection's place under `--max-connections`; released on drop.
