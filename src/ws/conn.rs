@@ -133,7 +133,7 @@ impl OutFrame {
     }
 
     /// Push this frame's slices, skipping the first `skip` bytes already written.
-    fn push_slices<'a>(&'a self, mut skip: usize, out: &mut Vec<IoSlice<'a>>) {
+    fn for_each_slice<'a>(&'a self, mut skip: usize, mut out: impl FnMut(&'a [u8])) {
         let parts: [&'a [u8]; 4] = [
             &self.head[..self.head_len as usize],
             self.prefix.as_deref().unwrap_or(b""),
@@ -145,7 +145,7 @@ impl OutFrame {
                 skip -= part.len();
                 continue;
             }
-            out.push(IoSlice::new(&part[skip..]));
+            out(&part[skip..]);
             skip = 0;
         }
     }
@@ -447,13 +447,20 @@ impl Conn {
     /// One `sendmsg` over the front of the queue.
     fn write_some(&self) -> io::Result<usize> {
         let out = self.out.borrow();
-        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(FRAMES_PER_WRITE * 4);
+        // On the stack: a flush allocates nothing.
+        let mut slices = [IoSlice::new(&[]); FRAMES_PER_WRITE * 4];
+        let mut used = 0;
         let mut skip = self.front_written.get();
         for frame in out.iter().take(FRAMES_PER_WRITE) {
-            frame.push_slices(skip, &mut slices);
+            frame.for_each_slice(skip, |part| {
+                if let Some(slot) = slices.get_mut(used) {
+                    *slot = IoSlice::new(part);
+                    used += 1;
+                }
+            });
             skip = 0;
         }
-        sys::send_vectored(self.fd, &slices)
+        sys::send_vectored(self.fd, &slices[..used])
     }
 
     /// Account `n` written bytes: pop frames that went out whole.
@@ -518,15 +525,10 @@ impl Conn {
     /// Every byte still queued, in order (the front frame from where it stopped).
     fn take_unsent(&self) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(self.queued.get());
-        let mut slices = Vec::new();
         let mut skip = self.front_written.get();
         for frame in self.out.borrow().iter() {
-            slices.clear();
-            frame.push_slices(skip, &mut slices);
+            frame.for_each_slice(skip, |part| bytes.extend_from_slice(part));
             skip = 0;
-            for slice in &slices {
-                bytes.extend_from_slice(slice);
-            }
         }
         self.discard_queue();
         bytes

@@ -1,0 +1,96 @@
+//! Observability (PROTOCOL §7): `/metrics` parses as Prometheus text with per-shard
+//! series, `/stats?reset=1` restarts histograms but not counters, the `stats` operator
+//! tool prints the live table.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use tungstenite::Message;
+
+#[test]
+fn metrics_parse_with_a_real_prometheus_parser_and_carry_shard_labels() {
+    let relay = Relay::start(&["--shards", "2", "--enable-echo"]);
+    let mut ws = relay.ws("/v1/echo", &[]).unwrap();
+    ws.send(Message::text("m")).unwrap();
+    let _ = next_message(&mut ws);
+    relay.wait_total("/messages_out", 1);
+    let resp = relay.admin_get("/metrics");
+    assert_eq!(resp.status, 200);
+    assert!(resp
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = resp.body_text();
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid exposition format");
+    let accepted: Vec<_> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "shardrelay_accepted_total")
+        .collect();
+    assert_eq!(accepted.len(), 2, "one accepted series per shard");
+    let shards: Vec<_> = accepted
+        .iter()
+        .map(|s| s.labels.get("shard").unwrap())
+        .collect();
+    assert!(shards.contains(&"0") && shards.contains(&"1"));
+    // The parser folds the quantile lines of a summary into one Summary sample.
+    let forward = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "shardrelay_forward_latency_microseconds")
+        .expect("forward latency summary");
+    match &forward.value {
+        prometheus_parse::Value::Summary(quantiles) => {
+            assert!(
+                quantiles.iter().any(|q| q.quantile == 0.99),
+                "{quantiles:?}"
+            )
+        }
+        other => panic!("forward latency is not a summary: {other:?}"),
+    }
+}
+
+#[test]
+fn stats_reset_restarts_histograms_but_keeps_counters() {
+    let relay = Relay::start(&["--enable-echo"]);
+    let mut ws = relay.ws("/v1/echo", &[]).unwrap();
+    for i in 0..5 {
+        ws.send(Message::text(format!("{i}"))).unwrap();
+        let _ = next_message(&mut ws);
+    }
+    relay.wait_total("/histograms/forward/count", 5);
+    let resp = relay.admin_get("/stats?reset=1");
+    assert_eq!(resp.status, 200);
+    let stats = relay.stats();
+    assert_eq!(stats["totals"]["histograms"]["forward"]["count"], 0);
+    assert_eq!(stats["totals"]["messages_in"], 5);
+    for key in ["count", "min", "p50", "p90", "p99", "p999", "max", "mean"] {
+        assert!(
+            stats["totals"]["histograms"]["handshake"]
+                .get(key)
+                .is_some(),
+            "{key}"
+        );
+    }
+}
+
+#[test]
+fn the_stats_tool_prints_the_live_table() {
+    let relay = Relay::start(&[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_shardrelay"))
+        .args(["stats", "--admin", &relay.admin.to_string(), "--count", "1"])
+        .output()
+        .expect("run shardrelay stats");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for row in ["forward", "handshake", "handoff", "p99"] {
+        assert!(text.contains(row), "no {row} in {text}");
+    }
+}
