@@ -120,10 +120,15 @@ pub fn on_activity(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     }
 }
 
-/// Why `conn`'s reader should stop reading for now (PROTOCOL §2 back-pressure): the
-/// connection it feeds has a full queue, or a lone pair side has filled its early bound.
-pub fn pause_for(shard: &Shard, conn: &Conn) -> Option<Pause> {
+/// Why `conn`'s reader should stop reading for now (PROTOCOL §2 back-pressure): its own
+/// queue is full (a client that sends without reading the relay's answers — pongs,
+/// errors, echoes), the connection it feeds has a full queue, or a lone pair side has
+/// filled its early bound.
+pub fn pause_for(shard: &Shard, conn: &Rc<Conn>) -> Option<Pause> {
     let max_queue = shard.config().max_queue;
+    if conn.is_full(max_queue) {
+        return Some(Pause::Room(conn.clone()));
+    }
     let fed = match &*conn.role.borrow() {
         Role::Phone(phone) => server_id::binary_of(shard, phone),
         Role::Session(session) => session::peer_of(shard, session),
