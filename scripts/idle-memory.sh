@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idle memory per upgraded connection: start a relay, hold N idle connections of one
-# style with shardrelay-load, and report (RSS with them − RSS before) ÷ N.
+# style with shardrelay-load, and report (RSS with them − RSS before) ÷ N; then close
+# them all and open N again, reporting any growth across the churn.
 # Usage: scripts/idle-memory.sh STYLE [N]   (STYLE: pair | server-id | echo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,18 +30,32 @@ rss() { awk '/VmRSS/ {print $2}' "/proc/$relay_pid/status"; }
 open_conns() {
     curl -s "http://$admin/stats" | python3 -c 'import json,sys; print(sum(json.load(sys.stdin)["totals"]["connections"].values()))'
 }
-# Warm the allocator and the runtime with a first small round, so the figure is the
-# steady-state cost of a connection, not first-touch of the heap.
-before=$(rss)
-"$LOAD" idle --style "$style" --target "$public" --admin "$admin" --connections "$n" \
+hold() {  # open N idle connections in the background; wait until all are up
+    "$LOAD" idle --style "$style" --target "$public" --admin "$admin" --connections "$n" \
     --duration 600s --connect-rate 5000 --source-ips 127.0.0.1-127.0.0.8 --no-relay-stats \
     >"$out/load.txt" 2>&1 &
-load_pid=$!
-deadline=$((SECONDS + 120))
-while [ "$(open_conns)" -lt "$n" ]; do
-    [ $SECONDS -lt $deadline ] || { echo "connections never reached $n"; cat "$out/load.txt"; exit 1; }
-    sleep 0.5
-done
-sleep 2  # let the last handshakes' buffers be released
-after=$(rss)
-echo "style=$style connections=$n rss_before_kib=$before rss_after_kib=$after per_conn_bytes=$(( (after - before) * 1024 / n ))"
+    load_pid=$!
+    local deadline=$((SECONDS + 120))
+    while [ "$(open_conns)" -lt "$n" ]; do
+        [ $SECONDS -lt $deadline ] || { echo "connections never reached $n"; cat "$out/load.txt"; exit 1; }
+        sleep 0.5
+    done
+    sleep 2  # let the last handshakes' buffers be released
+}
+release() {  # close them and wait until the relay has let every one go
+    kill "$load_pid"; wait "$load_pid" 2>/dev/null || true; load_pid=""
+    local deadline=$((SECONDS + 60))
+    while [ "$(open_conns)" -gt 0 ]; do
+        [ $SECONDS -lt $deadline ] || { echo "connections never closed"; exit 1; }
+        sleep 0.5
+    done
+}
+# Round 1: RSS delta ÷ N is the figure (heap pages first touched for N connections).
+# Round 2, after all of round 1 closed: the same N again must fit in what round 1 left
+# (the allocator keeps freed pages), i.e. no growth across connection churn.
+cold=$(rss)
+hold; first=$(rss); release
+closed=$(rss)
+hold; second=$(rss)
+echo "style=$style connections=$n rss_cold_kib=$cold rss_with_n_kib=$first per_conn_bytes=$(( (first - cold) * 1024 / n ))"
+echo "churn: rss_after_close_kib=$closed rss_with_n_again_kib=$second growth_kib=$(( second - first ))"
