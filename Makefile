@@ -2,7 +2,7 @@
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: all build release run test test-unit test-uring test-epoll lint fmt bench loadtest clean
+.PHONY: all build release run test test-unit test-uring test-epoll test-conformance test-interop lint fmt bench bench-compare loadtest clean
 
 all: build
 
@@ -16,9 +16,16 @@ release:
 run: release
 	./target/release/shardrelay $(ARGS)
 
-## Everything CI checks: formatting, lints, unit and property tests, then the black-box
-## suite once per driver (io_uring, then epoll).
-test: lint test-unit test-uring test-epoll
+## Everything CI checks: formatting, lints, unit and property tests, the black-box suite
+## once per driver (io_uring, then epoll), then Autobahn and the real-client interop
+## checks against the same (debug) binary the suite used.
+test: lint test-unit test-uring test-epoll test-conformance test-interop
+
+test-conformance:
+	SHARDRELAY_BIN=$(CURDIR)/target/debug/shardrelay CARGO="$(CARGO)" bash scripts/conformance.sh
+
+test-interop:
+	SHARDRELAY_BIN=$(CURDIR)/target/debug/shardrelay CARGO="$(CARGO)" bash scripts/interop.sh
 
 test-unit:
 	$(CARGO) test --workspace --lib --bins
@@ -45,5 +52,35 @@ loadtest:
 	$(CARGO) build --release -p shardrelay -p shardrelay-load
 	./scripts/loadtest-demo.sh
 
+## shardrelay beside an ordinary tokio relay (benches/baseline), same load, one table.
+bench-compare:
+	CARGO="$(CARGO)" ./scripts/bench-compare.sh
+
 clean:
 	$(CARGO) clean
+
+.PHONY: conformance interop
+
+## Autobahn|Testsuite (fuzzingclient, all cases but 12.*/13.*) against /v1/echo; writes
+## docs/conformance.md. Installs the suite into target/conformance/ on first run.
+conformance:
+	CARGO="$(CARGO)" bash scripts/conformance.sh
+
+## Real clients over loopback: Python websockets (server-id), Node ws (pair), headless
+## Chromium (session), curl (tickets), wscat (echo). Tools are cached under target/interop/.
+interop:
+	CARGO="$(CARGO)" bash scripts/interop.sh
+.PHONY: soak soak-short
+
+## Soak with faults: a release relay under pair, server-id, session and ticket load plus
+## the chaos client for SOAK_SECONDS (default 600), then registry, fd, RSS and log checks
+## and SIGTERM under load. Logs and reports in target/soak/.
+SOAK_SECONDS ?= 600
+soak:
+	$(CARGO) build --release -p shardrelay -p shardrelay-load
+	SOAK_NO_BUILD=1 SOAK_SECONDS=$(SOAK_SECONDS) CARGO="$(CARGO)" bash scripts/soak.sh
+
+## The same for 60 s (part of `make test`).
+soak-short:
+	$(CARGO) build --release -p shardrelay -p shardrelay-load
+	SOAK_NO_BUILD=1 SOAK_SECONDS=60 CARGO="$(CARGO)" bash scripts/soak.sh

@@ -1,0 +1,207 @@
+#!/usr/bin/env node
+// Interop: Node `ws` playing two arc-relay peers on `/?pair=<code>` (§4).
+//
+// Usage: node pair.js --public 127.0.0.1:PORT --max-message BYTES
+// Exchanges binary frames of every interesting size from 1 byte to --max-message both
+// ways and compares bytes; checks that text frames are dropped, that a third peer gets
+// 409 "pair is full", that a message over --max-message gets 1009 and the peer 1011,
+// and that a clean leave closes the other side 1000 "peer disconnected".
+// Every wait is on a ws event with a timeout: no sleeps. Exits 1 on any mismatch.
+'use strict';
+
+const crypto = require('crypto');
+const WebSocket = require('ws'); // target/interop/node_modules, via NODE_PATH
+
+const TIMEOUT_MS = 15000;
+let passes = 0;
+const failures = [];
+
+function check(cond, what) {
+  if (cond) {
+    passes++;
+    console.log(`  ok   ${what}`);
+  } else {
+    failures.push(what);
+    console.log(`  FAIL ${what}`);
+  }
+  return cond;
+}
+
+function args() {
+  const out = {};
+  const argv = process.argv.slice(2);
+  for (let i = 0; i < argv.length; i += 2) out[argv[i].replace(/^--/, '')] = argv[i + 1];
+  if (!out.public || !out['max-message']) throw new Error('usage: pair.js --public HOST:PORT --max-message BYTES');
+  return { pub: out.public, maxMessage: Number(out['max-message']) };
+}
+
+function withTimeout(promise, what) {
+  let timer;
+  return Promise.race([
+    promise,
+    new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), TIMEOUT_MS);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+// A peer with a message queue, so a test can await "the next message" without races.
+class Peer {
+  constructor(url, name) {
+    this.name = name;
+    this.queue = [];
+    this.waiters = [];
+    this.closed = null;
+    this.ws = new WebSocket(url);
+    this.ws.binaryType = 'nodebuffer';
+    this.ws.on('message', (data, isBinary) => this.push({ data, isBinary }));
+    this.closePromise = new Promise((resolve) => {
+      this.ws.on('close', (code, reason) => {
+        this.closed = { code, reason: reason.toString() };
+        resolve(this.closed);
+        for (const w of this.waiters.splice(0)) w.reject(new Error(`${name} closed ${code} ${reason}`));
+      });
+    });
+    this.ws.on('error', () => {});
+  }
+
+  opened() {
+    return withTimeout(new Promise((resolve, reject) => {
+      if (this.ws.readyState === WebSocket.OPEN) return resolve();
+      this.ws.once('open', resolve);
+      this.ws.once('unexpected-response', (req, res) => reject(new Error(`${this.name}: HTTP ${res.statusCode}`)));
+      this.ws.once('error', reject);
+    }), `${this.name} open`);
+  }
+
+  push(msg) {
+    const w = this.waiters.shift();
+    if (w) w.resolve(msg);
+    else this.queue.push(msg);
+  }
+
+  next() {
+    if (this.queue.length) return Promise.resolve(this.queue.shift());
+    if (this.closed) return Promise.reject(new Error(`${this.name} closed ${this.closed.code}`));
+    return withTimeout(new Promise((resolve, reject) => this.waiters.push({ resolve, reject })),
+      `a message at ${this.name}`);
+  }
+
+  send(data, opts) {
+    return new Promise((resolve, reject) => this.ws.send(data, opts || {}, (err) => (err ? reject(err) : resolve())));
+  }
+
+  closedWith() {
+    return withTimeout(this.closePromise, `${this.name} to close`);
+  }
+}
+
+// A third peer must be refused before the upgrade: 409 with body "pair is full".
+function expectRefused(url) {
+  return withTimeout(new Promise((resolve) => {
+    const ws = new WebSocket(url);
+    ws.on('open', () => { ws.terminate(); resolve({ status: 101, body: '' }); });
+    ws.on('unexpected-response', (req, res) => {
+      let body = '';
+      res.on('data', (c) => { body += c; });
+      res.on('end', () => resolve({ status: res.statusCode, body }));
+    });
+    ws.on('error', () => {});
+  }), 'the third peer to be refused');
+}
+
+function sizes(max) {
+  const all = [1, 2, 125, 126, 127, 128, 1000, 65535, 65536, 65537, 100000, 131072,
+    max - 1, max, Math.floor(max / 3), 4096 * 7 + 3];
+  return [...new Set(all.filter((n) => n >= 1 && n <= max))].sort((a, b) => a - b);
+}
+
+async function exchange(a, b, max) {
+  console.log(`binary frames 1 byte .. ${max} bytes, both ways`);
+  for (const n of sizes(max)) {
+    for (const [from, to] of [[a, b], [b, a]]) {
+      const payload = crypto.randomBytes(n);
+      await from.send(payload, { binary: true });
+      const got = await to.next();
+      check(got.isBinary && Buffer.compare(Buffer.from(got.data), payload) === 0,
+        `${n} bytes ${from.name} -> ${to.name}: binary, same bytes (got ${got.isBinary ? 'binary' : 'text'} ${got.data.length})`);
+    }
+  }
+  // A burst of pipelined frames arrives complete and in order.
+  const burst = [];
+  for (let i = 0; i < 200; i++) burst.push(crypto.randomBytes(1 + ((i * 7919) % 5000)));
+  await Promise.all(burst.map((p) => a.send(p, { binary: true })));
+  let inOrder = true;
+  for (const p of burst) {
+    const got = await b.next();
+    if (!got.isBinary || Buffer.compare(Buffer.from(got.data), p) !== 0) inOrder = false;
+  }
+  check(inOrder, '200 pipelined binary frames arrive complete and in order');
+}
+
+async function main() {
+  const { pub, maxMessage } = args();
+  const code = `interop-${crypto.randomBytes(6).toString('hex')}`;
+  const url = `ws://${pub}/?pair=${encodeURIComponent(code)}`;
+
+  console.log('early message queued until side B arrives');
+  const a = new Peer(url, 'A');
+  await a.opened();
+  const early = crypto.randomBytes(3000);
+  await a.send(early, { binary: true });
+  const b = new Peer(url, 'B');
+  await b.opened();
+  const firstAtB = await b.next();
+  check(firstAtB.isBinary && Buffer.compare(Buffer.from(firstAtB.data), early) === 0,
+    'a frame sent before B arrived is delivered to B on arrival');
+
+  console.log('third peer');
+  const third = await expectRefused(url);
+  check(third.status === 409 && third.body === 'pair is full',
+    `third peer -> 409 "pair is full" (got ${third.status} ${JSON.stringify(third.body)})`);
+
+  await exchange(a, b, maxMessage);
+
+  console.log('text frames are dropped');
+  await a.send('this text frame must be dropped', { binary: false });
+  const marker = crypto.randomBytes(17);
+  await a.send(marker, { binary: true });
+  const afterText = await b.next();
+  check(afterText.isBinary && Buffer.compare(Buffer.from(afterText.data), marker) === 0,
+    'text frame dropped, the next binary frame arrives');
+
+  console.log('clean leave');
+  a.ws.close(1000, 'bye');
+  const bClosed = await b.closedWith();
+  check(bClosed.code === 1000 && bClosed.reason === 'peer disconnected',
+    `A leaves cleanly -> B closed 1000 "peer disconnected" (got ${bClosed.code} ${JSON.stringify(bClosed.reason)})`);
+  await a.closedWith();
+
+  console.log(`message over --max-message (${maxMessage + 1} bytes)`);
+  const code2 = `interop-big-${crypto.randomBytes(6).toString('hex')}`;
+  const url2 = `ws://${pub}/v1/pair?pair=${encodeURIComponent(code2)}`;
+  const c = new Peer(url2, 'C');
+  await c.opened();
+  const d = new Peer(url2, 'D');
+  await d.opened();
+  await c.send(crypto.randomBytes(maxMessage + 1), { binary: true }).catch(() => {});
+  const cClosed = await c.closedWith();
+  check(cClosed.code === 1009, `sender of ${maxMessage + 1} bytes closed 1009 (got ${cClosed.code})`);
+  const dClosed = await d.closedWith();
+  check(dClosed.code === 1011 && dClosed.reason === 'peer connection failed',
+    `its peer closed 1011 "peer connection failed" (got ${dClosed.code} ${JSON.stringify(dClosed.reason)})`);
+  check(d.queue.length === 0, 'nothing of the oversized message reached the peer');
+
+  console.log('bad pair codes');
+  for (const bad of ['/?pair=', '/', `/?pair=${'x'.repeat(257)}`]) {
+    const r = await expectRefused(`ws://${pub}${bad}`);
+    check(r.status === 400, `GET ${bad.length > 30 ? bad.slice(0, 30) + '…' : bad} -> 400 (got ${r.status})`);
+  }
+}
+
+main()
+  .catch((e) => check(false, `unexpected error: ${e.stack || e}`))
+  .finally(() => {
+    console.log(`pair (node ws): ${passes} passed, ${failures.length} failed`);
+    process.exit(failures.length ? 1 : 0);
+  });
