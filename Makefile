@@ -1,6 +1,7 @@
 # shardrelay — the two commands a newcomer needs are `make run` and `make test`.
 CARGO ?= cargo
 ARGS ?=
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
 .PHONY: all build release run test test-unit test-uring test-epoll test-conformance test-interop lint fmt bench bench-compare loadtest clean
 
@@ -22,10 +23,10 @@ run: release
 test: lint test-unit test-uring test-epoll test-conformance test-interop
 
 test-conformance:
-	SHARDRELAY_BIN=$(CURDIR)/target/debug/shardrelay CARGO="$(CARGO)" bash scripts/conformance.sh
+	SHARDRELAY_BIN=$(TARGET_DIR)/debug/shardrelay CARGO="$(CARGO)" bash scripts/conformance.sh
 
 test-interop:
-	SHARDRELAY_BIN=$(CURDIR)/target/debug/shardrelay CARGO="$(CARGO)" bash scripts/interop.sh
+	SHARDRELAY_BIN=$(TARGET_DIR)/debug/shardrelay CARGO="$(CARGO)" bash scripts/interop.sh
 
 test-unit:
 	$(CARGO) test --workspace --lib --bins
