@@ -51,7 +51,9 @@ fn envelope(c: &mut Criterion) {
 fn registry(c: &mut Criterion) {
     // The registries are ahash maps keyed by Rc<str>/Rc<[u8]>: this measures the
     // operations they perform per connection (claim, lookup, release).
-    let keys: Vec<Rc<str>> = (0..10_000).map(|i| Rc::from(format!("server-{i}"))).collect();
+    let keys: Vec<Rc<str>> = (0..10_000)
+        .map(|i| Rc::from(format!("server-{i}")))
+        .collect();
     let mut group = c.benchmark_group("registry");
     group.throughput(Throughput::Elements(1));
     group.bench_function("claim_lookup_release", |b| {
