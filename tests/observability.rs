@@ -94,3 +94,26 @@ fn the_stats_tool_prints_the_live_table() {
         assert!(text.contains(row), "no {row} in {text}");
     }
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_with_lifecycle_events_and_no_token() {
+    let relay = Relay::start(&["--log-format", "json", "--log-level", "debug"]);
+    let token = "json-log-token-7f3a91c2";
+    let mut binary = relay.binary("s-json-log");
+    let mut phone = relay.phone("s-json-log", token);
+    phone.send(Message::text("{}")).unwrap();
+    let _ = next_text(&mut binary);
+    close_with(&mut phone, 1000);
+    let _ = next_text(&mut binary);
+    wait_until("the close is logged", || relay.logs().contains("\"closed\""));
+    let logs = relay.logs();
+    for line in logs.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v.get("level").is_some() && v.get("fields").is_some(), "{line}");
+    }
+    for step in ["accepted", "upgraded", "binary claimed server-id", "phone attached", "closed"] {
+        assert!(logs.contains(step), "no {step:?} event in the logs");
+    }
+    assert!(!logs.contains(token));
+}

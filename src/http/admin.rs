@@ -1,5 +1,6 @@
 //! Plain HTTP endpoints: the health probes (both listeners) and the admin listener's
-//! `/stats` and `/metrics`. Each request gets one response and the connection closes
+//! `/stats`, `/metrics` and `POST /v1/tickets` (minting lives in `modes::ticket`). Each
+//! request gets one response and the connection closes
 //! (probes and scrapers reconnect; keep-alive would only hold descriptors).
 
 use std::rc::Rc;
@@ -8,12 +9,13 @@ use monoio::net::TcpStream;
 
 use crate::http::head::{Method, RequestHead};
 use crate::http::response;
+use crate::modes::ticket;
 use crate::shard::accept::{refuse, respond_and_close};
 use crate::shard::Shard;
 use crate::stats::{self, ConnKind, StatsSnapshot};
 
 /// Serve one admin-listener request.
-pub async fn serve(shard: &Rc<Shard>, stream: TcpStream, head: RequestHead, _body: Vec<u8>) {
+pub async fn serve(shard: &Rc<Shard>, stream: TcpStream, head: RequestHead, body: Vec<u8>) {
     let path = head.path.as_str();
     let is_probe = matches!(path, "/health" | "/healthz");
     if !is_probe && !authorized(shard, &head) {
@@ -25,21 +27,35 @@ pub async fn serve(shard: &Rc<Shard>, stream: TcpStream, head: RequestHead, _bod
         );
         return refuse(shard, stream, "unauthorized", resp).await;
     }
-    let known = matches!(path, "/health" | "/healthz" | "/stats" | "/metrics");
+    let known = matches!(
+        path,
+        "/health" | "/healthz" | "/stats" | "/metrics" | "/v1/tickets"
+    );
     if !known {
         let resp = response::close_response(404, "text/plain", &[], b"not found\n");
         return refuse(shard, stream, "not_found", resp).await;
     }
-    if head.method != Method::Get {
+    let allowed = if path == "/v1/tickets" {
+        Method::Post
+    } else {
+        Method::Get
+    };
+    if head.method != allowed {
+        let allow = if allowed == Method::Post {
+            "POST"
+        } else {
+            "GET"
+        };
         let resp = response::close_response(
             405,
             "text/plain",
-            &[("Allow", "GET")],
+            &[("Allow", allow)],
             b"method not allowed\n",
         );
         return refuse(shard, stream, "method_not_allowed", resp).await;
     }
     match path {
+        "/v1/tickets" => ticket::mint(shard, stream, &head, body).await,
         "/stats" => serve_stats(shard, stream, &head).await,
         "/metrics" => serve_metrics(shard, stream).await,
         _ => serve_health(shard, stream).await,

@@ -82,6 +82,7 @@ async fn serve_new(
     accepted_at: Instant,
 ) {
     sys::set_nodelay(stream.as_raw_fd());
+    tracing::debug!(shard = shard.id, %peer, listener = ?which, "accepted");
     let admitted = match which {
         Listener::Admin => Ok(None),
         Listener::Public => admit(&shard, peer),

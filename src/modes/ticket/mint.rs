@@ -1,0 +1,266 @@
+//! `POST /v1/tickets` on the admin listener (PROTOCOL §6.1): read the bounded JSON
+//! body, check it and the workspace cap, and mint a ticket whose owner shard is this
+//! (the admin) shard, so the PUT and GET are routed here whichever shard accepts them.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use monoio::net::TcpStream;
+use serde::Deserialize;
+
+use super::registry::MintRefusal;
+use crate::http::head::RequestHead;
+use crate::http::response;
+use crate::shard::accept::{refuse, respond_and_close};
+use crate::shard::Shard;
+use crate::sys;
+
+/// Largest mint request body: the JSON is a few short ids; 64 KiB leaves room for long
+/// ids while keeping a hostile admin client's cost trivial.
+pub(super) const MAX_MINT_BODY: usize = 64 * 1024;
+
+/// Default ticket life (PROTOCOL §6.1; the seed's `DefaultRelayTTL`).
+const DEFAULT_TTL_MS: i64 = 300_000;
+
+/// Longest ticket life accepted: a day, so no ticket pins a table slot for ever.
+const MAX_TTL_MS: i64 = 86_400_000;
+
+/// Longest id accepted (workspace, source, destination), in bytes.
+const MAX_ID: usize = 256;
+
+/// Draws per shard before giving up on a ticket this shard owns: each draw lands here
+/// with probability 1/shards, so failing 64×shards draws is astronomically unlikely.
+const DRAWS_PER_SHARD: usize = 64;
+
+/// The mint request body.
+#[derive(Debug, Deserialize)]
+struct MintRequest {
+    /// The workspace the transfer belongs to (the concurrent-relay cap's unit).
+    workspace_id: String,
+    /// The sending executor (checked, not used: the seed records it).
+    source_id: String,
+    /// The receiving executor (checked, not used).
+    dest_id: String,
+    /// Ticket life in milliseconds.
+    ttl_ms: Option<i64>,
+    /// Body cap in bytes; 0 or absent = unlimited.
+    max_bytes: Option<u64>,
+}
+
+/// A checked mint request.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct MintPlan {
+    /// Workspace id.
+    pub(super) workspace: String,
+    /// Ticket life.
+    pub(super) ttl: Duration,
+    /// Body cap; 0 = unlimited.
+    pub(super) max_bytes: u64,
+}
+
+/// Parse and check a mint body: `Err` carries the 400 message.
+pub(super) fn parse_mint(body: &[u8]) -> Result<MintPlan, &'static str> {
+    let req: MintRequest = serde_json::from_slice(body).map_err(|_| "invalid JSON body")?;
+    for id in [&req.workspace_id, &req.source_id, &req.dest_id] {
+        if id.is_empty() {
+            return Err("workspace_id, source_id and dest_id are required");
+        }
+        if id.len() > MAX_ID {
+            return Err("an id is longer than 256 bytes");
+        }
+    }
+    let ttl_ms = req.ttl_ms.unwrap_or(DEFAULT_TTL_MS);
+    if ttl_ms <= 0 || ttl_ms > MAX_TTL_MS {
+        return Err("ttl_ms must be between 1 and 86400000");
+    }
+    Ok(MintPlan {
+        workspace: req.workspace_id,
+        ttl: Duration::from_millis(ttl_ms as u64),
+        max_bytes: req.max_bytes.unwrap_or(0),
+    })
+}
+
+/// Serve `POST /v1/tickets` (auth and method already checked).
+pub async fn serve_mint(shard: &Rc<Shard>, stream: TcpStream, head: &RequestHead, body: Vec<u8>) {
+    let body = match read_body(shard, &stream, head, body).await {
+        Ok(body) => body,
+        Err(BodyFailure::Refused(status, msg)) => {
+            return refuse(
+                shard,
+                stream,
+                "bad_mint_body",
+                response::json_error(status, msg),
+            )
+            .await
+        }
+        Err(BodyFailure::Closed) => return,
+    };
+    let resp = match parse_mint(&body) {
+        Ok(plan) => mint(shard, &plan),
+        Err(msg) => Err((400, msg)),
+    };
+    match resp {
+        Ok(resp) => respond_and_close(stream, &resp).await,
+        Err((status, msg)) => {
+            refuse(
+                shard,
+                stream,
+                "mint_refused",
+                response::json_error(status, msg),
+            )
+            .await
+        }
+    }
+}
+
+/// Mint under the caps; the 201 response or the refusal.
+fn mint(shard: &Rc<Shard>, plan: &MintPlan) -> Result<Vec<u8>, (u16, &'static str)> {
+    let cap = shard.config().max_relays_per_workspace;
+    let ticket = {
+        let registry = shard.tickets.borrow();
+        match registry.may_mint(&plan.workspace, cap) {
+            Err(MintRefusal::WorkspaceCap) => {
+                return Err((429, "workspace concurrent relay cap reached"))
+            }
+            Err(MintRefusal::TableFull) => return Err((503, "ticket table full")),
+            Ok(()) => {}
+        }
+        draw_owned_ticket(shard, |t| registry.contains(t)).ok_or((500, "could not mint"))?
+    };
+    let expires_at = Instant::now() + plan.ttl;
+    let expires_ms = unix_ms(SystemTime::now() + plan.ttl);
+    shard
+        .tickets
+        .borrow_mut()
+        .insert(ticket.clone(), &plan.workspace, expires_at, plan.max_bytes);
+    {
+        let mut stats = shard.stats.borrow_mut();
+        stats.event("tickets_minted");
+        stats.gauge_add("tickets", 1);
+    }
+    let body = serde_json::json!({"ticket": ticket, "expires_at": expires_ms}).to_string();
+    Ok(response::close_response(
+        201,
+        "application/json",
+        &[],
+        body.as_bytes(),
+    ))
+}
+
+/// A fresh `rly_…` ticket whose owner shard is this shard (redrawn until it is).
+fn draw_owned_ticket(shard: &Shard, taken: impl Fn(&str) -> bool) -> Option<String> {
+    let draws = DRAWS_PER_SHARD * shard.global.shards.max(1);
+    for _ in 0..draws {
+        let ticket = draw_ticket()?;
+        if shard.global.shard_of(ticket.as_bytes()) == shard.id && !taken(&ticket) {
+            return Some(ticket);
+        }
+    }
+    None
+}
+
+/// `rly_` + base64url (unpadded) of 32 CSPRNG bytes.
+pub(super) fn draw_ticket() -> Option<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).ok()?;
+    Some(format!(
+        "rly_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    ))
+}
+
+/// Milliseconds since the Unix epoch.
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Why the body could not be read.
+enum BodyFailure {
+    /// Answer with this status and message.
+    Refused(u16, &'static str),
+    /// The client went away or was too slow.
+    Closed,
+}
+
+/// Read the whole `Content-Length` body (bounded by `MAX_MINT_BODY` and the handshake
+/// timeout); `already` holds the bytes read past the head.
+async fn read_body(
+    shard: &Shard,
+    stream: &TcpStream,
+    head: &RequestHead,
+    mut already: Vec<u8>,
+) -> Result<Vec<u8>, BodyFailure> {
+    if head.header("transfer-encoding").is_some() {
+        return Err(BodyFailure::Refused(
+            400,
+            "send the body with Content-Length",
+        ));
+    }
+    let len = match head.header("content-length").map(str::parse::<usize>) {
+        None => 0,
+        Some(Ok(len)) => len,
+        Some(Err(_)) => return Err(BodyFailure::Refused(400, "bad Content-Length")),
+    };
+    if len > MAX_MINT_BODY {
+        return Err(BodyFailure::Refused(413, "body over 64 KiB"));
+    }
+    let timeout = shard.config().handshake_timeout;
+    monoio::time::timeout(timeout, fill(stream, &mut already, len))
+        .await
+        .map_err(|_| BodyFailure::Closed)?
+        .map_err(|_| BodyFailure::Closed)?;
+    already.truncate(len);
+    Ok(already)
+}
+
+/// Read until `buf` holds `len` bytes.
+async fn fill(stream: &TcpStream, buf: &mut Vec<u8>, len: usize) -> io::Result<()> {
+    while buf.len() < len {
+        match sys::recv_into(stream.as_raw_fd(), buf, len - buf.len()) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.readable(false).await?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_defaults_and_limits() {
+        let plan = parse_mint(br#"{"workspace_id":"w","source_id":"s","dest_id":"d"}"#);
+        assert_eq!(
+            plan,
+            Ok(MintPlan {
+                workspace: "w".into(),
+                ttl: Duration::from_millis(300_000),
+                max_bytes: 0
+            })
+        );
+        for bad in [
+            &br#"{"workspace_id":"","source_id":"s","dest_id":"d"}"#[..],
+            br#"{"source_id":"s","dest_id":"d"}"#,
+            br#"{"workspace_id":"w","source_id":"s","dest_id":"d","ttl_ms":0}"#,
+            br#"{"workspace_id":"w","source_id":"s","dest_id":"d","ttl_ms":-5}"#,
+            br#"{"workspace_id":"w","source_id":"s","dest_id":"d","max_bytes":-1}"#,
+            b"not json",
+        ] {
+            assert!(parse_mint(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn tickets_have_the_shape() {
+        let t = draw_ticket().unwrap_or_default();
+        assert!(crate::http::routes::is_ticket_shaped(&t), "{t}");
+    }
+}

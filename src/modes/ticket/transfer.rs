@@ -1,0 +1,353 @@
+//! One ticket's transfer: the pump that moves the PUT's body through a bounded window
+//! to the GET response, and the endings of PROTOCOL §6.2.
+//!
+//! One task owns both sockets. It reads the PUT only while the window has room and
+//! writes the GET whenever the window holds bytes, with raw non-blocking syscalls; it
+//! awaits readiness only when a syscall would block, so dropping a wait (the `select!`
+//! below) never loses bytes on either driver.
+
+use std::future::poll_fn;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use super::body::{framing_of, BodyIn, BodyOut, Decoded, Framing, ReadPlan, Window};
+use super::registry::{AbortFlag, Ending, SideConn};
+use crate::http::head::RequestHead;
+use crate::shard::accept::write_all;
+use crate::shard::Shard;
+use crate::sys;
+
+/// Rounds of syscalls the pump makes without awaiting before it yields to the shard's
+/// other tasks: a fast pair of sockets would otherwise never block and starve them.
+const ROUNDS_BEFORE_YIELD: u32 = 32;
+
+/// How long a finished side may take to read its response before its socket closes.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Most bytes a closing side reads and discards while lingering. An uploader refused
+/// mid-body (413, 502) keeps sending until it has read the response; closing with its
+/// bytes unread would reset the connection and destroy that response, so the bound is
+/// generous (a fast uploader on loopback needs a few MiB before it notices) and time is
+/// the real limit.
+const LINGER_BYTES: usize = 64 * 1024 * 1024;
+
+/// The PUT side of a transfer.
+pub(super) struct PutSide {
+    /// Its socket.
+    pub(super) conn: SideConn,
+    /// Its request head.
+    pub(super) head: RequestHead,
+    /// Body bytes read before the transfer began.
+    pub(super) pre: Vec<u8>,
+}
+
+/// How the pump stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// The whole body reached the GET socket.
+    Done,
+    /// The body went over `max_bytes`.
+    TooLarge,
+    /// The PUT ended early, failed, or sent a malformed chunked body.
+    PutBroke {
+        /// True for a malformed chunked body (the PUT then gets 400, not a silence).
+        malformed: bool,
+    },
+    /// The GET socket failed.
+    GetBroke,
+    /// `abort_all` at the drain timeout.
+    Aborted,
+}
+
+/// Run a transfer to its end and answer both sides; `ticket` is the registry key.
+pub(super) async fn run(shard: Rc<Shard>, ticket: String, mut put: PutSide, get: SideConn) {
+    let info = shard.tickets.borrow().running_info(&ticket);
+    let Some((max_bytes, abort)) = info else {
+        return;
+    };
+    let framing = framing_of(&put.head).unwrap_or(Framing::Length(0));
+    let over = matches!(framing, Framing::Length(n) if max_bytes > 0 && n > max_bytes);
+
+    // A declared length over the cap is refused before a byte moves (GET: no response).
+    let (stop, bytes) = if over {
+        (Stop::TooLarge, 0)
+    } else {
+        let mut pump = Pump {
+            body: BodyIn::new(framing, std::mem::take(&mut put.pre)),
+            out: BodyOut::new(framing),
+            window: Window::new(),
+            max_bytes,
+        };
+        let stop = pump.run(&shard, &put.conn, &get, &abort).await;
+        (stop, pump.body.total)
+    };
+    let ending = finish(&shard, &ticket, stop);
+    answer(ending, bytes, put.conn, get).await;
+}
+
+/// Record the ending: the ticket is spent, the gauge falls, the outcome is counted.
+fn finish(shard: &Shard, ticket: &str, stop: Stop) -> (Ending, bool) {
+    let (ending, malformed) = match stop {
+        Stop::Done => (Ending::Ok, false),
+        Stop::TooLarge => (Ending::TooLarge, false),
+        Stop::PutBroke { malformed } => (Ending::PutAborted, malformed),
+        Stop::GetBroke => (Ending::GetAborted, false),
+        Stop::Aborted => (Ending::Shutdown, false),
+    };
+    let was_unfinished = shard.tickets.borrow_mut().end(ticket, Instant::now());
+    let mut stats = shard.stats.borrow_mut();
+    if was_unfinished {
+        stats.gauge_add("tickets", -1);
+    }
+    stats.event(ending.event());
+    (ending, malformed)
+}
+
+/// Answer the PUT and close the GET as the ending says.
+async fn answer(ending: (Ending, bool), bytes: u64, put: SideConn, get: SideConn) {
+    let (status, error) = match ending {
+        (Ending::Ok, _) => (200, None),
+        (Ending::TooLarge, _) => (413, Some("body larger than the ticket's max_bytes")),
+        (Ending::GetAborted, _) => (502, Some("the receiving side disconnected")),
+        (Ending::PutAborted, true) => (400, Some("malformed chunked body")),
+        (Ending::PutAborted, false) => (400, Some("the request body ended early")),
+        (Ending::Shutdown, _) => (503, Some("shutting down")),
+    };
+    if status == 200 {
+        // The GET's whole response is written: let it read to the end, then close.
+        monoio::spawn(linger_close(get));
+    } else {
+        // Aborted: close now, short of its Content-Length or final chunk.
+        sys::shutdown_both(get.stream.as_raw_fd());
+        drop(get);
+    }
+    let body = put_body(bytes, error);
+    let resp =
+        crate::http::response::close_response(status, "application/json", &[], body.as_bytes());
+    respond(put, &resp).await;
+}
+
+/// `{"bytes":n,"status":"ok"}` or `{"bytes":n,"error":…,"status":"error"}`.
+fn put_body(bytes: u64, error: Option<&str>) -> String {
+    match error {
+        None => serde_json::json!({"bytes": bytes, "status": "ok"}).to_string(),
+        Some(error) => {
+            serde_json::json!({"bytes": bytes, "status": "error", "error": error}).to_string()
+        }
+    }
+}
+
+/// Write a final response, half-close, and linger briefly (bounded) for the client to
+/// read it before the socket closes.
+pub(super) async fn respond(conn: SideConn, resp: &[u8]) {
+    let written = monoio::time::timeout(LINGER * 5, write_all(&conn.stream, resp)).await;
+    if matches!(written, Ok(Ok(()))) {
+        linger_close(conn).await;
+    }
+}
+
+/// Half-close, then read and drop what the client still sends until EOF (bounded in
+/// time and bytes), so unread bytes do not turn the close into a reset that destroys
+/// what was written.
+async fn linger_close(conn: SideConn) {
+    sys::shutdown_write(conn.stream.as_raw_fd());
+    let _ = monoio::time::timeout(LINGER, discard(&conn)).await;
+}
+
+/// Read and drop up to `LINGER_BYTES` until EOF.
+async fn discard(conn: &SideConn) {
+    let mut sink = Vec::with_capacity(4096);
+    let mut total = 0;
+    while total < LINGER_BYTES {
+        sink.clear();
+        match sys::recv_into(conn.stream.as_raw_fd(), &mut sink, 4096) {
+            Ok(0) => return,
+            Ok(n) => total += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if conn.stream.readable(false).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// The moving parts of one transfer.
+struct Pump {
+    /// The PUT's body decoder.
+    body: BodyIn,
+    /// The GET's response framer.
+    out: BodyOut,
+    /// Bytes between the two.
+    window: Window,
+    /// Body cap; 0 = unlimited.
+    max_bytes: u64,
+}
+
+/// What one attempt at the PUT did.
+enum Pulled {
+    /// Payload bytes were added (0 when only framing was consumed).
+    Some,
+    /// The socket has nothing now.
+    Blocked,
+}
+
+impl Pump {
+    /// Move bytes until the body is through or a side breaks.
+    async fn run(
+        &mut self,
+        shard: &Shard,
+        put: &SideConn,
+        get: &SideConn,
+        abort: &AbortFlag,
+    ) -> Stop {
+        let mut rounds = 0;
+        loop {
+            if abort.is_raised() {
+                return Stop::Aborted;
+            }
+            let mut progressed = false;
+            let mut put_blocked = false;
+            if !self.body.is_done() && self.window.room() > 0 {
+                match self.pull(shard, put) {
+                    Ok(Pulled::Some) => progressed = true,
+                    Ok(Pulled::Blocked) => put_blocked = true,
+                    Err(stop) => return stop,
+                }
+            }
+            self.out.frame(self.window.len());
+            if self.body.is_done() {
+                self.out.frame(self.window.len());
+                if self.window.len() == 0 {
+                    self.out.finish();
+                }
+            }
+            let mut get_blocked = false;
+            if self.out.has_pending() {
+                match self.push(shard, get) {
+                    Ok(true) => progressed = true,
+                    Ok(false) => get_blocked = true,
+                    Err(()) => return Stop::GetBroke,
+                }
+            } else if self.body.is_done() {
+                return Stop::Done;
+            }
+            if progressed {
+                rounds += 1;
+                if rounds >= ROUNDS_BEFORE_YIELD {
+                    rounds = 0;
+                    yield_now().await;
+                }
+                continue;
+            }
+            rounds = 0;
+            if let Err(stop) = wait(put, get, abort, put_blocked, get_blocked).await {
+                return stop;
+            }
+        }
+    }
+
+    /// Take what the PUT has (decoded, into the window), under the cap.
+    fn pull(&mut self, shard: &Shard, put: &SideConn) -> Result<Pulled, Stop> {
+        let room = self.window.room();
+        let added = match self.body.decode_buffered(self.window.tail(room), room) {
+            Ok(Decoded::Bytes(n)) => Some(n),
+            Ok(Decoded::NeedInput) => self.read_socket(put, room)?,
+            Err(_) => return Err(Stop::PutBroke { malformed: true }),
+        };
+        let Some(added) = added else {
+            return Ok(Pulled::Blocked);
+        };
+        shard.stats.borrow_mut().message_in(added);
+        if self.max_bytes > 0 && self.body.total > self.max_bytes {
+            let excess = usize::try_from(self.body.total - self.max_bytes).unwrap_or(usize::MAX);
+            self.window.unappend(excess);
+            return Err(Stop::TooLarge);
+        }
+        Ok(Pulled::Some)
+    }
+
+    /// One non-blocking read from the PUT. `Ok(None)`: nothing there now.
+    fn read_socket(&mut self, put: &SideConn, room: usize) -> Result<Option<usize>, Stop> {
+        let fd = put.stream.as_raw_fd();
+        let read = match self.body.read_plan(room) {
+            ReadPlan::Direct(max) => sys::recv_into(fd, self.window.tail(max), max)
+                .inspect(|&n| self.body.took_direct(n)),
+            ReadPlan::Raw(max) => sys::recv_into(fd, self.body.raw_buffer(), max),
+        };
+        match read {
+            Ok(0) => Err(Stop::PutBroke { malformed: false }),
+            Ok(n) => match self.body.read_plan(room) {
+                ReadPlan::Direct(_) => Ok(Some(n)),
+                ReadPlan::Raw(_) => {
+                    let tail = self.window.tail(room);
+                    match self.body.decode_buffered(tail, room) {
+                        Ok(Decoded::Bytes(m)) => Ok(Some(m)),
+                        Ok(Decoded::NeedInput) => Ok(Some(0)),
+                        Err(_) => Err(Stop::PutBroke { malformed: true }),
+                    }
+                }
+            },
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Some(0)),
+            Err(_) => Err(Stop::PutBroke { malformed: false }),
+        }
+    }
+
+    /// One vectored write to the GET. `Ok(false)`: the socket is full.
+    fn push(&mut self, shard: &Shard, get: &SideConn) -> Result<bool, ()> {
+        let sent = {
+            let slices = self.out.slices(self.window.data());
+            sys::send_vectored(get.stream.as_raw_fd(), &slices)
+        };
+        match sent {
+            Ok(n) => {
+                let payload = self.out.advance(n);
+                self.window.consume(payload);
+                if payload > 0 {
+                    shard.stats.borrow_mut().message_out(payload);
+                }
+                Ok(n > 0)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
+            Err(_) => Err(()),
+        }
+    }
+}
+
+/// Wait until a blocked side may move again (or the abort flag rises).
+async fn wait(
+    put: &SideConn,
+    get: &SideConn,
+    abort: &AbortFlag,
+    put_blocked: bool,
+    get_blocked: bool,
+) -> Result<(), Stop> {
+    monoio::select! {
+        r = put.stream.readable(false), if put_blocked => {
+            r.map_err(|_| Stop::PutBroke { malformed: false })
+        }
+        r = get.stream.writable(false), if get_blocked => r.map_err(|_| Stop::GetBroke),
+        _ = abort.raised() => Err(Stop::Aborted),
+    }
+}
+
+/// Let the shard's other tasks run once.
+async fn yield_now() {
+    let mut yielded = false;
+    poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await
+}
