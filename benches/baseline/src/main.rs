@@ -1,0 +1,68 @@
+//! A deliberately ordinary WebSocket relay, written the way most relays are: a tokio
+//! multi-thread runtime, tokio-tungstenite, and one `Arc<Mutex<HashMap>>` registry
+//! shared by every worker thread. It speaks the server-id (PROTOCOL §3) and pair (§4)
+//! routes that `shardrelay-load` drives, so `make bench-compare` can put shardrelay's
+//! figures beside it.
+//!
+//! # Layout
+//! * `registry` — the shared route table and the guards that leave it.
+//! * `conn` — one connection: upgrade, route, a reader loop and a writer task.
+//! * `admin` — `/health` and `/stats` on the admin listener.
+
+mod admin;
+mod conn;
+mod registry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use clap::Parser;
+use tokio::net::TcpListener;
+
+/// Command line.
+#[derive(Parser)]
+#[command(about = "Baseline relay for bench-compare (tokio + tokio-tungstenite + Mutex<HashMap>)")]
+struct Cli {
+    /// Public listener: `/v1/server`, `/v1/client`, `/?pair=`.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Admin listener: `/health` and `/stats`.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    admin_listen: SocketAddr,
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    if let Err(why) = run(cli).await {
+        eprintln!("baseline: {why}");
+        std::process::exit(1);
+    }
+}
+
+/// Binds both listeners, prints the ready line, then accepts until killed.
+async fn run(cli: Cli) -> std::io::Result<()> {
+    let public = TcpListener::bind(cli.listen).await?;
+    let admin = TcpListener::bind(cli.admin_listen).await?;
+    println!(
+        "baseline: listening public={} admin={}",
+        public.local_addr()?,
+        admin.local_addr()?
+    );
+    tokio::spawn(admin::serve(admin));
+    let registry = Arc::new(registry::Registry::default());
+    loop {
+        match public.accept().await {
+            Ok((socket, _)) => {
+                // Small relayed messages must not wait for Nagle.
+                socket.set_nodelay(true)?;
+                tokio::spawn(conn::serve(socket, Arc::clone(&registry)));
+            }
+            Err(why) => {
+                // Out of descriptors, most likely: back off instead of spinning.
+                eprintln!("baseline: accept: {why}");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
