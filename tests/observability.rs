@@ -105,14 +105,25 @@ fn json_logs_are_one_object_per_line_with_lifecycle_events_and_no_token() {
     let _ = next_text(&mut binary);
     close_with(&mut phone, 1000);
     let _ = next_text(&mut binary);
-    wait_until("the close is logged", || relay.logs().contains("\"closed\""));
+    wait_until("the close is logged", || {
+        relay.logs().contains("\"closed\"")
+    });
     let logs = relay.logs();
     for line in logs.lines() {
-        let v: serde_json::Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        assert!(v.get("level").is_some() && v.get("fields").is_some(), "{line}");
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v.get("level").is_some() && v.get("fields").is_some(),
+            "{line}"
+        );
     }
-    for step in ["accepted", "upgraded", "binary claimed server-id", "phone attached", "closed"] {
+    for step in [
+        "accepted",
+        "upgraded",
+        "binary claimed server-id",
+        "phone attached",
+        "closed",
+    ] {
         assert!(logs.contains(step), "no {step:?} event in the logs");
     }
     assert!(!logs.contains(token));
