@@ -38,6 +38,9 @@ pub enum Command {
     Ticket(TicketArgs),
     /// Open and hold N upgraded connections of one style for --duration.
     Idle(IdleArgs),
+    /// Misbehave on every style at a low rate (kill mid-frame, half-close, garbage,
+    /// oversize, reconnect) and check the relay's answers.
+    Chaos(ChaosArgs),
 }
 
 /// Flags shared by every scenario.
@@ -192,6 +195,74 @@ pub enum IdleStyle {
     Echo,
 }
 
+/// `chaos` flags (its own: it runs no plan, no monoio workers).
+#[derive(Debug, Args)]
+pub struct ChaosArgs {
+    /// The relay's public listener (loopback only).
+    #[arg(long, alias = "url", env = "SHARDRELAY_LOAD_TARGET", default_value = "127.0.0.1:8080", value_parser = parse_loopback)]
+    pub target: SocketAddr,
+    /// The relay's admin listener, for ticket minting (loopback only).
+    #[arg(long, env = "SHARDRELAY_LOAD_ADMIN", default_value = "127.0.0.1:9090", value_parser = parse_loopback)]
+    pub admin: SocketAddr,
+    /// Bearer token for the admin listener, when the relay has one.
+    #[arg(long, env = "SHARDRELAY_LOAD_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// How long to keep misbehaving.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Stop after this many actions in all.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Actions per second in total (each opens one or two routes and abuses one).
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    /// Threads, each running one action at a time.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Styles to abuse, comma-separated (`echo` needs the relay's `--enable-echo`).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "server-id,pair,session,ticket"
+    )]
+    pub styles: Vec<ChaosStyle>,
+    /// The relay's `--max-message`: oversize messages are one byte over it.
+    #[arg(long, default_value = "256KiB", value_parser = parse_size)]
+    pub max_message: usize,
+    /// Limit for a connect and for each wait on the relay's answer.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub io_timeout: Duration,
+}
+
+/// Routes `chaos` abuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum ChaosStyle {
+    /// A phone of a binary (`/v1/client`, `/v1/server`).
+    ServerId,
+    /// A pair side (`/?pair=`).
+    Pair,
+    /// A session browser (`/browser`, host on `/mac`).
+    Session,
+    /// A ticket transfer (`PUT`/`GET /v1/relay`).
+    Ticket,
+    /// `/v1/echo`.
+    Echo,
+}
+
+impl ChaosStyle {
+    /// Name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ServerId => "server-id",
+            Self::Pair => "pair",
+            Self::Session => "session",
+            Self::Ticket => "ticket",
+            Self::Echo => "echo",
+        }
+    }
+}
+
 /// Source addresses for client sockets, used round-robin.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceIps(pub Vec<IpAddr>);
@@ -344,6 +415,13 @@ mod tests {
         assert!(parse_source_ips("127.0.0.9-127.0.0.1").is_err());
     }
 
+    fn cli_styles(command: &Command) -> Option<Vec<ChaosStyle>> {
+        match command {
+            Command::Chaos(a) => Some(a.styles.clone()),
+            _ => None,
+        }
+    }
+
     #[test]
     fn cli_parses_each_subcommand() {
         let cli = Cli::try_parse_from([
@@ -367,5 +445,10 @@ mod tests {
         assert!(Cli::try_parse_from(["x", "idle", "--style", "echo"]).is_ok());
         assert!(Cli::try_parse_from(["x", "ticket", "--size", "1MiB", "--count", "3"]).is_ok());
         assert!(Cli::try_parse_from(["x", "session", "--oneway"]).is_ok());
+        let chaos =
+            Cli::try_parse_from(["x", "chaos", "--styles", "pair,echo", "--rate", "5"]).unwrap();
+        assert!(
+            matches!(cli_styles(&chaos.command), Some(s) if s == [ChaosStyle::Pair, ChaosStyle::Echo])
+        );
     }
 }

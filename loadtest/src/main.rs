@@ -4,11 +4,10 @@
 use clap::Parser;
 
 use shardrelay_load::cli::Cli;
-use shardrelay_load::plan::Plan;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let outcome = Plan::from_command(cli.command).and_then(shardrelay_load::run::run);
+    let outcome = shardrelay_load::run::command(cli.command);
     match outcome {
         Ok(code) => std::process::ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(why) => {

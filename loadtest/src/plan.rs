@@ -254,6 +254,7 @@ impl Plan {
                 true,
                 a.common,
             ),
+            Command::Chaos(_) => return Err("chaos runs without a plan (run::command)".into()),
         };
         let plan = Self::assemble(style, idle, common);
         plan.check()?;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::cli::Command;
 use crate::clock::duration_nanos;
 use crate::plan::Plan;
 use crate::relay_stats;
@@ -25,6 +26,15 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 const START_LEAD: Duration = Duration::from_millis(50);
 /// Slack past the last phase before the main thread gives up on a worker.
 const JOIN_SLACK: Duration = Duration::from_secs(20);
+
+/// Runs a parsed command: `chaos` on its own threads, every other scenario through
+/// its plan; returns the process exit code.
+pub fn command(command: Command) -> Result<i32, String> {
+    match command {
+        Command::Chaos(args) => crate::scenario::chaos::run(&args),
+        other => Plan::from_command(other).and_then(run),
+    }
+}
 
 /// Runs `plan` to the end; returns the process exit code.
 pub fn run(plan: Plan) -> Result<i32, String> {

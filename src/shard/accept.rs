@@ -83,6 +83,7 @@ async fn serve_new(
 ) {
     sys::set_nodelay(stream.as_raw_fd());
     tracing::debug!(shard = shard.id, %peer, listener = ?which, "accepted");
+    let _in_handshake = (which == Listener::Public).then(|| HandshakeGauge::open(&shard));
     let admitted = match which {
         Listener::Admin => Ok(None),
         Listener::Public => admit(&shard, peer),
@@ -119,6 +120,23 @@ async fn serve_new(
         Listener::Public => {
             route_public(&shard, stream, peer, head, leftover, accepted_at, permit).await
         }
+    }
+}
+
+/// Counts a connection under `connections.handshake` from its accept until this shard is
+/// done with its head (answered, upgraded, or handed to its owner).
+struct HandshakeGauge<'a>(&'a Shard);
+
+impl<'a> HandshakeGauge<'a> {
+    fn open(shard: &'a Shard) -> Self {
+        shard.stats.borrow_mut().conn_opened(ConnKind::Handshake);
+        HandshakeGauge(shard)
+    }
+}
+
+impl Drop for HandshakeGauge<'_> {
+    fn drop(&mut self) {
+        self.0.stats.borrow_mut().conn_closed(ConnKind::Handshake);
     }
 }
 
