@@ -293,11 +293,14 @@ impl Decoder {
             FrameKind::Start(kind) => {
                 self.in_progress = Some(kind);
                 self.reassembly.extend_from_slice(payload);
+                check_text_so_far(kind, &self.reassembly, 0)?;
                 Ok(None)
             }
             FrameKind::Continuation(kind) => {
+                let appended_from = self.reassembly.len();
                 self.reassembly.extend_from_slice(payload);
                 if !header.fin {
+                    check_text_so_far(kind, &self.reassembly, appended_from)?;
                     return Ok(None);
                 }
                 self.in_progress = None;
@@ -338,6 +341,29 @@ fn unmask_payload<'a>(buf: &'a mut [u8], header: &Header) -> Option<&'a [u8]> {
     let payload = buf.get_mut(header.header_len..header.frame_len)?;
     apply_mask(payload, header.key);
     Some(payload)
+}
+
+/// Fail fast on a fragmented text message (RFC 6455 §8.1): what has arrived so far must
+/// be valid UTF-8 up to a possibly unfinished last character. Only the bytes appended at
+/// `appended_from` are checked, from the character boundary before them, so a message
+/// of many fragments costs linear time.
+fn check_text_so_far(
+    kind: MessageKind,
+    text: &[u8],
+    appended_from: usize,
+) -> Result<(), ProtocolError> {
+    if kind != MessageKind::Text {
+        return Ok(());
+    }
+    let mut start = appended_from.saturating_sub(3).min(text.len());
+    while start > 0 && text.get(start).is_some_and(|b| b & 0xc0 == 0x80) {
+        start -= 1;
+    }
+    match std::str::from_utf8(text.get(start..).unwrap_or_default()) {
+        Ok(_) => Ok(()),
+        Err(e) if e.error_len().is_none() => Ok(()),
+        Err(_) => Err(ProtocolError::BadUtf8),
+    }
 }
 
 /// A complete data message, with text checked to be UTF-8.
@@ -697,6 +723,26 @@ mod tests {
                 text("hello, world"),
                 bin(&[1, 2, 3]),
             ])
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_in_an_early_text_fragment_fails_at_once() {
+        // 0xce 0xba is "κ"; 0xff is never valid: the first fragment already fails.
+        let mut dec = Decoder::new();
+        let mut first = frame(false, 0x1, &[0xce, 0xba, 0xff]);
+        assert_eq!(
+            dec.decode(&mut first, MAX).err(),
+            Some(ProtocolError::BadUtf8)
+        );
+        // A character split across fragments is fine until the message ends.
+        let mut dec = Decoder::new();
+        let mut first = frame(false, 0x1, &[b'a', 0xce]);
+        assert!(matches!(dec.decode(&mut first, MAX), Ok(Some((None, _)))));
+        let mut bad = frame(false, 0x0, &[0x41]);
+        assert_eq!(
+            dec.decode(&mut bad, MAX).err(),
+            Some(ProtocolError::BadUtf8)
         );
     }
 
