@@ -9,7 +9,7 @@
 
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 /// Read what the socket has, without blocking, into the spare capacity of `buf`
 /// (at most `max` bytes). Returns the bytes read (0 = the peer closed its side);
@@ -131,9 +131,4 @@ pub fn open_files_limit() -> usize {
         return 1024;
     }
     lim.rlim_cur as usize
-}
-
-/// The raw descriptor of anything that has one (a re-export for call sites' brevity).
-pub fn raw(fd: &impl AsRawFd) -> RawFd {
-    fd.as_raw_fd()
 }

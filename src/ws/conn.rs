@@ -737,11 +737,11 @@ fn read_batch(shard: &Rc<Shard>, conn: &Rc<Conn>) -> Step {
         let short_read = matches!(got, Ok(n) if n < READ_CHUNK);
         let step = match got {
             Ok(0) => Step::End,
-            Ok(n) => {
+            Ok(_) => {
                 conn.last_rx.set(Instant::now());
                 conn.ping_sent.set(None);
                 modes::on_activity(shard, conn);
-                process_buffer(shard, conn, &mut buf, n)
+                process_buffer(shard, conn, &mut buf)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 restore_buffer(shard, conn, buf, from_partial);
@@ -790,15 +790,13 @@ fn keep_leftover(shard: &Shard, conn: &Conn, mut buf: Vec<u8>, from_partial: boo
 /// Process bytes already in `partial` (those that came with the request head).
 fn process_partial(shard: &Rc<Shard>, conn: &Rc<Conn>) -> Step {
     let mut buf = conn.partial.take();
-    let n = buf.len();
-    let step = process_buffer(shard, conn, &mut buf, n);
+    let step = process_buffer(shard, conn, &mut buf);
     keep_leftover(shard, conn, buf, true);
     step
 }
 
 /// Decode and dispatch every whole frame in `buf`, leaving only the unconsumed tail.
-fn process_buffer(shard: &Rc<Shard>, conn: &Rc<Conn>, buf: &mut Vec<u8>, fresh: usize) -> Step {
-    let _ = fresh;
+fn process_buffer(shard: &Rc<Shard>, conn: &Rc<Conn>, buf: &mut Vec<u8>) -> Step {
     if conn.discarding.get() {
         buf.clear();
         return Step::Continue;
