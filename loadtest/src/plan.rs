@@ -384,7 +384,7 @@ fn idle_style(style: IdleStyle, connections: usize, phones: usize, tag: &str) ->
 
 /// 8 random hex digits naming this run's server-ids, pair codes and workspaces, so
 /// runs never collide with a previous run's slots still in their grace window.
-fn run_tag() -> String {
+pub(crate) fn run_tag() -> String {
     let mut bytes = [0u8; 4];
     if getrandom::fill(&mut bytes).is_err() {
         // Without OS randomness, the time is unique enough between runs.

@@ -111,7 +111,7 @@ pub fn run(args: &ChaosArgs) -> Result<i32, String> {
         admin_token: args.admin_token.clone(),
         io_timeout: args.io_timeout,
         max_message: args.max_message,
-        tag: format!("chaos-{}-", run_tag()),
+        tag: format!("chaos-{}-", crate::plan::run_tag()),
     });
     let combos: Arc<Vec<(ChaosStyle, Fault)>> = Arc::new(
         args.styles
@@ -227,16 +227,4 @@ fn report(args: &ChaosArgs, tally: &Tally, took: Duration) -> i32 {
         }
     );
     code
-}
-
-/// Eight hex digits from the OS's randomness (or the clock without it).
-fn run_tag() -> String {
-    let mut bytes = [0u8; 4];
-    if getrandom::fill(&mut bytes).is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        bytes = nanos.to_le_bytes();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
