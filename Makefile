@@ -20,7 +20,7 @@ run: release
 ## Everything CI checks: formatting, lints, unit and property tests, the black-box suite
 ## once per driver (io_uring, then epoll), then Autobahn and the real-client interop
 ## checks against the same (debug) binary the suite used.
-test: lint test-unit test-uring test-epoll test-conformance test-interop
+test: lint test-unit test-uring test-epoll test-conformance test-interop soak-short
 
 test-conformance:
 	SHARDRELAY_BIN=$(TARGET_DIR)/debug/shardrelay CARGO="$(CARGO)" bash scripts/conformance.sh
@@ -81,7 +81,8 @@ soak:
 	$(CARGO) build --release -p shardrelay -p shardrelay-load
 	SOAK_NO_BUILD=1 SOAK_SECONDS=$(SOAK_SECONDS) CARGO="$(CARGO)" bash scripts/soak.sh
 
-## The same for 60 s (part of `make test`).
+## The same for 60 s on the debug builds `make test` already has (part of `make test`).
 soak-short:
-	$(CARGO) build --release -p shardrelay -p shardrelay-load
-	SOAK_NO_BUILD=1 SOAK_SECONDS=60 CARGO="$(CARGO)" bash scripts/soak.sh
+	$(CARGO) build -p shardrelay -p shardrelay-load
+	SHARDRELAY_BIN=$(TARGET_DIR)/debug/shardrelay SOAK_LOAD_BIN=$(TARGET_DIR)/debug/shardrelay-load \
+		SOAK_SECONDS=60 CARGO="$(CARGO)" bash scripts/soak.sh

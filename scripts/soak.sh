@@ -19,8 +19,10 @@
 #
 # Environment: SOAK_SECONDS (default 600), SOAK_WARMUP (default 30, the RSS reference
 # point), SOAK_OUT (default target/soak: logs and JSON reports), SOAK_LOG_LEVEL (the
-# relay's, default warn), SOAK_NO_BUILD=1 to skip the build, CARGO, CARGO_TARGET_DIR,
-# SHARDRELAY_DRIVER (reaches the relay).
+# relay's, default warn), SOAK_NO_BUILD=1 to skip the build, SHARDRELAY_BIN and
+# SOAK_LOAD_BIN to test other binaries than the release ones (`make soak-short` uses the
+# debug builds `make test` already has), SOAK_RATE_PERCENT (default 100) to scale every
+# load and chaos rate, CARGO, CARGO_TARGET_DIR, SHARDRELAY_DRIVER (reaches the relay).
 # Loops are bounded: every wait polls a condition against a deadline.
 set -euo pipefail
 
@@ -29,7 +31,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/relay.sh"
 SOAK_SECONDS=${SOAK_SECONDS:-600}
 SOAK_WARMUP=${SOAK_WARMUP:-30}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-LOAD_BIN=$TARGET_DIR/release/shardrelay-load
+LOAD_BIN=${SOAK_LOAD_BIN:-$TARGET_DIR/release/shardrelay-load}
+RATE_PERCENT=${SOAK_RATE_PERCENT:-100}
 OUT=${SOAK_OUT:-$TARGET_DIR/soak}
 # Drain limit for the shutdown phase: long enough for a ticket transfer to be caught
 # mid-body, short enough for soak-short.
@@ -62,7 +65,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [ -z "${SOAK_NO_BUILD:-}" ]; then
+if [ -z "${SOAK_NO_BUILD:-}" ] && [ -z "${SHARDRELAY_BIN:-}${SOAK_LOAD_BIN:-}" ]; then
     log "building: $CARGO build --release -p shardrelay -p shardrelay-load"
     (cd "$ROOT" && "$CARGO" build --release --quiet -p shardrelay -p shardrelay-load) || die "build failed"
 fi
@@ -102,19 +105,22 @@ load() {
 # Which styles the relay implements (session and ticket landed after pair and server-id).
 have_style() { ! grep -rqi placeholder "$ROOT/src/modes/$1"* 2>/dev/null; }
 
+# rate PER_SECOND: PER_SECOND scaled by SOAK_RATE_PERCENT, at least 1.
+rate() { local r=$(($1 * RATE_PERCENT / 100)); echo $((r > 0 ? r : 1)); }
+
 # start_load WINDOW_S NAME_SUFFIX TICKET_BODY DRAIN
 start_load() {
     local window=$1 tag=$2 ticket_size=$3 drain=$4
     LOAD_PIDS=()
     LOAD_NAMES=()
     local common=(--warmup 2s --duration "${window}s" --drain "$drain" --no-relay-stats)
-    load "pair$tag" pair "${common[@]}" --pairs 100 --rate 1000 --size 256
-    load "server-id$tag" server-id "${common[@]}" --binaries 20 --phones 4 --rate 1000
+    load "pair$tag" pair "${common[@]}" --pairs 100 --rate "$(rate 1000)" --size 256
+    load "server-id$tag" server-id "${common[@]}" --binaries 20 --phones 4 --rate "$(rate 1000)"
     if have_style session; then
-        load "session$tag" session "${common[@]}" --sessions 40 --rate 500
+        load "session$tag" session "${common[@]}" --sessions 40 --rate "$(rate 500)"
     fi
     if have_style ticket; then
-        load "ticket$tag" ticket "${common[@]}" --connections 2 --size "$ticket_size" --rate 4
+        load "ticket$tag" ticket "${common[@]}" --connections 2 --size "$ticket_size" --rate "$(rate 4)"
     fi
 }
 
@@ -132,7 +138,7 @@ chaos_styles=server-id,pair,echo
 have_style session && chaos_styles+=,session
 have_style ticket && chaos_styles+=,ticket
 "$LOAD_BIN" chaos --target "$RELAY_PUBLIC" --admin "$RELAY_ADMIN" --duration "${SOAK_SECONDS}s" \
-    --rate 10 --styles "$chaos_styles" >"$OUT/chaos.txt" 2>"$OUT/chaos.log" &
+    --rate "$(rate 10)" --styles "$chaos_styles" >"$OUT/chaos.txt" 2>"$OUT/chaos.log" &
 CHAOS_PID=$!
 started=$SECONDS
 warm_at=$((started + SOAK_WARMUP))
