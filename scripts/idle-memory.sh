@@ -7,8 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 style=${1:-pair}
 n=${2:-15000}
-RELAY=./target/release/shardrelay
-LOAD=./target/release/shardrelay-load
+RELAY=${SHARDRELAY_BIN:-./target/release/shardrelay}
+LOAD=${SOAK_LOAD_BIN:-./target/release/shardrelay-load}
 out=$(mktemp -d)
 relay_pid=""; load_pid=""
 cleanup() {
@@ -32,7 +32,7 @@ open_conns() {
 }
 hold() {  # open N idle connections in the background; wait until all are up
     "$LOAD" idle --style "$style" --target "$public" --admin "$admin" --connections "$n" \
-    --duration 600s --connect-rate 5000 --source-ips 127.0.0.1-127.0.0.8 --no-relay-stats \
+    --duration 600s --connect-rate "${IDLE_CONNECT_RATE:-5000}" --source-ips 127.0.0.1-127.0.0.8 --no-relay-stats \
     >"$out/load.txt" 2>&1 &
     load_pid=$!
     local deadline=$((SECONDS + 120))
