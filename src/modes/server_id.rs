@@ -88,10 +88,28 @@ impl BinaryRole {
 pub struct PhoneRole {
     /// The slot's server-id.
     pub server_id: Rc<str>,
-    /// `client-<server-id>-<8 hex>`, unique in the slot.
-    pub conn_id: Rc<str>,
-    /// `{"conn_id":"…","frame":` — shared by every message of this phone.
+    /// `{"conn_id":"…","frame":` — shared by every message of this phone, and the only
+    /// copy of its conn_id (`client-<server-id>-<8 hex>`, unique in the slot) a phone
+    /// carries: the close notice and the logs take it from here.
     prefix: Rc<[u8]>,
+}
+
+/// The envelope prefix's fixed parts around the JSON-quoted conn_id.
+const PREFIX_HEAD: &str = r#"{"conn_id":"#;
+/// See [`PREFIX_HEAD`].
+const PREFIX_TAIL: &str = r#","frame":"#;
+
+impl PhoneRole {
+    /// The conn_id as a JSON string literal, quotes included.
+    fn quoted_conn_id(&self) -> &[u8] {
+        &self.prefix[PREFIX_HEAD.len()..self.prefix.len() - PREFIX_TAIL.len()]
+    }
+
+    /// The conn_id for a log line (JSON-escaped, without its quotes).
+    fn conn_id_for_log(&self) -> String {
+        let quoted = String::from_utf8_lossy(self.quoted_conn_id());
+        escaped(quoted.trim_matches('"'))
+    }
 }
 
 /// A binary upgraded on `/v1/server`.
@@ -219,15 +237,15 @@ pub fn on_phone(
                 shard.stats.borrow_mut().event("phones_over_cap");
             }
             Some(slot) => {
-                let role = attach_phone(slot, server_id);
+                let (conn_id, role) = attach_phone(slot, server_id);
                 tracing::info!(
                     shard = shard.id,
                     server_id = %escaped(server_id),
-                    conn_id = %escaped(&role.conn_id),
+                    conn_id = %escaped(&conn_id),
                     device_name = %escaped(device_name.unwrap_or("")),
                     "phone attached"
                 );
-                slot.phones.push((role.conn_id.clone(), conn.clone()));
+                slot.phones.push((conn_id, conn.clone()));
                 *conn.role.borrow_mut() = Role::Phone(role);
             }
         }
@@ -236,7 +254,7 @@ pub fn on_phone(
 }
 
 /// Mint a conn_id unique in the slot and the phone's envelope prefix.
-fn attach_phone(slot: &ServerSlot, server_id: &str) -> PhoneRole {
+fn attach_phone(slot: &ServerSlot, server_id: &str) -> (Rc<str>, PhoneRole) {
     let conn_id = loop {
         let candidate = format!("client-{server_id}-{}", random_hex8());
         if slot.phone(&candidate).is_none() {
@@ -244,12 +262,12 @@ fn attach_phone(slot: &ServerSlot, server_id: &str) -> PhoneRole {
         }
     };
     let quoted = serde_json::Value::String(conn_id.clone()).to_string();
-    let prefix = format!("{{\"conn_id\":{quoted},\"frame\":");
-    PhoneRole {
+    let prefix = format!("{PREFIX_HEAD}{quoted}{PREFIX_TAIL}");
+    let role = PhoneRole {
         server_id: Rc::from(server_id),
-        conn_id: Rc::from(conn_id),
         prefix: Rc::from(prefix.into_bytes()),
-    }
+    };
+    (Rc::from(conn_id), role)
 }
 
 /// 8 lowercase hex digits from the OS CSPRNG.
@@ -450,9 +468,9 @@ fn deliver_to_phone(
 ) {
     if phone.queued_bytes() + bytes.len() > shard.config().max_queue {
         shard.stats.borrow_mut().dropped("phone_backlog_full");
-        let conn_id = detach_phone(shard, &binary.server_id, phone);
-        if let (Some(holder), Some(conn_id)) = (holder_of(shard, &binary.server_id), conn_id) {
-            send_close_notice(shard, &holder, &conn_id, 1011);
+        let role = detach_phone(shard, &binary.server_id, phone);
+        if let (Some(holder), Some(role)) = (holder_of(shard, &binary.server_id), role) {
+            send_close_notice(shard, &holder, &role, 1011);
         }
         phone.failed.set(true);
         phone.close_discarding(shard, 1011, "phone backlog full");
@@ -465,23 +483,25 @@ fn deliver_to_phone(
 }
 
 /// Take a phone out of its slot (the relay closes it; its end changes nothing more).
-/// Returns its conn_id.
-fn detach_phone(shard: &Shard, sid: &str, phone: &Rc<Conn>) -> Option<Rc<str>> {
+/// Returns its role.
+fn detach_phone(shard: &Shard, sid: &str, phone: &Rc<Conn>) -> Option<PhoneRole> {
     let role = std::mem::replace(&mut *phone.role.borrow_mut(), Role::Detached);
     if let Some(slot) = shard.server_ids.borrow_mut().slots.get_mut(sid) {
         slot.remove_phone(phone);
     }
     match role {
-        Role::Phone(p) => Some(p.conn_id),
+        Role::Phone(p) => Some(p),
         _ => None,
     }
 }
 
 /// `{"conn_id":"…","close_code":N}` to a binary.
-fn send_close_notice(shard: &Rc<Shard>, binary: &Rc<Conn>, conn_id: &str, code: u16) {
+fn send_close_notice(shard: &Rc<Shard>, binary: &Rc<Conn>, phone: &PhoneRole, code: u16) {
     // Written by hand to keep pyrycode's field order (conn_id first).
-    let quoted = serde_json::Value::String(conn_id.to_owned()).to_string();
-    let body = format!("{{\"conn_id\":{quoted},\"close_code\":{code}}}");
+    let mut body = Vec::with_capacity(phone.prefix.len() + 8);
+    body.extend_from_slice(PREFIX_HEAD.as_bytes());
+    body.extend_from_slice(phone.quoted_conn_id());
+    body.extend_from_slice(format!(",\"close_code\":{code}}}").as_bytes());
     let frame = OutFrame::message(OpCode::Text, None, Bytes::from(body), b"");
     binary.send(shard, frame);
 }
@@ -498,9 +518,9 @@ pub fn on_phone_gone(shard: &Rc<Shard>, conn: &Rc<Conn>, phone: &PhoneRole) {
     }
     let code = conn.peer_close.get().unwrap_or(1006);
     if let Some(binary) = holder_of(shard, &phone.server_id) {
-        send_close_notice(shard, &binary, &phone.conn_id, code);
+        send_close_notice(shard, &binary, phone, code);
     }
-    tracing::info!(shard = shard.id, conn_id = %escaped(&phone.conn_id), code, "phone left");
+    tracing::info!(shard = shard.id, conn_id = %phone.conn_id_for_log(), code, "phone left");
 }
 
 /// A binary's connection ended: a holder's slot enters its grace window (or passes to

@@ -264,7 +264,7 @@ async fn upgrade_here(shard: &Rc<Shard>, stream: TcpStream, request: Upgrade) {
     }
     let kind = request.route.conn_kind();
     shard.stats.borrow_mut().conn_opened(kind);
-    let conn = Conn::new(stream, request.peer, kind, request.permit);
+    let conn = Conn::new(stream, kind, request.permit);
     conn.send_handshake(shard, response::switching_protocols(&request.accept_key));
     tracing::debug!(shard = shard.id, peer = %request.peer, kind = kind.name(), "upgraded");
     modes::on_upgrade(shard, conn, request.route, request.head, request.leftover);

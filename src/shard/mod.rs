@@ -247,10 +247,14 @@ impl Shard {
         }
     }
 
-    /// Start serving an upgraded connection: track it and run its reader.
+    /// Start serving an upgraded connection: track it and run its reader, which first
+    /// processes `initial` (bytes that came with the request head, or that a moved
+    /// connection had read but not decoded). They wait in the connection, not in the
+    /// reader's future, which stays small for the connection's whole life.
     pub fn spawn_reader(self: &Rc<Self>, conn: Rc<Conn>, initial: Vec<u8>) {
         self.track(&conn);
-        monoio::spawn(conn::run_reader(self.clone(), conn, initial));
+        conn.set_initial(initial);
+        monoio::spawn(conn::run_reader(self.clone(), conn));
     }
 
     /// Gather every shard's stats snapshot over the inboxes (this shard's too).

@@ -33,9 +33,12 @@ fn tick_once(shard: &Rc<Shard>, now: Instant) {
 }
 
 /// Ping connections quiet for a ping interval; close those that did not answer within
-/// the pong timeout; abort close handshakes past their linger.
+/// the pong timeout (counted from the latest the ping can have left: the first tick
+/// after `last_rx + ping_interval`); abort close handshakes past their linger; give
+/// back the buffers of connections quiet for a tick.
 fn heartbeat(shard: &Rc<Shard>, now: Instant) {
     let cfg = shard.config();
+    let period = cfg.tick_period();
     let conns: Vec<Rc<Conn>> = shard
         .conns
         .borrow()
@@ -50,19 +53,23 @@ fn heartbeat(shard: &Rc<Shard>, now: Instant) {
                 }
             }
             ConnState::Open if conn.paused.get() => {}
-            ConnState::Open => match conn.ping_sent.get() {
-                Some(sent) if now.saturating_duration_since(sent) >= cfg.pong_timeout => {
-                    shard.stats.borrow_mut().event("heartbeat_timeouts");
-                    conn.failed.set(true);
-                    conn.close_discarding(shard, 1011, "heartbeat timeout");
-                }
-                Some(_) => {}
-                None => {
-                    if now.saturating_duration_since(conn.last_rx.get()) >= cfg.ping_interval {
-                        conn.ping(shard);
+            ConnState::Open => {
+                let quiet = now.saturating_duration_since(conn.last_rx.get());
+                if conn.ping_pending.get() {
+                    // The ping left within a tick of its due time: a full pong timeout
+                    // after the latest it can have left.
+                    if quiet >= cfg.ping_interval + period + cfg.pong_timeout {
+                        shard.stats.borrow_mut().event("heartbeat_timeouts");
+                        conn.failed.set(true);
+                        conn.close_discarding(shard, 1011, "heartbeat timeout");
                     }
+                } else if quiet >= cfg.ping_interval {
+                    conn.ping(shard);
                 }
-            },
+                if quiet >= period {
+                    conn.release_idle_buffers();
+                }
+            }
         }
     }
 }

@@ -148,6 +148,13 @@ impl Decoder {
         Self::default()
     }
 
+    /// Free the reassembly buffer between messages (an idle connection keeps none).
+    pub fn release_idle_buffers(&mut self) {
+        if self.in_progress.is_none() && self.reassembly.capacity() > 0 {
+            self.reassembly = Vec::new();
+        }
+    }
+
     /// True while a fragmented message is being reassembled.
     pub fn in_fragment(&self) -> bool {
         self.in_progress.is_some()

@@ -213,6 +213,19 @@ pub enum Flushed {
     Broken,
 }
 
+/// A connection's peer address as logs print it (`-` once the socket is gone).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(Option<SocketAddr>);
+
+impl std::fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
 /// One upgraded connection, owned by its shard (`Rc`, never crosses a core).
 pub struct Conn {
     /// Key in the shard's connection table.
@@ -221,8 +234,6 @@ pub struct Conn {
     pub stream: monoio::net::TcpStream,
     /// The socket's descriptor, for the raw non-blocking reads and writes.
     pub fd: RawFd,
-    /// The client's address (logged, never its payloads).
-    pub peer: SocketAddr,
     /// What this connection is in its rendezvous (binary, phone, pair side…).
     pub role: RefCell<Role>,
     /// The kind counted in `/stats` `connections`.
@@ -253,8 +264,10 @@ pub struct Conn {
     pub overflow: Cell<Overflow>,
     /// Last time any bytes arrived (heartbeat).
     pub last_rx: Cell<Instant>,
-    /// When the relay's unanswered ping went out.
-    pub ping_sent: Cell<Option<Instant>>,
+    /// The relay's heartbeat ping went out and nothing has arrived since. It went out at
+    /// the first tick after `last_rx + ping_interval`, so the pong deadline is counted
+    /// from then (`tick::heartbeat`).
+    pub ping_pending: Cell<bool>,
     /// The reader is paused by back-pressure (the heartbeat leaves it alone).
     pub paused: Cell<bool>,
     /// The close code the client sent (1005 when its close frame had none); None while
@@ -263,14 +276,16 @@ pub struct Conn {
     /// The relay closed this connection for a fault of its own making (protocol error,
     /// heartbeat): its peer is told the connection failed.
     pub failed: Cell<bool>,
-    /// Bytes of a frame cut by the read boundary.
-    partial: RefCell<Vec<u8>>,
+    /// Bytes of a frame cut by the read boundary (and, before the reader's first read,
+    /// the bytes that came with the request head).
+    partial: Cell<Vec<u8>>,
     /// Frame decoder and fragment reassembly.
     decoder: RefCell<Decoder>,
     /// Readers paused on this connection's full queue.
     drain_waiters: RefCell<Vec<Waker>>,
-    /// A move to another shard asked for by the rendezvous (session joins).
-    transfer: RefCell<Option<(usize, Resume)>>,
+    /// A move to another shard asked for by the rendezvous (session joins); boxed, as
+    /// it is rare and every idle connection would otherwise carry its size.
+    transfer: Cell<Option<Box<(usize, Resume)>>>,
     /// Counts this connection against `--max-connections` until dropped (or moved).
     permit: RefCell<Option<ConnPermit>>,
 }
@@ -279,7 +294,6 @@ impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Conn")
             .field("fd", &self.fd)
-            .field("peer", &self.peer)
             .field("kind", &self.kind.get())
             .field("state", &self.state.get())
             .finish()
@@ -288,18 +302,12 @@ impl std::fmt::Debug for Conn {
 
 impl Conn {
     /// Wrap an upgraded socket.
-    pub fn new(
-        stream: monoio::net::TcpStream,
-        peer: SocketAddr,
-        kind: ConnKind,
-        permit: ConnPermit,
-    ) -> Rc<Self> {
+    pub fn new(stream: monoio::net::TcpStream, kind: ConnKind, permit: ConnPermit) -> Rc<Self> {
         let fd = stream.as_raw_fd();
         Rc::new(Conn {
             key: Cell::new(usize::MAX),
             stream,
             fd,
-            peer,
             role: RefCell::new(Role::Pending),
             kind: Cell::new(kind),
             out: RefCell::new(VecDeque::new()),
@@ -315,14 +323,14 @@ impl Conn {
             moved: Cell::new(false),
             overflow: Cell::new(Overflow::PauseSender),
             last_rx: Cell::new(Instant::now()),
-            ping_sent: Cell::new(None),
+            ping_pending: Cell::new(false),
             paused: Cell::new(false),
             peer_close: Cell::new(None),
             failed: Cell::new(false),
-            partial: RefCell::new(Vec::new()),
+            partial: Cell::new(Vec::new()),
             decoder: RefCell::new(Decoder::new()),
             drain_waiters: RefCell::new(Vec::new()),
-            transfer: RefCell::new(None),
+            transfer: Cell::new(None),
             permit: RefCell::new(Some(permit)),
         })
     }
@@ -377,7 +385,7 @@ impl Conn {
         if self.state.get() != ConnState::Open {
             return;
         }
-        tracing::debug!(peer = %self.peer, kind = self.kind.get().name(), code, reason, "closing");
+        tracing::debug!(peer = %self.peer(), kind = self.kind.get().name(), code, reason, "closing");
         self.state.set(ConnState::Closing(Instant::now()));
         if self.broken.get() {
             return;
@@ -407,7 +415,7 @@ impl Conn {
             shard,
             OutFrame::message(OpCode::Ping, None, Bytes::new(), b""),
         ) {
-            self.ping_sent.set(Some(Instant::now()));
+            self.ping_pending.set(true);
         }
     }
 
@@ -519,7 +527,55 @@ impl Conn {
     /// handled is done; it resumes there through `modes::on_resume(resume)`. The caller
     /// has already taken it out of every registry here (its role is `Detached`).
     pub fn request_transfer(&self, owner: usize, resume: Resume) {
-        *self.transfer.borrow_mut() = Some((owner, resume));
+        self.transfer.set(Some(Box::new((owner, resume))));
+    }
+
+    /// True once the rendezvous asked for a move (`request_transfer`).
+    fn transfer_requested(&self) -> bool {
+        let moving = self.transfer.take();
+        let requested = moving.is_some();
+        self.transfer.set(moving);
+        requested
+    }
+
+    /// The client's address, for logs (never its payloads); asked of the socket only
+    /// when a log line is written, so no connection carries it.
+    pub fn peer(&self) -> PeerAddr {
+        PeerAddr(self.stream.peer_addr().ok())
+    }
+
+    /// Hand the reader the bytes that came with the request head (before it starts).
+    pub fn set_initial(&self, initial: Vec<u8>) {
+        if !initial.is_empty() {
+            self.partial.set(initial);
+        }
+    }
+
+    /// True while bytes of a cut frame (or that came with the head) wait in `partial`.
+    fn has_partial(&self) -> bool {
+        let partial = self.partial.take();
+        let has = !partial.is_empty();
+        self.partial.set(partial);
+        has
+    }
+
+    /// Give back the buffers of a connection with nothing queued and nothing cut: the
+    /// outbound queue's ring (4 × 112 B once anything was ever sent, the `101` included)
+    /// and an empty `partial`. The heartbeat calls this for connections quiet for a
+    /// tick, so an idle connection costs only its `Conn` and reader task while a busy
+    /// one keeps its ring and allocates nothing per message.
+    pub fn release_idle_buffers(&self) {
+        {
+            let mut out = self.out.borrow_mut();
+            if out.is_empty() && out.capacity() > 0 && !self.write_waiting.get() {
+                *out = VecDeque::new();
+            }
+        }
+        let partial = self.partial.take();
+        if !partial.is_empty() {
+            self.partial.set(partial);
+        }
+        self.decoder.borrow_mut().release_idle_buffers();
     }
 
     /// Every byte still queued, in order (the front frame from where it stopped).
@@ -592,10 +648,9 @@ enum Step {
 
 /// The reader task: runs until the connection ends, then lets its rendezvous forget it.
 /// `initial` holds bytes that arrived with the request head.
-pub async fn run_reader(shard: Rc<Shard>, conn: Rc<Conn>, initial: Vec<u8>) {
+pub async fn run_reader(shard: Rc<Shard>, conn: Rc<Conn>) {
     let mut step = Step::Continue;
-    if !initial.is_empty() {
-        *conn.partial.borrow_mut() = initial;
+    if conn.has_partial() {
         step = process_partial(&shard, &conn);
         shard.flush_dirty();
     }
@@ -622,8 +677,6 @@ pub struct Transfer {
     /// A duplicate of the socket's descriptor (the original closes with this shard's
     /// `Conn`; the socket lives on through this one).
     fd: std::os::fd::OwnedFd,
-    /// The client's address.
-    peer: SocketAddr,
     /// The `/stats` kind.
     kind: ConnKind,
     /// The connection's place under `--max-connections`.
@@ -641,9 +694,10 @@ pub struct Transfer {
 /// Move `conn` to the shard it asked for: duplicate its descriptor, carry its unsent and
 /// unread bytes, and let this shard's copy end quietly (no close frame, no shutdown).
 fn start_transfer(shard: &Rc<Shard>, conn: &Rc<Conn>, unread: Vec<u8>) {
-    let Some((owner, resume)) = conn.transfer.borrow_mut().take() else {
+    let Some(moving) = conn.transfer.take() else {
         return;
     };
+    let (owner, resume) = *moving;
     let permit = conn.permit.borrow_mut().take();
     let (Ok(fd), Some(permit)) = (sys::dup_fd(conn.fd), permit) else {
         tracing::warn!(shard = shard.id, "could not move a connection; closing it");
@@ -657,7 +711,6 @@ fn start_transfer(shard: &Rc<Shard>, conn: &Rc<Conn>, unread: Vec<u8>) {
     conn.moved.set(true);
     let transfer = Transfer {
         fd,
-        peer: conn.peer,
         kind: conn.kind.get(),
         permit,
         unsent,
@@ -691,7 +744,7 @@ pub fn resume(shard: &Rc<Shard>, transfer: Transfer) {
         stats.record_handoff(micros);
         stats.conn_opened(transfer.kind);
     }
-    let conn = Conn::new(stream, transfer.peer, transfer.kind, transfer.permit);
+    let conn = Conn::new(stream, transfer.kind, transfer.permit);
     if !transfer.unsent.is_empty() {
         conn.enqueue(shard, OutFrame::raw(transfer.unsent));
     }
@@ -704,7 +757,7 @@ fn end_connection(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     if !conn.moved.get() {
         tracing::debug!(
             shard = shard.id,
-            peer = %conn.peer,
+            peer = %conn.peer(),
             kind = conn.kind.get().name(),
             client_code = conn.peer_close.get().unwrap_or(1006),
             "closed"
@@ -727,10 +780,12 @@ fn end_connection(shard: &Rc<Shard>, conn: &Rc<Conn>) {
 /// Read what the socket has, up to a few chunks, and process it.
 fn read_batch(shard: &Rc<Shard>, conn: &Rc<Conn>) -> Step {
     for _ in 0..READS_PER_WAKE {
-        let from_partial = !conn.partial.borrow().is_empty();
+        let partial = conn.partial.take();
+        let from_partial = !partial.is_empty();
         let mut buf = if from_partial {
-            conn.partial.take()
+            partial
         } else {
+            conn.partial.set(partial);
             shard.take_scratch()
         };
         let got = sys::recv_into(conn.fd, &mut buf, READ_CHUNK);
@@ -739,7 +794,7 @@ fn read_batch(shard: &Rc<Shard>, conn: &Rc<Conn>) -> Step {
             Ok(0) => Step::End,
             Ok(_) => {
                 conn.last_rx.set(Instant::now());
-                conn.ping_sent.set(None);
+                conn.ping_pending.set(false);
                 modes::on_activity(shard, conn);
                 process_buffer(shard, conn, &mut buf)
             }
@@ -764,7 +819,7 @@ fn read_batch(shard: &Rc<Shard>, conn: &Rc<Conn>) -> Step {
 /// Put an unused buffer back where it came from.
 fn restore_buffer(shard: &Shard, conn: &Conn, buf: Vec<u8>, from_partial: bool) {
     if from_partial {
-        *conn.partial.borrow_mut() = buf;
+        conn.partial.set(buf);
     } else {
         shard.return_scratch(buf);
     }
@@ -777,10 +832,10 @@ fn keep_leftover(shard: &Shard, conn: &Conn, mut buf: Vec<u8>, from_partial: boo
         if buf.is_empty() && buf.capacity() > PARTIAL_KEEP {
             buf = Vec::new();
         }
-        *conn.partial.borrow_mut() = buf;
+        conn.partial.set(buf);
     } else {
         if !buf.is_empty() {
-            *conn.partial.borrow_mut() = buf.as_slice().to_vec();
+            conn.partial.set(buf.as_slice().to_vec());
         }
         buf.clear();
         shard.return_scratch(buf);
@@ -814,7 +869,7 @@ fn process_buffer(shard: &Rc<Shard>, conn: &Rc<Conn>, buf: &mut Vec<u8>) -> Step
                     step = on_event(shard, conn, event, read_at);
                 }
                 pos += used;
-                if conn.transfer.borrow().is_some() {
+                if conn.transfer_requested() {
                     drop(decoder);
                     let unread = buf.split_off(pos);
                     buf.clear();
