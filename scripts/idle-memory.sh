@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Idle memory per upgraded connection: start a relay, hold N idle connections of one
-# style with shardrelay-load, and report (RSS with them − RSS before) ÷ N; then close
-# them all and open N again, reporting any growth across the churn.
+# Idle memory per upgraded connection: start a relay, warm it up (WARM connections of the
+# style opened and closed, and /stats read, so that code pages, the stats machinery and
+# the runtime's fixed structures are in before the baseline), hold N idle connections of
+# one style with shardrelay-load, and report (RSS with them − RSS before) ÷ N; then close
+# them all and open N again, reporting any growth across the churn. RSS is split into
+# RssAnon (heap) and RssFile (the binary's pages) to show the delta is all heap.
+# Env: SHARDRELAY_BIN, SOAK_LOAD_BIN, IDLE_CONNECT_RATE (default 5000/s), IDLE_WARM
+# (default 100; 0 measures from a relay that has served nothing).
 # Usage: scripts/idle-memory.sh STYLE [N]   (STYLE: pair | server-id | echo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,20 +32,24 @@ for _ in $(seq 1 100); do grep -q listening "$out/ready" 2>/dev/null && break; s
 public=$(grep -o 'public=[^ ]*' "$out/ready" | cut -d= -f2)
 admin=$(grep -o 'admin=[^ ]*' "$out/ready" | cut -d= -f2)
 rss() { awk '/VmRSS/ {print $2}' "/proc/$relay_pid/status"; }
+rss_parts() { awk '/RssAnon|RssFile/ {printf "%s %s ", $1, $2}' "/proc/$relay_pid/status"; }
 open_conns() {
     curl -s "http://$admin/stats" | python3 -c 'import json,sys; print(sum(json.load(sys.stdin)["totals"]["connections"].values()))'
 }
-hold() {  # open N idle connections in the background; wait until all are up
-    "$LOAD" idle --style "$style" --target "$public" --admin "$admin" --connections "$n" \
+hold() {  # hold COUNT idle connections in the background; wait until all are up
+    local count=$1
+    "$LOAD" idle --style "$style" --target "$public" --admin "$admin" --connections "$count" \
     --duration 600s --connect-rate "${IDLE_CONNECT_RATE:-5000}" --source-ips 127.0.0.1-127.0.0.8 --no-relay-stats \
     >"$out/load.txt" 2>&1 &
     load_pid=$!
     local deadline=$((SECONDS + 120))
-    while [ "$(open_conns)" -lt "$n" ]; do
-        [ $SECONDS -lt $deadline ] || { echo "connections never reached $n"; cat "$out/load.txt"; exit 1; }
+    while [ "$(open_conns)" -lt "$count" ]; do
+        [ $SECONDS -lt $deadline ] || { echo "connections never reached $count"; cat "$out/load.txt"; exit 1; }
         sleep 0.5
     done
-    sleep 2  # let the last handshakes' buffers be released
+    # A sampling window, not synchronisation: each shard's heartbeat frees the buffers
+    # of connections quiet for a tick (500 ms with the defaults); 2 s is four ticks.
+    sleep 2
 }
 release() {  # close them and wait until the relay has let every one go
     kill "$load_pid"; wait "$load_pid" 2>/dev/null || true; load_pid=""
@@ -53,9 +62,12 @@ release() {  # close them and wait until the relay has let every one go
 # Round 1: RSS delta ÷ N is the figure (heap pages first touched for N connections).
 # Round 2, after all of round 1 closed: the same N again must fit in what round 1 left
 # (the allocator keeps freed pages), i.e. no growth across connection churn.
-cold=$(rss)
-hold; first=$(rss); release
+warm=${IDLE_WARM:-100}
+echo "fresh: $(rss_parts)"
+if [ "$warm" -gt 0 ]; then hold "$warm"; release; fi
+cold=$(rss); echo "warm ($warm opened and closed): $(rss_parts)"
+hold "$n"; first=$(rss); echo "with $n: $(rss_parts)"; release
 closed=$(rss)
-hold; second=$(rss)
-echo "style=$style connections=$n rss_cold_kib=$cold rss_with_n_kib=$first per_conn_bytes=$(( (first - cold) * 1024 / n ))"
+hold "$n"; second=$(rss)
+echo "style=$style connections=$n warm=$warm rss_cold_kib=$cold rss_with_n_kib=$first per_conn_bytes=$(( (first - cold) * 1024 / n ))"
 echo "churn: rss_after_close_kib=$closed rss_with_n_again_kib=$second growth_kib=$(( second - first ))"

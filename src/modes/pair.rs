@@ -43,20 +43,29 @@ impl Side {
     }
 }
 
-/// One pair.
+/// One pair. A side's leaving ends it, so a pair is either waiting (one side, with its
+/// `Waiting` state) or matched (both sides, nothing else): the waiting state is boxed
+/// so that a matched pair's map entry is three words.
 #[derive(Debug)]
 struct Pair {
     /// Side A (the first to arrive).
     a: Option<Rc<Conn>>,
     /// Side B.
     b: Option<Rc<Conn>>,
+    /// Present until the second side arrives.
+    waiting: Option<Box<Waiting>>,
+}
+
+/// A pair's state while its first side waits for the second.
+#[derive(Debug)]
+struct Waiting {
     /// When the pair was created: the TTL counts from here.
     created: Instant,
-    /// Messages a lone side sent before its peer arrived, delivered on arrival.
+    /// Messages the lone side sent before its peer arrived, delivered on arrival.
     early: VecDeque<Bytes>,
     /// Bytes in `early` (bounded by `--max-queue`; past it the sender pauses).
     early_bytes: usize,
-    /// Wakes a lone side paused on a full `early` queue when its peer arrives or the
+    /// Wakes the lone side paused on a full `early` queue when its peer arrives or the
     /// pair ends.
     arrival: Rc<Arrival>,
 }
@@ -73,6 +82,13 @@ impl Pair {
     /// True while both sides are present.
     fn is_full(&self) -> bool {
         self.a.is_some() && self.b.is_some()
+    }
+
+    /// The pair ends: a lone side paused on its early queue resumes (and finds it gone).
+    fn release_waiter(&self) {
+        if let Some(waiting) = &self.waiting {
+            waiting.arrival.release();
+        }
     }
 }
 
@@ -127,10 +143,12 @@ fn new_pair(first: Rc<Conn>) -> Pair {
     Pair {
         a: Some(first),
         b: None,
-        created: Instant::now(),
-        early: VecDeque::new(),
-        early_bytes: 0,
-        arrival: Rc::new(Arrival::default()),
+        waiting: Some(Box::new(Waiting {
+            created: Instant::now(),
+            early: VecDeque::new(),
+            early_bytes: 0,
+            arrival: Rc::new(Arrival::default()),
+        })),
     }
 }
 
@@ -140,11 +158,12 @@ fn join(shard: &Rc<Shard>, pair: &mut Pair, conn: &Rc<Conn>, side: Side) {
         Side::A => pair.a = Some(conn.clone()),
         Side::B => pair.b = Some(conn.clone()),
     }
-    for body in pair.early.drain(..) {
-        conn.send(shard, OutFrame::message(OpCode::Binary, None, body, b""));
+    if let Some(waiting) = pair.waiting.take() {
+        for body in waiting.early {
+            conn.send(shard, OutFrame::message(OpCode::Binary, None, body, b""));
+        }
+        waiting.arrival.release();
     }
-    pair.early_bytes = 0;
-    pair.arrival.release();
     shard.stats.borrow_mut().event("pairs_matched");
 }
 
@@ -173,8 +192,10 @@ pub fn on_message(
             peer.send(shard, frame.relayed(read_at, MODE));
         }
         None => {
-            pair.early_bytes += body.len();
-            pair.early.push_back(body);
+            if let Some(waiting) = pair.waiting.as_mut() {
+                waiting.early_bytes += body.len();
+                waiting.early.push_back(body);
+            }
         }
     }
 }
@@ -187,7 +208,10 @@ pub fn pause_for(shard: &Shard, role: &PairRole) -> Option<Pause> {
     let pair = reg.pairs.get(&role.code)?;
     match pair.side(role.side.other()) {
         Some(peer) => peer.is_full(max_queue).then(|| Pause::Room(peer.clone())),
-        None => (pair.early_bytes >= max_queue).then(|| Pause::Arrival(pair.arrival.clone())),
+        None => {
+            let waiting = pair.waiting.as_ref()?;
+            (waiting.early_bytes >= max_queue).then(|| Pause::Arrival(waiting.arrival.clone()))
+        }
     }
 }
 
@@ -198,7 +222,7 @@ pub fn on_gone(shard: &Rc<Shard>, conn: &Rc<Conn>, role: PairRole) {
         return;
     };
     shard.stats.borrow_mut().gauge_add("pairs", -1);
-    pair.arrival.release();
+    pair.release_waiter();
     let Some(peer) = pair.side(role.side.other()) else {
         return;
     };
@@ -218,7 +242,11 @@ pub fn tick(shard: &Rc<Shard>, now: Instant) {
     let expired: Vec<Rc<[u8]>> = reg
         .pairs
         .iter()
-        .filter(|(_, p)| !p.is_full() && now.saturating_duration_since(p.created) >= ttl)
+        .filter(|(_, p)| {
+            p.waiting
+                .as_ref()
+                .is_some_and(|w| now.saturating_duration_since(w.created) >= ttl)
+        })
         .map(|(code, _)| code.clone())
         .collect();
     for code in expired {
@@ -227,7 +255,7 @@ pub fn tick(shard: &Rc<Shard>, now: Instant) {
         };
         shard.stats.borrow_mut().gauge_add("pairs", -1);
         shard.stats.borrow_mut().event("pairs_expired");
-        pair.arrival.release();
+        pair.release_waiter();
         for side in [Side::A, Side::B] {
             if let Some(lone) = pair.side(side) {
                 *lone.role.borrow_mut() = Role::Detached;

@@ -227,17 +227,22 @@ pub fn on_phone(
     let max_phones = shard.config().max_phones_per_server;
     {
         let mut reg = shard.server_ids.borrow_mut();
-        match reg.slots.get_mut(server_id) {
+        // The slot's own key, shared by its phones' roles rather than copied per phone.
+        let sid = reg
+            .slots
+            .get_key_value(server_id)
+            .map(|(sid, _)| sid.clone());
+        match sid.and_then(|sid| Some((reg.slots.get_mut(&sid)?, sid))) {
             None => {
                 conn.close(shard, 4404, "no server with that id");
                 shard.stats.borrow_mut().event("phones_no_server");
             }
-            Some(slot) if slot.phones.len() >= max_phones => {
+            Some((slot, _)) if slot.phones.len() >= max_phones => {
                 conn.close(shard, 4429, "too many phones for server-id");
                 shard.stats.borrow_mut().event("phones_over_cap");
             }
-            Some(slot) => {
-                let (conn_id, role) = attach_phone(slot, server_id);
+            Some((slot, sid)) => {
+                let (conn_id, role) = attach_phone(slot, sid);
                 tracing::info!(
                     shard = shard.id,
                     server_id = %escaped(server_id),
@@ -254,7 +259,7 @@ pub fn on_phone(
 }
 
 /// Mint a conn_id unique in the slot and the phone's envelope prefix.
-fn attach_phone(slot: &ServerSlot, server_id: &str) -> (Rc<str>, PhoneRole) {
+fn attach_phone(slot: &ServerSlot, server_id: Rc<str>) -> (Rc<str>, PhoneRole) {
     let conn_id = loop {
         let candidate = format!("client-{server_id}-{}", random_hex8());
         if slot.phone(&candidate).is_none() {
@@ -264,7 +269,7 @@ fn attach_phone(slot: &ServerSlot, server_id: &str) -> (Rc<str>, PhoneRole) {
     let quoted = serde_json::Value::String(conn_id.clone()).to_string();
     let prefix = format!("{PREFIX_HEAD}{quoted}{PREFIX_TAIL}");
     let role = PhoneRole {
-        server_id: Rc::from(server_id),
+        server_id,
         prefix: Rc::from(prefix.into_bytes()),
     };
     (Rc::from(conn_id), role)

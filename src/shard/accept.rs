@@ -74,6 +74,11 @@ enum Admission {
 }
 
 /// Serve one new TCP connection up to its upgrade (or its one HTTP response).
+///
+/// The refusals, the admin routes and ticket transfers are awaited through `Box::pin`:
+/// an async fn's state is as large as its largest branch, and without the boxes every
+/// WebSocket handshake would carry a ticket transfer's state (a 7.5 KB task instead of 3.2 KB
+/// per handshake in flight, a high-water mark the allocator keeps).
 async fn serve_new(
     shard: Rc<Shard>,
     stream: TcpStream,
@@ -99,24 +104,24 @@ async fn serve_new(
         Ok(Err(HeadFailure::Bad(err))) => {
             let reason = head_error_name(err);
             let resp = response::close_response(err.status(), "text/plain", &[], b"");
-            return refuse(&shard, stream, reason, resp).await;
+            return Box::pin(refuse(&shard, stream, reason, resp)).await;
         }
         Ok(Ok(parsed)) => parsed,
     };
     let permit = match admitted {
         Err(Admission::OverCapacity) => {
             let resp = response::close_response(503, "text/plain", &[], b"over capacity\n");
-            return refuse(&shard, stream, "over_capacity", resp).await;
+            return Box::pin(refuse(&shard, stream, "over_capacity", resp)).await;
         }
         Err(Admission::RateLimited) => {
             let resp =
                 response::close_response(429, "text/plain", &[], b"too many connection attempts\n");
-            return refuse(&shard, stream, "rate_limited", resp).await;
+            return Box::pin(refuse(&shard, stream, "rate_limited", resp)).await;
         }
         Ok(permit) => permit,
     };
     match which {
-        Listener::Admin => admin::serve(&shard, stream, head, leftover).await,
+        Listener::Admin => Box::pin(admin::serve(&shard, stream, head, leftover)).await,
         Listener::Public => {
             route_public(&shard, stream, peer, head, leftover, accepted_at, permit).await
         }
@@ -165,18 +170,22 @@ async fn route_public(
 ) {
     let route = match routes::classify(&head, shard.config()) {
         Ok(route) => route,
-        Err(refusal) => return refuse(shard, stream, refusal.reason, refusal.response).await,
+        Err(refusal) => {
+            return Box::pin(refuse(shard, stream, refusal.reason, refusal.response)).await
+        }
     };
     // Courier credentials were checked for presence by classify(); drop them now so no
     // later code path can log, forward or store them.
     routes::drop_credentials(&mut head);
     if route == Route::Health {
-        return admin::serve_health(shard, stream).await;
+        return Box::pin(admin::serve_health(shard, stream)).await;
     }
     let accept_key = if route.is_websocket() {
         match upgrade::check_upgrade(&head) {
             Ok(key) => key,
-            Err(refusal) => return refuse(shard, stream, "bad_upgrade", refusal.response()).await,
+            Err(refusal) => {
+                return Box::pin(refuse(shard, stream, "bad_upgrade", refusal.response())).await
+            }
         }
     } else {
         String::new()
@@ -248,7 +257,7 @@ async fn serve_here(shard: &Rc<Shard>, stream: TcpStream, request: Upgrade) {
     if request.route.is_websocket() {
         upgrade_here(shard, stream, request).await
     } else {
-        modes::ticket::serve(shard.clone(), stream, request).await
+        Box::pin(modes::ticket::serve(shard.clone(), stream, request)).await
     }
 }
 
@@ -257,14 +266,22 @@ async fn serve_here(shard: &Rc<Shard>, stream: TcpStream, request: Upgrade) {
 async fn upgrade_here(shard: &Rc<Shard>, stream: TcpStream, request: Upgrade) {
     if shard.shutting_down.get() {
         let resp = response::close_response(503, "text/plain", &[], b"shutting down\n");
-        return refuse(shard, stream, "shutting_down", resp).await;
+        return Box::pin(refuse(shard, stream, "shutting_down", resp)).await;
     }
     if let Some(refusal) = modes::refusal_before_upgrade(shard, &request.route) {
-        return refuse(shard, stream, refusal.reason, refusal.response).await;
+        return Box::pin(refuse(shard, stream, refusal.reason, refusal.response)).await;
     }
     let kind = request.route.conn_kind();
+    let conn = match Conn::new(sys::into_owned_fd(stream), kind, request.permit) {
+        Ok(conn) => conn,
+        Err(e) => {
+            // The runtime could not register the socket; the client sees it close.
+            tracing::warn!(shard = shard.id, error = %e, "could not register an upgraded socket");
+            shard.stats.borrow_mut().rejected("register_failed");
+            return;
+        }
+    };
     shard.stats.borrow_mut().conn_opened(kind);
-    let conn = Conn::new(stream, kind, request.permit);
     conn.send_handshake(shard, response::switching_protocols(&request.accept_key));
     tracing::debug!(shard = shard.id, peer = %request.peer, kind = kind.name(), "upgraded");
     modes::on_upgrade(shard, conn, request.route, request.head, request.leftover);

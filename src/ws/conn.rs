@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::Instant;
@@ -230,8 +230,9 @@ impl std::fmt::Display for PeerAddr {
 pub struct Conn {
     /// Key in the shard's connection table.
     pub key: Cell<usize>,
-    /// The socket; the runtime uses it only for readiness waits.
-    pub stream: monoio::net::TcpStream,
+    /// The socket as the runtime sees it: only for readiness waits, and it closes the
+    /// descriptor when the connection is dropped (`sys::readiness_handle`).
+    pub stream: monoio::net::UnixStream,
     /// The socket's descriptor, for the raw non-blocking reads and writes.
     pub fd: RawFd,
     /// What this connection is in its rendezvous (binary, phone, pair side…).
@@ -302,9 +303,10 @@ impl std::fmt::Debug for Conn {
 
 impl Conn {
     /// Wrap an upgraded socket.
-    pub fn new(stream: monoio::net::TcpStream, kind: ConnKind, permit: ConnPermit) -> Rc<Self> {
-        let fd = stream.as_raw_fd();
-        Rc::new(Conn {
+    pub fn new(socket: OwnedFd, kind: ConnKind, permit: ConnPermit) -> io::Result<Rc<Self>> {
+        let fd = socket.as_raw_fd();
+        let stream = sys::readiness_handle(socket)?;
+        Ok(Rc::new(Conn {
             key: Cell::new(usize::MAX),
             stream,
             fd,
@@ -332,7 +334,7 @@ impl Conn {
             drain_waiters: RefCell::new(Vec::new()),
             transfer: Cell::new(None),
             permit: RefCell::new(Some(permit)),
-        })
+        }))
     }
 
     /// Open or closing.
@@ -541,7 +543,7 @@ impl Conn {
     /// The client's address, for logs (never its payloads); asked of the socket only
     /// when a log line is written, so no connection carries it.
     pub fn peer(&self) -> PeerAddr {
-        PeerAddr(self.stream.peer_addr().ok())
+        PeerAddr(sys::peer_addr(self.fd))
     }
 
     /// Hand the reader the bytes that came with the request head (before it starts).
@@ -731,8 +733,8 @@ fn start_transfer(shard: &Rc<Shard>, conn: &Rc<Conn>, unread: Vec<u8>) {
 /// A connection moved here: adopt its socket, requeue its unsent bytes, resume it.
 pub fn resume(shard: &Rc<Shard>, transfer: Transfer) {
     let micros = transfer.sent_at.elapsed().as_micros() as u64;
-    let stream = match sys::adopt_stream(transfer.fd) {
-        Ok(stream) => stream,
+    let conn = match Conn::new(transfer.fd, transfer.kind, transfer.permit) {
+        Ok(conn) => conn,
         Err(e) => {
             tracing::warn!(shard = shard.id, error = %e, "could not adopt a moved connection");
             return;
@@ -744,7 +746,6 @@ pub fn resume(shard: &Rc<Shard>, transfer: Transfer) {
         stats.record_handoff(micros);
         stats.conn_opened(transfer.kind);
     }
-    let conn = Conn::new(stream, transfer.kind, transfer.permit);
     if !transfer.unsent.is_empty() {
         conn.enqueue(shard, OutFrame::raw(transfer.unsent));
     }
