@@ -3,7 +3,7 @@ CARGO ?= cargo
 ARGS ?=
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: all build release run test test-unit test-uring test-epoll test-conformance test-interop lint fmt bench bench-compare loadtest clean
+.PHONY: all build release run test test-unit test-uring test-epoll test-conformance test-interop lint fmt bench bench-compare syscalls shard-scaling loadtest clean
 
 all: build
 
@@ -56,6 +56,16 @@ loadtest:
 ## shardrelay beside an ordinary tokio relay (benches/baseline), same load, one table.
 bench-compare:
 	CARGO="$(CARGO)" ./scripts/bench-compare.sh
+
+## Syscalls per relayed message (perf stat on the relay), pair and server-id, 3 rates.
+syscalls:
+	$(CARGO) build --release -p shardrelay -p shardrelay-load
+	bash scripts/syscalls-per-message.sh
+
+## Peak throughput with --shards 1 vs --shards 2, and the handoff histogram.
+shard-scaling:
+	$(CARGO) build --release -p shardrelay -p shardrelay-load
+	bash scripts/shard-scaling.sh
 
 clean:
 	$(CARGO) clean
