@@ -35,6 +35,8 @@ trap cleanup EXIT
 
 EVENTS=(raw_syscalls:sys_enter syscalls:sys_enter_sendmsg syscalls:sys_enter_recvfrom
     syscalls:sys_enter_io_uring_enter syscalls:sys_enter_epoll_wait syscalls:sys_enter_epoll_pwait)
+EVENT_ARGS=()
+for event in "${EVENTS[@]}"; do EVENT_ARGS+=(-e "$event"); done
 messages_out() {
     curl -fsS --max-time 5 "http://$RELAY_ADMIN/stats" |
         python3 -c 'import json,sys; print(json.load(sys.stdin)["totals"]["messages_out"])'
@@ -62,8 +64,7 @@ for style in "${styles[@]}"; do
         done
         sleep "$WARMUP"
         before=$(messages_out)
-        perf stat -x, -o "$OUT/perf.csv" $(printf -- '-e %s ' "${EVENTS[@]}") \
-            -p "$RELAY_PID" -- sleep "$WINDOW" 2>/dev/null
+        perf stat -x, -o "$OUT/perf.csv" "${EVENT_ARGS[@]}" -p "$RELAY_PID" -- sleep "$WINDOW" 2>/dev/null
         after=$(messages_out)
         wait "$LOAD_PID" || die "load run failed ($style at $rate/s): $(tail -n 3 "$OUT/load.txt")"
         LOAD_PID=""
