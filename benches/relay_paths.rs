@@ -4,12 +4,12 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use shardrelay::modes::server_id::parse_envelope;
 use shardrelay::shard::route_shard;
 use shardrelay::ws::codec::{MessageKind, OpCode};
 use shardrelay::ws::conn::OutFrame;
+use shardrelay::ws::payload::Payload;
 
 fn routing_hash(c: &mut Criterion) {
     let hasher = ahash::RandomState::with_seeds(1, 2, 3, 4);
@@ -34,7 +34,7 @@ fn envelope(c: &mut Criterion) {
                 let frame = OutFrame::message(
                     OpCode::Text,
                     Some(prefix.clone()),
-                    Bytes::copy_from_slice(body.as_bytes()),
+                    Payload::copy_of(body.as_bytes()),
                     b"}",
                 );
                 black_box(frame.wire_len())

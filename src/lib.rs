@@ -11,8 +11,12 @@
 //! * `logging` — log set-up and the escaping of client text.
 //! * `watch`   — the `shardrelay stats` terminal view.
 //! * `sys`     — the only unsafe code: raw socket calls and descriptor moves.
+//! * `alloc_count` — (feature `alloc-count` only) the counting allocator of the
+//!   allocations-per-message benchmark.
 #![deny(unreachable_pub)]
 
+#[cfg(feature = "alloc-count")]
+pub mod alloc_count;
 pub mod config;
 pub mod http;
 pub mod logging;

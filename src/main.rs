@@ -2,13 +2,21 @@
 //! tool). Nothing else lives here.
 
 use clap::Parser;
+#[cfg(not(feature = "alloc-count"))]
 use mimalloc::MiMalloc;
 
 use shardrelay::config::{Cli, Command};
 
 /// mimalloc: per-thread free lists suit a thread-per-core process.
+#[cfg(not(feature = "alloc-count"))]
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
+
+/// The allocations-per-message benchmark's build: mimalloc, counted.
+#[cfg(feature = "alloc-count")]
+#[global_allocator]
+static GLOBAL: shardrelay::alloc_count::CountingMiMalloc =
+    shardrelay::alloc_count::CountingMiMalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();

@@ -424,6 +424,29 @@ struct JsonBody {
     totals: JsonTallies,
     /// Each shard on its own, in shard order.
     per_shard: Vec<JsonShard>,
+    /// Process-wide allocation counts; only in an `alloc-count` build.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allocations: Option<JsonAllocations>,
+}
+
+/// `allocations` in an `alloc-count` build (see `alloc_count`).
+#[derive(Serialize)]
+struct JsonAllocations {
+    /// Allocations and reallocations since the process started.
+    count: u64,
+    /// Bytes they asked for.
+    bytes: u64,
+}
+
+/// The allocation counts, when this build counts them.
+fn allocations() -> Option<JsonAllocations> {
+    #[cfg(feature = "alloc-count")]
+    {
+        let (count, bytes) = crate::alloc_count::allocations();
+        Some(JsonAllocations { count, bytes })
+    }
+    #[cfg(not(feature = "alloc-count"))]
+    None
 }
 
 /// One entry of `per_shard`: the shard id, then the same keys as `totals`.
@@ -583,6 +606,7 @@ pub fn render_json(uptime_seconds: u64, per_shard: &[StatsSnapshot]) -> String {
                 tallies: JsonTallies::of(s),
             })
             .collect(),
+        allocations: allocations(),
     };
     // Cannot fail: serde_json errors only when a Serialize impl reports one or a map key
     // is not a string; these derived structs hold integers, finite-or-null floats and

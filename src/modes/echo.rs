@@ -4,12 +4,11 @@
 use std::rc::Rc;
 use std::time::Instant;
 
-use bytes::Bytes;
-
 use crate::modes::Role;
 use crate::shard::Shard;
 use crate::ws::codec::{MessageKind, OpCode};
 use crate::ws::conn::{Conn, OutFrame};
+use crate::ws::payload::Payload;
 
 /// An echo connection upgraded.
 pub fn on_upgrade(shard: &Rc<Shard>, conn: Rc<Conn>, leftover: Vec<u8>) {
@@ -29,6 +28,6 @@ pub fn on_message(
         MessageKind::Text => OpCode::Text,
         MessageKind::Binary => OpCode::Binary,
     };
-    let frame = OutFrame::message(op, None, Bytes::copy_from_slice(payload), b"");
+    let frame = OutFrame::message(op, None, Payload::copy_of(payload), b"");
     conn.send(shard, frame.relayed(read_at, "echo"));
 }

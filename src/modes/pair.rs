@@ -6,13 +6,12 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::Instant;
 
-use bytes::Bytes;
-
 use crate::logging::escaped;
 use crate::modes::Role;
 use crate::shard::Shard;
 use crate::ws::codec::{MessageKind, OpCode};
 use crate::ws::conn::{Arrival, Conn, OutFrame, Pause};
+use crate::ws::payload::Payload;
 
 /// The style's name in `/stats` (`forward_by_mode`).
 const MODE: &str = "pair";
@@ -62,7 +61,7 @@ struct Waiting {
     /// When the pair was created: the TTL counts from here.
     created: Instant,
     /// Messages the lone side sent before its peer arrived, delivered on arrival.
-    early: VecDeque<Bytes>,
+    early: VecDeque<Payload>,
     /// Bytes in `early` (bounded by `--max-queue`; past it the sender pauses).
     early_bytes: usize,
     /// Wakes the lone side paused on a full `early` queue when its peer arrives or the
@@ -185,7 +184,7 @@ pub fn on_message(
     let Some(pair) = reg.pairs.get_mut(&role.code) else {
         return;
     };
-    let body = Bytes::copy_from_slice(payload);
+    let body = Payload::copy_of(payload);
     match pair.side(role.side.other()) {
         Some(peer) => {
             let frame = OutFrame::message(OpCode::Binary, None, body, b"");

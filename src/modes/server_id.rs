@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -20,6 +19,7 @@ use crate::modes::Role;
 use crate::shard::Shard;
 use crate::ws::codec::{MessageKind, OpCode};
 use crate::ws::conn::{Conn, OutFrame, Overflow};
+use crate::ws::payload::Payload;
 
 /// The rendezvous style's name in `/stats` (`forward_by_mode`).
 const MODE: &str = "server_id";
@@ -309,7 +309,7 @@ pub fn on_phone_message(
     let frame = OutFrame::message(
         OpCode::Text,
         Some(phone.prefix.clone()),
-        Bytes::copy_from_slice(payload),
+        Payload::copy_of(payload),
         ENVELOPE_SUFFIX,
     );
     if !binary.send(shard, frame.relayed(read_at, MODE)) {
@@ -342,7 +342,7 @@ pub fn binary_of(shard: &Shard, phone: &PhoneRole) -> Option<Rc<Conn>> {
 struct Envelope<'a> {
     /// The phone addressed.
     #[serde(borrow, default)]
-    conn_id: Option<Cow<'a, str>>,
+    conn_id: Option<JsonStr<'a>>,
     /// The message for the phone, delivered byte for byte.
     #[serde(borrow, default)]
     frame: Option<&'a RawValue>,
@@ -353,6 +353,12 @@ struct Envelope<'a> {
     #[serde(borrow, default)]
     push_wake: Option<PushWake<'a>>,
 }
+
+/// A JSON string borrowed from the message when it has no escapes. serde borrows a
+/// `Cow<str>` field only when the field's type is exactly `Cow<str>` — inside an
+/// `Option` it would allocate a `String` for every envelope — hence the newtype.
+#[derive(Debug, Deserialize)]
+struct JsonStr<'a>(#[serde(borrow)] Cow<'a, str>);
 
 /// `push_wake`: validated, counted, dropped; its token is never logged.
 #[derive(Debug, Deserialize)]
@@ -387,7 +393,7 @@ pub fn parse_envelope(kind: MessageKind, payload: &[u8]) -> Option<Command<'_>> 
         std::str::from_utf8(payload).ok()?;
     }
     let env: Envelope<'_> = serde_json::from_slice(payload).ok()?;
-    let Some(conn_id) = env.conn_id else {
+    let Some(JsonStr(conn_id)) = env.conn_id else {
         let wake = env.push_wake?;
         let valid = wake.platform.as_deref() == Some("fcm")
             && wake.token.as_deref().is_some_and(|t| !t.is_empty());
@@ -481,7 +487,7 @@ fn deliver_to_phone(
         phone.close_discarding(shard, 1011, "phone backlog full");
         return;
     }
-    let frame = OutFrame::message(OpCode::Text, None, Bytes::copy_from_slice(bytes), b"");
+    let frame = OutFrame::message(OpCode::Text, None, Payload::copy_of(bytes), b"");
     if !phone.send(shard, frame.relayed(read_at, MODE)) {
         shard.stats.borrow_mut().dropped("phone_closing");
     }
@@ -507,7 +513,7 @@ fn send_close_notice(shard: &Rc<Shard>, binary: &Rc<Conn>, phone: &PhoneRole, co
     body.extend_from_slice(PREFIX_HEAD.as_bytes());
     body.extend_from_slice(phone.quoted_conn_id());
     body.extend_from_slice(format!(",\"close_code\":{code}}}").as_bytes());
-    let frame = OutFrame::message(OpCode::Text, None, Bytes::from(body), b"");
+    let frame = OutFrame::message(OpCode::Text, None, Payload::from(body), b"");
     binary.send(shard, frame);
 }
 
@@ -609,6 +615,21 @@ mod tests {
                 close_code: None,
             })
         );
+    }
+
+    #[test]
+    fn an_unescaped_conn_id_is_borrowed_not_copied() {
+        let msg = br#"{"conn_id":"client-s-0000abcd","frame":1}"#;
+        let Some(Command::ToPhone { conn_id, .. }) = parse_envelope(MessageKind::Text, msg) else {
+            panic!("a valid envelope");
+        };
+        assert!(matches!(conn_id, Cow::Borrowed(_)));
+        let escaped = br#"{"conn_id":"client-\u0073-0000abcd","frame":1}"#;
+        let Some(Command::ToPhone { conn_id, .. }) = parse_envelope(MessageKind::Text, escaped)
+        else {
+            panic!("a valid envelope");
+        };
+        assert_eq!(conn_id, "client-s-0000abcd");
     }
 
     #[test]

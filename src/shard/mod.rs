@@ -152,6 +152,9 @@ pub struct Shard {
     pub conns: RefCell<Slab<Rc<Conn>>>,
     /// Connections with frames queued since the last flush.
     dirty: RefCell<Vec<Rc<Conn>>>,
+    /// The dirty list's other buffer: a flush walks one while new marks go to the other,
+    /// and the two swap, so marking and flushing allocate nothing in steady state.
+    dirty_spare: Cell<Vec<Rc<Conn>>>,
     /// The read buffer every connection of this shard reads into.
     scratch: Cell<Vec<u8>>,
     /// Server-id slots owned by this shard.
@@ -177,6 +180,7 @@ impl Shard {
             stats: RefCell::new(ShardStats::new(id)),
             conns: RefCell::new(Slab::new()),
             dirty: RefCell::new(Vec::new()),
+            dirty_spare: Cell::new(Vec::new()),
             scratch: Cell::new(Vec::with_capacity(READ_CHUNK)),
             server_ids: RefCell::new(server_id::Registry::default()),
             pairs: RefCell::new(pair::Registry::default()),
@@ -232,11 +236,13 @@ impl Shard {
     /// push back get a drain task.
     pub fn flush_dirty(self: &Rc<Self>) {
         loop {
-            let batch = std::mem::take(&mut *self.dirty.borrow_mut());
+            let mut batch = self.dirty_spare.take();
+            std::mem::swap(&mut batch, &mut *self.dirty.borrow_mut());
             if batch.is_empty() {
+                self.dirty_spare.set(batch);
                 return;
             }
-            for conn in batch {
+            for conn in batch.drain(..) {
                 if !conn.take_dirty() {
                     continue;
                 }
@@ -244,6 +250,7 @@ impl Shard {
                     monoio::spawn(conn::drain(self.clone(), conn));
                 }
             }
+            self.dirty_spare.set(batch);
         }
     }
 

@@ -21,14 +21,13 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::Instant;
 
-use bytes::Bytes;
-
 use crate::modes::{self, Resume, Role};
 use crate::shard::InboxMsg;
 use crate::shard::{ConnPermit, Shard};
 use crate::stats::ConnKind;
 use crate::sys;
 use crate::ws::codec::{self, Decoder, Event, OpCode};
+use crate::ws::payload::Payload;
 
 /// Bytes asked of the kernel per read: the shard's scratch buffer size.
 pub const READ_CHUNK: usize = 64 * 1024;
@@ -73,7 +72,7 @@ pub struct OutFrame {
     /// Envelope prefix shared by every message of one phone.
     prefix: Option<Rc<[u8]>>,
     /// The payload proper (or a whole pre-encoded frame when `head_len` is 0).
-    body: Bytes,
+    body: Payload,
     /// Envelope suffix.
     suffix: &'static [u8],
     /// When the message this frame carries was read, for the `forward` histogram.
@@ -87,7 +86,7 @@ impl OutFrame {
     pub fn message(
         op: OpCode,
         prefix: Option<Rc<[u8]>>,
-        body: Bytes,
+        body: Payload,
         suffix: &'static [u8],
     ) -> Self {
         let len = prefix.as_ref().map_or(0, |p| p.len()) + body.len() + suffix.len();
@@ -110,7 +109,7 @@ impl OutFrame {
             head: [0; 10],
             head_len: 0,
             prefix: None,
-            body: Bytes::from(frame),
+            body: Payload::from(frame),
             suffix: b"",
             read_at: None,
             mode: "",
@@ -415,7 +414,7 @@ impl Conn {
     pub fn ping(self: &Rc<Self>, shard: &Shard) {
         if self.send(
             shard,
-            OutFrame::message(OpCode::Ping, None, Bytes::new(), b""),
+            OutFrame::message(OpCode::Ping, None, Payload::empty(), b""),
         ) {
             self.ping_pending.set(true);
         }
@@ -909,7 +908,7 @@ fn on_protocol_error(shard: &Rc<Shard>, conn: &Rc<Conn>, code: u16) {
 fn on_event(shard: &Rc<Shard>, conn: &Rc<Conn>, event: Event<'_>, read_at: Instant) -> Step {
     match event {
         Event::Ping(payload) => {
-            let pong = OutFrame::message(OpCode::Pong, None, Bytes::copy_from_slice(payload), b"");
+            let pong = OutFrame::message(OpCode::Pong, None, Payload::copy_of(payload), b"");
             conn.send(shard, pong);
             Step::Continue
         }

@@ -4,3 +4,4 @@
 pub mod codec;
 pub mod conn;
 pub mod mask;
+pub mod payload;

@@ -13,12 +13,11 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::{Rc, Weak};
 use std::time::Instant;
 
-use bytes::Bytes;
-
 use crate::modes::Role;
 use crate::shard::Shard;
 use crate::ws::codec::{MessageKind, OpCode};
 use crate::ws::conn::{Conn, OutFrame};
+use crate::ws::payload::Payload;
 use browser::{fail_join, join, join_here, leave};
 use code::Code;
 use host::{
@@ -300,7 +299,7 @@ fn forward(shard: &Shard, conn: &Rc<Conn>, role: &SessionRole, text: &[u8], read
         shard.stats.borrow_mut().dropped("session_not_joined");
         return reply(shard, conn, ErrorCode::NotJoined.to_text());
     };
-    let frame = OutFrame::message(OpCode::Text, None, Bytes::copy_from_slice(text), b"");
+    let frame = OutFrame::message(OpCode::Text, None, Payload::copy_of(text), b"");
     peer.send(shard, frame.relayed(read_at, MODE));
 }
 
@@ -326,7 +325,7 @@ fn joined_peer(shard: &Shard, conn: &Rc<Conn>, role: &SessionRole) -> Option<Rc<
 fn reply(shard: &Shard, conn: &Rc<Conn>, text: String) {
     conn.send(
         shard,
-        OutFrame::message(OpCode::Text, None, Bytes::from(text), b""),
+        OutFrame::message(OpCode::Text, None, Payload::from(text), b""),
     );
 }
 

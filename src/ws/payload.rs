@@ -1,0 +1,136 @@
+//! A queued message's body. A relayed payload is copied once, out of the shard's shared
+//! read buffer, into a buffer of its own (the receiver may hold it for as long as its
+//! socket pushes back, so it cannot pin the read buffer). Small bodies take that buffer
+//! from a per-thread free list and give it back when the frame is written, so a shard in
+//! steady state allocates nothing per message; large bodies (over `POOLED_MAX`) are
+//! allocated as they come — their copy and syscalls dwarf an allocation.
+//!
+//! The free list is thread-local, which here means per shard: a `Payload` never leaves
+//! its shard (a connection moving to another shard carries its unsent frames as raw
+//! bytes). It holds at most `POOL_LEN` buffers of `POOLED_MAX` bytes: ≤ 1 MiB per shard.
+
+use std::cell::RefCell;
+use std::ops::Deref;
+
+use bytes::Bytes;
+
+/// Bodies up to this size are copied into a pooled buffer.
+pub const POOLED_MAX: usize = 512;
+/// Buffers a shard keeps for reuse.
+const POOL_LEN: usize = 2048;
+
+thread_local! {
+    /// This shard's free buffers, each with capacity `POOLED_MAX`.
+    static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A message body owned by one queued frame.
+#[derive(Debug)]
+pub enum Payload {
+    /// A relayed payload's own copy, in a pooled buffer.
+    Pooled(Vec<u8>),
+    /// Anything else: built messages (notices, envelopes), large payloads, raw frames.
+    Shared(Bytes),
+}
+
+impl Payload {
+    /// The body of a relayed message: a copy of `bytes`, pooled when small.
+    pub fn copy_of(bytes: &[u8]) -> Self {
+        if bytes.len() > POOLED_MAX {
+            return Payload::Shared(Bytes::copy_from_slice(bytes));
+        }
+        let mut buf = POOL
+            .with(|pool| pool.borrow_mut().pop())
+            .unwrap_or_else(|| Vec::with_capacity(POOLED_MAX));
+        buf.extend_from_slice(bytes);
+        Payload::Pooled(buf)
+    }
+
+    /// No body (pings).
+    pub fn empty() -> Self {
+        Payload::Shared(Bytes::new())
+    }
+
+    /// Buffers in this thread's free list (tests and benches).
+    pub fn pooled_buffers() -> usize {
+        POOL.with(|pool| pool.borrow().len())
+    }
+}
+
+impl Deref for Payload {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Payload::Pooled(buf) => buf,
+            Payload::Shared(bytes) => bytes,
+        }
+    }
+}
+
+impl From<Bytes> for Payload {
+    fn from(bytes: Bytes) -> Self {
+        Payload::Shared(bytes)
+    }
+}
+
+impl From<Vec<u8>> for Payload {
+    fn from(bytes: Vec<u8>) -> Self {
+        Payload::Shared(Bytes::from(bytes))
+    }
+}
+
+impl From<String> for Payload {
+    fn from(text: String) -> Self {
+        Payload::Shared(Bytes::from(text))
+    }
+}
+
+impl Drop for Payload {
+    fn drop(&mut self) {
+        if let Payload::Pooled(buf) = self {
+            let mut buf = std::mem::take(buf);
+            if buf.capacity() != POOLED_MAX {
+                return;
+            }
+            buf.clear();
+            // `try_with`: a frame dropped while its thread exits finds no pool; fine.
+            let _ = POOL.try_with(|pool| {
+                let mut pool = pool.borrow_mut();
+                if pool.len() < POOL_LEN {
+                    pool.push(buf);
+                }
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_bodies_reuse_pooled_buffers_and_large_ones_do_not() {
+        let before = Payload::pooled_buffers();
+        let a = Payload::copy_of(b"hello");
+        assert_eq!(&*a, b"hello");
+        assert!(matches!(a, Payload::Pooled(_)));
+        drop(a);
+        assert_eq!(Payload::pooled_buffers(), before + 1);
+        let b = Payload::copy_of(&[7u8; POOLED_MAX]);
+        assert_eq!(Payload::pooled_buffers(), before);
+        assert_eq!(b.len(), POOLED_MAX);
+        drop(b);
+        let big = Payload::copy_of(&[1u8; POOLED_MAX + 1]);
+        assert!(matches!(big, Payload::Shared(_)));
+        drop(big);
+        assert_eq!(Payload::pooled_buffers(), before + 1);
+    }
+
+    #[test]
+    fn the_pool_is_bounded() {
+        let many: Vec<Payload> = (0..POOL_LEN + 10).map(|_| Payload::copy_of(b"x")).collect();
+        drop(many);
+        assert_eq!(Payload::pooled_buffers(), POOL_LEN);
+    }
+}
