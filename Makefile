@@ -3,7 +3,7 @@ CARGO ?= cargo
 ARGS ?=
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: all build release run test test-unit test-uring test-epoll test-conformance test-interop lint fmt bench bench-compare syscalls shard-scaling loadtest clean
+.PHONY: all build release run test test-unit test-uring test-epoll test-conformance test-interop lint fmt bench bench-compare syscalls shard-scaling alloc-count loadtest clean
 
 all: build
 
@@ -61,6 +61,10 @@ bench-compare:
 syscalls:
 	$(CARGO) build --release -p shardrelay -p shardrelay-load
 	bash scripts/syscalls-per-message.sh
+
+## Allocations per relayed message (a counting-allocator build, --features alloc-count).
+alloc-count:
+	CARGO="$(CARGO)" bash scripts/alloc-per-message.sh
 
 ## Peak throughput with --shards 1 vs --shards 2, and the handoff histogram.
 shard-scaling:
