@@ -101,6 +101,11 @@ pub struct Common {
     /// Do not fetch the relay's `/stats` at the end.
     #[arg(long)]
     pub no_relay_stats: bool,
+    /// Also measure a direct loopback round trip (no relay) in the same window: a TCP
+    /// echo thread and a prober sending one --size message per millisecond; reported as
+    /// `direct round trip`.
+    #[arg(long)]
+    pub direct_probe: bool,
 }
 
 /// `server-id` flags.

@@ -26,6 +26,7 @@
 pub mod cli;
 pub mod clock;
 pub mod conn;
+pub mod direct;
 pub mod http;
 pub mod local;
 pub mod net;

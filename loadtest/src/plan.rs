@@ -206,6 +206,8 @@ pub struct Plan {
     pub json: Option<PathBuf>,
     /// Fetch `/stats` at the end.
     pub relay_stats: bool,
+    /// Measure a direct loopback round trip beside the run (`--direct-probe`).
+    pub direct_probe: bool,
 }
 
 impl Plan {
@@ -298,6 +300,7 @@ impl Plan {
             setup_timeout: common.setup_timeout,
             json: common.json,
             relay_stats: !common.no_relay_stats,
+            direct_probe: common.direct_probe,
         }
     }
 

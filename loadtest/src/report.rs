@@ -48,6 +48,9 @@ pub struct Report {
     pub latency_kind: &'static str,
     /// Client latency in µs (measured window only).
     pub latency_us: LatencySummary,
+    /// A direct loopback round trip measured in the same window (`--direct-probe`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direct_round_trip_us: Option<LatencySummary>,
     /// The relay's view.
     pub relay: RelaySide,
     /// The process exit code this report implies.
@@ -103,6 +106,8 @@ pub struct RunFacts {
     pub measured_s: f64,
     /// Whether the workers ran on epoll rather than io_uring.
     pub legacy_driver: bool,
+    /// The direct loopback round trip (`--direct-probe`), µs.
+    pub direct: Option<LatencySummary>,
 }
 
 impl Report {
@@ -141,6 +146,7 @@ impl Report {
             errors: totals.errors.clone(),
             latency_kind: latency_kind(plan),
             latency_us: LatencySummary::of(&totals.latency),
+            direct_round_trip_us: facts.direct,
             relay,
             exit_code: 0,
         };
@@ -244,6 +250,9 @@ impl Report {
         let client = format!("client {}", self.latency_kind);
         latency_row(out, &client, &self.latency_us);
         latency_row(out, "client connect", &self.connections.connect_us);
+        if let Some(direct) = &self.direct_round_trip_us {
+            latency_row(out, "direct round trip", direct);
+        }
         match (&self.relay.stats, &self.relay.error) {
             (Some(stats), _) => {
                 for name in RELAY_HISTOGRAMS {
@@ -352,6 +361,7 @@ mod tests {
             ramp_s: 0.5,
             measured_s: 10.0,
             legacy_driver: false,
+            direct: None,
         }
     }
 
@@ -380,6 +390,37 @@ mod tests {
         assert!(text.contains("result        OK (exit 0)"), "{text}");
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["latency_us"]["p50"], 250);
+    }
+
+    #[test]
+    fn a_direct_probe_adds_its_row_and_json_field_only_when_run() {
+        let relay = || RelaySide {
+            error: None,
+            stats: None,
+        };
+        let without = Report::new(&plan(), &Totals::default(), &facts(), relay());
+        assert!(!without.render().contains("direct round trip"));
+        assert!(serde_json::to_value(&without).unwrap()["direct_round_trip_us"].is_null());
+        let direct = LatencySummary {
+            count: 9_000,
+            p50: 31,
+            p99: 77,
+            ..Default::default()
+        };
+        let with_probe = RunFacts {
+            direct: Some(direct),
+            ..facts()
+        };
+        let report = Report::new(&plan(), &Totals::default(), &with_probe, relay());
+        let text = report.render();
+        assert!(
+            text.contains("  direct round trip          9000        31"),
+            "{text}"
+        );
+        assert_eq!(
+            serde_json::to_value(&report).unwrap()["direct_round_trip_us"]["p99"],
+            77
+        );
     }
 
     #[test]

@@ -49,7 +49,15 @@ pub fn run(plan: Plan) -> Result<i32, String> {
     announce_up(&plan, &control, ramp);
     let start = control.clock.now() + duration_nanos(START_LEAD);
     control.traffic_start.store(start, Ordering::Release);
+    let direct = start_direct_probe(&plan);
     let totals = follow_and_join(&plan, &control, handles)?;
+    let direct = direct.and_then(|probe| match probe.finish() {
+        Ok(summary) => Some(summary),
+        Err(error) => {
+            eprintln!("warning: {error}");
+            None
+        }
+    });
     let window_start = start + duration_nanos(plan.warmup);
     let measured_end = if totals.traffic_done > 0 {
         totals.traffic_done
@@ -60,11 +68,27 @@ pub fn run(plan: Plan) -> Result<i32, String> {
         ramp_s: ramp.as_secs_f64(),
         measured_s: measured_end.saturating_sub(window_start) as f64 / 1e9,
         legacy_driver: driver_is_legacy(),
+        direct,
     };
     let report = Report::new(&plan, &totals, &facts, fetch_relay(&plan));
     print!("{}", report.render());
     write_json(&plan, &report)?;
     Ok(report.exit_code)
+}
+
+/// With `--direct-probe`: the direct loopback round trip, over the same measured window.
+fn start_direct_probe(plan: &Plan) -> Option<crate::direct::Probe> {
+    if !plan.direct_probe {
+        return None;
+    }
+    let from = Instant::now() + START_LEAD + plan.warmup;
+    match crate::direct::Probe::start(plan.size, from, from + plan.duration) {
+        Ok(probe) => Some(probe),
+        Err(error) => {
+            eprintln!("warning: the direct probe did not start: {error}");
+            None
+        }
+    }
 }
 
 /// Raises the open-files limit and warns when the plan needs more descriptors.
