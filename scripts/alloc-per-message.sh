@@ -1,30 +1,53 @@
 #!/usr/bin/env bash
-# Allocations per relayed message in steady state (issue 9, point 4): a relay built with
-# the counting allocator (`--features alloc-count`, its own target directory so the
-# normal release binary is untouched) reports process-wide allocation counts in /stats.
-# For each style, drive it at a fixed open-loop rate; after the warm-up read /stats twice
-# back to back (the difference is what one /stats read itself allocates), let WINDOW
-# seconds of traffic pass, read it again, and print
-#   (Δ allocations over the window − one /stats read) ÷ messages written in the window.
+# Allocations per relayed message in steady state (issue 9, point 4). A relay built with
+# the counting allocator (`--features alloc-count`, into its own target directory so the
+# ordinary release binary is never replaced by the counting one) reports its process-wide
+# allocation count in /stats. For each style:
+#   1. start the relay and drive the style at a fixed open-loop rate (100 connections,
+#      SIZE-byte messages);
+#   2. after the warm-up read /stats, let SECONDS of traffic pass, read it again;
+#   3. once the load has ended, read /stats four times back to back: the smallest
+#      difference is what serving one /stats read allocates (measured after the traffic,
+#      so the per-mode histograms it copies exist, as they did in the window);
+#   4. print (Δ allocations − one /stats read) ÷ Δ messages written (`messages_out`),
+#      and the same for bytes requested.
+# The window holds exactly one /stats read's worth of the relay's own work (the rest of
+# the first response and the start of the second), which step 3 measured.
 #
-# Usage: scripts/alloc-per-message.sh [STYLE...]   (pair server-id session; default all)
-# Env: RATE (round trips/s, default 20000), WINDOW (s, default 5), SOAK_LOAD_BIN,
-# CARGO, CARGO_TARGET_DIR. Bounded: each run is ramp + 3 s warm-up + WINDOW + 2 s.
+# Usage: scripts/alloc-per-message.sh [STYLE [SECONDS]]
+#   STYLE: pair | server-id | session (default: all three); SECONDS: window (default 10)
+# Env: RATE (round trips/s for the whole run, default 20000: 40,000 forwarded messages/s),
+# SIZE (message payload, default 64; payloads over 512 B are allocated, see ws::payload),
+# SOAK_LOAD_BIN (load generator; default the workspace's release build), CARGO,
+# CARGO_TARGET_DIR, SHARDRELAY_DRIVER (reaches the relay).
+# Bounded: per style, ramp (≤ 20 s) + 3 s warm-up + SECONDS + 3 s; the load generator's
+# own --duration ends it even if this script is killed.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib/relay.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/relay.sh"
 
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 LOAD_BIN=${SOAK_LOAD_BIN:-$TARGET_DIR/release/shardrelay-load}
 RATE=${RATE:-20000}
-WINDOW=${WINDOW:-5}
+SIZE=${SIZE:-64}
 WARMUP=3
-styles=("$@")
-[ ${#styles[@]} -gt 0 ] || styles=(pair server-id session)
+styles=(pair server-id session)
+if [ $# -ge 1 ] && [ "$1" != all ]; then styles=("$1"); fi
+WINDOW=${2:-10}
+case $WINDOW in '' | *[!0-9]*) die "SECONDS must be a whole number, not '$WINDOW'" ;; esac
+[ "$WINDOW" -ge 1 ] || die "SECONDS must be at least 1"
 
 log "building the counting relay into $TARGET_DIR/alloc-count"
 (cd "$ROOT" && "$CARGO" build --release --quiet -p shardrelay --features alloc-count \
-    --target-dir "$TARGET_DIR/alloc-count") || die "build failed"
-(cd "$ROOT" && "$CARGO" build --release --quiet -p shardrelay-load) || die "build failed"
+    --target-dir "$TARGET_DIR/alloc-count") || die "cargo build --features alloc-count failed"
+if [ -z "${SOAK_LOAD_BIN:-}" ]; then
+    log "building the load generator"
+    (cd "$ROOT" && "$CARGO" build --release --quiet -p shardrelay-load) ||
+        die "cargo build -p shardrelay-load failed"
+fi
+[ -x "$LOAD_BIN" ] || die "no load generator at $LOAD_BIN"
+# The counting build, not the ordinary one lib/relay.sh would start (relay_start reads it).
+# shellcheck disable=SC2034
 RELAY_BIN=$TARGET_DIR/alloc-count/release/shardrelay
 OUT=$(mktemp -d "${TMPDIR:-/tmp}/shardrelay-alloc.XXXXXX")
 LOAD_PID=""
@@ -39,46 +62,55 @@ trap cleanup EXIT
 
 # "allocations bytes messages_out" from one /stats read.
 sample() {
-    curl -fsS --max-time 5 "http://$RELAY_ADMIN/stats" | python3 -c 'import json,sys
+    curl -fsS --max-time 5 "http://$RELAY_ADMIN/stats" | python3 -c 'import json, sys
 s = json.load(sys.stdin)
+if "allocations" not in s:
+    sys.exit("/stats has no allocations: not an alloc-count build")
 print(s["allocations"]["count"], s["allocations"]["bytes"], s["totals"]["messages_out"])'
 }
 
-printf '%-10s %8s %10s | %12s %12s\n' style rate forwarded "allocs/msg" "bytes/msg"
+printf '%-10s %7s %6s %6s %10s | %10s %10s | %s\n' style rate conns secs forwarded \
+    "allocs/msg" "bytes/msg" "one /stats read"
 for style in "${styles[@]}"; do
     case $style in
         pair) shape=(--pairs 50) ;;
         server-id) shape=(--binaries 10 --phones 9) ;;
         session) shape=(--sessions 50) ;;
-        *) die "unknown style $style" ;;
+        *) die "unknown style $style (pair, server-id, session)" ;;
     esac
     relay_start "$OUT/relay.log" --log-level warn
     "$LOAD_BIN" "$style" --target "$RELAY_PUBLIC" --admin "$RELAY_ADMIN" "${shape[@]}" \
-        --rate "$RATE" --size 64 --warmup "${WARMUP}s" --duration "$((WINDOW + 2))s" \
+        --rate "$RATE" --size "$SIZE" --warmup "${WARMUP}s" --duration "$((WINDOW + 3))s" \
         --no-relay-stats >"$OUT/load.txt" 2>&1 &
     LOAD_PID=$!
+    # Wait (bounded) until traffic flows, then let the warm-up pass.
     deadline=$((SECONDS + 20))
     until [ "$(sample | cut -d' ' -f3)" -gt 0 ]; do
         [ $SECONDS -lt $deadline ] || die "no traffic through the relay ($style)"
+        relay_alive
         sleep 0.2
     done
     sleep "$WARMUP"
-    s0=$(sample)
-    s1=$(sample)
+    start=$(sample)
     sleep "$WINDOW"
-    s2=$(sample)
+    end=$(sample)
+    relay_alive
     wait "$LOAD_PID" || die "load run failed ($style): $(tail -n 3 "$OUT/load.txt")"
     LOAD_PID=""
+    idle=("$(sample)" "$(sample)" "$(sample)" "$(sample)")
     relay_stop
-    python3 - "$style" "$RATE" "$s0" "$s1" "$s2" <<'EOF'
+    python3 - "$style" "$RATE" "$WINDOW" "$start" "$end" "${idle[@]}" <<'EOF'
 import sys
-style, rate = sys.argv[1], sys.argv[2]
-(c0, b0, _), (c1, b1, m1), (c2, b2, m2) = (map(int, s.split()) for s in sys.argv[3:6])
-stats_read_c, stats_read_b = c1 - c0, b1 - b0
-n = max(m2 - m1, 1)
-per_c = (c2 - c1 - stats_read_c) / n
-per_b = (b2 - b1 - stats_read_b) / n
-print(f"{style:<10} {rate:>8} {n:>10} | {per_c:>12.4f} {per_b:>12.1f}"
-      f"   (one /stats read: {stats_read_c} allocations)")
+style, rate, window = sys.argv[1:4]
+s, e, *idle = ([int(x) for x in v.split()] for v in sys.argv[4:])
+# One /stats read on the idle relay: the smallest of three back-to-back differences.
+read_c, read_b = min((b[0] - a[0], b[1] - a[1]) for a, b in zip(idle, idle[1:]))
+n = e[2] - s[2]
+if n <= 0:
+    sys.exit(f"{style}: no messages written in the window")
+per_c = (e[0] - s[0] - read_c) / n
+per_b = (e[1] - s[1] - read_b) / n
+print(f"{style:<10} {rate:>7} {100:>6} {window:>6} {n:>10} | {per_c:>10.4f} {per_b:>10.1f} | "
+      f"{read_c} allocations, {read_b} B")
 EOF
 done

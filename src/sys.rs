@@ -82,6 +82,10 @@ pub fn into_owned_fd(stream: monoio::net::TcpStream) -> OwnedFd {
     let raw = stream.into_raw_fd();
     // SAFETY: into_raw_fd transferred sole ownership of `raw` to us (monoio panics rather
     // than return a shared descriptor, and the relay never clones its streams' fds).
+    // It cannot panic here: a stream is given up only at its upgrade or handoff, when
+    // every readiness wait on it has completed (and so released its reference) — the
+    // only wait that can be abandoned is the handshake timeout's, after which the
+    // stream is dropped, never upgraded.
     unsafe { OwnedFd::from_raw_fd(raw) }
 }
 
