@@ -1168,10 +1168,13 @@ mod tests {
     fn json_has_exactly_the_contract_shape() {
         let snaps = [busy_shard(0).snapshot(), busy_shard(1).snapshot()];
         let v: Value = serde_json::from_str(&render_json(42, &snaps)).unwrap();
-        assert_eq!(
-            keys(&v),
-            ["per_shard", "shards", "totals", "uptime_seconds"]
-        );
+        // `allocations` exists only in the counting build (`--features alloc-count`).
+        let mut top = vec!["per_shard", "shards", "totals", "uptime_seconds"];
+        if cfg!(feature = "alloc-count") {
+            top.insert(0, "allocations");
+            assert_eq!(keys(&v["allocations"]), ["bytes", "count"]);
+        }
+        assert_eq!(keys(&v), top);
         assert_eq!(v["uptime_seconds"], 42);
         assert_eq!(v["shards"], 2);
         assert_eq!(keys(&v["totals"]), TALLY_KEYS);
