@@ -57,7 +57,8 @@ loadtest:
 bench-compare:
 	CARGO="$(CARGO)" ./scripts/bench-compare.sh
 
-## Syscalls per relayed message (perf stat on the relay), pair and server-id, 3 rates.
+## Syscalls per relayed message (perf stat on the relay's tracepoints): pair and server-id,
+## io_uring and epoll, 4 open-loop rates (RATES=, DRIVERS= to narrow). Needs root for perf.
 syscalls:
 	$(CARGO) build --release -p shardrelay -p shardrelay-load
 	bash scripts/syscalls-per-message.sh
@@ -66,7 +67,8 @@ syscalls:
 alloc-count:
 	CARGO="$(CARGO)" bash scripts/alloc-per-message.sh
 
-## Peak throughput with --shards 1 vs --shards 2, and the handoff histogram.
+## Peak throughput with --shards 1 vs --shards 2 (and one shard on a core of its own), relay
+## CPU, and the handoff histogram of 10,000 fresh connections on two shards.
 shard-scaling:
 	$(CARGO) build --release -p shardrelay -p shardrelay-load
 	bash scripts/shard-scaling.sh

@@ -1,55 +1,283 @@
 #!/usr/bin/env bash
-# One shard vs two (issue 9, point 6): peak throughput (closed loop, --inflight 8 per
-# stream, 64-byte messages) of pair and server-id at 100 and 1,000 connections with
-# `--shards 1` and `--shards 2`, the relay's CPU over the run (utime+stime from
-# /proc/PID/stat), and the handoff histogram of each two-shard run (connections that
-# landed on the wrong shard and were moved to their owner; `/stats` `handoff`).
+# One shard vs two (issue 9, point 6).
 #
-# Usage: scripts/shard-scaling.sh      Env: SHARDRELAY_BIN, SOAK_LOAD_BIN, DURATION (s, default 8)
-# The load generator shares the machine's cores with the relay: on a 2-core box the
-# two-shard relay competes with it for the second core (see docs/benchmarks.md).
+# Part 1, peak throughput: for pair and server-id at 100 and 1,000 connections, a fresh
+# release relay per run and the closed-loop load of scripts/bench-compare.sh
+# (`--inflight 8` per stream, 64-byte messages), in three placements:
+#   1      --shards 1, no taskset: the shard pins itself to CPU 0, the load generator's two
+#          workers pin themselves to CPUs 0 and 1 (the shard shares its core with one);
+#   1-own  --shards 1 moved to CPU 1 (`taskset -a -p`), the load generator on CPU 0 with
+#          one worker (`taskset -c 0 … --workers 1`): the one shard has a core to itself;
+#   2      --shards 2, no taskset: one shard and one load worker on each CPU.
+# Figures come from a steady window inside the load's measured window, sampled by this
+# script: forwarded messages from /stats (`messages_out`), the relay's CPU
+# (utime+stime of /proc/PID/stat), the load generator's CPU, everyone else's (the
+# machine's busy time less both) and the hypervisor's steal, all over the same interval;
+# plus the load generator's own round trips/s over its window.
+#
+# Part 2, handoff cost: `shardrelay-load idle` opens HANDOFF_CONNS fresh connections (pair
+# and server-id), once as fast as it can and once paced at HANDOFF_RATE/s, against
+# --shards 1 (no handoffs: the reference) and --shards 2. Once all are up: the relay's
+# `handoff` histogram (queued to the owner's inbox → picked up there), the handoffs /
+# adopted / accepted counters, the `handshake` histogram and the client's connect
+# latency (what a handoff adds end to end), and the relay's CPU per connection so far.
+#
+# Usage: scripts/shard-scaling.sh                         (or `make shard-scaling`)
+# Env: STYLES ("pair server-id"), CONNS ("100 1000"), PLACEMENTS ("1 1-own 2"), DURATION
+# (load window, s, default 5), HANDOFF_CONNS (10000), HANDOFF_RATE (2000), SHARDRELAY_BIN,
+# LOAD_BIN (or SOAK_LOAD_BIN), OUT_DIR (default <target>/shard-scaling/<stamp>), WAIT_QUIET
+# (seconds to wait for an idle machine before each run, default 0).
+# Bounded: ~9 s per throughput run (12), ≤ 10 s per handoff run (8): about 2.5 minutes.
+# The load generator shares the machine's cores with the relay: on a 2-core machine there
+# is no placement that gives two shards and the load generator cores of their own.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib/relay.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/relay.sh"
 
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-LOAD_BIN=${SOAK_LOAD_BIN:-$TARGET_DIR/release/shardrelay-load}
-DURATION=${DURATION:-8}
-TICKS=$(getconf CLK_TCK)
-[ -x "$RELAY_BIN" ] && [ -x "$LOAD_BIN" ] || die "build first: cargo build --release -p shardrelay -p shardrelay-load"
-OUT=$(mktemp -d "${TMPDIR:-/tmp}/shardrelay-scaling.XXXXXX")
-trap 'relay_stop; rm -rf "$OUT"' EXIT
+LOAD_BIN=${LOAD_BIN:-${SOAK_LOAD_BIN:-$TARGET_DIR/release/shardrelay-load}}
+DURATION=${DURATION:-5}
+WARMUP=2
+read -r -a STYLE_LIST <<<"${STYLES:-pair server-id}"
+read -r -a CONN_LIST <<<"${CONNS:-100 1000}"
+read -r -a PLACEMENT_LIST <<<"${PLACEMENTS:-1 1-own 2}"
+HANDOFF_CONNS=${HANDOFF_CONNS:-10000}
+HANDOFF_RATE=${HANDOFF_RATE:-2000}
+case $DURATION in '' | *[!0-9]*) die "DURATION must be whole seconds, not '$DURATION'" ;; esac
+if [ "$DURATION" -lt 3 ] || [ "$DURATION" -gt 60 ]; then die "DURATION must be 3..60"; fi
+if [ ! -x "$RELAY_BIN" ] || [ ! -x "$LOAD_BIN" ]; then
+    die "build first: cargo build --release -p shardrelay -p shardrelay-load"
+fi
+command -v taskset >/dev/null || die "taskset is missing (util-linux)"
+OUT=${OUT_DIR:-$TARGET_DIR/shard-scaling/$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$OUT"
+RESULTS=$OUT/throughput.tsv
+HANDOFFS=$OUT/handoff.tsv
+: >"$RESULTS"
+: >"$HANDOFFS"
+HZ=$(getconf CLK_TCK)
+LOAD_PID=""
+cleanup() {
+    local rc=$?
+    if [ -n "$LOAD_PID" ]; then
+        kill "$LOAD_PID" 2>/dev/null || true
+        wait "$LOAD_PID" 2>/dev/null || true
+    fi
+    relay_stop
+    return $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$RELAY_PID/stat"; }
+# sample FILE: /stats (FILE.json), then the wall clock, the relay's and the load
+# generator's utime+stime, the machine's busy time and its steal time (bash builtins: no
+# fork after curl).
+sample() {
+    local out=$1 f
+    curl -fsS --max-time 5 -o "$out.json" "http://$RELAY_ADMIN/stats"
+    local now=$EPOCHREALTIME
+    read -r -a f <"/proc/$RELAY_PID/stat"
+    local relay_ticks=$((f[13] + f[14]))
+    read -r -a f <"/proc/$LOAD_PID/stat"
+    local load_ticks=$((f[13] + f[14]))
+    read -r -a f </proc/stat
+    echo "$now $relay_ticks $load_ticks $((f[1] + f[2] + f[3] + f[6] + f[7])) ${f[8]}" >"$out"
+}
 
-printf '%-10s %6s %6s %12s %10s %12s | %s\n' style conns shards "msgs/s" "relay CPU" "msgs/CPU-s" \
-    "handoff p50/p99 µs (count)"
-for style in pair server-id; do
-    for conns in 100 1000; do
-        case $style in
-            pair) shape=(--pairs $((conns / 2))) ;;
-            server-id) shape=(--binaries $((conns / 10)) --phones 9) ;;
-        esac
-        for shards in 1 2; do
-            relay_start "$OUT/relay.log" --log-level warn --shards "$shards"
-            start=$(cpu_ticks)
-            "$LOAD_BIN" "$style" --target "$RELAY_PUBLIC" --admin "$RELAY_ADMIN" "${shape[@]}" \
-                --inflight 8 --size 64 --warmup 2s --duration "${DURATION}s" \
-                --source-ips 127.0.0.1-127.0.0.4 --json "$OUT/load.json" >"$OUT/load.txt" 2>&1 ||
-                die "load failed: $(tail -n 3 "$OUT/load.txt")"
-            end=$(cpu_ticks)
-            relay_stop
-            python3 - "$OUT/load.json" "$style" "$conns" "$shards" "$start" "$end" "$TICKS" <<'EOF'
+# wait_quiet: with WAIT_QUIET=S (seconds), wait up to S seconds before a run for the
+# machine to be quiet (under a tenth of a core busy over one second, from /proc/stat);
+# then run anyway, with a warning. Off by default: the "other CPU" column shows the rest.
+wait_quiet() {
+    local limit=${WAIT_QUIET:-0} end f a b
+    [ "$limit" -gt 0 ] || return 0
+    end=$((SECONDS + limit))
+    while :; do
+        read -r -a f </proc/stat
+        a=$((f[1] + f[2] + f[3] + f[6] + f[7] + f[8]))
+        sleep 1
+        read -r -a f </proc/stat
+        b=$((f[1] + f[2] + f[3] + f[6] + f[7] + f[8]))
+        if [ $((b - a)) -lt $(($(getconf CLK_TCK) / 10)) ]; then return 0; fi
+        if [ $SECONDS -ge "$end" ]; then
+            log "warning: the machine is still busy after ${limit}s; running anyway"
+            return 0
+        fi
+    done
+}
+
+messages_out() {
+    curl -fsS --max-time 5 "http://$RELAY_ADMIN/stats" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["totals"]["messages_out"])'
+}
+
+# throughput_run STYLE CONNS PLACEMENT
+throughput_run() {
+    local style=$1 conns=$2 placement=$3 shape tag shards pin=() workers=()
+    tag=$style.$conns.$placement
+    case $style in
+        pair) shape=(--pairs $((conns / 2))) ;;
+        server-id) shape=(--binaries $((conns / 10)) --phones 9) ;;
+    esac
+    case $placement in
+        1) shards=1 ;;
+        1-own) shards=1 pin=(taskset -c 0) workers=(--workers 1) ;;
+        2) shards=2 ;;
+        *) die "unknown placement $placement (1 | 1-own | 2)" ;;
+    esac
+    wait_quiet
+    relay_start "$OUT/$tag.relay.log" --log-level warn --shards "$shards"
+    if [ "$placement" = 1-own ]; then
+        # Every thread of the relay (its shard included, already pinned to CPU 0) to CPU 1.
+        taskset -a -p -c 1 "$RELAY_PID" >/dev/null || die "taskset failed"
+    fi
+    "${pin[@]}" "$LOAD_BIN" "$style" --target "$RELAY_PUBLIC" --admin "$RELAY_ADMIN" \
+        "${shape[@]}" "${workers[@]}" --inflight 8 --size 64 --warmup "${WARMUP}s" \
+        --duration "${DURATION}s" --drain 2s --source-ips 127.0.0.1-127.0.0.4 \
+        --json "$OUT/$tag.json" >"$OUT/$tag.load.txt" 2>"$OUT/$tag.load.err" &
+    LOAD_PID=$!
+    local deadline=$((SECONDS + 60))
+    until [ "$(messages_out 2>/dev/null || echo 0)" -gt 0 ]; do
+        [ $SECONDS -lt $deadline ] || die "no traffic through the relay ($tag)"
+        kill -0 "$LOAD_PID" 2>/dev/null || die "load exited early ($tag): $(tail -n 3 "$OUT/$tag.load.txt")"
+        sleep 0.2
+    done
+    # Inside the load's measured window: past its warm-up, ending a second before its end.
+    sleep "$((WARMUP + 1))"
+    sample "$OUT/$tag.before"
+    sleep "$((DURATION - 2))"
+    sample "$OUT/$tag.after"
+    local rc=0
+    wait "$LOAD_PID" || rc=$?
+    LOAD_PID=""
+    relay_alive
+    curl -fsS --max-time 5 -o "$OUT/$tag.end.json" "http://$RELAY_ADMIN/stats"
+    relay_stop
+    [ "$rc" -eq 0 ] || die "load run failed ($tag, exit $rc): $(tail -n 3 "$OUT/$tag.load.txt")"
+    python3 - "$OUT/$tag" "$style" "$conns" "$placement" "$HZ" >>"$RESULTS" <<'EOF'
 import json, sys
-path, style, conns, shards, start, end, ticks = sys.argv[1:]
-r = json.load(open(path))
-rate = r["throughput"]["messages_per_s"]
-cpu = (int(end) - int(start)) / int(ticks)
-received = r["throughput"]["received"]
-stats = (r.get("relay") or {}).get("stats") or {}
-h = stats.get("totals", {}).get("histograms", {}).get("handoff") or {}
-handoff = f"{h.get('p50', '-')}/{h.get('p99', '-')} ({h.get('count', 0)})" if h else "-"
-print(f"{style:<10} {conns:>6} {shards:>6} {rate:>12.0f} {cpu:>9.2f}s {received / cpu:>12.0f} | {handoff}")
+base, style, conns, placement, hz = sys.argv[1:]
+hz = float(hz)
+b = [float(x) for x in open(base + ".before").read().split()]
+a = [float(x) for x in open(base + ".after").read().split()]
+tb, ta = (json.load(open(base + s + ".json"))["totals"] for s in (".before", ".after"))
+secs = a[0] - b[0]
+fwd = ta["messages_out"] - tb["messages_out"]
+relay, load, busy, steal = ((a[i] - b[i]) / hz for i in (1, 2, 3, 4))
+other = max(busy - relay - load, 0.0)
+report = json.load(open(base + ".json"))
+end = json.load(open(base + ".end.json"))["totals"]
+h = end["histograms"]["handoff"]
+fields = [style, conns, placement, report["throughput"]["messages_per_s"], fwd / secs,
+          relay / secs, fwd / max(relay, 1e-9), load / secs, other / secs, steal / secs,
+          end["handoffs"], end["adopted"], h["count"], h["p50"], h["p99"]]
+print("\t".join(f"{x:.3f}" if isinstance(x, float) else str(x) for x in fields))
 EOF
+    log "$tag: $(tail -n 1 "$RESULTS")"
+}
+
+# handoff_run STYLE RATE SHARDS: HANDOFF_CONNS fresh connections (RATE 0: unpaced); once
+# they are all up, /stats and the relay's CPU so far (the ramp: accepts, heads, upgrades,
+# handoffs).
+handoff_run() {
+    local style=$1 rate=$2 shards=$3 tag extra=()
+    tag=handoff.$style.$rate.$shards
+    if [ "$style" = server-id ]; then extra=(--phones 9); fi
+    wait_quiet
+    relay_start "$OUT/$tag.relay.log" --log-level warn --shards "$shards"
+    local start
+    start=$(awk '{print $14 + $15}' "/proc/$RELAY_PID/stat")
+    timeout 60 "$LOAD_BIN" idle --style "$style" "${extra[@]}" --connections "$HANDOFF_CONNS" \
+        --connect-rate "$rate" --duration 2s --setup-timeout 40s \
+        --source-ips 127.0.0.1-127.0.0.4 --target "$RELAY_PUBLIC" --admin "$RELAY_ADMIN" \
+        --no-relay-stats >"$OUT/$tag.load.txt" 2>"$OUT/$tag.load.err" &
+    LOAD_PID=$!
+    local deadline=$((SECONDS + 50))
+    until grep -q '^all connections up' "$OUT/$tag.load.txt"; do
+        [ $SECONDS -lt $deadline ] || die "connections not up in time ($tag)"
+        kill -0 "$LOAD_PID" 2>/dev/null || die "idle run ended early ($tag): $(tail -n 3 "$OUT/$tag.load.txt")"
+        sleep 0.05
+    done
+    local up
+    up=$(awk '{print $14 + $15}' "/proc/$RELAY_PID/stat")
+    curl -fsS --max-time 5 -o "$OUT/$tag.json" "http://$RELAY_ADMIN/stats"
+    local rc=0
+    wait "$LOAD_PID" || rc=$?
+    LOAD_PID=""
+    relay_alive
+    relay_stop
+    [ "$rc" -eq 0 ] || die "idle run failed ($tag, exit $rc): $(tail -n 3 "$OUT/$tag.load.txt")"
+    python3 - "$OUT/$tag.json" "$OUT/$tag.load.txt" "$style" "$rate" "$shards" \
+        "$(((up - start) * 1000000 / HZ))" >>"$HANDOFFS" <<'EOF'
+import json, re, sys
+path, load, style, rate, shards, cpu_us = sys.argv[1:]
+t = json.load(open(path))["totals"]
+h, hs = t["histograms"]["handoff"], t["histograms"]["handshake"]
+text = open(load).read()
+ramp = re.search(r"ramp ([0-9.]+) s", text)
+connect = re.search(r"client connect +\d+ +(\d+) +\d+ +(\d+)", text)
+fields = [style, rate, shards, t["accepted"], t["handoffs"], t["adopted"], h["count"], h["p50"],
+          h["p90"], h["p99"], h["p999"], h["max"], hs["p50"], hs["p99"],
+          connect.group(1) if connect else "-", connect.group(2) if connect else "-",
+          ramp.group(1) if ramp else "-", int(cpu_us) / max(t["accepted"], 1)]
+print("\t".join(f"{x:.1f}" if isinstance(x, float) else str(x) for x in fields))
+EOF
+    log "$tag: $(tail -n 1 "$HANDOFFS")"
+}
+
+for style in "${STYLE_LIST[@]}"; do
+    for conns in "${CONN_LIST[@]}"; do
+        for placement in "${PLACEMENT_LIST[@]}"; do
+            throughput_run "$style" "$conns" "$placement"
         done
     done
 done
+for style in "${STYLE_LIST[@]}"; do
+    for rate in 0 "$HANDOFF_RATE"; do
+        for shards in 1 2; do
+            handoff_run "$style" "$rate" "$shards"
+        done
+    done
+done
+
+echo
+echo "shard scaling — $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, Linux $(uname -r)"
+echo "closed loop, --inflight 8 per stream, 64 B; a $((DURATION - 2)) s window inside each load run's ${DURATION} s"
+echo "CPU columns in cores (1.00 = one core busy); forwarded = relayed messages/s (two per round trip)"
+python3 - "$RESULTS" "$HANDOFFS" <<'EOF' | tee "$OUT/table.md"
+import sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+head = ["style", "connections", "shards", "round trips/s (load)", "forwarded/s (relay)",
+        "relay CPU", "forwarded / relay CPU-s", "load CPU", "other CPU", "steal",
+        "handoffs / adopted", "handoff p50 / p99 µs"]
+print("| " + " | ".join(head) + " |")
+print("|" + "---|" * len(head))
+base = {}
+for r in rows:
+    style, conns, placement = r[0], r[1], r[2]
+    rt, fwd, relay, eff, load, other, steal = (float(x) for x in r[3:10])
+    ho = f"{r[10]} / {r[11]}"
+    hist = f"{r[13]} / {r[14]}" if int(r[12]) else "–"
+    print("| " + " | ".join([style, f"{int(conns):,}", placement, f"{rt:,.0f}", f"{fwd:,.0f}",
+          f"{relay:.2f}", f"{eff:,.0f}", f"{load:.2f}", f"{other:.2f}", f"{steal:.2f}", ho, hist]) + " |")
+    base[(style, conns, placement)] = (fwd, eff)
+print()
+print("| style | connections | 2 ÷ 1 forwarded/s | 2 ÷ 1-own forwarded/s | 2 ÷ 1 per relay CPU-s | 2 ÷ 1-own per relay CPU-s |")
+print("|---|---|---|---|---|---|")
+for (style, conns, placement), (fwd, eff) in base.items():
+    if placement != "2":
+        continue
+    def ratio(p, i):
+        o = base.get((style, conns, p))
+        return f"{(fwd, eff)[i] / o[i]:.2f}×" if o and o[i] else "–"
+    print(f"| {style} | {int(conns):,} | {ratio('1', 0)} | {ratio('1-own', 0)} | {ratio('1', 1)} | {ratio('1-own', 1)} |")
+print()
+print("| style (idle) | connect rate | shards | accepted | handoffs / adopted | handoff p50 / p90 / p99 / p99.9 / max µs | relay handshake p50 / p99 µs | client connect p50 / p99 µs | ramp s | relay CPU µs / connection |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for l in open(sys.argv[2]):
+    s, rate, shards, acc, ho, ad, n, p50, p90, p99, p999, mx, hs50, hs99, c50, c99, ramp, cpu = l.rstrip("\n").split("\t")
+    pace = "unpaced" if rate == "0" else f"{int(rate):,}/s"
+    hist = f"{p50} / {p90} / {p99} / {p999} / {mx}" if int(n) else "–"
+    print(f"| {s} | {pace} | {shards} | {int(acc):,} | {int(ho):,} / {int(ad):,} | {hist} | {hs50} / {hs99} | {c50} / {c99} | {ramp} | {float(cpu):.0f} |")
+EOF
+echo
+echo "load reports, /stats samples and relay logs: $OUT"

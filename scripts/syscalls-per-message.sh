@@ -1,91 +1,245 @@
 #!/usr/bin/env bash
-# Syscalls per relayed message (issue 9, point 5): start a release relay, drive one style
-# at a fixed open-loop rate, and count the relay process's syscalls over a steady window
-# with `perf stat` on the syscall tracepoints; divide by the messages the relay wrote in
-# that window (`/stats` totals `messages_out`, sampled at the window's start and end).
+# Syscalls per relayed message (issue 9, point 5). For each style, driver and open-loop
+# rate: a fresh release relay on 127.0.0.1:0, `shardrelay-load <style> --rate R --size 64`
+# over 100 connections, and `perf stat` on the relay's syscall and io_uring tracepoints
+# over a steady window after the warm-up. The window's counts are divided by the messages
+# the relay wrote in it (`/stats` totals `messages_out`, sampled at the window's start and
+# end from inside the perf workload, so counters and samples cover the same interval).
 #
-# Usage: scripts/syscalls-per-message.sh [STYLE [RATE...]]
-#   STYLE: pair | server-id (default: both); RATE: open-loop msgs/s (default: 2000 20000 100000)
-# Env: SHARDRELAY_BIN, SOAK_LOAD_BIN (binaries; default target/release), SHARDRELAY_DRIVER
-# (uring | epoll, reaches the relay), WINDOW (seconds counted, default 5).
-# Needs `perf` with tracepoint access (root). Bounded: every run is warm-up + WINDOW + 3 s.
+# Usage: scripts/syscalls-per-message.sh [STYLE|all] [SECONDS]      (or `make syscalls`)
+#   STYLE    pair | server-id | all (default all)
+#   SECONDS  the counted window (default 5)
+# Env: RATES (open-loop round trips/s, default "2000 10000 50000 100000"); DRIVERS
+# (default: $SHARDRELAY_DRIVER if set, else "uring epoll"); SHARDRELAY_BIN, LOAD_BIN
+# (or SOAK_LOAD_BIN) for other binaries; OUT_DIR (default <target>/syscalls/<stamp>);
+# WAIT_QUIET (seconds to wait for an idle machine before each run, default 0).
+# Needs perf with tracepoint access (root; Debian package linux-perf). Bounded: each run is
+# ramp + 2 s warm-up + perf's set-up (2–3 s) + SECONDS, then the load is stopped; the
+# default 16 runs take about 2.5 minutes.
+#
+# Columns, per forwarded message: all = raw_syscalls:sys_enter; sendmsg (+ sendto, writev);
+# recv = recvfrom (libc recv); uring_enter = io_uring_enter; epoll_wait (+ epoll_pwait);
+# poll (+ ppoll: monoio's legacy-driver readiness check); other = the rest. Then what the
+# counts say about batching: frames/sendmsg = messages written ÷ sendmsg calls that wrote,
+# msgs/read = messages read ÷ recv calls that returned data; EAGAIN reads, io_uring SQEs
+# (io_uring_submit_req) and poll(2) calls that found nothing ready, per message; and the
+# CPU of the relay, the load generator, everything else on the machine and the hypervisor's
+# steal over the window (other work on the box changes how much batches: it is shown).
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib/relay.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/relay.sh"
 
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-LOAD_BIN=${SOAK_LOAD_BIN:-$TARGET_DIR/release/shardrelay-load}
-WINDOW=${WINDOW:-5}
-WARMUP=3
-styles=(pair server-id)
-rates=(2000 20000 100000)
-if [ $# -ge 1 ]; then styles=("$1"); shift; fi
-if [ $# -ge 1 ]; then rates=("$@"); fi
-command -v perf >/dev/null || die "perf is not installed (Debian: linux-perf)"
-[ -x "$RELAY_BIN" ] && [ -x "$LOAD_BIN" ] || die "build first: cargo build --release -p shardrelay -p shardrelay-load"
-OUT=$(mktemp -d "${TMPDIR:-/tmp}/shardrelay-syscalls.XXXXXX")
+LOAD_BIN=${LOAD_BIN:-${SOAK_LOAD_BIN:-$TARGET_DIR/release/shardrelay-load}}
+STYLE=${1:-all}
+WINDOW=${2:-5}
+WARMUP=2
+read -r -a RATE_LIST <<<"${RATES:-2000 10000 50000 100000}"
+read -r -a DRIVER_LIST <<<"${DRIVERS:-${SHARDRELAY_DRIVER:-uring epoll}}"
+case $STYLE in
+    all) styles=(pair server-id) ;;
+    pair | server-id) styles=("$STYLE") ;;
+    *) die "unknown style $STYLE (pair | server-id | all)" ;;
+esac
+if ! [[ $WINDOW =~ ^[0-9]+$ ]] || [ "$WINDOW" -lt 1 ] || [ "$WINDOW" -gt 60 ]; then
+    die "SECONDS must be 1..60, not $WINDOW"
+fi
+command -v perf >/dev/null || die "perf is not installed (Debian: apt-get install linux-perf)"
+if [ ! -x "$RELAY_BIN" ] || [ ! -x "$LOAD_BIN" ]; then
+    die "build first: cargo build --release -p shardrelay -p shardrelay-load"
+fi
+if [ ! -e /sys/kernel/tracing/events/syscalls ] && [ ! -e /sys/kernel/debug/tracing/events/syscalls ]; then
+    die "no syscall tracepoints: mount -t tracefs nodev /sys/kernel/tracing (as root)"
+fi
+OUT=${OUT_DIR:-$TARGET_DIR/syscalls/$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$OUT"
+RESULTS=$OUT/results.tsv
+: >"$RESULTS"
 LOAD_PID=""
 cleanup() {
     local rc=$?
-    [ -n "$LOAD_PID" ] && kill "$LOAD_PID" 2>/dev/null || true
+    if [ -n "$LOAD_PID" ]; then
+        kill "$LOAD_PID" 2>/dev/null || true
+        wait "$LOAD_PID" 2>/dev/null || true
+    fi
     relay_stop
-    rm -rf "$OUT"
     return $rc
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
-EVENTS=(raw_syscalls:sys_enter syscalls:sys_enter_sendmsg syscalls:sys_enter_recvfrom
-    syscalls:sys_enter_io_uring_enter syscalls:sys_enter_epoll_wait syscalls:sys_enter_epoll_pwait)
+# Counted in this order; perf prints one CSV line per event, in the same order (the
+# filtered sys_exit events share their name with nothing else counted here).
+EVENTS=(
+    raw_syscalls:sys_enter
+    syscalls:sys_enter_sendmsg syscalls:sys_enter_sendto syscalls:sys_enter_writev
+    syscalls:sys_enter_write syscalls:sys_enter_recvfrom syscalls:sys_enter_recvmsg
+    syscalls:sys_enter_read syscalls:sys_enter_io_uring_enter syscalls:sys_enter_epoll_wait
+    syscalls:sys_enter_epoll_pwait syscalls:sys_enter_epoll_ctl syscalls:sys_enter_poll
+    syscalls:sys_enter_ppoll syscalls:sys_enter_futex
+    syscalls:sys_exit_recvfrom syscalls:sys_exit_sendmsg syscalls:sys_exit_poll
+    io_uring:io_uring_submit_req io_uring:io_uring_complete
+)
 EVENT_ARGS=()
-for event in "${EVENTS[@]}"; do EVENT_ARGS+=(-e "$event"); done
+for event in "${EVENTS[@]}"; do
+    EVENT_ARGS+=(-e "$event")
+    case $event in
+        syscalls:sys_exit_poll) EVENT_ARGS+=(--filter 'ret == 0') ;;  # nothing ready
+        syscalls:sys_exit_*) EVENT_ARGS+=(--filter 'ret == -11') ;;   # EAGAIN only
+    esac
+done
+
+# The window's edges, taken inside the perf workload (a child bash, given this function
+# with `declare -f`) so that the counters and the samples cover the same interval: the
+# relay's /stats (raw JSON, parsed afterwards), then the wall clock, the relay's and the
+# load generator's utime+stime, the machine's busy time and its steal time (CPU the
+# hypervisor gave to other guests), all with bash builtins (no fork after curl).
+sample() {
+    local out=$1 admin=$2 relay=$3 load=$4 f
+    curl -fsS --max-time 5 -o "$out.json" "http://$admin/stats"
+    local now=$EPOCHREALTIME
+    read -r -a f <"/proc/$relay/stat"
+    local relay_ticks=$((f[13] + f[14]))
+    read -r -a f <"/proc/$load/stat"
+    local load_ticks=$((f[13] + f[14]))
+    read -r -a f </proc/stat
+    echo "$now $relay_ticks $load_ticks $((f[1] + f[2] + f[3] + f[6] + f[7])) ${f[8]}" >"$out"
+}
+
+# wait_quiet: with WAIT_QUIET=S (seconds), wait up to S seconds before a run for the
+# machine to be quiet (under a tenth of a core busy over one second, from /proc/stat);
+# then run anyway, with a warning. Off by default: the "other CPU" column shows the rest.
+wait_quiet() {
+    local limit=${WAIT_QUIET:-0} end f a b
+    [ "$limit" -gt 0 ] || return 0
+    end=$((SECONDS + limit))
+    while :; do
+        read -r -a f </proc/stat
+        a=$((f[1] + f[2] + f[3] + f[6] + f[7] + f[8]))
+        sleep 1
+        read -r -a f </proc/stat
+        b=$((f[1] + f[2] + f[3] + f[6] + f[7] + f[8]))
+        if [ $((b - a)) -lt $(($(getconf CLK_TCK) / 10)) ]; then return 0; fi
+        if [ $SECONDS -ge "$end" ]; then
+            log "warning: the machine is still busy after ${limit}s; running anyway"
+            return 0
+        fi
+    done
+}
+
 messages_out() {
     curl -fsS --max-time 5 "http://$RELAY_ADMIN/stats" |
         python3 -c 'import json,sys; print(json.load(sys.stdin)["totals"]["messages_out"])'
 }
 
-printf '%-10s %-7s %8s %10s | %7s %7s %7s %7s %7s %7s\n' style driver rate forwarded \
-    "all/msg" "sendmsg" "recv" "uring" "epoll" "other"
-for style in "${styles[@]}"; do
-    for rate in "${rates[@]}"; do
-        relay_start "$OUT/relay.log" --log-level warn
-        case $style in
-            pair) shape=(--pairs 100) ;;
-            server-id) shape=(--binaries 10 --phones 10) ;;
-            *) die "unknown style $style" ;;
-        esac
-        "$LOAD_BIN" "$style" --target "$RELAY_PUBLIC" --admin "$RELAY_ADMIN" "${shape[@]}" \
-            --rate "$rate" --size 64 --warmup "${WARMUP}s" --duration "$((WINDOW + 2))s" \
-            --no-relay-stats >"$OUT/load.txt" 2>&1 &
-        LOAD_PID=$!
-        # Wait until traffic flows (bounded), then let the warm-up pass.
-        deadline=$((SECONDS + 20))
-        until [ "$(messages_out)" -gt 0 ]; do
-            [ $SECONDS -lt $deadline ] || die "no traffic through the relay ($style at $rate/s)"
-            sleep 0.2
-        done
-        sleep "$WARMUP"
-        before=$(messages_out)
-        perf stat -x, -o "$OUT/perf.csv" "${EVENT_ARGS[@]}" -p "$RELAY_PID" -- sleep "$WINDOW" 2>/dev/null
-        after=$(messages_out)
-        wait "$LOAD_PID" || die "load run failed ($style at $rate/s): $(tail -n 3 "$OUT/load.txt")"
-        LOAD_PID=""
-        relay_stop
-        python3 - "$OUT/perf.csv" "$style" "$RELAY_DRIVER" "$rate" "$before" "$after" <<'EOF'
-import sys
-path, style, driver, rate, before, after = sys.argv[1:]
-counts = {}
-for line in open(path):
-    parts = line.strip().split(",")
-    if len(parts) > 2 and parts[0].replace(".", "").isdigit():
-        counts[parts[2]] = float(parts[0])
-n = max(int(after) - int(before), 1)
-total = counts.get("raw_syscalls:sys_enter", 0)
-send = counts.get("syscalls:sys_enter_sendmsg", 0)
-recv = counts.get("syscalls:sys_enter_recvfrom", 0)
-uring = counts.get("syscalls:sys_enter_io_uring_enter", 0)
-epoll = counts.get("syscalls:sys_enter_epoll_wait", 0) + counts.get("syscalls:sys_enter_epoll_pwait", 0)
-other = total - send - recv - uring - epoll
-print(f"{style:<10} {driver:<7} {rate:>8} {n:>10} | {total/n:7.3f} {send/n:7.3f} {recv/n:7.3f} "
-      f"{uring/n:7.3f} {epoll/n:7.3f} {other/n:7.3f}")
+run_one() {
+    local style=$1 driver=$2 rate=$3 shape tag
+    tag=$style.$driver.$rate
+    case $style in
+        pair) shape=(--pairs 50) ;;                     # 100 connections
+        server-id) shape=(--binaries 10 --phones 9) ;;  # 100 connections
+    esac
+    wait_quiet
+    SHARDRELAY_DRIVER=$driver relay_start "$OUT/$tag.relay.log" --log-level warn
+    # The load outlasts the window (perf needs a few seconds to attach its tracepoints
+    # before the window starts) and is stopped once the window has been counted.
+    "$LOAD_BIN" "$style" --target "$RELAY_PUBLIC" --admin "$RELAY_ADMIN" "${shape[@]}" \
+        --rate "$rate" --size 64 --warmup "${WARMUP}s" --duration "$((WINDOW + 10))s" \
+        --drain 2s --no-relay-stats >"$OUT/$tag.load.txt" 2>"$OUT/$tag.load.err" &
+    LOAD_PID=$!
+    # Wait until traffic flows (bounded), then let the warm-up pass.
+    local deadline=$((SECONDS + 30))
+    until [ "$(messages_out 2>/dev/null || echo 0)" -gt 0 ]; do
+        [ $SECONDS -lt $deadline ] || die "no traffic through the relay ($tag)"
+        kill -0 "$LOAD_PID" 2>/dev/null || die "load exited early ($tag): $(tail -n 3 "$OUT/$tag.load.txt")"
+        sleep 0.2
+    done
+    sleep "$WARMUP"
+    perf stat -x, -o "$OUT/$tag.perf.csv" "${EVENT_ARGS[@]}" -p "$RELAY_PID" -- \
+        bash -c "$(declare -f sample)
+            sample '$OUT/$tag.before' $RELAY_ADMIN $RELAY_PID $LOAD_PID && sleep $WINDOW &&
+            sample '$OUT/$tag.after' $RELAY_ADMIN $RELAY_PID $LOAD_PID" ||
+        die "perf stat failed ($tag)"
+    kill -0 "$LOAD_PID" 2>/dev/null ||
+        die "the load ended before the window did ($tag): $(tail -n 3 "$OUT/$tag.load.txt")"
+    relay_alive
+    kill "$LOAD_PID"
+    wait "$LOAD_PID" 2>/dev/null || true
+    LOAD_PID=""
+    relay_stop
+    if grep -q 'corrupt+misrouted [1-9]\|errors [1-9]' "$OUT/$tag.load.err"; then
+        die "the load saw errors or integrity failures ($tag): $(tail -n 2 "$OUT/$tag.load.err")"
+    fi
+    python3 - "$OUT/$tag.perf.csv" "$OUT/$tag.before" "$OUT/$tag.after" "$style" "$RELAY_DRIVER" \
+        "$rate" "$(getconf CLK_TCK)" "${EVENTS[@]}" >>"$RESULTS" <<'EOF'
+import json, sys
+perf, before, after, style, driver, rate, hz, *events = sys.argv[1:]
+lines = [l.strip().split(",") for l in open(perf) if l.strip() and not l.startswith("#")]
+lines = [l for l in lines if len(l) > 2 and l[2] in events]
+if len(lines) != len(events):
+    sys.exit(f"{perf}: {len(lines)} counts for {len(events)} events")
+c = {}
+for i, (event, line) in enumerate(zip(events, lines)):
+    if line[2] != event:
+        sys.exit(f"{perf}: line {i} is {line[2]}, expected {event}")
+    c[event.split(":")[1]] = float(line[0]) if line[0].replace(".", "").isdigit() else 0.0
+b = [float(x) for x in open(before).read().split()]
+a = [float(x) for x in open(after).read().split()]
+tb, ta = (json.load(open(p + ".json"))["totals"] for p in (before, after))
+m_in, m_out = ta["messages_in"] - tb["messages_in"], ta["messages_out"] - tb["messages_out"]
+secs, hz = a[0] - b[0], float(hz)
+relay_cpu, load_cpu, busy, steal = ((a[i] - b[i]) / hz for i in (1, 2, 3, 4))
+n = max(m_out, 1)
+send = c["sys_enter_sendmsg"] + c["sys_enter_sendto"] + c["sys_enter_writev"]
+recv = c["sys_enter_recvfrom"] + c["sys_enter_recvmsg"]
+uring = c["sys_enter_io_uring_enter"]
+epoll = c["sys_enter_epoll_wait"] + c["sys_enter_epoll_pwait"]
+poll = c["sys_enter_poll"] + c["sys_enter_ppoll"]
+total = c["sys_enter"]
+other = total - send - recv - uring - epoll - poll
+recv_eagain = c["sys_exit_recvfrom"]
+send_eagain = c["sys_exit_sendmsg"]
+fields = [style, driver, rate, m_out, m_in, secs, total / n, send / n, recv / n, uring / n,
+          epoll / n, poll / n, other / n,
+          m_out / max(send - send_eagain, 1), m_in / max(recv - recv_eagain, 1),
+          recv_eagain / n, c["io_uring_submit_req"] / n, c["sys_exit_poll"] / n,
+          100 * relay_cpu / secs, 100 * load_cpu / secs,
+          100 * max(busy - relay_cpu - load_cpu, 0) / secs, 100 * steal / secs]
+print("\t".join(f"{f:.4f}" if isinstance(f, float) else str(f) for f in fields))
+if abs(m_out / secs / (2 * int(rate)) - 1) > 0.05:
+    print(f"warning: {style}/{driver}/{rate}: {m_out / secs:.0f} messages/s forwarded, "
+          f"not the {2 * int(rate)} the rate asks for (load or relay saturated?)", file=sys.stderr)
 EOF
+    log "$tag: $(tail -n 1 "$RESULTS")"
+}
+
+for driver in "${DRIVER_LIST[@]}"; do
+    for style in "${styles[@]}"; do
+        for rate in "${RATE_LIST[@]}"; do
+            run_one "$style" "$driver" "$rate"
+        done
     done
 done
+
+echo
+echo "syscalls per forwarded message — $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, Linux $(uname -r)"
+echo "relay: $RELAY_BIN (default shards); load: 100 connections, 64 B, open loop; rate = round trips/s"
+echo "(each round trip is two relayed messages); window ${WINDOW}s after a ${WARMUP}s warm-up; CPU in % of one core"
+python3 - "$RESULTS" <<'EOF' | tee "$OUT/table.md"
+import sys
+head = ["style", "driver", "rate", "forwarded/s", "all/msg", "sendmsg", "recv", "uring_enter",
+        "epoll_wait", "poll", "other", "frames/sendmsg", "msgs/read", "EAGAIN reads",
+        "SQEs/msg", "poll: not ready", "relay CPU", "load CPU", "other CPU", "steal"]
+print("| " + " | ".join(head) + " |")
+print("|" + "---|" * len(head))
+for line in open(sys.argv[1]):
+    f = line.rstrip("\n").split("\t")
+    style, driver, rate, out, secs = f[0], f[1], int(f[2]), int(f[3]), float(f[5])
+    v = [float(x) for x in f[6:]]
+    per = [f"{x:.3f}" if x >= 0.0005 else "0" for x in v[:7]]
+    batch = [f"{v[7]:.2f}", f"{v[8]:.2f}", f"{v[9]:.3f}", f"{v[10]:.3f}", f"{v[11]:.3f}"]
+    cpu = [f"{x:.0f} %" for x in v[12:16]]
+    print("| " + " | ".join([style, driver, f"{rate:,}", f"{out / secs:,.0f}"] + per + batch + cpu) + " |")
+EOF
+echo
+echo "raw counts, load reports and relay logs: $OUT"
