@@ -163,7 +163,7 @@ run_one() {
     kill -0 "$LOAD_PID" 2>/dev/null ||
         die "the load ended before the window did ($tag): $(tail -n 3 "$OUT/$tag.load.txt")"
     relay_alive
-    kill "$LOAD_PID"
+    kill "$LOAD_PID" 2>/dev/null || true
     wait "$LOAD_PID" 2>/dev/null || true
     LOAD_PID=""
     relay_stop
