@@ -33,6 +33,8 @@
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/relay.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/relay.sh"
+# shellcheck source-path=SCRIPTDIR source=lib/bench.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/bench.sh"
 
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 LOAD_BIN=${LOAD_BIN:-${SOAK_LOAD_BIN:-$TARGET_DIR/release/shardrelay-load}}
@@ -69,47 +71,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# sample FILE: /stats (FILE.json), then the wall clock, the relay's and the load
-# generator's utime+stime, the machine's busy time and its steal time (bash builtins: no
-# fork after curl).
-sample() {
-    local out=$1 f
-    curl -fsS --max-time 5 -o "$out.json" "http://$RELAY_ADMIN/stats"
-    local now=$EPOCHREALTIME
-    read -r -a f <"/proc/$RELAY_PID/stat"
-    local relay_ticks=$((f[13] + f[14]))
-    read -r -a f <"/proc/$LOAD_PID/stat"
-    local load_ticks=$((f[13] + f[14]))
-    read -r -a f </proc/stat
-    echo "$now $relay_ticks $load_ticks $((f[1] + f[2] + f[3] + f[6] + f[7])) ${f[8]}" >"$out"
-}
-
-# wait_quiet: with WAIT_QUIET=S (seconds), wait up to S seconds before a run for the
-# machine to be quiet (under a tenth of a core busy over one second, from /proc/stat);
-# then run anyway, with a warning. Off by default: the "other CPU" column shows the rest.
-wait_quiet() {
-    local limit=${WAIT_QUIET:-0} end f a b
-    [ "$limit" -gt 0 ] || return 0
-    end=$((SECONDS + limit))
-    while :; do
-        read -r -a f </proc/stat
-        a=$((f[1] + f[2] + f[3] + f[6] + f[7] + f[8]))
-        sleep 1
-        read -r -a f </proc/stat
-        b=$((f[1] + f[2] + f[3] + f[6] + f[7] + f[8]))
-        if [ $((b - a)) -lt $(($(getconf CLK_TCK) / 10)) ]; then return 0; fi
-        if [ $SECONDS -ge "$end" ]; then
-            log "warning: the machine is still busy after ${limit}s; running anyway"
-            return 0
-        fi
-    done
-}
-
-messages_out() {
-    curl -fsS --max-time 5 "http://$RELAY_ADMIN/stats" |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["totals"]["messages_out"])'
-}
-
 # throughput_run STYLE CONNS PLACEMENT
 throughput_run() {
     local style=$1 conns=$2 placement=$3 shape tag shards pin=() workers=()
@@ -143,9 +104,9 @@ throughput_run() {
     done
     # Inside the load's measured window: past its warm-up, ending a second before its end.
     sleep "$((WARMUP + 1))"
-    sample "$OUT/$tag.before"
+    sample "$OUT/$tag.before" "$RELAY_ADMIN" "$RELAY_PID" "$LOAD_PID"
     sleep "$((DURATION - 2))"
-    sample "$OUT/$tag.after"
+    sample "$OUT/$tag.after" "$RELAY_ADMIN" "$RELAY_PID" "$LOAD_PID"
     local rc=0
     wait "$LOAD_PID" || rc=$?
     LOAD_PID=""

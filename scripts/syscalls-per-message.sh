@@ -28,6 +28,8 @@
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/relay.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/relay.sh"
+# shellcheck source-path=SCRIPTDIR source=lib/bench.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/bench.sh"
 
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 LOAD_BIN=${LOAD_BIN:-${SOAK_LOAD_BIN:-$TARGET_DIR/release/shardrelay-load}}
@@ -89,48 +91,8 @@ for event in "${EVENTS[@]}"; do
     esac
 done
 
-# The window's edges, taken inside the perf workload (a child bash, given this function
-# with `declare -f`) so that the counters and the samples cover the same interval: the
-# relay's /stats (raw JSON, parsed afterwards), then the wall clock, the relay's and the
-# load generator's utime+stime, the machine's busy time and its steal time (CPU the
-# hypervisor gave to other guests), all with bash builtins (no fork after curl).
-sample() {
-    local out=$1 admin=$2 relay=$3 load=$4 f
-    curl -fsS --max-time 5 -o "$out.json" "http://$admin/stats"
-    local now=$EPOCHREALTIME
-    read -r -a f <"/proc/$relay/stat"
-    local relay_ticks=$((f[13] + f[14]))
-    read -r -a f <"/proc/$load/stat"
-    local load_ticks=$((f[13] + f[14]))
-    read -r -a f </proc/stat
-    echo "$now $relay_ticks $load_ticks $((f[1] + f[2] + f[3] + f[6] + f[7])) ${f[8]}" >"$out"
-}
-
-# wait_quiet: with WAIT_QUIET=S (seconds), wait up to S seconds before a run for the
-# machine to be quiet (under a tenth of a core busy over one second, from /proc/stat);
-# then run anyway, with a warning. Off by default: the "other CPU" column shows the rest.
-wait_quiet() {
-    local limit=${WAIT_QUIET:-0} end f a b
-    [ "$limit" -gt 0 ] || return 0
-    end=$((SECONDS + limit))
-    while :; do
-        read -r -a f </proc/stat
-        a=$((f[1] + f[2] + f[3] + f[6] + f[7] + f[8]))
-        sleep 1
-        read -r -a f </proc/stat
-        b=$((f[1] + f[2] + f[3] + f[6] + f[7] + f[8]))
-        if [ $((b - a)) -lt $(($(getconf CLK_TCK) / 10)) ]; then return 0; fi
-        if [ $SECONDS -ge "$end" ]; then
-            log "warning: the machine is still busy after ${limit}s; running anyway"
-            return 0
-        fi
-    done
-}
-
-messages_out() {
-    curl -fsS --max-time 5 "http://$RELAY_ADMIN/stats" |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["totals"]["messages_out"])'
-}
+# The window's edges are taken with lib/bench.sh `sample` (inside the perf workload,
+# a child bash given it with `declare -f`, so counters and samples cover one interval).
 
 run_one() {
     local style=$1 driver=$2 rate=$3 shape tag
