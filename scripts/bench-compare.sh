@@ -11,6 +11,10 @@
 # Knobs (environment): DURATION WARMUP DRAIN PAIRS BINARIES PHONES INFLIGHT RATE SIZE;
 # NO_BUILD=1 reuses the release binaries already built; SHARDRELAY_BIN / LOAD_BIN name
 # other shardrelay / shardrelay-load binaries (e.g. built from a clean checkout).
+# Placement: RELAY_CPUS and LOAD_CPUS (taskset lists, e.g. RELAY_CPUS=1 LOAD_CPUS=0) run
+# each relay and the load generator on CPUs of their own. Both relays size themselves to
+# the CPUs they are given (shardrelay: one shard per CPU; the baseline: one tokio worker
+# per CPU), so each relay gets the same cores and the load generator never steals them.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,6 +29,8 @@ PHONES="${PHONES:-10}"
 INFLIGHT="${INFLIGHT:-8}"
 RATE="${RATE:-10000}"
 SIZE="${SIZE:-64}"
+RELAY_CPUS="${RELAY_CPUS:-}"
+LOAD_CPUS="${LOAD_CPUS:-}"
 READY_TIMEOUT_S=20
 STOP_TIMEOUT_S=10
 
@@ -77,8 +83,8 @@ cpu_ticks() {
 
 # Busy time of the whole machine (every CPU, all but idle and iowait), in clock ticks.
 busy_ticks() {
-    local _cpu user nice system idle iowait irq softirq steal _rest
-    read -r _cpu user nice system idle iowait irq softirq steal _rest </proc/stat
+    local _cpu user nice system _idle _iowait irq softirq steal _rest
+    read -r _cpu user nice system _idle _iowait irq softirq steal _rest </proc/stat
     echo $((user + nice + system + irq + softirq + steal))
 }
 
@@ -93,17 +99,29 @@ children_seconds() {
     }' "$OUT/.times"
 }
 
+# on_cpus LIST CMD...: becomes CMD restricted to the CPUs in LIST (all of them if LIST
+# is empty). Only for `on_cpus … &`: it execs, so `$!` is CMD's own pid.
+on_cpus() {
+    local cpus=$1
+    shift
+    if [ -n "$cpus" ]; then
+        exec taskset -c "$cpus" "$@"
+    fi
+    exec "$@"
+}
+
 # start_relay NAME LOG: starts it on port 0, waits for its ready line, sets RELAY_PID,
 # PUBLIC and ADMIN.
 start_relay() {
     local name=$1 log=$2
     case "$name" in
         shardrelay)
-            "$SHARDRELAY" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --log-level warn \
-                >"$log" 2>"$log.err" &
+            on_cpus "$RELAY_CPUS" "$SHARDRELAY" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+                --log-level warn >"$log" 2>"$log.err" &
             ;;
         baseline)
-            "$BASELINE" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 >"$log" 2>"$log.err" &
+            on_cpus "$RELAY_CPUS" "$BASELINE" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+                >"$log" 2>"$log.err" &
             ;;
         *) die "unknown relay $name" ;;
     esac
@@ -139,7 +157,7 @@ run_one() {
     busy_before="$(busy_ticks)"
     times >"$OUT/.times"
     load_before="$(children_seconds)"
-    "$LOAD" "$scenario" --target "$PUBLIC" --admin "$ADMIN" "${shape[@]}" "${pacing[@]}" \
+    on_cpus "$LOAD_CPUS" "$LOAD" "$scenario" --target "$PUBLIC" --admin "$ADMIN" "${shape[@]}" "${pacing[@]}" \
         --size "$SIZE" --duration "$DURATION" --warmup "$WARMUP" --drain "$DRAIN" \
         --json "$OUT/$tag.json" >"$OUT/$tag.txt" 2>"$OUT/$tag.progress" &
     LOAD_PID=$!
@@ -221,6 +239,7 @@ main() {
     echo "pair: $PAIRS pairs, A->B->A echo; server-id: $BINARIES binaries x $PHONES phones," \
         "phone->binary->phone echo; $SIZE B messages"
     echo "peak: --inflight $INFLIGHT per stream (closed loop); rate: --rate $RATE msg/s (open loop)"
+    echo "CPUs: relays ${RELAY_CPUS:-any}, load generator ${LOAD_CPUS:-any}"
     echo "$DURATION measured after $WARMUP warm-up; relay CPU = utime+stime over the whole" \
         "load run (ramp, warm-up, window, drain); msgs/CPU-s = round trips received ÷ relay CPU;"
     echo "other CPU = machine busy time during the run less relay and load generator (0 on a quiet box)"

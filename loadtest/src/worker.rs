@@ -166,11 +166,20 @@ pub fn spawn(
         })
 }
 
-/// Pins the current thread to one core (best effort: a restricted CPU set may refuse).
+/// Pins the current thread to one CPU of the process's affinity mask (worker `id` takes
+/// the `id`-th allowed CPU, wrapping), so `taskset` decides where the workers may run.
+/// Best effort: a restricted CPU set may refuse.
 fn pin(id: usize) {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if let Err(error) = monoio::utils::bind_to_cpu_set([id % cores]) {
-        eprintln!("worker {id}: could not pin to core {}: {error}", id % cores);
+    let allowed: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    let Some(&cpu) = allowed.get(id % allowed.len().max(1)) else {
+        return;
+    };
+    if let Err(error) = monoio::utils::bind_to_cpu_set([cpu]) {
+        eprintln!("worker {id}: could not pin to CPU {cpu}: {error}");
     }
 }
 
