@@ -12,13 +12,11 @@ pub mod inbox;
 pub mod tick;
 
 use std::cell::{Cell, RefCell};
-use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use slab::Slab;
@@ -157,10 +155,6 @@ pub struct Shard {
     /// The dirty list's other buffer: a flush walks one while new marks go to the other,
     /// and the two swap, so marking and flushing allocate nothing in steady state.
     dirty_spare: Cell<Vec<Rc<Conn>>>,
-    /// A flush is due at the end of this loop turn (the flusher task is woken).
-    flush_due: Cell<bool>,
-    /// The flusher task's waker (set once it first waits).
-    flusher: RefCell<Option<Waker>>,
     /// The read buffer every connection of this shard reads into.
     scratch: Cell<Vec<u8>>,
     /// Server-id slots owned by this shard.
@@ -187,8 +181,6 @@ impl Shard {
             conns: RefCell::new(Slab::new()),
             dirty: RefCell::new(Vec::new()),
             dirty_spare: Cell::new(Vec::new()),
-            flush_due: Cell::new(false),
-            flusher: RefCell::new(None),
             scratch: Cell::new(Vec::with_capacity(READ_CHUNK)),
             server_ids: RefCell::new(server_id::Registry::default()),
             pairs: RefCell::new(pair::Registry::default()),
@@ -238,34 +230,6 @@ impl Shard {
     /// Note a connection with queued frames.
     pub fn mark_dirty(&self, conn: Rc<Conn>) {
         self.dirty.borrow_mut().push(conn);
-    }
-
-    /// Ask for a flush at the end of this loop turn rather than now: the flusher task
-    /// is queued behind every reader the same I/O wake made ready, so the frames those
-    /// readers queue for one receiver (say, envelopes from many phones to one binary)
-    /// leave in one vectored write instead of one write per reader.
-    pub fn flush_soon(&self) {
-        if self.dirty.borrow().is_empty() || self.flush_due.replace(true) {
-            return;
-        }
-        if let Some(waker) = self.flusher.borrow().as_ref() {
-            waker.wake_by_ref();
-        }
-    }
-
-    /// Wait until a reader asked for a flush.
-    async fn flush_requested(&self) {
-        poll_fn(|cx| {
-            if self.flush_due.replace(false) {
-                return Poll::Ready(());
-            }
-            let mut flusher = self.flusher.borrow_mut();
-            if !flusher.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *flusher = Some(cx.waker().clone());
-            }
-            Poll::Pending
-        })
-        .await
     }
 
     /// Flush every connection with queued frames: one vectored write each; sockets that
@@ -411,7 +375,6 @@ async fn shard_main(seed: ShardSeed) -> std::io::Result<()> {
         ));
     }
     monoio::spawn(tick::run(shard.clone()));
-    monoio::spawn(run_flusher(shard.clone()));
     while let Some(msg) = seed.inbox.recv().await {
         match msg {
             InboxMsg::Adopt(handoff) => accept::adopt(&shard, *handoff),
@@ -430,15 +393,6 @@ async fn shard_main(seed: ShardSeed) -> std::io::Result<()> {
     shard.begin_shutdown();
     wait_drained(&shard).await;
     Ok(())
-}
-
-/// The shard's flusher: runs once per loop turn in which a reader queued frames, after
-/// the readers that turn's I/O made ready (monoio runs woken tasks in order).
-async fn run_flusher(shard: Rc<Shard>) {
-    loop {
-        shard.flush_requested().await;
-        shard.flush_dirty();
-    }
 }
 
 /// After shutdown began: wait until every connection finished its close handshake, or
