@@ -11,6 +11,7 @@
 # Knobs (environment): DURATION WARMUP DRAIN PAIRS BINARIES PHONES INFLIGHT RATE SIZE;
 # NO_BUILD=1 reuses the release binaries already built; SHARDRELAY_BIN / LOAD_BIN name
 # other shardrelay / shardrelay-load binaries (e.g. built from a clean checkout).
+# SHARDRELAY_ARGS: extra shardrelay flags (e.g. "--flush-after-reads 4096").
 # Placement: RELAY_CPUS and LOAD_CPUS (taskset lists, e.g. RELAY_CPUS=1 LOAD_CPUS=0) run
 # each relay and the load generator on CPUs of their own. Both relays size themselves to
 # the CPUs they are given (shardrelay: one shard per CPU; the baseline: one tokio worker
@@ -31,6 +32,7 @@ RATE="${RATE:-10000}"
 SIZE="${SIZE:-64}"
 RELAY_CPUS="${RELAY_CPUS:-}"
 LOAD_CPUS="${LOAD_CPUS:-}"
+read -r -a SHARDRELAY_EXTRA <<<"${SHARDRELAY_ARGS:-}"
 READY_TIMEOUT_S=20
 STOP_TIMEOUT_S=10
 
@@ -117,7 +119,7 @@ start_relay() {
     case "$name" in
         shardrelay)
             on_cpus "$RELAY_CPUS" "$SHARDRELAY" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-                --log-level warn >"$log" 2>"$log.err" &
+                --log-level warn "${SHARDRELAY_EXTRA[@]}" >"$log" 2>"$log.err" &
             ;;
         baseline)
             on_cpus "$RELAY_CPUS" "$BASELINE" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
@@ -239,7 +241,8 @@ main() {
     echo "pair: $PAIRS pairs, A->B->A echo; server-id: $BINARIES binaries x $PHONES phones," \
         "phone->binary->phone echo; $SIZE B messages"
     echo "peak: --inflight $INFLIGHT per stream (closed loop); rate: --rate $RATE msg/s (open loop)"
-    echo "CPUs: relays ${RELAY_CPUS:-any}, load generator ${LOAD_CPUS:-any}"
+    echo "CPUs: relays ${RELAY_CPUS:-any}, load generator ${LOAD_CPUS:-any};" \
+        "shardrelay flags: ${SHARDRELAY_ARGS:-(defaults)}"
     echo "$DURATION measured after $WARMUP warm-up; relay CPU = utime+stime over the whole" \
         "load run (ramp, warm-up, window, drain); msgs/CPU-s = round trips received ÷ relay CPU;"
     echo "other CPU = machine busy time during the run less relay and load generator (0 on a quiet box)"

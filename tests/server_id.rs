@@ -469,3 +469,57 @@ fn two_shards_route_binaries_and_phones_to_the_owner_and_count_handoffs() {
     assert_eq!(relay.health()["connected_binaries"], 20);
     assert_eq!(relay.health()["connected_phones"], 20);
 }
+
+/// `--flush-after-reads`: with writes coalesced across reads, many phones' envelopes to
+/// one binary, and the binary's answers to them, still arrive complete and in each
+/// phone's order.
+#[test]
+fn coalesced_writes_keep_every_phones_messages_in_order() {
+    const PHONES: usize = 8;
+    const MESSAGES: usize = 200;
+    let relay = Relay::start(&["--flush-after-reads", "64"]);
+    let mut binary = relay.binary("s-coalesce");
+    let mut phones: Vec<Ws> = (0..PHONES)
+        .map(|_| relay.phone("s-coalesce", "tok-coalesce"))
+        .collect();
+    // Round-robin, so the relay reads several phones per loop turn.
+    for seq in 0..MESSAGES {
+        for (p, phone) in phones.iter_mut().enumerate() {
+            phone
+                .send(Message::text(format!(r#"{{"p":{p},"seq":{seq}}}"#)))
+                .unwrap();
+        }
+    }
+    let mut conn_ids = vec![String::new(); PHONES];
+    let mut next_seq = [0usize; PHONES];
+    for _ in 0..PHONES * MESSAGES {
+        let (conn_id, frame) = split_envelope(&next_text(&mut binary));
+        let v: Value = serde_json::from_str(&frame).expect("frame is the phone's JSON");
+        let p = v["p"].as_u64().unwrap() as usize;
+        assert_eq!(
+            v["seq"].as_u64().unwrap() as usize,
+            next_seq[p],
+            "phone {p} order"
+        );
+        next_seq[p] += 1;
+        if conn_ids[p].is_empty() {
+            conn_ids[p] = conn_id;
+        } else {
+            assert_eq!(conn_ids[p], conn_id, "phone {p} keeps its conn_id");
+        }
+    }
+    assert_eq!(next_seq, [MESSAGES; PHONES]);
+    // And back: the binary answers every phone, interleaved; each phone sees its own
+    // answers, in order.
+    for seq in 0..MESSAGES {
+        for conn_id in &conn_ids {
+            let env = format!(r#"{{"conn_id":"{conn_id}","frame":{seq}}}"#);
+            binary.send(Message::text(env)).unwrap();
+        }
+    }
+    for phone in phones.iter_mut() {
+        for seq in 0..MESSAGES {
+            assert_eq!(next_text(phone), seq.to_string());
+        }
+    }
+}

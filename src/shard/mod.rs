@@ -12,11 +12,13 @@ pub mod inbox;
 pub mod tick;
 
 use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use slab::Slab;
@@ -155,6 +157,12 @@ pub struct Shard {
     /// The dirty list's other buffer: a flush walks one while new marks go to the other,
     /// and the two swap, so marking and flushing allocate nothing in steady state.
     dirty_spare: Cell<Vec<Rc<Conn>>>,
+    /// A flush is due at the end of this loop turn (the flusher task is woken).
+    flush_due: Cell<bool>,
+    /// Reader batches since the first frame still waiting for a flush.
+    reads_unflushed: Cell<u32>,
+    /// The flusher task's waker (set once it first waits).
+    flusher: RefCell<Option<Waker>>,
     /// The read buffer every connection of this shard reads into.
     scratch: Cell<Vec<u8>>,
     /// Server-id slots owned by this shard.
@@ -181,6 +189,9 @@ impl Shard {
             conns: RefCell::new(Slab::new()),
             dirty: RefCell::new(Vec::new()),
             dirty_spare: Cell::new(Vec::new()),
+            flush_due: Cell::new(false),
+            reads_unflushed: Cell::new(0),
+            flusher: RefCell::new(None),
             scratch: Cell::new(Vec::with_capacity(READ_CHUNK)),
             server_ids: RefCell::new(server_id::Registry::default()),
             pairs: RefCell::new(pair::Registry::default()),
@@ -232,9 +243,49 @@ impl Shard {
         self.dirty.borrow_mut().push(conn);
     }
 
+    /// After a reader's batch, with `--flush-after-reads N`: at 1 (the default), flush
+    /// now. Above 1, flush at the end of this loop turn, behind the other readers the
+    /// same I/O wake made ready, so the frames several readers queue for one receiver
+    /// (envelopes from many phones to one binary) leave in one vectored write; but never
+    /// later than N reader batches after the first frame began to wait, which bounds what
+    /// the deferral adds to a frame's `forward` time.
+    pub fn flush_after_read(self: &Rc<Self>) {
+        if self.dirty.borrow().is_empty() {
+            return;
+        }
+        let reads = self.reads_unflushed.get() + 1;
+        if reads >= self.config().flush_after_reads {
+            self.flush_dirty();
+            return;
+        }
+        self.reads_unflushed.set(reads);
+        if self.flush_due.replace(true) {
+            return;
+        }
+        if let Some(waker) = self.flusher.borrow().as_ref() {
+            waker.wake_by_ref();
+        }
+    }
+
+    /// Wait until a reader asked for a flush.
+    async fn flush_requested(&self) {
+        poll_fn(|cx| {
+            if self.flush_due.replace(false) {
+                return Poll::Ready(());
+            }
+            let mut flusher = self.flusher.borrow_mut();
+            if !flusher.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *flusher = Some(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
     /// Flush every connection with queued frames: one vectored write each; sockets that
     /// push back get a drain task.
     pub fn flush_dirty(self: &Rc<Self>) {
+        self.reads_unflushed.set(0);
         loop {
             let mut batch = self.dirty_spare.take();
             std::mem::swap(&mut batch, &mut *self.dirty.borrow_mut());
@@ -375,6 +426,7 @@ async fn shard_main(seed: ShardSeed) -> std::io::Result<()> {
         ));
     }
     monoio::spawn(tick::run(shard.clone()));
+    monoio::spawn(run_flusher(shard.clone()));
     while let Some(msg) = seed.inbox.recv().await {
         match msg {
             InboxMsg::Adopt(handoff) => accept::adopt(&shard, *handoff),
@@ -393,6 +445,15 @@ async fn shard_main(seed: ShardSeed) -> std::io::Result<()> {
     shard.begin_shutdown();
     wait_drained(&shard).await;
     Ok(())
+}
+
+/// The shard's flusher: runs once per loop turn in which a reader queued frames, after
+/// the readers that turn's I/O made ready (monoio runs woken tasks in order).
+async fn run_flusher(shard: Rc<Shard>) {
+    loop {
+        shard.flush_requested().await;
+        shard.flush_dirty();
+    }
 }
 
 /// After shutdown began: wait until every connection finished its close handshake, or

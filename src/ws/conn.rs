@@ -7,9 +7,10 @@
 //! flush is one `sendmsg` of every queued slice, and only a socket that pushes back gets a
 //! short-lived drain task that waits for writability.
 //!
-//! Ordering: `send` only queues and marks the connection dirty; the shard flushes dirty
-//! connections at the end of each read batch, tick or handoff, so a burst of messages for
-//! one receiver leaves in one vectored write.
+//! Ordering: `send` only queues and marks the connection dirty. After a read batch the
+//! shard flushes dirty connections once per loop turn, behind every reader that turn's
+//! I/O woke, or after at most a few reader batches (`Shard::flush_after_read`); ticks, handoffs and closes flush at once. So a burst
+//! of messages for one receiver, from one sender or many, leaves in one vectored write.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -653,7 +654,7 @@ pub async fn run_reader(shard: Rc<Shard>, conn: Rc<Conn>) {
     let mut step = Step::Continue;
     if conn.has_partial() {
         step = process_partial(&shard, &conn);
-        shard.flush_dirty();
+        shard.flush_after_read();
     }
     while step == Step::Continue {
         if let Some(pause) = modes::pause_for(&shard, &conn) {
@@ -667,7 +668,7 @@ pub async fn run_reader(shard: Rc<Shard>, conn: Rc<Conn>) {
             break;
         }
         step = read_batch(&shard, &conn);
-        shard.flush_dirty();
+        shard.flush_after_read();
     }
     end_connection(&shard, &conn);
 }
