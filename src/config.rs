@@ -129,6 +129,12 @@ pub struct Config {
     #[arg(long, env = "SHARDRELAY_FLUSH_AFTER_READS", default_value_t = 1)]
     pub flush_after_reads: u32,
 
+    /// Payload bytes one ticket transfer holds between its PUT and its GET (the bounded
+    /// window of PROTOCOL §6.2), allocated once per transfer. Larger windows mean larger
+    /// reads and writes and faster transfers, at this much memory per transfer.
+    #[arg(long, env = "SHARDRELAY_TICKET_WINDOW", value_parser = parse_size, default_value = "256KiB")]
+    pub ticket_window: usize,
+
     /// Largest request head (request line, headers, blank line).
     #[arg(long, env = "SHARDRELAY_MAX_HEAD", value_parser = parse_size, default_value = "8KiB")]
     pub max_head: usize,
@@ -234,6 +240,9 @@ impl Config {
         }
         if !(1..=4096).contains(&self.flush_after_reads) {
             return invalid("flush-after-reads", "must be 1..=4096");
+        }
+        if !(64 * 1024..=64 << 20).contains(&self.ticket_window) {
+            return invalid("ticket-window", "must be 64KiB..=64MiB");
         }
         if self.max_head < 256 {
             return invalid("max-head", "must be at least 256 bytes");
@@ -388,6 +397,26 @@ mod tests {
         assert_eq!(cli.config.admin_listen.to_string(), "127.0.0.1:9090");
         assert_eq!(cli.config.max_message, 256 * 1024);
         assert_eq!(cli.config.flush_after_reads, 1, "latency first by default");
+        assert_eq!(cli.config.ticket_window, 256 * 1024);
+    }
+
+    #[test]
+    fn ticket_window_must_be_64kib_to_64mib() {
+        for (value, ok) in [
+            ("32KiB", false),
+            ("64KiB", true),
+            ("64MiB", true),
+            ("65MiB", false),
+        ] {
+            let cli = Cli::parse_from(["shardrelay", "--ticket-window", value]);
+            match cli.config.validate() {
+                Ok(()) => assert!(ok, "{value} accepted"),
+                Err(e) => {
+                    assert!(!ok, "{value} refused: {e}");
+                    assert_eq!(e.to_string(), "--ticket-window: must be 64KiB..=64MiB");
+                }
+            }
+        }
     }
 
     #[test]

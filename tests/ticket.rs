@@ -408,6 +408,32 @@ fn a3_chunked_put_gives_chunked_get() {
     );
 }
 
+/// `--ticket-window` at both ends of its range: a PUT that arrives first and sends more
+/// than a window before its GET comes, then the rest, arrives intact either way.
+#[test]
+fn a3_body_is_intact_with_the_smallest_and_a_large_ticket_window() {
+    for window in ["64KiB", "4MiB"] {
+        let relay = Relay::start(&["--ticket-window", window]);
+        let t = mint(&relay, 60_000, 0);
+        let data = pattern(11, 5 * 1024 * 1024 + 3);
+        let extra = format!("Content-Length: {}\r\n", data.len());
+        let put = open_side(&relay, "PUT", &t, &extra, b"");
+        wait_side(&relay, "ticket_put", 1);
+        let writer = std::thread::spawn({
+            let data = data.clone();
+            let mut put = put.try_clone().unwrap();
+            move || put.write_all(&data).unwrap()
+        });
+        let get = open_side(&relay, "GET", &t, "", b"");
+        let got = read_response(get);
+        writer.join().unwrap();
+        assert_eq!(got.status, 200, "window {window}");
+        assert!(got.body == data, "body differs with window {window}");
+        put.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(read_response(put).status, 200, "window {window}");
+    }
+}
+
 #[test]
 fn a3_empty_body_and_bad_framing() {
     let relay = Relay::start(&[]);
@@ -811,6 +837,83 @@ fn a8_health_and_stats_count_tickets() {
     assert_eq!(totals["gauges"]["tickets"], 1);
     wait_side(&relay, "ticket_put", 0);
     wait_side(&relay, "ticket_get", 0);
+}
+
+/// The shard whose `tickets` gauge is `n` higher than in `before` (per-shard gauges).
+fn shard_that_grew(relay: &Relay, before: &[i64]) -> usize {
+    let now = tickets_per_shard(relay);
+    let grown: Vec<usize> = (0..now.len()).filter(|&i| now[i] > before[i]).collect();
+    assert_eq!(
+        grown.len(),
+        1,
+        "one shard holds the new ticket: {before:?} -> {now:?}"
+    );
+    grown[0]
+}
+
+/// Each shard's `tickets` gauge, by shard id.
+fn tickets_per_shard(relay: &Relay) -> Vec<i64> {
+    let stats = relay.stats();
+    let shards = stats["per_shard"].as_array().expect("per_shard");
+    shards
+        .iter()
+        .map(|s| s["gauges"]["tickets"].as_i64().unwrap_or(0))
+        .collect()
+}
+
+/// Tickets live on their workspace's shard: a workspace's tickets all on one shard (so
+/// its cap is exact), different workspaces spread over the shards, and a transfer works
+/// on whichever shard owns its ticket, even one that is not the admin shard.
+#[test]
+fn tickets_are_minted_on_their_workspaces_shard_and_transfer_there() {
+    let relay = Relay::start(&["--shards", "2", "--max-relays-per-workspace", "3"]);
+    let mut owner_of = Vec::new();
+    // 24 workspaces: all on one shard by chance is a 1 in 2^23 event.
+    for w in 0..24 {
+        let before = tickets_per_shard(&relay);
+        let t = mint_in(&relay, &format!("ws-{w}"), 60_000, 0);
+        let shard = shard_that_grew(&relay, &before);
+        // A second ticket of the same workspace lands on the same shard.
+        let before = tickets_per_shard(&relay);
+        let _second = mint_in(&relay, &format!("ws-{w}"), 60_000, 0);
+        assert_eq!(
+            shard_that_grew(&relay, &before),
+            shard,
+            "ws-{w} stays on one shard"
+        );
+        owner_of.push((shard, t));
+    }
+    for wanted in [0, 1] {
+        let (_, t) = owner_of
+            .iter()
+            .find(|(shard, _)| *shard == wanted)
+            .unwrap_or_else(|| panic!("no workspace of 24 on shard {wanted}"));
+        let data = pattern(wanted as u64, 200_000);
+        let get = open_side(&relay, "GET", t, "", b"");
+        wait_side(&relay, "ticket_get", 1);
+        let extra = format!("Content-Length: {}\r\n", data.len());
+        let put = open_side(&relay, "PUT", t, &extra, &data);
+        let got = read_response(get);
+        assert_eq!(got.status, 200);
+        assert!(got.body == data, "body differs on shard {wanted}");
+        assert_eq!(read_response(put).status, 200);
+        wait_side(&relay, "ticket_get", 0);
+    }
+    let stats = relay.stats();
+    for shard in &stats["per_shard"].as_array().unwrap()[..2] {
+        assert_eq!(shard["events"]["tickets_ok"], 1, "one transfer per shard");
+    }
+    // The workspace cap still counts exactly: three tickets of a fresh workspace are
+    // taken, the fourth refused.
+    for _ in 0..3 {
+        let _t = mint_in(&relay, "ws-cap", 60_000, 0);
+    }
+    let refused = post_tickets(
+        &relay,
+        r#"{"workspace_id":"ws-cap","source_id":"a","dest_id":"b"}"#,
+        None,
+    );
+    assert_eq!(refused.status, 429, "{}", refused.body_text());
 }
 
 // ---------------------------------------------------------------- shutdown

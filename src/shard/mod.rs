@@ -107,6 +107,13 @@ pub enum InboxMsg {
         /// Where the snapshot goes.
         reply: WakeSender<StatsSnapshot>,
     },
+    /// Mint a ticket for a workspace this shard owns (asked by the admin shard).
+    Mint {
+        /// The checked mint request.
+        plan: Box<ticket::MintPlan>,
+        /// Where the `201` response or the refusal goes.
+        reply: WakeSender<ticket::MintOutcome>,
+    },
     /// Stop accepting, close every WebSocket with 1001, drain, exit.
     Shutdown,
 }
@@ -438,6 +445,9 @@ async fn shard_main(seed: ShardSeed) -> std::io::Result<()> {
                     stats.reset_histograms();
                 }
                 reply.send(snap);
+            }
+            InboxMsg::Mint { plan, reply } => {
+                reply.send(ticket::mint_here(&shard, &plan));
             }
             InboxMsg::Shutdown => break,
         }

@@ -9,11 +9,6 @@ use std::io::IoSlice;
 use super::chunked::{ChunkError, ChunkedDecoder};
 use crate::http::head::RequestHead;
 
-/// Payload bytes one transfer holds at most (PROTOCOL §6.2 "bounded window"): 256 KiB
-/// keeps a loopback or LAN pipe full (it is above the default socket buffers, so the
-/// relay is never the narrower pipe) while 10 000 transfers would hold only 2.5 GiB.
-pub(super) const WINDOW: usize = 256 * 1024;
-
 /// Raw chunked bytes read from the PUT per `recv` before decoding into the window.
 pub(super) const RAW_READ: usize = 64 * 1024;
 
@@ -52,18 +47,21 @@ pub(super) fn framing_of(head: &RequestHead) -> Result<Framing, &'static str> {
 
 /// Payload bytes between the PUT and the GET: `buf[start..]` is not yet written.
 pub(super) struct Window {
-    /// Allocated once at `WINDOW` capacity, never grown.
+    /// Allocated once at `cap`, never grown.
     buf: Vec<u8>,
     /// Bytes at the front already written to the GET.
     start: usize,
+    /// Payload bytes the window holds at most (`--ticket-window`).
+    cap: usize,
 }
 
 impl Window {
-    /// An empty window.
-    pub(super) fn new() -> Self {
+    /// An empty window of `cap` bytes.
+    pub(super) fn new(cap: usize) -> Self {
         Window {
-            buf: Vec::with_capacity(WINDOW),
+            buf: Vec::with_capacity(cap),
             start: 0,
+            cap,
         }
     }
 
@@ -74,7 +72,7 @@ impl Window {
 
     /// Bytes it may still take.
     pub(super) fn room(&self) -> usize {
-        WINDOW.saturating_sub(self.len())
+        self.cap.saturating_sub(self.len())
     }
 
     /// The unwritten bytes.
@@ -85,7 +83,7 @@ impl Window {
     /// `want` bytes may be appended to the returned vector without reallocating
     /// (written bytes are moved out of the way when needed); call with `want <= room()`.
     pub(super) fn tail(&mut self, want: usize) -> &mut Vec<u8> {
-        if self.buf.len() + want > WINDOW && self.start > 0 {
+        if self.buf.len() + want > self.cap && self.start > 0 {
             self.buf.drain(..self.start);
             self.start = 0;
         }
@@ -388,6 +386,9 @@ impl BodyOut {
 mod tests {
     use super::*;
 
+    /// The default `--ticket-window`.
+    const WINDOW: usize = 256 * 1024;
+
     /// Drive a BodyOut over a window holding `data`, writing `step` bytes at a time.
     fn drain(out: &mut BodyOut, window: &mut Window, step: usize) -> Vec<u8> {
         let mut wire = Vec::new();
@@ -407,7 +408,7 @@ mod tests {
 
     #[test]
     fn chunked_response_framing() {
-        let mut window = Window::new();
+        let mut window = Window::new(WINDOW);
         window.tail(5).extend_from_slice(b"hello");
         let mut out = BodyOut::new(Framing::Chunked);
         let mut wire = drain(&mut out, &mut window, 3);
@@ -425,7 +426,7 @@ mod tests {
 
     #[test]
     fn length_response_passes_bytes() {
-        let mut window = Window::new();
+        let mut window = Window::new(WINDOW);
         window.tail(4).extend_from_slice(b"data");
         let mut out = BodyOut::new(Framing::Length(4));
         out.finish();
@@ -438,7 +439,7 @@ mod tests {
 
     #[test]
     fn window_compacts_and_never_grows() {
-        let mut w = Window::new();
+        let mut w = Window::new(WINDOW);
         w.tail(WINDOW).resize(WINDOW, 1);
         assert_eq!(w.room(), 0);
         w.consume(100);

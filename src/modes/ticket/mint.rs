@@ -1,6 +1,10 @@
 //! `POST /v1/tickets` on the admin listener (PROTOCOL §6.1): read the bounded JSON
-//! body, check it and the workspace cap, and mint a ticket whose owner shard is this
-//! (the admin) shard, so the PUT and GET are routed here whichever shard accepts them.
+//! body, then mint on the workspace's shard (`shard_of(workspace_id)`): the admin shard
+//! asks it over its inbox unless it is that shard itself. There the workspace cap is
+//! checked (a workspace's tickets all live on one shard, so the count is exact) and a
+//! ticket is drawn that hashes to that shard, so its PUT and GET are routed there
+//! whichever shard accepts them. Transfers of different workspaces thus spread over
+//! the shards instead of all running on the admin shard.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -15,7 +19,8 @@ use super::registry::MintRefusal;
 use crate::http::head::RequestHead;
 use crate::http::response;
 use crate::shard::accept::{refuse, respond_and_close};
-use crate::shard::Shard;
+use crate::shard::inbox::wake_channel;
+use crate::shard::{InboxMsg, Shard};
 use crate::sys;
 
 /// Largest mint request body: the JSON is a few short ids; 64 KiB leaves room for long
@@ -52,7 +57,7 @@ struct MintRequest {
 
 /// A checked mint request.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) struct MintPlan {
+pub struct MintPlan {
     /// Workspace id.
     pub(super) workspace: String,
     /// Ticket life.
@@ -60,6 +65,12 @@ pub(super) struct MintPlan {
     /// Body cap; 0 = unlimited.
     pub(super) max_bytes: u64,
 }
+
+/// A mint's answer: the whole `201` response, or the refusal's status and message.
+pub type MintOutcome = Result<Vec<u8>, (u16, &'static str)>;
+
+/// How long the admin shard waits for the workspace's shard to mint.
+const MINT_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Parse and check a mint body: `Err` carries the 400 message.
 pub(super) fn parse_mint(body: &[u8]) -> Result<MintPlan, &'static str> {
@@ -99,7 +110,7 @@ pub async fn serve_mint(shard: &Rc<Shard>, stream: TcpStream, head: &RequestHead
         Err(BodyFailure::Closed) => return,
     };
     let resp = match parse_mint(&body) {
-        Ok(plan) => mint(shard, &plan),
+        Ok(plan) => mint_on_owner(shard, plan).await,
         Err(msg) => Err((400, msg)),
     };
     match resp {
@@ -116,8 +127,29 @@ pub async fn serve_mint(shard: &Rc<Shard>, stream: TcpStream, head: &RequestHead
     }
 }
 
-/// Mint under the caps; the 201 response or the refusal.
-fn mint(shard: &Rc<Shard>, plan: &MintPlan) -> Result<Vec<u8>, (u16, &'static str)> {
+/// Mint on the workspace's shard: here, or over that shard's inbox.
+async fn mint_on_owner(shard: &Rc<Shard>, plan: MintPlan) -> MintOutcome {
+    let owner = shard.global.shard_of(plan.workspace.as_bytes());
+    if owner == shard.id {
+        return mint_here(shard, &plan);
+    }
+    let (reply, answer) = wake_channel();
+    let asked = shard.global.inboxes[owner].send(InboxMsg::Mint {
+        plan: Box::new(plan),
+        reply,
+    });
+    if !asked {
+        return Err((503, "ticket shard unavailable"));
+    }
+    match monoio::time::timeout(MINT_REPLY_TIMEOUT, answer.recv()).await {
+        Ok(Some(outcome)) => outcome,
+        _ => Err((503, "ticket shard unavailable")),
+    }
+}
+
+/// Mint on this shard, which owns the plan's workspace, under the caps: the 201
+/// response or the refusal.
+pub fn mint_here(shard: &Rc<Shard>, plan: &MintPlan) -> MintOutcome {
     let cap = shard.config().max_relays_per_workspace;
     let ticket = {
         let registry = shard.tickets.borrow();

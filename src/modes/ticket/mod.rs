@@ -8,7 +8,9 @@
 //! * `body` — the bounded window, PUT body decoding and GET response framing.
 //! * `chunked` — an incremental chunked-body decoder (pure).
 //!
-//! Flow: every request for a ticket runs on the ticket's owner shard (the minting one).
+//! Flow: a ticket is minted on its workspace's shard (`shard_of(workspace_id)`, asked
+//! over its inbox by the admin shard), and every request for a ticket runs on that
+//! owner shard.
 //! The first side to arrive claims its half and waits on a latch, watching its own
 //! socket so a client that leaves frees its claim; the second side hands its socket
 //! to the waiting task, which runs the whole transfer. The shard's tick expires waiting
@@ -35,9 +37,10 @@ use std::time::Instant;
 use monoio::net::TcpStream;
 
 pub use mint::serve_mint as mint;
+pub use mint::{mint_here, MintOutcome, MintPlan};
 pub use registry::Registry;
 
-use body::{framing_of, WINDOW};
+use body::framing_of;
 use registry::{Arrived, Claim, SideConn, TicketSide, Waiter, Wakeup};
 use transfer::PutSide;
 
@@ -135,11 +138,12 @@ async fn wait_for_peer(shard: Rc<Shard>, ticket: String, waiter: Rc<Waiter>, mut
         if let Some(wakeup) = waiter.take() {
             break wakeup;
         }
-        let watch = me.conn.side == TicketSide::Get || me.leftover.len() < WINDOW;
+        let window = shard.config().ticket_window;
+        let watch = me.conn.side == TicketSide::Get || me.leftover.len() < window;
         let gone = monoio::select! {
             _ = waiter.woken() => false,
             r = me.conn.stream.readable(false), if watch => {
-                r.is_err() || client_left(&mut me)
+                r.is_err() || client_left(&mut me, window)
             }
         };
         if gone && shard.tickets.borrow_mut().release(&ticket, &waiter) {
@@ -161,12 +165,12 @@ async fn wait_for_peer(shard: Rc<Shard>, ticket: String, waiter: Rc<Waiter>, mut
 
 /// After read readiness on a waiting side: did its client leave? A PUT's body bytes are
 /// kept (bounded by the window); anything a GET sends is dropped.
-fn client_left(me: &mut Arrived) -> bool {
+fn client_left(me: &mut Arrived, window: usize) -> bool {
     let fd = me.conn.stream.as_raw_fd();
     loop {
         let result = match me.conn.side {
             TicketSide::Put => {
-                let room = WINDOW.saturating_sub(me.leftover.len());
+                let room = window.saturating_sub(me.leftover.len());
                 if room == 0 {
                     return false;
                 }

@@ -24,8 +24,8 @@ use crate::stats::ConnKind;
 /// client that got 408 to retry and learn the ticket is spent rather than unknown.
 pub(super) const ENDED_GRACE: Duration = Duration::from_secs(30);
 
-/// Most tickets (of any phase) one shard holds: the admin shard mints them all, and
-/// each costs a few hundred bytes, so 100 000 caps the table near 50 MiB.
+/// Most tickets (of any phase) one shard holds (its workspaces' tickets); each costs a
+/// few hundred bytes, so 100 000 caps the table near 50 MiB.
 pub(super) const MAX_TICKETS: usize = 100_000;
 
 /// The two sides of a ticket.

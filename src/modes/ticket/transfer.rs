@@ -78,7 +78,7 @@ pub(super) async fn run(shard: Rc<Shard>, ticket: String, mut put: PutSide, get:
         let mut pump = Pump {
             body: BodyIn::new(framing, std::mem::take(&mut put.pre)),
             out: BodyOut::new(framing),
-            window: Window::new(),
+            window: Window::new(shard.config().ticket_window),
             max_bytes,
         };
         let stop = pump.run(&shard, &put.conn, &get, &abort).await;
