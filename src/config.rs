@@ -400,36 +400,41 @@ mod tests {
         assert_eq!(cli.config.ticket_window, 256 * 1024);
     }
 
-    #[test]
-    fn ticket_window_must_be_64kib_to_64mib() {
-        for (value, ok) in [
-            ("32KiB", false),
-            ("64KiB", true),
-            ("64MiB", true),
-            ("65MiB", false),
-        ] {
-            let cli = Cli::parse_from(["shardrelay", "--ticket-window", value]);
+    /// `flag` accepts the first `cases` marked true and refuses the others with
+    /// `--flag: why`.
+    fn check_range(flag: &str, why: &str, cases: &[(&str, bool)]) {
+        for &(value, ok) in cases {
+            let cli = Cli::parse_from(["shardrelay", &format!("--{flag}"), value]);
             match cli.config.validate() {
-                Ok(()) => assert!(ok, "{value} accepted"),
+                Ok(()) => assert!(ok, "--{flag} {value} accepted"),
                 Err(e) => {
-                    assert!(!ok, "{value} refused: {e}");
-                    assert_eq!(e.to_string(), "--ticket-window: must be 64KiB..=64MiB");
+                    assert!(!ok, "--{flag} {value} refused: {e}");
+                    assert_eq!(e.to_string(), format!("--{flag}: {why}"));
                 }
             }
         }
     }
 
     #[test]
+    fn ticket_window_must_be_64kib_to_64mib() {
+        check_range(
+            "ticket-window",
+            "must be 64KiB..=64MiB",
+            &[
+                ("32KiB", false),
+                ("64KiB", true),
+                ("64MiB", true),
+                ("65MiB", false),
+            ],
+        );
+    }
+
+    #[test]
     fn flush_after_reads_must_be_1_to_4096() {
-        for (value, ok) in [("0", false), ("1", true), ("4096", true), ("4097", false)] {
-            let cli = Cli::parse_from(["shardrelay", "--flush-after-reads", value]);
-            match cli.config.validate() {
-                Ok(()) => assert!(ok, "{value} accepted"),
-                Err(e) => {
-                    assert!(!ok, "{value} refused: {e}");
-                    assert_eq!(e.to_string(), "--flush-after-reads: must be 1..=4096");
-                }
-            }
-        }
+        check_range(
+            "flush-after-reads",
+            "must be 1..=4096",
+            &[("0", false), ("1", true), ("4096", true), ("4097", false)],
+        );
     }
 }
