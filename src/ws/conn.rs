@@ -7,10 +7,11 @@
 //! flush is one `sendmsg` of every queued slice, and only a socket that pushes back gets a
 //! short-lived drain task that waits for writability.
 //!
-//! Ordering: `send` only queues and marks the connection dirty. After a read batch the
-//! shard flushes dirty connections once per loop turn, behind every reader that turn's
-//! I/O woke, or after at most a few reader batches (`Shard::flush_after_read`); ticks, handoffs and closes flush at once. So a burst
-//! of messages for one receiver, from one sender or many, leaves in one vectored write.
+//! Ordering: `send` only queues and marks the connection dirty. After each read batch the
+//! shard flushes its dirty connections (`Shard::flush_after_read`): at once by default,
+//! or with `--flush-after-reads N` at the end of the loop turn or after N batches; ticks,
+//! handoffs and closes flush at once. A burst of messages for one receiver read in one
+//! batch leaves in one vectored write.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
