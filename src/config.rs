@@ -191,6 +191,17 @@ pub struct Config {
     #[arg(long, env = "SHARDRELAY_ENABLE_ECHO")]
     pub enable_echo: bool,
 
+    /// Process-wide bound on what clients can make the relay hold (queued frames, early
+    /// pair messages, reassembly, heads, ticket windows; PROTOCOL §2.1). Default: half the
+    /// memory the process may use (its cgroup limit, else physical memory).
+    #[arg(long, env = "SHARDRELAY_MEMORY_LIMIT", value_parser = parse_size)]
+    pub memory_limit: Option<usize>,
+
+    /// How long a connection may go without draining its outbound queue (or stay above
+    /// its memory share at the limit) before it is closed with `1008 "not reading"`.
+    #[arg(long, env = "SHARDRELAY_STALL_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    pub stall_timeout: Duration,
+
     /// Log level: error, warn, info, debug, trace (or a tracing filter directive).
     #[arg(long, env = "SHARDRELAY_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -259,6 +270,12 @@ impl Config {
         if self.max_phones_per_server == 0 {
             return invalid("max-phones-per-server", "must be at least 1");
         }
+        if matches!(self.memory_limit, Some(m) if m < self.max_queue) {
+            return invalid("memory-limit", "must be at least --max-queue");
+        }
+        if self.stall_timeout.is_zero() {
+            return invalid("stall-timeout", "must be positive");
+        }
         if matches!(self.per_ip_rate, Some(r) if r <= 0.0 || !r.is_finite()) {
             return invalid("per-ip-rate", "must be a positive number");
         }
@@ -281,6 +298,13 @@ impl Config {
                 .saturating_sub(FD_RESERVE)
                 .max(1)
         })
+    }
+
+    /// The process-wide memory limit: `--memory-limit`, else half of what the process
+    /// may use.
+    pub fn memory_cap(&self) -> usize {
+        self.memory_limit
+            .unwrap_or_else(crate::memory::default_limit)
     }
 
     /// The admin bearer token, from `--admin-token-file` or `--admin-token`.
@@ -312,6 +336,7 @@ impl Config {
             self.grace,
             self.pair_ttl,
             self.code_ttl,
+            self.stall_timeout,
         ]
         .into_iter()
         .min()
@@ -398,6 +423,17 @@ mod tests {
         assert_eq!(cli.config.max_message, 256 * 1024);
         assert_eq!(cli.config.flush_after_reads, 1, "latency first by default");
         assert_eq!(cli.config.ticket_window, 256 * 1024);
+        assert_eq!(cli.config.stall_timeout, Duration::from_secs(30));
+        assert!(cli.config.memory_cap() > 0);
+    }
+
+    #[test]
+    fn memory_limit_must_hold_one_queue() {
+        check_range(
+            "memory-limit",
+            "must be at least --max-queue",
+            &[("1MiB", false), ("4MiB", true), ("32MiB", true)],
+        );
     }
 
     /// `flag` accepts the first `cases` marked true and refuses the others with

@@ -7,6 +7,8 @@
 //! * `http`    — request heads, responses, upgrade checks, routes, admission, admin.
 //! * `ws`      — RFC 6455 codec and masking (no I/O), connection reader and writer.
 //! * `modes`   — the rendezvous styles and their registries.
+//! * `memory`  — the process-wide memory budget (`--memory-limit`) every held byte is
+//!   charged to.
 //! * `stats`   — per-shard counters and histograms, JSON and Prometheus rendering.
 //! * `logging` — log set-up and the escaping of client text.
 //! * `watch`   — the `shardrelay stats` terminal view.
@@ -20,6 +22,7 @@ pub mod alloc_count;
 pub mod config;
 pub mod http;
 pub mod logging;
+pub mod memory;
 pub mod modes;
 pub mod server;
 pub mod shard;

@@ -61,6 +61,13 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let public_addr = local(&publics[0], config.listen)?;
     let admin_addr = local(&admin, config.admin_listen)?;
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..shards).map(|_| wake_channel()).unzip();
+    let memory_limit = config.memory_cap();
+    crate::memory::set_limit(memory_limit);
+    tracing::info!(
+        memory_limit,
+        stall_timeout_ms = config.stall_timeout.as_millis() as u64,
+        "memory bounds"
+    );
     let global = Arc::new(Global {
         rate_limiter: config.per_ip_rate.map(|rate| {
             let burst = config.per_ip_burst.unwrap_or(rate * 2.0);

@@ -427,6 +427,27 @@ struct JsonBody {
     /// Process-wide allocation counts; only in an `alloc-count` build.
     #[serde(skip_serializing_if = "Option::is_none")]
     allocations: Option<JsonAllocations>,
+    /// The memory budget of PROTOCOL §2.1.
+    memory: JsonMemory,
+}
+
+/// `memory`: what clients make the relay hold, against `--memory-limit`.
+#[derive(Serialize)]
+struct JsonMemory {
+    /// Bytes charged now (queues, early messages, read buffers, heads, ticket windows).
+    used_bytes: u64,
+    /// `--memory-limit`.
+    limit_bytes: u64,
+}
+
+impl JsonMemory {
+    /// The budget as it stands.
+    fn now() -> Self {
+        JsonMemory {
+            used_bytes: crate::memory::used() as u64,
+            limit_bytes: crate::memory::limit() as u64,
+        }
+    }
 }
 
 /// `allocations` in an `alloc-count` build (see `alloc_count`).
@@ -607,6 +628,7 @@ pub fn render_json(uptime_seconds: u64, per_shard: &[StatsSnapshot]) -> String {
             })
             .collect(),
         allocations: allocations(),
+        memory: JsonMemory::now(),
     };
     // Cannot fail: serde_json errors only when a Serialize impl reports one or a map key
     // is not a string; these derived structs hold integers, finite-or-null floats and
@@ -867,6 +889,15 @@ fn write_process(w: &mut PromWriter, uptime_seconds: u64, shards: usize) {
     w.sample("uptime_seconds", &[], uptime_seconds);
     w.family("shards", "gauge", "Shards that answered this scrape.");
     w.sample("shards", &[], shards as u64);
+    let memory = JsonMemory::now();
+    w.family(
+        "memory_used_bytes",
+        "gauge",
+        "Bytes clients make the relay hold, charged against --memory-limit.",
+    );
+    w.sample("memory_used_bytes", &[], memory.used_bytes);
+    w.family("memory_limit_bytes", "gauge", "The --memory-limit.");
+    w.sample("memory_limit_bytes", &[], memory.limit_bytes);
 }
 
 /// Every counter family, plain then keyed, one series per shard (and key).
@@ -1169,11 +1200,12 @@ mod tests {
         let snaps = [busy_shard(0).snapshot(), busy_shard(1).snapshot()];
         let v: Value = serde_json::from_str(&render_json(42, &snaps)).unwrap();
         // `allocations` exists only in the counting build (`--features alloc-count`).
-        let mut top = vec!["per_shard", "shards", "totals", "uptime_seconds"];
+        let mut top = vec!["memory", "per_shard", "shards", "totals", "uptime_seconds"];
         if cfg!(feature = "alloc-count") {
             top.insert(0, "allocations");
             assert_eq!(keys(&v["allocations"]), ["bytes", "count"]);
         }
+        assert_eq!(keys(&v["memory"]), ["limit_bytes", "used_bytes"]);
         assert_eq!(keys(&v), top);
         assert_eq!(v["uptime_seconds"], 42);
         assert_eq!(v["shards"], 2);

@@ -161,3 +161,18 @@ pub fn open_files_limit() -> usize {
     }
     lim.rlim_cur as usize
 }
+
+/// The machine's physical memory in bytes (1 GiB if the system will not say).
+pub fn physical_memory() -> usize {
+    // SAFETY: sysconf only reads system configuration; it takes no pointers.
+    let (pages, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    if pages <= 0 || page <= 0 {
+        return 1 << 30;
+    }
+    (pages as usize).saturating_mul(page as usize)
+}

@@ -120,22 +120,43 @@ pub fn on_activity(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     }
 }
 
-/// Why `conn`'s reader should stop reading for now (PROTOCOL §2 back-pressure): its own
-/// queue is full (a client that sends without reading the relay's answers — pongs,
-/// errors, echoes), the connection it feeds has a full queue, or a lone pair side has
-/// filled its early bound.
+/// Why `conn`'s reader should stop reading for now (PROTOCOL §2 back-pressure, §2.1
+/// bounds): its own queue is full (a client that sends without reading the relay's
+/// answers — errors, echoes), the connection it feeds has a full queue, or a lone pair
+/// side has filled its early bound. "Full" is `--max-queue`, or the connection's share of
+/// `--memory-limit` while the process is at the limit, so the readers feeding the
+/// largest queues pause first.
+///
+/// A server-id binary never pauses for its own queue: phones fill it, and they are the
+/// ones paused; a binary whose reads stopped could not answer a takeover probe, and a
+/// stranger's phone could then take its server-id (§2.1 liveness). A binary that does not
+/// drain is closed by the stall clock instead.
 pub fn pause_for(shard: &Shard, conn: &Rc<Conn>) -> Option<Pause> {
-    let max_queue = shard.config().max_queue;
-    if conn.is_full(max_queue) {
-        return Some(Pause::Room(conn.clone()));
+    let room = room_limit(shard);
+    let role = conn.role.borrow();
+    if !matches!(&*role, Role::Binary(_)) && conn.is_full(room) {
+        return Some(Pause::Room(conn.clone(), room));
     }
-    let fed = match &*conn.role.borrow() {
+    let fed = match &*role {
         Role::Phone(phone) => server_id::binary_of(shard, phone),
         Role::Session(session) => session::peer_of(shard, session),
-        Role::Pair(side) => return pair::pause_for(shard, side),
+        Role::Pair(side) => return pair::pause_for(shard, side, room),
         _ => None,
     }?;
-    fed.is_full(max_queue).then_some(Pause::Room(fed))
+    fed.is_full(room).then_some(Pause::Room(fed, room))
+}
+
+/// What a queue may hold before its feeders pause: `--max-queue`, or an equal share of
+/// `--memory-limit` among the open connections while the process is at the limit.
+pub fn room_limit(shard: &Shard) -> usize {
+    let max_queue = shard.config().max_queue;
+    pressure_share(shard).unwrap_or(max_queue)
+}
+
+/// A connection's share of `--memory-limit` while the process is at it; None below it.
+pub fn pressure_share(shard: &Shard) -> Option<usize> {
+    crate::memory::over_limit()
+        .then(|| crate::memory::share(shard.global.open_connections(), shard.config().max_queue))
 }
 
 /// A refusal that depends on a registry, decided on the owner shard just before the

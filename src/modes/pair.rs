@@ -62,11 +62,26 @@ struct Waiting {
     created: Instant,
     /// Messages the lone side sent before its peer arrived, delivered on arrival.
     early: VecDeque<Payload>,
-    /// Bytes in `early` (bounded by `--max-queue`; past it the sender pauses).
+    /// What `early` occupies — each body's allocation and its slot, so an empty message
+    /// is not free (PROTOCOL §2.1) — charged to the memory budget and bounded by the lone
+    /// side's `--max-queue` (past it the sender pauses).
     early_bytes: usize,
+    /// Since when `early` has held more than the lone side's share while the process is
+    /// at its memory limit; the side is closed once that lasts `--stall-timeout`.
+    over_share_since: Option<Instant>,
     /// Wakes the lone side paused on a full `early` queue when its peer arrives or the
     /// pair ends.
     arrival: Rc<Arrival>,
+}
+
+/// What one early message occupies besides its body: its slot in the `early` ring.
+const EARLY_SLOT: usize = std::mem::size_of::<Payload>();
+
+impl Drop for Waiting {
+    /// The early messages go (delivered or discarded) with the waiting state.
+    fn drop(&mut self) {
+        crate::memory::release(self.early_bytes);
+    }
 }
 
 impl Pair {
@@ -146,6 +161,7 @@ fn new_pair(first: Rc<Conn>) -> Pair {
             created: Instant::now(),
             early: VecDeque::new(),
             early_bytes: 0,
+            over_share_since: None,
             arrival: Rc::new(Arrival::default()),
         })),
     }
@@ -157,8 +173,8 @@ fn join(shard: &Rc<Shard>, pair: &mut Pair, conn: &Rc<Conn>, side: Side) {
         Side::A => pair.a = Some(conn.clone()),
         Side::B => pair.b = Some(conn.clone()),
     }
-    if let Some(waiting) = pair.waiting.take() {
-        for body in waiting.early {
+    if let Some(mut waiting) = pair.waiting.take() {
+        for body in waiting.early.drain(..) {
             conn.send(shard, OutFrame::message(OpCode::Binary, None, body, b""));
         }
         waiting.arrival.release();
@@ -192,24 +208,25 @@ pub fn on_message(
         }
         None => {
             if let Some(waiting) = pair.waiting.as_mut() {
-                waiting.early_bytes += body.len();
+                let charge = EARLY_SLOT + body.allocated();
+                waiting.early_bytes += charge;
+                crate::memory::charge(charge);
                 waiting.early.push_back(body);
             }
         }
     }
 }
 
-/// What a side's reader waits on before reading more: its peer's full queue, or — while
-/// alone with a full early queue — its peer's arrival.
-pub fn pause_for(shard: &Shard, role: &PairRole) -> Option<Pause> {
-    let max_queue = shard.config().max_queue;
+/// What a side's reader waits on before reading more: its peer's queue at `room`, or —
+/// while alone with early messages at `room` — its peer's arrival.
+pub fn pause_for(shard: &Shard, role: &PairRole, room: usize) -> Option<Pause> {
     let reg = shard.pairs.borrow();
     let pair = reg.pairs.get(&role.code)?;
     match pair.side(role.side.other()) {
-        Some(peer) => peer.is_full(max_queue).then(|| Pause::Room(peer.clone())),
+        Some(peer) => peer.is_full(room).then(|| Pause::Room(peer.clone(), room)),
         None => {
             let waiting = pair.waiting.as_ref()?;
-            (waiting.early_bytes >= max_queue).then(|| Pause::Arrival(waiting.arrival.clone()))
+            (waiting.early_bytes >= room).then(|| Pause::Arrival(waiting.arrival.clone()))
         }
     }
 }
@@ -234,8 +251,45 @@ pub fn on_gone(shard: &Rc<Shard>, conn: &Rc<Conn>, role: PairRole) {
     }
 }
 
-/// Sweep pairs whose lone side waited past `--pair-ttl` (from the pair's creation).
+/// Sweep pairs whose lone side waited past `--pair-ttl` (from the pair's creation), and
+/// close lone sides whose early messages held more than their share of `--memory-limit`
+/// for `--stall-timeout` while the process was at the limit.
 pub fn tick(shard: &Rc<Shard>, now: Instant) {
+    expire(shard, now);
+    close_over_share(shard, now);
+}
+
+/// Lone sides above their share at the memory limit for the stall timeout: closed with
+/// `1008 "not reading"` (nobody reads what they hold), their early messages dropped.
+fn close_over_share(shard: &Rc<Shard>, now: Instant) {
+    let share = crate::modes::pressure_share(shard);
+    let stall = shard.config().stall_timeout;
+    let mut over = Vec::new();
+    for pair in shard.pairs.borrow_mut().pairs.values_mut() {
+        let lone = pair.a.as_ref().or(pair.b.as_ref());
+        let (Some(waiting), Some(lone)) = (pair.waiting.as_mut(), lone) else {
+            continue;
+        };
+        if share.is_none_or(|share| waiting.early_bytes <= share) {
+            waiting.over_share_since = None;
+            continue;
+        }
+        let since = *waiting.over_share_since.get_or_insert(now);
+        if now.saturating_duration_since(since) >= stall {
+            over.push(lone.clone());
+            crate::memory::release(std::mem::take(&mut waiting.early_bytes));
+            waiting.early = VecDeque::new();
+        }
+    }
+    for lone in over {
+        shard.stats.borrow_mut().event("not_reading");
+        lone.failed.set(true);
+        lone.close_discarding(shard, 1008, "not reading");
+    }
+}
+
+/// Sweep pairs whose lone side waited past `--pair-ttl` (from the pair's creation).
+fn expire(shard: &Rc<Shard>, now: Instant) {
     let ttl = shard.config().pair_ttl;
     let mut reg = shard.pairs.borrow_mut();
     let expired: Vec<Rc<[u8]>> = reg

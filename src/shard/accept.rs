@@ -268,6 +268,11 @@ async fn upgrade_here(shard: &Rc<Shard>, stream: TcpStream, request: Upgrade) {
         let resp = response::close_response(503, "text/plain", &[], b"shutting down\n");
         return Box::pin(refuse(shard, stream, "shutting_down", resp)).await;
     }
+    if crate::memory::over_limit() {
+        // PROTOCOL §2.1: at the memory limit no new WebSocket is taken on.
+        let resp = response::close_response(503, "text/plain", &[], b"memory limit\n");
+        return Box::pin(refuse(shard, stream, "memory_limit", resp)).await;
+    }
     if let Some(refusal) = modes::refusal_before_upgrade(shard, &request.route) {
         return Box::pin(refuse(shard, stream, refusal.reason, refusal.response)).await;
     }
@@ -311,6 +316,8 @@ async fn read_head(
         max_header_value: cfg.max_header_value,
     };
     let mut buf = Vec::new();
+    // The head buffer is charged to the memory budget while it is read (PROTOCOL §2.1).
+    let mut held = crate::memory::Held::default();
     loop {
         stream
             .readable(false)
@@ -327,6 +334,7 @@ async fn read_head(
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return Err(HeadFailure::Closed),
             }
+            held.set(buf.capacity());
             match parse_head(&buf, &limits) {
                 Ok(Some((head, len))) => {
                     let leftover = buf.split_off(len);

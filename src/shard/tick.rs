@@ -32,7 +32,19 @@ fn tick_once(shard: &Rc<Shard>, now: Instant) {
     shard.flush_dirty();
 }
 
-/// Ping connections quiet for a ping interval; close those that did not answer within
+/// A connection whose queue did not drain for the stall timeout (PROTOCOL §2.1): its
+/// backlog is dropped and it gets `1008 "not reading"` — or, if even that frame cannot be
+/// written, its socket is shut down once the close linger passes. Readers paused on its
+/// queue resume.
+fn close_not_reading(shard: &Rc<Shard>, conn: &Rc<Conn>) {
+    shard.stats.borrow_mut().event("not_reading");
+    tracing::info!(shard = shard.id, peer = %conn.peer(), kind = conn.kind.get().name(), "closing a connection that does not read");
+    conn.failed.set(true);
+    conn.close_discarding(shard, 1008, "not reading");
+}
+
+/// Close connections whose queue stalled (see `close_not_reading`); ping connections
+/// quiet for a ping interval; close those that did not answer within
 /// the pong timeout (counted from the latest the ping can have left: the first tick
 /// after `last_rx + ping_interval`); abort close handshakes past their linger; give
 /// back the buffers of connections quiet for a tick.
@@ -45,7 +57,12 @@ fn heartbeat(shard: &Rc<Shard>, now: Instant) {
         .iter()
         .map(|(_, c)| c.clone())
         .collect();
+    let share = modes::pressure_share(shard);
     for conn in conns {
+        if conn.is_open() && conn.stalled(now, cfg.stall_timeout, share) {
+            close_not_reading(shard, &conn);
+            continue;
+        }
         match conn.state() {
             ConnState::Closing(since) => {
                 if now.saturating_duration_since(since) >= CLOSE_LINGER {

@@ -155,6 +155,11 @@ impl Decoder {
         }
     }
 
+    /// Heap bytes this decoder holds (its reassembly buffer), for the memory budget.
+    pub fn held_bytes(&self) -> usize {
+        self.reassembly.capacity()
+    }
+
     /// True while a fragmented message is being reassembled.
     pub fn in_fragment(&self) -> bool {
         self.in_progress.is_some()
@@ -426,7 +431,7 @@ pub enum OpCode {
 
 impl OpCode {
     /// The 4-bit opcode on the wire.
-    fn bits(self) -> u8 {
+    pub fn bits(self) -> u8 {
         match self {
             OpCode::Text => 0x1,
             OpCode::Binary => 0x2,

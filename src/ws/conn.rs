@@ -21,8 +21,9 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::task::{Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use crate::memory;
 use crate::modes::{self, Resume, Role};
 use crate::shard::InboxMsg;
 use crate::shard::{ConnPermit, Shard};
@@ -42,6 +43,17 @@ const FRAMES_PER_WRITE: usize = 64;
 
 /// A `partial` buffer that grew past this is released once it empties.
 const PARTIAL_KEEP: usize = 4 * 1024;
+
+/// A queue ring that grew past this many slots (a burst, or an early-message flush) is
+/// given back as soon as it empties rather than at the next quiet tick: 64 slots is a
+/// busy connection's working set, and its 7 KiB is not worth a reallocation per burst.
+const RING_KEEP: usize = 64;
+
+/// What one queued frame occupies besides its body: its slot in the queue's ring.
+pub const FRAME_SLOT: usize = std::mem::size_of::<OutFrame>();
+
+/// The opcode bits of a frame header's first byte.
+const OPCODE_MASK: u8 = 0x0f;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +137,29 @@ impl OutFrame {
         self
     }
 
+    /// What this frame holds while queued: its ring slot and its body's allocation (the
+    /// envelope prefix is shared by every frame of one phone and the suffix is static).
+    /// Never zero: an empty message or a pong is not free.
+    pub fn charge(&self) -> usize {
+        FRAME_SLOT + self.body.allocated()
+    }
+
+    /// What a relayed message of `len` body bytes will be charged once queued.
+    pub fn charge_for(len: usize) -> usize {
+        FRAME_SLOT + Payload::allocated_for(len)
+    }
+
+    /// A ping or pong the relay built (a header of its own; never a raw frame).
+    fn is_ping_or_pong(&self) -> bool {
+        let op = self.head[0] & OPCODE_MASK;
+        self.head_len > 0 && (op == OpCode::Ping.bits() || op == OpCode::Pong.bits())
+    }
+
+    /// A pong.
+    fn is_pong(&self) -> bool {
+        self.head_len > 0 && self.head[0] & OPCODE_MASK == OpCode::Pong.bits()
+    }
+
     /// Bytes on the wire.
     pub fn wire_len(&self) -> usize {
         self.head_len as usize
@@ -155,17 +190,18 @@ impl OutFrame {
 /// Why a reader stops reading for a while (PROTOCOL §2 back-pressure).
 #[derive(Debug)]
 pub enum Pause {
-    /// The connection it feeds has a full queue: wait until it drains.
-    Room(Rc<Conn>),
+    /// The connection it feeds holds at least this many bytes (`--max-queue`, or its
+    /// share of `--memory-limit` while the process is at the limit): wait until it drains.
+    Room(Rc<Conn>, usize),
     /// It is alone and its early messages fill their bound: wait for its peer.
     Arrival(Rc<Arrival>),
 }
 
 impl Pause {
     /// Wait until the reason may have gone (the reader checks again).
-    async fn wait(&self, max_queue: usize) {
+    async fn wait(&self) {
         match self {
-            Pause::Room(target) => target.wait_for_room(max_queue).await,
+            Pause::Room(target, limit) => target.wait_for_room(*limit).await,
             Pause::Arrival(arrival) => arrival.wait().await,
         }
     }
@@ -242,8 +278,18 @@ pub struct Conn {
     pub kind: Cell<ConnKind>,
     /// Frames waiting for the socket.
     out: RefCell<VecDeque<OutFrame>>,
-    /// Bytes in `out` not yet written.
+    /// What the frames in `out` occupy (`OutFrame::charge`, PROTOCOL §2.1): the measure
+    /// of a full queue, charged to the process's memory budget too.
     queued: Cell<usize>,
+    /// What this connection's read side holds (its `partial` buffer and its decoder's
+    /// reassembly buffer), as last charged to the memory budget.
+    held: Cell<usize>,
+    /// Some bytes of `out` went out since the last tick (the stall clock's evidence).
+    progressed: Cell<bool>,
+    /// Since when the queue has not drained (nothing written for a whole tick, or above
+    /// its share while the process is at its memory limit); closed with `1008 "not
+    /// reading"` once that lasts `--stall-timeout`.
+    stalled_since: Cell<Option<Instant>>,
     /// Bytes of the front frame already written.
     front_written: Cell<usize>,
     /// Open or closing.
@@ -302,6 +348,14 @@ impl std::fmt::Debug for Conn {
     }
 }
 
+impl Drop for Conn {
+    /// Whatever is still charged goes back to the budget (the queue and buffers go with
+    /// the connection).
+    fn drop(&mut self) {
+        memory::release(self.queued.get() + self.held.get());
+    }
+}
+
 impl Conn {
     /// Wrap an upgraded socket.
     pub fn new(socket: OwnedFd, kind: ConnKind, permit: ConnPermit) -> io::Result<Rc<Self>> {
@@ -315,6 +369,9 @@ impl Conn {
             kind: Cell::new(kind),
             out: RefCell::new(VecDeque::new()),
             queued: Cell::new(0),
+            held: Cell::new(0),
+            progressed: Cell::new(false),
+            stalled_since: Cell::new(None),
             front_written: Cell::new(0),
             state: Cell::new(ConnState::Open),
             write_waiting: Cell::new(false),
@@ -348,14 +405,62 @@ impl Conn {
         self.state.get() == ConnState::Open && !self.broken.get()
     }
 
-    /// Bytes queued and not yet written.
+    /// What the queue holds (`OutFrame::charge` of each queued frame).
     pub fn queued_bytes(&self) -> usize {
         self.queued.get()
+    }
+
+    /// Everything charged to this connection: its queue and its read-side buffers.
+    pub fn charged_bytes(&self) -> usize {
+        self.queued.get() + self.held.get()
     }
 
     /// True when the queue is at its bound: whoever feeds it must wait.
     pub fn is_full(&self, max_queue: usize) -> bool {
         self.queued.get() >= max_queue
+    }
+
+    /// Account a frame entering the queue.
+    fn charge_frame(&self, frame: &OutFrame) {
+        let charge = frame.charge();
+        self.queued.set(self.queued.get() + charge);
+        memory::charge(charge);
+    }
+
+    /// Account a frame leaving the queue (written or discarded).
+    fn release_frame(&self, frame: &OutFrame) {
+        let charge = frame.charge();
+        self.queued.set(self.queued.get().saturating_sub(charge));
+        memory::release(charge);
+    }
+
+    /// Charge the read side at what it holds now (after a read batch, or a release).
+    fn recharge_held(&self) {
+        let partial = self.partial.take();
+        let now = partial.capacity() + self.decoder.borrow().held_bytes();
+        self.partial.set(partial);
+        let before = self.held.replace(now);
+        if now >= before {
+            memory::charge(now - before);
+        } else {
+            memory::release(before - now);
+        }
+    }
+
+    /// The stall clock, run by the heartbeat once per tick: true when the queue has not
+    /// drained for `stall_timeout` — nothing written for whole ticks, or above `share`
+    /// while the process is at its memory limit (`share` is None then not).
+    pub fn stalled(&self, now: Instant, stall_timeout: Duration, share: Option<usize>) -> bool {
+        let progressed = self.progressed.replace(false);
+        let waiting = !self.out.borrow().is_empty();
+        let over_share = share.is_some_and(|share| self.charged_bytes() > share);
+        if !(waiting && !progressed || over_share) {
+            self.stalled_since.set(None);
+            return false;
+        }
+        let since = *self.stalled_since.get().get_or_insert(now);
+        self.stalled_since.set(Some(since));
+        now.saturating_duration_since(since) >= stall_timeout
     }
 
     /// Queue a frame. Returns false (and queues nothing) once the connection is closing.
@@ -370,11 +475,64 @@ impl Conn {
 
     /// Queue without the open check (close frames, pongs during closing).
     fn enqueue(self: &Rc<Self>, shard: &Shard, frame: OutFrame) {
-        self.queued.set(self.queued.get() + frame.wire_len());
+        self.charge_frame(&frame);
         self.out.borrow_mut().push_back(frame);
+        self.mark_dirty(shard);
+    }
+
+    /// List this connection for the shard's next flush.
+    fn mark_dirty(self: &Rc<Self>, shard: &Shard) {
         if !self.dirty.replace(true) {
             shard.mark_dirty(self.clone());
         }
+    }
+
+    /// Where a ping or pong goes: ahead of every message not yet begun (RFC 6455 §5.5
+    /// lets control frames interleave between messages), so a slow reader behind a long
+    /// backlog still hears the relay's ping and gets its pong; but after the frame being
+    /// written and after raw bytes (the `101`, a moved connection's unsent bytes).
+    fn control_slot(&self, out: &VecDeque<OutFrame>) -> usize {
+        let started = usize::from(self.front_written.get() > 0);
+        started
+            + out
+                .iter()
+                .skip(started)
+                .take_while(|f| f.head_len == 0)
+                .count()
+    }
+
+    /// Queue a ping or pong ahead of the backlog. A pong replaces a pong still waiting:
+    /// the relay answers the most recent ping only and holds at most one pong.
+    fn enqueue_control(self: &Rc<Self>, shard: &Shard, frame: OutFrame) {
+        {
+            let mut out = self.out.borrow_mut();
+            let slot = self.control_slot(&out);
+            let waiting_pong = out
+                .iter()
+                .enumerate()
+                .skip(slot)
+                .take_while(|(_, f)| f.is_ping_or_pong())
+                .find(|(_, f)| f.is_pong())
+                .map(|(i, _)| i);
+            if let (true, Some(i)) = (frame.is_pong(), waiting_pong) {
+                self.charge_frame(&frame);
+                let old = std::mem::replace(&mut out[i], frame);
+                self.release_frame(&old);
+                return;
+            }
+            self.charge_frame(&frame);
+            out.insert(slot, frame);
+        }
+        self.mark_dirty(shard);
+    }
+
+    /// Answer a client's ping (its payload echoed), replacing a pong not yet written.
+    pub fn answer_ping(self: &Rc<Self>, shard: &Shard, payload: &[u8]) {
+        if !self.is_open() {
+            return;
+        }
+        let pong = OutFrame::message(OpCode::Pong, None, Payload::copy_of(payload), b"");
+        self.enqueue_control(shard, pong);
     }
 
     /// Queue the `101 Switching Protocols` response as the very first bytes, so the
@@ -404,22 +562,25 @@ impl Conn {
             let keep = usize::from(self.front_written.get() > 0);
             while out.len() > keep {
                 if let Some(dropped) = out.pop_back() {
-                    self.queued.set(self.queued.get() - dropped.wire_len());
+                    self.release_frame(&dropped);
                 }
+            }
+            if out.capacity() > RING_KEEP {
+                out.shrink_to(RING_KEEP);
             }
         }
         self.close(shard, code, reason);
         self.wake_drain_waiters();
     }
 
-    /// Send a heartbeat ping.
+    /// Send a heartbeat (or takeover-probe) ping, ahead of any backlog.
     pub fn ping(self: &Rc<Self>, shard: &Shard) {
-        if self.send(
-            shard,
-            OutFrame::message(OpCode::Ping, None, Payload::empty(), b""),
-        ) {
-            self.ping_pending.set(true);
+        if !self.is_open() {
+            return;
         }
+        let ping = OutFrame::message(OpCode::Ping, None, Payload::empty(), b"");
+        self.enqueue_control(shard, ping);
+        self.ping_pending.set(true);
     }
 
     /// Kill the socket outright (close handshake timed out, or shutdown deadline): the
@@ -476,7 +637,9 @@ impl Conn {
 
     /// Account `n` written bytes: pop frames that went out whole.
     fn advance(&self, shard: &Shard, mut n: usize) {
-        self.queued.set(self.queued.get().saturating_sub(n));
+        if n > 0 {
+            self.progressed.set(true);
+        }
         let mut out = self.out.borrow_mut();
         let mut stats = shard.stats.borrow_mut();
         let mut now = None;
@@ -494,14 +657,21 @@ impl Conn {
                 stats.record_forward(front.mode, micros);
                 stats.message_out(front.body.len());
             }
-            out.pop_front();
+            if let Some(sent) = out.pop_front() {
+                self.release_frame(&sent);
+            }
+        }
+        if out.is_empty() && out.capacity() > RING_KEEP {
+            *out = VecDeque::new();
         }
     }
 
     /// Forget everything queued (the socket is gone).
     fn discard_queue(&self) {
-        self.out.borrow_mut().clear();
-        self.queued.set(0);
+        let mut out = self.out.borrow_mut();
+        for frame in out.drain(..) {
+            self.release_frame(&frame);
+        }
         self.front_written.set(0);
     }
 
@@ -579,11 +749,13 @@ impl Conn {
             self.partial.set(partial);
         }
         self.decoder.borrow_mut().release_idle_buffers();
+        self.recharge_held();
     }
 
     /// Every byte still queued, in order (the front frame from where it stopped).
     fn take_unsent(&self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(self.queued.get());
+        let wire: usize = self.out.borrow().iter().map(OutFrame::wire_len).sum();
+        let mut bytes = Vec::with_capacity(wire.saturating_sub(self.front_written.get()));
         let mut skip = self.front_written.get();
         for frame in self.out.borrow().iter() {
             frame.for_each_slice(skip, |part| bytes.extend_from_slice(part));
@@ -660,7 +832,7 @@ pub async fn run_reader(shard: Rc<Shard>, conn: Rc<Conn>) {
     while step == Step::Continue {
         if let Some(pause) = modes::pause_for(&shard, &conn) {
             conn.paused.set(true);
-            pause.wait(shard.config().max_queue).await;
+            pause.wait().await;
             conn.paused.set(false);
             conn.last_rx.set(Instant::now());
             continue;
@@ -779,8 +951,16 @@ fn end_connection(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     }
 }
 
-/// Read what the socket has, up to a few chunks, and process it.
+/// Read what the socket has, up to a few chunks, and process it; then charge what the
+/// read side holds (a cut frame, a message being reassembled).
 fn read_batch(shard: &Rc<Shard>, conn: &Rc<Conn>) -> Step {
+    let step = read_chunks(shard, conn);
+    conn.recharge_held();
+    step
+}
+
+/// The reads of one batch.
+fn read_chunks(shard: &Rc<Shard>, conn: &Rc<Conn>) -> Step {
     for _ in 0..READS_PER_WAKE {
         let partial = conn.partial.take();
         let from_partial = !partial.is_empty();
@@ -849,6 +1029,7 @@ fn process_partial(shard: &Rc<Shard>, conn: &Rc<Conn>) -> Step {
     let mut buf = conn.partial.take();
     let step = process_buffer(shard, conn, &mut buf);
     keep_leftover(shard, conn, buf, true);
+    conn.recharge_held();
     step
 }
 
@@ -910,8 +1091,7 @@ fn on_protocol_error(shard: &Rc<Shard>, conn: &Rc<Conn>, code: u16) {
 fn on_event(shard: &Rc<Shard>, conn: &Rc<Conn>, event: Event<'_>, read_at: Instant) -> Step {
     match event {
         Event::Ping(payload) => {
-            let pong = OutFrame::message(OpCode::Pong, None, Payload::copy_of(payload), b"");
-            conn.send(shard, pong);
+            conn.answer_ping(shard, payload);
             Step::Continue
         }
         Event::Pong => Step::Continue,

@@ -18,6 +18,9 @@ use bytes::Bytes;
 pub const POOLED_MAX: usize = 512;
 /// Buffers a shard keeps for reuse.
 const POOL_LEN: usize = 2048;
+/// What the allocator holds besides the bytes of a `Bytes` body: its shared header (a
+/// reference count, the original pointer and capacity) and the allocation's rounding.
+const SHARED_OVERHEAD: usize = 32;
 
 thread_local! {
     /// This shard's free buffers, each with capacity `POOLED_MAX`.
@@ -49,6 +52,25 @@ impl Payload {
     /// No body (pings).
     pub fn empty() -> Self {
         Payload::Shared(Bytes::new())
+    }
+
+    /// Bytes of heap this body occupies: the whole pooled buffer however little of it is
+    /// used, or a shared body's length plus its header. An empty body holds nothing.
+    pub fn allocated(&self) -> usize {
+        match self {
+            Payload::Pooled(buf) => buf.capacity(),
+            Payload::Shared(bytes) if bytes.is_empty() => 0,
+            Payload::Shared(bytes) => bytes.len() + SHARED_OVERHEAD,
+        }
+    }
+
+    /// What `copy_of` a body of `len` bytes will occupy (`allocated` of the result).
+    pub fn allocated_for(len: usize) -> usize {
+        if len > POOLED_MAX {
+            len + SHARED_OVERHEAD
+        } else {
+            POOLED_MAX
+        }
     }
 
     /// Buffers in this thread's free list (tests and benches).
@@ -115,6 +137,16 @@ mod tests {
         let a = Payload::copy_of(b"hello");
         assert_eq!(&*a, b"hello");
         assert!(matches!(a, Payload::Pooled(_)));
+        assert_eq!(
+            a.allocated(),
+            POOLED_MAX,
+            "a 5-byte body holds a whole buffer"
+        );
+        assert_eq!(
+            Payload::allocated_for(0),
+            POOLED_MAX,
+            "an empty message is not free"
+        );
         drop(a);
         assert_eq!(Payload::pooled_buffers(), before + 1);
         let b = Payload::copy_of(&[7u8; POOLED_MAX]);

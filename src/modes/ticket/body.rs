@@ -53,13 +53,17 @@ pub(super) struct Window {
     start: usize,
     /// Payload bytes the window holds at most (`--ticket-window`).
     cap: usize,
+    /// The window's allocation, charged to the memory budget while it lives.
+    _held: crate::memory::Held,
 }
 
 impl Window {
     /// An empty window of `cap` bytes.
     pub(super) fn new(cap: usize) -> Self {
+        let buf = Vec::with_capacity(cap);
         Window {
-            buf: Vec::with_capacity(cap),
+            _held: crate::memory::Held::new(buf.capacity()),
+            buf,
             start: 0,
             cap,
         }

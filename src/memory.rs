@@ -1,0 +1,192 @@
+//! The process-wide memory budget (PROTOCOL §2.1): every byte a client can make the
+//! relay hold — queued frames, a lone pair side's early messages, reassembly and
+//! partial-frame buffers, request heads, ticket windows — is charged here at what it
+//! occupies, against one `--memory-limit`.
+//!
+//! The budget is one per process by nature (it bounds the process's resident memory, as
+//! the allocator is one per process), so it is a static rather than a field of every
+//! shard. Shards charge and release constantly (twice per relayed message), so each
+//! shard keeps its running delta in a thread-local and publishes it to the shared atomic
+//! only once it has moved by `PUBLISH_STEP`: the shared cache line is touched about once
+//! per 64 KiB moved, never per message. The total read by `used()` is therefore exact to
+//! within `PUBLISH_STEP` per shard, which is all a limit of megabytes needs.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+
+/// A shard publishes its delta once it moved this far: 64 KiB is a hundred small frames
+/// or one quarter of a maximal message, and with a few shards the total stays within a
+/// fraction of a MiB of the truth.
+const PUBLISH_STEP: isize = 64 * 1024;
+
+/// The smallest share of the limit one connection is entitled to under pressure: a
+/// connection may always hold a handful of small frames and a partial frame.
+const MIN_SHARE: usize = 64 * 1024;
+
+/// Bytes charged by every shard, as last published.
+static USED: AtomicIsize = AtomicIsize::new(0);
+
+/// `--memory-limit` in bytes (0 until the server starts: no limit in unit tests).
+static LIMIT: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's charges not yet published to `USED`.
+    static PENDING: Cell<isize> = const { Cell::new(0) };
+}
+
+/// Set the process-wide limit (the server does it once at start).
+pub fn set_limit(bytes: usize) {
+    LIMIT.store(bytes, Ordering::Relaxed);
+}
+
+/// The process-wide limit in bytes (0: none).
+pub fn limit() -> usize {
+    LIMIT.load(Ordering::Relaxed)
+}
+
+/// Bytes charged right now, as published (plus this thread's unpublished delta).
+pub fn used() -> usize {
+    let pending = PENDING.try_with(Cell::get).unwrap_or(0);
+    (USED.load(Ordering::Relaxed) + pending).max(0) as usize
+}
+
+/// True at or over the limit: new upgrades are refused and the largest queues' feeders
+/// pause.
+pub fn over_limit() -> bool {
+    let limit = limit();
+    limit > 0 && used() >= limit
+}
+
+/// What one connection may hold while the process is at its limit: an equal part of the
+/// limit among the open connections, at least `MIN_SHARE`, at most `max_queue`.
+pub fn share(open_connections: usize, max_queue: usize) -> usize {
+    (limit() / open_connections.max(1)).clamp(MIN_SHARE.min(max_queue), max_queue)
+}
+
+/// Add `bytes` to the budget.
+pub fn charge(bytes: usize) {
+    add(bytes as isize);
+}
+
+/// Take `bytes` off the budget.
+pub fn release(bytes: usize) {
+    add(-(bytes as isize));
+}
+
+/// Move this thread's delta, publishing it once it is large.
+fn add(delta: isize) {
+    if delta == 0 {
+        return;
+    }
+    // `try_with`: a buffer dropped while its thread exits charges the total directly.
+    let published = PENDING.try_with(|pending| {
+        let now = pending.get() + delta;
+        if now.abs() >= PUBLISH_STEP {
+            USED.fetch_add(now, Ordering::Relaxed);
+            pending.set(0);
+        } else {
+            pending.set(now);
+        }
+    });
+    if published.is_err() {
+        USED.fetch_add(delta, Ordering::Relaxed);
+    }
+}
+
+/// Bytes charged for as long as this value lives (a ticket window, a request head): the
+/// charge follows `set`, and whatever is left is released on drop.
+#[derive(Debug, Default)]
+pub struct Held(usize);
+
+impl Held {
+    /// Charge `bytes` now.
+    pub fn new(bytes: usize) -> Self {
+        charge(bytes);
+        Held(bytes)
+    }
+
+    /// The charge becomes `bytes` (a buffer grew or shrank).
+    pub fn set(&mut self, bytes: usize) {
+        if bytes >= self.0 {
+            charge(bytes - self.0);
+        } else {
+            release(self.0 - bytes);
+        }
+        self.0 = bytes;
+    }
+
+    /// Bytes charged.
+    pub fn bytes(&self) -> usize {
+        self.0
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        release(self.0);
+    }
+}
+
+/// The default `--memory-limit`: half of what the process may use — its cgroup's memory
+/// limit when it has one, else the machine's physical memory.
+pub fn default_limit() -> usize {
+    let physical = crate::sys::physical_memory();
+    let allowed = cgroup_limit().map_or(physical, |c| c.min(physical.max(1)));
+    (allowed / 2).max(1)
+}
+
+/// The cgroup memory limit (v2 `memory.max`, else v1 `memory.limit_in_bytes`), if any.
+fn cgroup_limit() -> Option<usize> {
+    let files = [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ];
+    files.iter().find_map(|path| {
+        let text = std::fs::read_to_string(path).ok()?;
+        parse_cgroup_limit(&text)
+    })
+}
+
+/// A cgroup limit file's value; `max` (v2) or a huge number (v1's "unlimited") is none.
+fn parse_cgroup_limit(text: &str) -> Option<usize> {
+    let value: u64 = text.trim().parse().ok()?;
+    // v1 writes "unlimited" as a page-rounded i64::MAX.
+    (value < 1 << 60)
+        .then_some(value)
+        .and_then(|v| usize::try_from(v).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_files_parse() {
+        assert_eq!(parse_cgroup_limit("max\n"), None);
+        assert_eq!(parse_cgroup_limit("1073741824\n"), Some(1 << 30));
+        assert_eq!(parse_cgroup_limit("9223372036854771712\n"), None);
+        assert!(default_limit() > 0);
+    }
+
+    #[test]
+    fn charges_publish_in_steps_and_held_releases_on_drop() {
+        // Runs on its own test thread: PENDING starts at zero here (USED is shared with
+        // other tests, so only this thread's delta is checked).
+        charge(100);
+        assert_eq!(PENDING.with(Cell::get), 100);
+        let held = Held::new(PUBLISH_STEP as usize);
+        assert_eq!(PENDING.with(Cell::get), 0, "published once past the step");
+        assert_eq!(held.bytes(), PUBLISH_STEP as usize);
+        drop(held);
+        assert_eq!(PENDING.with(Cell::get), 0, "the release was published too");
+        release(100);
+        assert_eq!(PENDING.with(Cell::get), -100);
+    }
+
+    #[test]
+    fn share_is_bounded_both_ways() {
+        // LIMIT is 0 in unit tests: the floor applies.
+        assert_eq!(share(10, 4 << 20), MIN_SHARE);
+        assert_eq!(share(10, 1000), 1000);
+    }
+}
