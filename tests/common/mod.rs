@@ -355,6 +355,14 @@ pub struct RawWs {
 impl RawWs {
     /// Upgrade `path` with extra header lines.
     pub fn connect(relay: &Relay, path: &str, extra: &str) -> RawWs {
+        match RawWs::try_connect(relay, path, extra) {
+            Ok(ws) => ws,
+            Err(status) => panic!("not upgraded: status {status}"),
+        }
+    }
+
+    /// Upgrade `path` with extra header lines; the status when the relay refuses.
+    pub fn try_connect(relay: &Relay, path: &str, extra: &str) -> Result<RawWs, u16> {
         let mut stream = TcpStream::connect(relay.public).expect("connect");
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();
@@ -370,9 +378,11 @@ impl RawWs {
             buf.extend_from_slice(&chunk[..n]);
         };
         let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-        assert!(head.starts_with("HTTP/1.1 101"), "not upgraded: {head}");
+        if !head.starts_with("HTTP/1.1 101") {
+            return Err(parse_response(&buf).status);
+        }
         let rest = buf.split_off(end);
-        RawWs { stream, buf: rest }
+        Ok(RawWs { stream, buf: rest })
     }
 
     /// Send a masked client frame (fin, opcode, payload) with the given first-byte flags.
