@@ -3,6 +3,7 @@
 //! # Layout
 //! * `config`  — flags, environment variables, defaults and validation.
 //! * `server`  — listeners, shard threads, signals, shutdown.
+//! * `listen`  — exclusive listener binds shared by the shards, restart grace.
 //! * `shard`   — one pinned runtime: accept path, inbox/handoff, tick task.
 //! * `http`    — request heads, responses, upgrade checks, routes, admission, admin.
 //! * `ws`      — RFC 6455 codec and masking (no I/O), connection reader and writer.
@@ -19,6 +20,7 @@
 pub mod alloc_count;
 pub mod config;
 pub mod http;
+pub mod listen;
 pub mod logging;
 pub mod modes;
 pub mod server;

@@ -56,6 +56,10 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, which: Listene
                 ));
             }
             Err(_) if shard.shutting_down.get() => return,
+            // The shards share one listening socket: once any shard has shut it down for
+            // shutdown, accept fails with EINVAL here too, maybe before this shard has read
+            // its own `Shutdown`. Nothing else makes accept on a listener fail so.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return,
             Err(e) => {
                 tracing::warn!(shard = shard.id, error = %e, "accept failed");
                 monoio::time::sleep(ACCEPT_BACKOFF).await;

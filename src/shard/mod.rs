@@ -376,7 +376,7 @@ pub struct ShardSeed {
     pub global: Arc<Global>,
     /// This shard's inbox.
     pub inbox: WakeReceiver<InboxMsg>,
-    /// This shard's `SO_REUSEPORT` public listener.
+    /// This shard's descriptor of the public listener (one socket, shared by the shards).
     pub public: std::net::TcpListener,
     /// The admin listener (shard 0 only).
     pub admin: Option<std::net::TcpListener>,
