@@ -350,6 +350,9 @@ fn head_error_name(err: HeadError) -> &'static str {
         HeadError::TooManyHeaders { .. } => "too_many_headers",
         HeadError::HeaderValueTooLong { .. } => "header_value_too_long",
         HeadError::Malformed => "malformed_head",
+        HeadError::DuplicateContentLength => "duplicate_content_length",
+        HeadError::BadContentLength => "bad_content_length",
+        HeadError::DuplicateTransferEncoding => "duplicate_transfer_encoding",
     }
 }
 
