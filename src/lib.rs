@@ -3,6 +3,7 @@
 //! # Layout
 //! * `config`  — flags, environment variables, defaults and validation.
 //! * `server`  — listeners, shard threads, signals, shutdown.
+//! * `listen`  — exclusive listener binds shared by the shards, restart grace.
 //! * `shard`   — one pinned runtime: accept path, inbox/handoff, tick task.
 //! * `http`    — request heads, responses, upgrade checks, routes, admission, admin.
 //! * `ws`      — RFC 6455 codec and masking (no I/O), connection reader and writer.
@@ -21,6 +22,7 @@
 pub mod alloc_count;
 pub mod config;
 pub mod http;
+pub mod listen;
 pub mod logging;
 pub mod memory;
 pub mod modes;

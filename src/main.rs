@@ -26,16 +26,15 @@ fn main() -> std::process::ExitCode {
             admin,
             admin_token,
             count,
-        }) => {
-            shardrelay::watch::run(admin, admin_token.as_deref(), count).map_err(|e| e.to_string())
-        }
-        None => shardrelay::server::run(cli.config).map_err(|e| e.to_string()),
+        }) => shardrelay::watch::run(admin, admin_token.as_deref(), count)
+            .map_err(|e| (1, e.to_string())),
+        None => shardrelay::server::run(cli.config).map_err(|e| (e.exit_code(), e.to_string())),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(why) => {
+        Err((code, why)) => {
             eprintln!("shardrelay: {why}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(code)
         }
     }
 }

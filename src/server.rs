@@ -1,23 +1,20 @@
-//! Process start and stop: bind the listeners (one `SO_REUSEPORT` public socket per
-//! shard, all on the same resolved port), spawn one pinned thread per shard, print the
+//! Process start and stop: bind the listeners (one exclusive public socket shared by
+//! every shard through duplicated descriptors, see `listen`), spawn one pinned thread per shard, print the
 //! ready line, wait for SIGTERM/SIGINT, broadcast shutdown, and join.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::{Config, ConfigError, DriverChoice};
 use crate::http::admission::RateLimiter;
+use crate::listen::{self, BindError};
 use crate::shard::inbox::{wake_channel, WakeReceiver};
 use crate::shard::{self, Global, InboxMsg, ShardSeed};
-
-/// Listen backlog: room for a connect storm while shards are busy.
-const BACKLOG: i32 = 4096;
 
 /// Why the relay could not run.
 #[derive(Debug, thiserror::Error)]
@@ -25,14 +22,9 @@ pub enum ServerError {
     /// Bad configuration.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// A listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The OS error.
-        source: std::io::Error,
-    },
+    /// A listener could not be bound (another process holds it: exit code 2).
+    #[error(transparent)]
+    Bind(#[from] BindError),
     /// io_uring was demanded and is not available.
     #[error("--driver uring: io_uring is not available on this kernel")]
     NoUring,
@@ -49,6 +41,17 @@ pub enum ServerError {
     },
 }
 
+impl ServerError {
+    /// The process exit code: 2 when an address is held by another process (so a
+    /// supervisor or script can tell a double start from a crash), 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ServerError::Bind(BindError::InUse { .. }) => 2,
+            _ => 1,
+        }
+    }
+}
+
 /// Run the relay until SIGTERM or SIGINT.
 pub fn run(config: Config) -> Result<(), ServerError> {
     config.validate()?;
@@ -56,10 +59,11 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let driver = driver_name(config.driver)?;
     let shards = config.shard_count();
     let mut signals = Signals::new([SIGTERM, SIGINT]).map_err(ServerError::Signals)?;
-    let publics = bind_public(config.listen, shards)?;
-    let admin = bind_one(config.admin_listen, false)?;
-    let public_addr = local(&publics[0], config.listen)?;
-    let admin_addr = local(&admin, config.admin_listen)?;
+    let public = listen::bind("public", config.listen)?;
+    let public_addr = listen::bound_addr("public", config.listen, &public)?;
+    let admin = listen::bind("admin", config.admin_listen)?;
+    let admin_addr = listen::bound_addr("admin", config.admin_listen, &admin)?;
+    let publics = listen::share("public", public_addr, public, shards)?;
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..shards).map(|_| wake_channel()).unzip();
     let memory_limit = config.memory_cap();
     crate::memory::set_limit(memory_limit);
@@ -124,40 +128,6 @@ fn random_hasher() -> ahash::RandomState {
         u64::from_le_bytes(w)
     };
     ahash::RandomState::with_seeds(word(0), word(1), word(2), word(3))
-}
-
-/// One `SO_REUSEPORT` listener per shard on the same port (port 0 resolved by the first).
-fn bind_public(addr: SocketAddr, shards: usize) -> Result<Vec<TcpListener>, ServerError> {
-    let first = bind_one(addr, true)?;
-    let resolved = local(&first, addr)?;
-    let mut all = vec![first];
-    for _ in 1..shards {
-        all.push(bind_one(resolved, true)?);
-    }
-    Ok(all)
-}
-
-/// Bind one listening socket.
-fn bind_one(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener, ServerError> {
-    let fail = |source| ServerError::Bind { addr, source };
-    let socket =
-        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
-    socket.set_reuse_address(true).map_err(fail)?;
-    if reuse_port {
-        socket.set_reuse_port(true).map_err(fail)?;
-    }
-    socket.set_nonblocking(true).map_err(fail)?;
-    socket.bind(&addr.into()).map_err(fail)?;
-    socket.listen(BACKLOG).map_err(fail)?;
-    Ok(socket.into())
-}
-
-/// A listener's bound address.
-fn local(listener: &TcpListener, asked: SocketAddr) -> Result<SocketAddr, ServerError> {
-    listener.local_addr().map_err(|source| ServerError::Bind {
-        addr: asked,
-        source,
-    })
 }
 
 /// Spawn the shard threads, pinning shard i to the i-th CPU this process may use.

@@ -39,16 +39,32 @@ pub enum HeadError {
     HeaderValueTooLong { max: usize },
     #[error("malformed request head")]
     Malformed,
+    /// More than one `Content-Length` field, even with equal values (RFC 9112 §6.3: a
+    /// request whose body length is ambiguous is refused, never guessed).
+    #[error("more than one Content-Length field")]
+    DuplicateContentLength,
+    /// A `Content-Length` that is not 1*DIGIT after its optional whitespace (`+5`, `-1`,
+    /// empty, a list, or too large for 64 bits).
+    #[error("Content-Length is not a decimal length")]
+    BadContentLength,
+    /// More than one `Transfer-Encoding` field: only the first was read before, so a
+    /// second one could hide a coding from the relay that a server behind it honours.
+    #[error("more than one Transfer-Encoding field")]
+    DuplicateTransferEncoding,
 }
 
 impl HeadError {
-    /// The status the relay answers with: 431 for the three limits, 400 for `Malformed`.
+    /// The status the relay answers with: 431 for the three limits, 400 for a malformed
+    /// head or ambiguous body framing.
     pub fn status(self) -> u16 {
         match self {
             HeadError::HeadTooLarge { .. }
             | HeadError::TooManyHeaders { .. }
             | HeadError::HeaderValueTooLong { .. } => 431,
-            HeadError::Malformed => 400,
+            HeadError::Malformed
+            | HeadError::DuplicateContentLength
+            | HeadError::BadContentLength
+            | HeadError::DuplicateTransferEncoding => 400,
         }
     }
 }
@@ -230,6 +246,7 @@ fn build_head(
         }
         headers.push((field.name.to_ascii_lowercase(), field.value.to_vec()));
     }
+    check_framing(&headers)?;
 
     // Split at the first '?': the path keeps its exact bytes (no decoding, no
     // normalisation), and the query is kept raw for `query_param`.
@@ -243,6 +260,39 @@ fn build_head(
         query,
         minor_version,
         headers,
+    })
+}
+
+/// RFC 9112 §6: body framing a request states once and unambiguously. At most one
+/// `Content-Length` field, whose value (OWS trimmed) is 1*DIGIT and fits in a `u64`; at
+/// most one `Transfer-Encoding` field. Checked for every request, so no route can read a
+/// length another hop would read differently.
+fn check_framing(headers: &[(String, Vec<u8>)]) -> Result<(), HeadError> {
+    let mut lengths = headers.iter().filter(|(n, _)| n == "content-length");
+    if let Some((_, value)) = lengths.next() {
+        if lengths.next().is_some() {
+            return Err(HeadError::DuplicateContentLength);
+        }
+        if decimal_length(trim_ows(value)).is_none() {
+            return Err(HeadError::BadContentLength);
+        }
+    }
+    let codings = headers.iter().filter(|(n, _)| n == "transfer-encoding");
+    if codings.count() > 1 {
+        return Err(HeadError::DuplicateTransferEncoding);
+    }
+    Ok(())
+}
+
+/// `1*DIGIT` as a `u64`: no sign, no space, no empty string, no overflow (Rust's own
+/// `parse` would take a leading `+`).
+fn decimal_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() {
+        return None;
+    }
+    value.iter().try_fold(0u64, |acc, &b| {
+        let digit = b.is_ascii_digit().then(|| u64::from(b - b'0'))?;
+        acc.checked_mul(10)?.checked_add(digit)
     })
 }
 
@@ -303,6 +353,65 @@ mod tests {
         let fixed = format!("GET / HTTP/1.1\r\nHost: x\r\n{fields}\r\n").len();
         let pad = "p".repeat(total - fixed);
         format!("GET /{pad} HTTP/1.1\r\nHost: x\r\n{fields}\r\n").into_bytes()
+    }
+
+    fn framing_error(fields: &str) -> Option<HeadError> {
+        let buf = format!("PUT /v1/relay HTTP/1.1\r\nHost: x\r\n{fields}\r\n");
+        parse(buf.as_bytes()).err()
+    }
+
+    #[test]
+    fn content_length_must_be_one_field_of_digits() {
+        assert_eq!(framing_error("Content-Length: 5\r\n"), None);
+        assert_eq!(framing_error("Content-Length:  5 \r\n"), None);
+        assert_eq!(framing_error("Content-Length: 0\r\n"), None);
+        assert_eq!(
+            framing_error("Content-Length: 18446744073709551615\r\n"),
+            None
+        );
+        let dup = Some(HeadError::DuplicateContentLength);
+        assert_eq!(
+            framing_error("Content-Length: 5\r\nContent-Length: 5\r\n"),
+            dup
+        );
+        assert_eq!(
+            framing_error("Content-Length: 5\r\ncontent-length: 6\r\n"),
+            dup
+        );
+        let bad = Some(HeadError::BadContentLength);
+        for value in [
+            "+5",
+            "-1",
+            "",
+            "5, 5",
+            "0x5",
+            "5a",
+            "1 2",
+            "18446744073709551616",
+        ] {
+            let field = format!("Content-Length: {value}\r\n");
+            assert_eq!(framing_error(&field), bad, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn transfer_encoding_must_be_one_field() {
+        assert_eq!(framing_error("Transfer-Encoding: chunked\r\n"), None);
+        assert_eq!(
+            framing_error("Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n"),
+            Some(HeadError::DuplicateTransferEncoding)
+        );
+        assert_eq!(
+            framing_error("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"),
+            Some(HeadError::DuplicateTransferEncoding)
+        );
+    }
+
+    #[test]
+    fn framing_errors_are_400() {
+        assert_eq!(HeadError::DuplicateContentLength.status(), 400);
+        assert_eq!(HeadError::BadContentLength.status(), 400);
+        assert_eq!(HeadError::DuplicateTransferEncoding.status(), 400);
     }
 
     #[test]

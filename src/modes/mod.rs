@@ -3,6 +3,7 @@
 //! Every function here runs on the owner shard of the connection's route key.
 
 pub mod echo;
+pub mod json;
 pub mod pair;
 pub mod server_id;
 pub mod session;

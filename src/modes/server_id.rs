@@ -317,12 +317,13 @@ pub fn on_phone_message(
     }
 }
 
-/// Valid UTF-8 JSON (a binary-opcode message too: it is embedded in a text envelope).
+/// Valid UTF-8 JSON (a binary-opcode message too: it is embedded in a text envelope),
+/// nested within serde_json's recursion limit (`modes::json`).
 fn is_json(kind: MessageKind, payload: &[u8]) -> bool {
     if kind == MessageKind::Binary && std::str::from_utf8(payload).is_err() {
         return false;
     }
-    serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_ok()
+    super::json::is_forwardable(payload)
 }
 
 /// The open binary holding `sid`, if any.

@@ -56,6 +56,10 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, which: Listene
                 ));
             }
             Err(_) if shard.shutting_down.get() => return,
+            // The shards share one listening socket: once any shard has shut it down for
+            // shutdown, accept fails with EINVAL here too, maybe before this shard has read
+            // its own `Shutdown`. Nothing else makes accept on a listener fail so.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return,
             Err(e) => {
                 tracing::warn!(shard = shard.id, error = %e, "accept failed");
                 monoio::time::sleep(ACCEPT_BACKOFF).await;
@@ -354,6 +358,9 @@ fn head_error_name(err: HeadError) -> &'static str {
         HeadError::TooManyHeaders { .. } => "too_many_headers",
         HeadError::HeaderValueTooLong { .. } => "header_value_too_long",
         HeadError::Malformed => "malformed_head",
+        HeadError::DuplicateContentLength => "duplicate_content_length",
+        HeadError::BadContentLength => "bad_content_length",
+        HeadError::DuplicateTransferEncoding => "duplicate_transfer_encoding",
     }
 }
 

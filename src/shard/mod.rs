@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use crate::config::{Config, DriverChoice};
+use crate::http::admin::HealthCounts;
 use crate::http::head::RequestHead;
 use crate::http::routes::Route;
 use crate::modes::{pair, server_id, session, ticket};
@@ -106,6 +107,11 @@ pub enum InboxMsg {
         reset: bool,
         /// Where the snapshot goes.
         reply: WakeSender<StatsSnapshot>,
+    },
+    /// Send this shard's health counts: five integers, no histogram (`/health`).
+    Health {
+        /// Where the counts go.
+        reply: WakeSender<HealthCounts>,
     },
     /// Mint a ticket for a workspace this shard owns (asked by the admin shard).
     Mint {
@@ -348,6 +354,28 @@ impl Shard {
         snaps
     }
 
+    /// Sum every shard's health counts: this shard's read in place, the others' asked
+    /// over their inboxes (a few integers each way; no snapshot, no histogram).
+    pub async fn gather_health(&self) -> HealthCounts {
+        let mut total = HealthCounts::of(&self.stats.borrow());
+        let (tx, rx) = inbox::wake_channel();
+        let mut expected = 0;
+        for (id, inbox) in self.global.inboxes.iter().enumerate() {
+            if id != self.id && inbox.send(InboxMsg::Health { reply: tx.clone() }) {
+                expected += 1;
+            }
+        }
+        drop(tx);
+        let deadline = Duration::from_secs(2);
+        for _ in 0..expected {
+            match monoio::time::timeout(deadline, rx.recv()).await {
+                Ok(Some(counts)) => total.add(&counts),
+                _ => break,
+            }
+        }
+        total
+    }
+
     /// Remember a listener so shutdown can stop its accept loop.
     fn add_listener(&self, fd: RawFd) {
         self.listeners.borrow_mut().push(fd);
@@ -376,7 +404,7 @@ pub struct ShardSeed {
     pub global: Arc<Global>,
     /// This shard's inbox.
     pub inbox: WakeReceiver<InboxMsg>,
-    /// This shard's `SO_REUSEPORT` public listener.
+    /// This shard's descriptor of the public listener (one socket, shared by the shards).
     pub public: std::net::TcpListener,
     /// The admin listener (shard 0 only).
     pub admin: Option<std::net::TcpListener>,
@@ -445,6 +473,9 @@ async fn shard_main(seed: ShardSeed) -> std::io::Result<()> {
                     stats.reset_histograms();
                 }
                 reply.send(snap);
+            }
+            InboxMsg::Health { reply } => {
+                reply.send(HealthCounts::of(&shard.stats.borrow()));
             }
             InboxMsg::Mint { plan, reply } => {
                 reply.send(ticket::mint_here(&shard, &plan));
