@@ -21,6 +21,7 @@ pub mod config;
 pub mod http;
 pub mod logging;
 pub mod modes;
+pub mod per_ip;
 pub mod server;
 pub mod shard;
 pub mod stats;
