@@ -39,7 +39,12 @@ struct Args {
 /// The `i`-th source address: 127.a.b.c with a, b, c in 1..=250 (no .0 or .255).
 fn source(i: u32) -> Ipv4Addr {
     let (a, rest) = (i / 62_500, i % 62_500);
-    Ipv4Addr::new(127, 1 + a as u8, 1 + (rest / 250) as u8, 1 + (rest % 250) as u8)
+    Ipv4Addr::new(
+        127,
+        1 + a as u8,
+        1 + (rest / 250) as u8,
+        1 + (rest % 250) as u8,
+    )
 }
 
 /// One connection from `from`: send a health request, read the answer to EOF.
@@ -59,7 +64,10 @@ fn main() {
     let args = Args::parse();
     let loopback = matches!(args.target, SocketAddr::V4(a) if a.ip().octets()[0] == 127);
     assert!(loopback, "--target must be in 127.0.0.0/8");
-    assert!(args.connections <= 1_000_000, "--connections is capped at 1,000,000");
+    assert!(
+        args.connections <= 1_000_000,
+        "--connections is capped at 1,000,000"
+    );
     let (next, ok, failed) = (
         Arc::new(AtomicU64::new(0)),
         Arc::new(AtomicU64::new(0)),
