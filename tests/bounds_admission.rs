@@ -278,19 +278,20 @@ fn ap5_over_the_per_ip_rate_a_client_gets_429_at_once_and_others_are_admitted() 
 }
 
 #[test]
-fn ap5_under_a_low_descriptor_limit_excess_clients_get_503_and_admin_health_answers() {
-    // 256 descriptors, 2 shards: the cap is 256 - 100 - 2 × 8 = 140.
+fn ap5_under_a_1024_descriptor_limit_1100_idle_sockets_leave_admin_health_answering() {
+    // The review's case: 1,024 descriptors, 1,100 idle sockets from one address. With 2
+    // shards the cap is 1024 - 100 - 2 × 8 = 908; the other 192 get 503 at once.
     let relay =
-        Relay::start_with_nofile(256, 256, &["--shards", "2", "--handshake-timeout", "60s"]);
+        Relay::start_with_nofile(1024, 1024, &["--shards", "2", "--handshake-timeout", "60s"]);
     wait_until("the cap is logged", || {
-        plain_logs(&relay).contains("max_connections=140")
+        plain_logs(&relay).contains("max_connections=908")
     });
     let from = Ipv4Addr::new(127, 0, 0, 13);
-    let held: Vec<TcpStream> = (0..140).map(|_| idle_from(from, &relay)).collect();
-    wait_until("140 connections in their handshake", || {
-        handshakes(&relay) == 140
+    let held: Vec<TcpStream> = (0..908).map(|_| idle_from(from, &relay)).collect();
+    wait_until("908 connections in their handshake", || {
+        handshakes(&relay) == 908
     });
-    for _ in 0..60 {
+    for _ in 0..192 {
         expect_refused_at_accept(&relay, from, 503);
     }
     assert_eq!(relay.health()["ok"], true);
