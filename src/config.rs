@@ -113,6 +113,13 @@ pub struct Config {
     #[arg(long, env = "SHARDRELAY_PER_IP_BURST")]
     pub per_ip_burst: Option<f64>,
 
+    /// Failed session joins one source address (IPv4, or IPv6 /64) may make per minute,
+    /// across all its connections (PROTOCOL §5); past it joins get `RATE_LIMITED` and
+    /// `?code=` upgrades `429`. 0 turns the budget off. At 10, finding one of 100,000
+    /// live codes among 28⁶ takes one address over 8 hours on average.
+    #[arg(long, env = "SHARDRELAY_CODE_GUESSES_PER_IP", default_value_t = 10)]
+    pub code_guesses_per_ip: u32,
+
     /// Largest WebSocket message accepted (reassembled); larger gets close 1009.
     #[arg(long, env = "SHARDRELAY_MAX_MESSAGE", value_parser = parse_size, default_value = "256KiB")]
     pub max_message: usize,
@@ -211,9 +218,15 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
-/// Descriptors kept back from `--max-connections`' default for listeners, the runtime's
-/// own fds (io_uring, eventfds), log files and admin connections.
+/// Descriptors kept back from the open-files limit whatever the shard count: standard
+/// streams, the admin listener, the signal thread, log files, and room for admin
+/// connections (health probes, `/stats`, ticket minting) when the public side is at its
+/// cap (PROTOCOL §2.1).
 const FD_RESERVE: usize = 100;
+
+/// Descriptors each shard holds itself: its public listener, its runtime's io_uring or
+/// epoll descriptor and eventfds, its inbox wake-up descriptor; with room.
+const FD_PER_SHARD: usize = 8;
 
 /// Why a configuration cannot run.
 #[derive(Debug, thiserror::Error)]
@@ -291,13 +304,14 @@ impl Config {
         })
     }
 
-    /// The global connection cap: `--max-connections`, else sized from the open-files limit.
-    pub fn connection_cap(&self) -> usize {
-        self.max_connections.unwrap_or_else(|| {
-            crate::sys::open_files_limit()
-                .saturating_sub(FD_RESERVE)
-                .max(1)
-        })
+    /// The global connection cap for `shards` shards under an open-files limit of
+    /// `open_files`: `--max-connections`, but never more than the descriptors left after
+    /// the reserve (so public connections cannot starve the admin listener or make
+    /// `accept` fail); by default all of those.
+    pub fn connection_cap(&self, shards: usize, open_files: usize) -> usize {
+        let reserve = FD_RESERVE.saturating_add(FD_PER_SHARD.saturating_mul(shards));
+        let room = open_files.saturating_sub(reserve).max(1);
+        self.max_connections.map_or(room, |asked| asked.min(room))
     }
 
     /// The process-wide memory limit: `--memory-limit`, else half of what the process
@@ -412,6 +426,27 @@ mod tests {
         assert_eq!(parse_size("4MiB"), Ok(4 << 20));
         assert_eq!(parse_size("1000"), Ok(1000));
         assert!(parse_size("4XB").is_err());
+    }
+
+    #[test]
+    fn connection_cap_keeps_a_descriptor_reserve() {
+        let cli = Cli::parse_from(["shardrelay"]);
+        assert_eq!(cli.config.connection_cap(2, 1024), 1024 - 100 - 16);
+        assert_eq!(cli.config.connection_cap(64, 100), 1, "never zero");
+        let cli = Cli::parse_from(["shardrelay", "--max-connections", "50"]);
+        assert_eq!(cli.config.connection_cap(2, 1024), 50);
+        let cli = Cli::parse_from(["shardrelay", "--max-connections", "5000"]);
+        assert_eq!(
+            cli.config.connection_cap(2, 1024),
+            908,
+            "clamped to the fds"
+        );
+    }
+
+    #[test]
+    fn code_guesses_default_to_10_per_minute() {
+        let cli = Cli::parse_from(["shardrelay"]);
+        assert_eq!(cli.config.code_guesses_per_ip, 10);
     }
 
     #[test]

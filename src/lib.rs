@@ -26,6 +26,7 @@ pub mod listen;
 pub mod logging;
 pub mod memory;
 pub mod modes;
+pub mod per_ip;
 pub mod server;
 pub mod shard;
 pub mod stats;

@@ -3,7 +3,7 @@
 //! ready line, wait for SIGTERM/SIGINT, broadcast shutdown, and join.
 
 use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -11,10 +11,11 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::config::{Config, ConfigError, DriverChoice};
-use crate::http::admission::RateLimiter;
 use crate::listen::{self, BindError};
+use crate::per_ip::{GuessBudget, RateLimit};
 use crate::shard::inbox::{wake_channel, WakeReceiver};
 use crate::shard::{self, Global, InboxMsg, ShardSeed};
+use crate::sys;
 
 /// Why the relay could not run.
 #[derive(Debug, thiserror::Error)]
@@ -75,9 +76,11 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let global = Arc::new(Global {
         rate_limiter: config.per_ip_rate.map(|rate| {
             let burst = config.per_ip_burst.unwrap_or(rate * 2.0);
-            Mutex::new(RateLimiter::new(rate, burst))
+            RateLimit::new(rate, burst)
         }),
-        max_connections: config.connection_cap(),
+        guesses: (config.code_guesses_per_ip > 0)
+            .then(|| GuessBudget::new(config.code_guesses_per_ip)),
+        max_connections: descriptor_budget(&config, shards),
         hasher: random_hasher(),
         inboxes: senders,
         open: Default::default(),
@@ -103,6 +106,34 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         })
         .map_err(ServerError::Signals)?;
     join_shards(&global, handles)
+}
+
+/// Raise the soft open-files limit to the hard one, size the connection cap from it, and
+/// log both (PROTOCOL §2.1).
+fn descriptor_budget(config: &Config, shards: usize) -> usize {
+    let limit = match sys::raise_open_files_limit() {
+        Ok((before, after)) => {
+            if after > before {
+                tracing::info!(from = before, to = after, "raised the open-files limit");
+            }
+            after
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not raise the open-files limit");
+            sys::open_files_limit()
+        }
+    };
+    let cap = config.connection_cap(shards, limit);
+    if config.max_connections.is_some_and(|asked| asked > cap) {
+        tracing::warn!(
+            asked = config.max_connections,
+            max_connections = cap,
+            open_files = limit,
+            "--max-connections lowered to fit the open-files limit"
+        );
+    }
+    tracing::info!(max_connections = cap, open_files = limit, "connection cap");
+    cap
 }
 
 /// The driver the shards will run.

@@ -176,3 +176,63 @@ pub fn physical_memory() -> usize {
     }
     (pages as usize).saturating_mul(page as usize)
 }
+
+/// Raise the soft open-files limit to the hard limit (no privilege needed). Returns the
+/// soft limit before and after; an infinite limit reads as `usize::MAX`.
+pub fn raise_open_files_limit() -> io::Result<(usize, usize)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into a live local.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let before = rlim_to_usize(lim.rlim_cur);
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: setrlimit reads one valid rlimit from a live local; raising the soft
+        // limit up to the hard one is always permitted.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok((before, rlim_to_usize(lim.rlim_cur)))
+}
+
+/// An rlimit value as a count (`RLIM_INFINITY` saturates).
+fn rlim_to_usize(value: libc::rlim_t) -> usize {
+    if value == libc::RLIM_INFINITY {
+        return usize::MAX;
+    }
+    usize::try_from(value).unwrap_or(usize::MAX)
+}
+
+/// Answer a connection refused at accept without waiting for anything: drop what the
+/// client already sent (so the close is a FIN, not a reset that would destroy the
+/// answer), write `resp` if the socket takes it now, and half-close. The caller then
+/// drops the socket, so the refusal holds no descriptor beyond this call.
+pub fn refuse_now(fd: RawFd, resp: &[u8]) {
+    let mut sink = [0u8; 4096];
+    for _ in 0..REFUSE_DRAIN_READS {
+        // SAFETY: `sink` is a live local buffer of the length given; recv writes at most
+        // that many bytes into it.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                sink.as_mut_ptr().cast(),
+                sink.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n <= 0 {
+            break;
+        }
+    }
+    let _ = send_vectored(fd, &[IoSlice::new(resp)]);
+    shutdown_write(fd);
+}
+
+/// Reads of already-arrived bytes a refusal makes before closing: two heads' worth at the
+/// default 8 KiB cap. A client that sends more, or later, may see a reset.
+const REFUSE_DRAIN_READS: usize = 4;

@@ -2,7 +2,6 @@
 //! upgrade checks, the route table, admission control and the admin endpoints.
 
 pub mod admin;
-pub mod admission;
 pub mod head;
 pub mod response;
 pub mod routes;

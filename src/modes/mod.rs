@@ -9,6 +9,7 @@ pub mod server_id;
 pub mod session;
 pub mod ticket;
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -53,6 +54,7 @@ pub fn on_upgrade(
     route: Route,
     _head: RequestHead,
     leftover: Vec<u8>,
+    peer: SocketAddr,
 ) {
     match route {
         Route::Binary { server_id } => server_id::on_binary(shard, conn, &server_id, leftover),
@@ -63,7 +65,7 @@ pub fn on_upgrade(
         Route::Echo => echo::on_upgrade(shard, conn, leftover),
         Route::Pair { code } => pair::on_upgrade(shard, conn, code, leftover),
         Route::SessionHost => session::on_host(shard, conn, leftover),
-        Route::SessionJoin { code } => session::on_browser(shard, conn, code, leftover),
+        Route::SessionJoin { code } => session::on_browser(shard, conn, code, leftover, peer.ip()),
         Route::Health | Route::TicketPut { .. } | Route::TicketGet { .. } => {
             // Never upgraded: accept.rs serves these as plain HTTP.
             shard.stats.borrow_mut().dropped("not_websocket");

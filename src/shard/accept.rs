@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use monoio::net::{TcpListener, TcpStream};
 
-use crate::http::admission;
 use crate::http::head::{parse_head, HeadError, HeadLimits, RequestHead};
 use crate::http::response;
 use crate::http::routes::{self, Route};
@@ -31,28 +30,48 @@ pub enum Listener {
     Admin,
 }
 
-/// Pause after an accept error such as EMFILE, so a full descriptor table does not spin
-/// the shard.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
+/// First pause after an accept error such as EMFILE, so a full descriptor table does not
+/// spin the shard; it doubles while errors continue, up to [`ACCEPT_BACKOFF_MAX`].
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(5);
+
+/// Longest pause between accept attempts while they keep failing: a freed descriptor is
+/// used within this long.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(200);
+
+/// Accept errors are logged at most once per this period, with their count.
+const ACCEPT_LOG_PERIOD: Duration = Duration::from_secs(1);
 
 /// Head bytes asked of the kernel per read while the head is incomplete.
 const HEAD_READ: usize = 2048;
 
 /// Accept until the listener is shut down.
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, which: Listener) {
+    let mut errors = AcceptErrors::default();
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                errors.recovered();
                 if shard.shutting_down.get() {
                     continue;
                 }
                 shard.stats.borrow_mut().accepted();
+                let permit = match which {
+                    Listener::Admin => None,
+                    Listener::Public => match admit(&shard, peer) {
+                        Ok(permit) => Some(permit),
+                        Err(refusal) => {
+                            refuse_at_accept(&shard, &stream, refusal);
+                            continue;
+                        }
+                    },
+                };
                 monoio::spawn(serve_new(
                     shard.clone(),
                     stream,
                     peer,
                     which,
                     Instant::now(),
+                    permit,
                 ));
             }
             Err(_) if shard.shutting_down.get() => return,
@@ -61,20 +80,75 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, which: Listene
             // its own `Shutdown`. Nothing else makes accept on a listener fail so.
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return,
             Err(e) => {
-                tracing::warn!(shard = shard.id, error = %e, "accept failed");
-                monoio::time::sleep(ACCEPT_BACKOFF).await;
+                let pause = errors.failed(&shard, which, &e);
+                monoio::time::sleep(pause).await;
             }
         }
     }
 }
 
-/// A refusal decided before the head is read: answered after it, with this status.
+/// A run of accept errors: logged at most once per [`ACCEPT_LOG_PERIOD`] with a count,
+/// and paced by a growing back-off.
+#[derive(Debug, Default)]
+struct AcceptErrors {
+    /// Errors since the last log line.
+    unlogged: u64,
+    /// When the last log line was written.
+    logged_at: Option<Instant>,
+    /// The next pause (zero when the last accept succeeded).
+    backoff: Duration,
+}
+
+impl AcceptErrors {
+    /// One more error: log if due, and return how long to pause.
+    fn failed(&mut self, shard: &Shard, which: Listener, error: &io::Error) -> Duration {
+        self.unlogged += 1;
+        let now = Instant::now();
+        if self
+            .logged_at
+            .is_none_or(|at| now.duration_since(at) >= ACCEPT_LOG_PERIOD)
+        {
+            tracing::warn!(
+                shard = shard.id,
+                listener = ?which,
+                error = %error,
+                count = self.unlogged,
+                "accept failed"
+            );
+            self.unlogged = 0;
+            self.logged_at = Some(now);
+        }
+        shard.stats.borrow_mut().event("accept_errors");
+        self.backoff = (self.backoff * 2).clamp(ACCEPT_BACKOFF, ACCEPT_BACKOFF_MAX);
+        self.backoff
+    }
+
+    /// An accept succeeded: the back-off starts again from its first step.
+    fn recovered(&mut self) {
+        self.backoff = Duration::ZERO;
+    }
+}
+
+/// A refusal decided at accept, before any byte of the head is read.
 #[derive(Debug, Clone, Copy)]
 enum Admission {
     /// Over `--max-connections`.
     OverCapacity,
     /// Over `--per-ip-rate`.
     RateLimited,
+}
+
+/// Refuse a public connection at accept (PROTOCOL §2.1): a best-effort `503`/`429`
+/// written now if the socket takes it, and the socket closed when the caller drops it —
+/// no head is read and no descriptor is held past this loop turn.
+fn refuse_at_accept(shard: &Shard, stream: &TcpStream, refusal: Admission) {
+    let (reason, status, body): (_, _, &[u8]) = match refusal {
+        Admission::OverCapacity => ("over_capacity", 503, b"over capacity\n"),
+        Admission::RateLimited => ("rate_limited", 429, b"too many connection attempts\n"),
+    };
+    shard.stats.borrow_mut().rejected(reason);
+    let resp = response::close_response(status, "text/plain", &[], body);
+    sys::refuse_now(stream.as_raw_fd(), &resp);
 }
 
 /// Serve one new TCP connection up to its upgrade (or its one HTTP response).
@@ -89,14 +163,11 @@ async fn serve_new(
     peer: SocketAddr,
     which: Listener,
     accepted_at: Instant,
+    permit: Option<ConnPermit>,
 ) {
     sys::set_nodelay(stream.as_raw_fd());
     tracing::debug!(shard = shard.id, %peer, listener = ?which, "accepted");
     let _in_handshake = (which == Listener::Public).then(|| HandshakeGauge::open(&shard));
-    let admitted = match which {
-        Listener::Admin => Ok(None),
-        Listener::Public => admit(&shard, peer),
-    };
     let timeout = shard.config().handshake_timeout;
     let read = monoio::time::timeout(timeout, read_head(&shard, &stream)).await;
     let (head, leftover) = match read {
@@ -111,18 +182,6 @@ async fn serve_new(
             return Box::pin(refuse(&shard, stream, reason, resp)).await;
         }
         Ok(Ok(parsed)) => parsed,
-    };
-    let permit = match admitted {
-        Err(Admission::OverCapacity) => {
-            let resp = response::close_response(503, "text/plain", &[], b"over capacity\n");
-            return Box::pin(refuse(&shard, stream, "over_capacity", resp)).await;
-        }
-        Err(Admission::RateLimited) => {
-            let resp =
-                response::close_response(429, "text/plain", &[], b"too many connection attempts\n");
-            return Box::pin(refuse(&shard, stream, "rate_limited", resp)).await;
-        }
-        Ok(permit) => permit,
     };
     match which {
         Listener::Admin => Box::pin(admin::serve(&shard, stream, head, leftover)).await,
@@ -149,17 +208,18 @@ impl Drop for HandshakeGauge<'_> {
     }
 }
 
-/// Admission of a public connection: the global cap, then the per-IP rate.
-fn admit(shard: &Shard, peer: SocketAddr) -> Result<Option<ConnPermit>, Admission> {
+/// Admission of a public connection: the global cap, then the per-IP rate. O(1): one
+/// atomic and, with `--per-ip-rate`, one look-up in the per-IP table.
+fn admit(shard: &Shard, peer: SocketAddr) -> Result<ConnPermit, Admission> {
     let Some(permit) = shard.global.admit() else {
         return Err(Admission::OverCapacity);
     };
     if let Some(limiter) = &shard.global.rate_limiter {
-        if !admission::allow(limiter, peer.ip(), Instant::now()) {
+        if !limiter.allow(peer.ip(), Instant::now()) {
             return Err(Admission::RateLimited);
         }
     }
-    Ok(Some(permit))
+    Ok(permit)
 }
 
 /// Classify a public request and serve it here or on its owner shard.
@@ -194,6 +254,13 @@ async fn route_public(
     } else {
         String::new()
     };
+    if matches!(route, Route::SessionJoin { code: Some(_) })
+        && !shard.global.may_try_code(peer.ip())
+    {
+        shard.stats.borrow_mut().event("joins_rate_limited");
+        let resp = response::close_response(429, "text/plain", &[], b"too many failed joins\n");
+        return Box::pin(refuse(shard, stream, "join_rate_limited", resp)).await;
+    }
     let Some(permit) = permit else {
         // Public connections always carry a permit; an admin one never gets here.
         return;
@@ -293,7 +360,8 @@ async fn upgrade_here(shard: &Rc<Shard>, stream: TcpStream, request: Upgrade) {
     shard.stats.borrow_mut().conn_opened(kind);
     conn.send_handshake(shard, response::switching_protocols(&request.accept_key));
     tracing::debug!(shard = shard.id, peer = %request.peer, kind = kind.name(), "upgraded");
-    modes::on_upgrade(shard, conn, request.route, request.head, request.leftover);
+    let (route, head, leftover) = (request.route, request.head, request.leftover);
+    modes::on_upgrade(shard, conn, route, head, leftover, request.peer);
     shard.flush_dirty();
     let micros = request.accepted_at.elapsed().as_micros() as u64;
     shard.stats.borrow_mut().record_handshake(micros);

@@ -13,11 +13,11 @@ pub mod tick;
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -52,7 +52,10 @@ pub struct Global {
     /// The admin bearer token, when one is configured.
     pub admin_token: Option<String>,
     /// Per-IP connection-attempt buckets (`--per-ip-rate`); touched once per accept.
-    pub rate_limiter: Option<Mutex<crate::http::admission::RateLimiter>>,
+    pub rate_limiter: Option<crate::per_ip::RateLimit>,
+    /// Per-IP failed-join budget (`--code-guesses-per-ip`; None when 0): touched once
+    /// per session join attempt. See [`Global::may_try_code`], [`Global::failed_join`].
+    pub guesses: Option<crate::per_ip::GuessBudget>,
     /// The driver the shards run ("io_uring" or "epoll"), for logs and `/stats`.
     pub driver: &'static str,
 }
@@ -71,6 +74,24 @@ impl Global {
             return None;
         }
         Some(ConnPermit(self.clone()))
+    }
+
+    /// May `ip` try a session code now (PROTOCOL §5)? False once its failed joins used
+    /// up `--code-guesses-per-ip` for the minute; always true when the budget is off.
+    /// Every path that joins by code (any session protocol) asks this first and answers
+    /// `RATE_LIMITED` (or `429` before an upgrade) without trying the code.
+    pub fn may_try_code(&self, ip: IpAddr) -> bool {
+        self.guesses
+            .as_ref()
+            .is_none_or(|budget| budget.may_try(ip, Instant::now()))
+    }
+
+    /// A join from `ip` was answered with an error (`INVALID_CODE`, `EXPIRED_CODE`,
+    /// `ALREADY_JOINED`, a failed `auth`, …): spend one from its guessing budget.
+    pub fn failed_join(&self, ip: IpAddr) {
+        if let Some(budget) = &self.guesses {
+            budget.failed(ip, Instant::now());
+        }
     }
 
     /// Open client connections right now.

@@ -38,7 +38,34 @@ pub struct Relay {
 impl Relay {
     /// Start with the test defaults plus `args`.
     pub fn start(args: &[&str]) -> Relay {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shardrelay"))
+        Relay::start_command(Command::new(env!("CARGO_BIN_EXE_shardrelay")), args)
+    }
+
+    /// Start under an open-files limit of `soft` (current) and `hard` (maximum)
+    /// descriptors, set in the child before it runs the relay.
+    pub fn start_with_nofile(soft: u64, hard: u64, args: &[&str]) -> Relay {
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(env!("CARGO_BIN_EXE_shardrelay"));
+        let limit = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: the closure runs in the forked child before exec and only calls
+        // setrlimit(2), which is async-signal-safe, on a local copied into it.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Relay::start_command(command, args)
+    }
+
+    /// Start `command` (the relay binary) with the test defaults plus `args`.
+    pub fn start_command(mut command: Command, args: &[&str]) -> Relay {
+        let mut child = command
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::piped())

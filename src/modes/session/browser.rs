@@ -11,12 +11,17 @@ use crate::modes::Role;
 use crate::shard::Shard;
 use crate::ws::conn::Conn;
 
-/// Failed joins one connection may make (PROTOCOL §5): the 5th closes it, so guessing a
-/// live code among 28⁶ takes about 10⁸ connections.
+/// Failed joins one connection may make (PROTOCOL §5): the 5th closes it. Guessing across
+/// connections is bounded by the per-address budget (`--code-guesses-per-ip`,
+/// [`crate::per_ip::GuessBudget`]).
 const MAX_FAILED_JOINS: u8 = 5;
 
 /// `join`: answered here when this shard owns the code, else the browser moves there.
+/// An address past its guessing budget gets `RATE_LIMITED` and the code is not tried.
 pub(super) fn join(shard: &Rc<Shard>, conn: &Rc<Conn>, role: BrowserRole, typed: &str) {
+    if !shard.global.may_try_code(role.client) {
+        return fail_join(shard, conn, role, ErrorCode::RateLimited);
+    }
     if role.joined.is_some() {
         return fail_join(shard, conn, role, ErrorCode::AlreadyJoined);
     }
@@ -30,6 +35,7 @@ pub(super) fn join(shard: &Rc<Shard>, conn: &Rc<Conn>, role: BrowserRole, typed:
     *conn.role.borrow_mut() = Role::Detached;
     let resume = Resume {
         code,
+        client: role.client,
         failed_joins: role.failed_joins,
     };
     conn.request_transfer(owner, crate::modes::Resume::Session(resume));
@@ -74,7 +80,9 @@ fn claim(
     }
 }
 
-/// A join answered with an error: counted, and the 5th closes the browser with 4429.
+/// A join answered with an error: counted, charged to the address's guessing budget
+/// (unless it was refused for that budget: not tried, so not a guess), and the 5th on
+/// one connection closes the browser with 4429.
 pub(super) fn fail_join(
     shard: &Rc<Shard>,
     conn: &Rc<Conn>,
@@ -84,8 +92,12 @@ pub(super) fn fail_join(
     shard.stats.borrow_mut().event(match error {
         ErrorCode::InvalidCode => "joins_invalid_code",
         ErrorCode::ExpiredCode => "joins_expired_code",
+        ErrorCode::RateLimited => "joins_rate_limited",
         _ => "joins_already_joined",
     });
+    if error != ErrorCode::RateLimited {
+        shard.global.failed_join(role.client);
+    }
     reply(shard, conn, error.to_text());
     role.failed_joins = role.failed_joins.saturating_add(1);
     if role.failed_joins < MAX_FAILED_JOINS {

@@ -338,6 +338,9 @@ pub enum ErrorCode {
     MacDisconnected,
     /// Sent to the host when its browser left.
     BrowserDisconnected,
+    /// The browser's address used up its failed joins for the minute
+    /// (`--code-guesses-per-ip`); the join was not tried.
+    RateLimited,
 }
 
 impl ErrorCode {
@@ -351,6 +354,7 @@ impl ErrorCode {
             ErrorCode::NotJoined => "NOT_JOINED",
             ErrorCode::MacDisconnected => "MAC_DISCONNECTED",
             ErrorCode::BrowserDisconnected => "BROWSER_DISCONNECTED",
+            ErrorCode::RateLimited => "RATE_LIMITED",
         }
     }
 
@@ -364,6 +368,9 @@ impl ErrorCode {
             ErrorCode::NotJoined => "join a session first",
             ErrorCode::MacDisconnected => "the host disconnected",
             ErrorCode::BrowserDisconnected => "the browser disconnected",
+            ErrorCode::RateLimited => {
+                "too many failed joins from this address; try again in a minute"
+            }
         }
     }
 

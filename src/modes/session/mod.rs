@@ -10,6 +10,7 @@ mod host;
 pub mod messages;
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::rc::{Rc, Weak};
 use std::time::Instant;
 
@@ -121,8 +122,10 @@ pub enum SessionRole {
 }
 
 /// A browser's progress.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct BrowserRole {
+    /// The browser's source address, whose guessing budget its failed joins spend.
+    client: IpAddr,
     /// The code it joined.
     joined: Option<Code>,
     /// Joins answered with an error on this connection (it survives moves).
@@ -136,6 +139,8 @@ pub struct BrowserRole {
 pub struct Resume {
     /// The code it asked to join.
     code: Code,
+    /// Its source address.
+    client: IpAddr,
     /// Its failed joins so far.
     failed_joins: u8,
 }
@@ -154,15 +159,28 @@ pub fn on_host(shard: &Rc<Shard>, conn: Rc<Conn>, leftover: Vec<u8>) {
     shard.spawn_reader(conn, leftover);
 }
 
-/// A browser upgraded; with `?code=` it was routed here, the code's owner, and joins now.
-pub fn on_browser(shard: &Rc<Shard>, conn: Rc<Conn>, code: Option<String>, leftover: Vec<u8>) {
+/// A browser from `client` upgraded; with `?code=` it was routed here, the code's owner,
+/// and joins now (its address's guessing budget was checked before the upgrade, and is
+/// again here).
+pub fn on_browser(
+    shard: &Rc<Shard>,
+    conn: Rc<Conn>,
+    code: Option<String>,
+    leftover: Vec<u8>,
+    client: IpAddr,
+) {
     let role = BrowserRole {
+        client,
+        joined: None,
+        failed_joins: 0,
         this: Rc::downgrade(&conn),
-        ..BrowserRole::default()
     };
     set_role(&conn, SessionRole::Browser(role.clone()));
     if let Some(text) = code {
         match code::parse(&text) {
+            _ if !shard.global.may_try_code(client) => {
+                fail_join(shard, &conn, role, ErrorCode::RateLimited)
+            }
             Some(code) => join_here(shard, &conn, role, code),
             None => fail_join(shard, &conn, role, ErrorCode::InvalidCode),
         }
@@ -173,6 +191,7 @@ pub fn on_browser(shard: &Rc<Shard>, conn: Rc<Conn>, code: Option<String>, lefto
 /// A browser moved here to join a code this shard owns.
 pub fn on_resume(shard: &Rc<Shard>, conn: Rc<Conn>, resume: Resume, unread: Vec<u8>) {
     let role = BrowserRole {
+        client: resume.client,
         joined: None,
         failed_joins: resume.failed_joins,
         this: Rc::downgrade(&conn),
