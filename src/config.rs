@@ -167,6 +167,15 @@ pub struct Config {
     #[arg(long, env = "SHARDRELAY_MAX_PHONES_PER_SERVER", default_value_t = 16)]
     pub max_phones_per_server: usize,
 
+    /// Browsers one `/ws` session (one Mac's code) may hold at once (16: a person's
+    /// screens and devices watching one terminal, with room).
+    #[arg(
+        long,
+        env = "SHARDRELAY_MAX_BROWSERS_PER_SESSION",
+        default_value_t = 16
+    )]
+    pub max_browsers_per_session: usize,
+
     /// How long a server-id slot waits for its binary to come back.
     #[arg(long, env = "SHARDRELAY_GRACE", value_parser = parse_duration, default_value = "30s")]
     pub grace: Duration,
@@ -258,6 +267,9 @@ impl Config {
         }
         if self.max_phones_per_server == 0 {
             return invalid("max-phones-per-server", "must be at least 1");
+        }
+        if self.max_browsers_per_session == 0 {
+            return invalid("max-browsers-per-session", "must be at least 1");
         }
         if matches!(self.per_ip_rate, Some(r) if r <= 0.0 || !r.is_finite()) {
             return invalid("per-ip-rate", "must be a positive number");
@@ -398,6 +410,16 @@ mod tests {
         assert_eq!(cli.config.max_message, 256 * 1024);
         assert_eq!(cli.config.flush_after_reads, 1, "latency first by default");
         assert_eq!(cli.config.ticket_window, 256 * 1024);
+        assert_eq!(cli.config.max_browsers_per_session, 16);
+    }
+
+    #[test]
+    fn max_browsers_per_session_must_be_at_least_1() {
+        check_range(
+            "max-browsers-per-session",
+            "must be at least 1",
+            &[("0", false), ("1", true), ("16", true)],
+        );
     }
 
     /// `flag` accepts the first `cases` marked true and refuses the others with
