@@ -8,6 +8,10 @@
 #   session   headless Chromium (playwright-core) joins a session as the browser, Node
 #             `ws` is the host (§5); screenshot target/interop/session.png
 #                                                            scripts/interop/session.js
+#   session-ws headless Chromium as a /ws browser of the web UI's kind (binaryType
+#             "arraybuffer", reconnects with the same code), Node `ws` as the Mac and a
+#             second browser; screenshot target/interop/session_ws.png
+#                                                            scripts/interop/session_ws.js
 #   tickets   curl as the PUT and GET clients of a ticket (§6) scripts/interop/tickets.sh
 #   wscat     one-shot echo through /v1/echo (--enable-echo)
 #
@@ -69,7 +73,7 @@ wanted() { [ -z "${INTEROP_ONLY:-}" ] || [[ " $INTEROP_ONLY " == *" $1 "* ]]; }
 T_INSTALL=$SECONDS
 install_python
 install_node
-if wanted session; then install_chromium; fi
+if wanted session || wanted session-ws; then install_chromium; fi
 T_INSTALL=$((SECONDS - T_INSTALL))
 relay_build
 export NODE_PATH="$OUT/node_modules"
@@ -119,6 +123,18 @@ check_session() {
     node "$HERE/session.js" --public "$RELAY_PUBLIC" --chromium "$CHROMIUM" --screenshot "$OUT/session.png"
 }
 
+check_session_ws() {
+    # A small --max-message: the page's oversized frame is how the relay closes it.
+    relay_start "$OUT/session-ws.relay.log" --max-message 1KiB
+    if [ "$(http_status "$RELAY_PUBLIC" /ws)" = 404 ]; then
+        echo "SKIPPED: /ws not live yet (GET /ws answers 404)"
+        return 77
+    fi
+    rm -f "$OUT/session_ws.png"
+    node "$HERE/session_ws.js" --public "$RELAY_PUBLIC" --chromium "$CHROMIUM" \
+        --screenshot "$OUT/session_ws.png" --max-message 1024
+}
+
 check_tickets() {
     relay_start "$OUT/tickets.relay.log"
     local s
@@ -154,7 +170,7 @@ check_wscat() {
     return $ok
 }
 
-for name in pyrycode pair session tickets wscat; do
+for name in pyrycode pair session session-ws tickets wscat; do
     wanted "$name" || continue
     log "── interop: $name"
     t0=$SECONDS
@@ -165,7 +181,7 @@ for name in pyrycode pair session tickets wscat; do
         set -e
         trap relay_cleanup EXIT
         trap 'exit 130' INT TERM
-        "check_$name"
+        "check_${name//-/_}"
         relay_alive
     ) 2>&1 | tee "$OUT/$name.log"
     rc=${PIPESTATUS[0]}

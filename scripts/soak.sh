@@ -4,7 +4,8 @@
 #
 #   1. Start a release relay (`--grace 1s`, so server-id slots free quickly at the end).
 #   2. For SOAK_SECONDS, at once, as separate processes: shardrelay-load pair, server-id,
-#      session and ticket at modest open-loop rates, and the chaos client abusing every
+#      session, session-ws (`/ws`: 10 Macs × 4 browsers, binary fan-out) and ticket at
+#      modest open-loop rates, and the chaos client abusing every
 #      style (kill mid-frame, half-close, garbage, oversize, reconnect).
 #   3. Assert: every load run exited 0 (nothing lost, duplicated, reordered or corrupted
 #      among healthy clients) and chaos saw only the answers the protocol promises; once
@@ -119,6 +120,9 @@ start_load() {
     if have_style session; then
         load "session$tag" session "${common[@]}" --sessions 40 --rate "$(rate 500)"
     fi
+    if have_style session_ws; then
+        load "session-ws$tag" session-ws "${common[@]}" --sessions 10 --browsers 4 --rate "$(rate 250)"
+    fi
     if have_style ticket; then
         load "ticket$tag" ticket "${common[@]}" --connections 2 --size "$ticket_size" --rate "$(rate 4)"
     fi
@@ -210,9 +214,9 @@ busy() {
     stats | python3 -c 'import json,sys
 c = json.load(sys.stdin)["totals"]["connections"]
 ok = c["pair"] >= 200 and c["phone"] >= 80
-ok = ok and (c.get("session_browser", 0) >= 40 or not sys.argv[1])
+ok = ok and (c.get("session_browser", 0) >= 40 + 40 * int(sys.argv[3] == "1") or not sys.argv[1])
 ok = ok and (c.get("ticket_get", 0) >= 1 or not sys.argv[2])
-sys.exit(0 if ok else 1)' "$(have_style session && echo 1)" "$(have_style ticket && echo 1)"
+sys.exit(0 if ok else 1)' "$(have_style session && echo 1)" "$(have_style ticket && echo 1)" "$(have_style session_ws && echo 1)"
 }
 poll 60 "shutdown-phase load is up (and a ticket transfer in flight)" busy || die "shutdown-phase load never came up"
 kill -TERM "$RELAY_PID"

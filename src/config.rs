@@ -174,6 +174,15 @@ pub struct Config {
     #[arg(long, env = "SHARDRELAY_MAX_PHONES_PER_SERVER", default_value_t = 16)]
     pub max_phones_per_server: usize,
 
+    /// Browsers one `/ws` session (one Mac's code) may hold at once (16: a person's
+    /// screens and devices watching one terminal, with room).
+    #[arg(
+        long,
+        env = "SHARDRELAY_MAX_BROWSERS_PER_SESSION",
+        default_value_t = 16
+    )]
+    pub max_browsers_per_session: usize,
+
     /// How long a server-id slot waits for its binary to come back.
     #[arg(long, env = "SHARDRELAY_GRACE", value_parser = parse_duration, default_value = "30s")]
     pub grace: Duration,
@@ -288,6 +297,9 @@ impl Config {
         }
         if self.stall_timeout.is_zero() {
             return invalid("stall-timeout", "must be positive");
+        }
+        if self.max_browsers_per_session == 0 {
+            return invalid("max-browsers-per-session", "must be at least 1");
         }
         if matches!(self.per_ip_rate, Some(r) if r <= 0.0 || !r.is_finite()) {
             return invalid("per-ip-rate", "must be a positive number");
@@ -460,6 +472,7 @@ mod tests {
         assert_eq!(cli.config.ticket_window, 256 * 1024);
         assert_eq!(cli.config.stall_timeout, Duration::from_secs(30));
         assert!(cli.config.memory_cap() > 0);
+        assert_eq!(cli.config.max_browsers_per_session, 16);
     }
 
     #[test]
@@ -468,6 +481,15 @@ mod tests {
             "memory-limit",
             "must be at least --max-queue",
             &[("1MiB", false), ("4MiB", true), ("32MiB", true)],
+        );
+    }
+
+    #[test]
+    fn max_browsers_per_session_must_be_at_least_1() {
+        check_range(
+            "max-browsers-per-session",
+            "must be at least 1",
+            &[("0", false), ("1", true), ("16", true)],
         );
     }
 

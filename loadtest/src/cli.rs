@@ -33,6 +33,10 @@ pub enum Command {
     /// N sessions on `/mac` + `/browser`: the host sends `data`, the browser echoes
     /// (or receives).
     Session(SessionArgs),
+    /// N Macs on `/ws` with B browsers each (the session-code relay's second protocol):
+    /// each Mac sends binary probes, the relay fans every one out to all its browsers,
+    /// and every browser accounts every probe.
+    SessionWs(SessionWsArgs),
     /// Mint tickets on the admin API, then PUT/GET `--size` bytes through
     /// `/v1/relay`, checking a SHA-256 of what arrived.
     Ticket(TicketArgs),
@@ -154,6 +158,20 @@ pub struct SessionArgs {
     /// The browser only receives instead of echoing to the host.
     #[arg(long)]
     pub oneway: bool,
+}
+
+/// `session-ws` flags.
+#[derive(Debug, Args)]
+pub struct SessionWsArgs {
+    /// Shared flags.
+    #[command(flatten)]
+    pub common: Common,
+    /// Macs (one session code each).
+    #[arg(long, alias = "macs", default_value_t = 1)]
+    pub sessions: usize,
+    /// Browsers per Mac (the relay's default cap is 16).
+    #[arg(long, default_value_t = 4)]
+    pub browsers: usize,
 }
 
 /// `ticket` flags.

@@ -21,6 +21,8 @@ const MAX_MESSAGE: usize = 256 * 1024;
 const MAX_SESSION_MESSAGE: usize = 64 * 1024;
 /// The relay's default phones-per-server cap (PROTOCOL §3.2).
 const RELAY_PHONE_CAP: usize = 16;
+/// The relay's default `--max-browsers-per-session` (`/ws`).
+const RELAY_BROWSER_CAP: usize = 16;
 
 /// Which routes the run uses and how many of each.
 #[derive(Clone, Debug)]
@@ -52,6 +54,13 @@ pub enum Style {
         /// The browser only receives.
         oneway: bool,
     },
+    /// `sessions` Macs on `/ws`, each fanning binary probes out to `browsers` browsers.
+    SessionWs {
+        /// Macs (units).
+        sessions: usize,
+        /// Browsers per Mac.
+        browsers: usize,
+    },
     /// `/v1/echo` connections (idle only).
     Echo {
         /// Connections (units).
@@ -75,6 +84,7 @@ impl Style {
             Self::ServerId { .. } => "server-id",
             Self::Pair { .. } => "pair",
             Self::Session { .. } => "session",
+            Self::SessionWs { .. } => "session-ws",
             Self::Echo { .. } => "echo",
             Self::Ticket { .. } => "ticket",
         }
@@ -85,7 +95,7 @@ impl Style {
         match self {
             Self::ServerId { binaries, .. } => *binaries,
             Self::Pair { pairs, .. } => *pairs,
-            Self::Session { sessions, .. } => *sessions,
+            Self::Session { sessions, .. } | Self::SessionWs { sessions, .. } => *sessions,
             Self::Echo { connections } => *connections,
             Self::Ticket { slots, .. } => *slots,
         }
@@ -95,6 +105,7 @@ impl Style {
     pub fn conns_per_unit(&self) -> usize {
         match self {
             Self::ServerId { phones, .. } => 1 + phones,
+            Self::SessionWs { browsers, .. } => 1 + browsers,
             Self::Pair { .. } | Self::Session { .. } | Self::Ticket { .. } => 2,
             Self::Echo { .. } => 1,
         }
@@ -142,6 +153,9 @@ impl Style {
                     "host → browser → host echo"
                 }
             ),
+            Self::SessionWs { sessions, browsers } => {
+                format!("{sessions} Macs × {browsers} browsers, Macs fan out binary")
+            }
             Self::Echo { connections } => format!("{connections} echo connections"),
             Self::Ticket { slots, count, .. } => match count {
                 Some(n) => format!("{n} transfers, {slots} at a time"),
@@ -242,6 +256,14 @@ impl Plan {
                 false,
                 a.common,
             ),
+            Command::SessionWs(a) => (
+                Style::SessionWs {
+                    sessions: a.sessions,
+                    browsers: a.browsers,
+                },
+                false,
+                a.common,
+            ),
             Command::Ticket(a) => (
                 Style::Ticket {
                     slots: a.connections,
@@ -321,6 +343,14 @@ impl Plan {
         if let Style::ServerId { phones, .. } = self.style {
             if phones > RELAY_PHONE_CAP {
                 eprintln!("warning: {phones} phones per binary exceeds the relay's default cap of {RELAY_PHONE_CAP}");
+            }
+        }
+        if let Style::SessionWs { browsers, .. } = self.style {
+            if browsers == 0 {
+                return Err("--browsers must be ≥ 1".into());
+            }
+            if browsers > RELAY_BROWSER_CAP {
+                eprintln!("warning: {browsers} browsers per Mac exceeds the relay's default cap of {RELAY_BROWSER_CAP}");
             }
         }
         Ok(())
@@ -440,6 +470,9 @@ mod tests {
         assert_eq!(plan(&["pair"]).unwrap().pace, Pace::Rate(1000.0));
         assert!(plan(&["session", "--size", "128KiB"]).is_err());
         assert!(plan(&["pair", "--pairs", "0"]).is_err());
+        let ws = plan(&["session-ws", "--sessions", "2", "--browsers", "16"]).unwrap();
+        assert_eq!((ws.total_conns(), ws.style.streams_per_unit()), (34, 1));
+        assert!(plan(&["session-ws", "--browsers", "0"]).is_err());
         assert!(plan(&["pair", "--inflight", "0"]).is_err());
         let idle = plan(&["idle", "--connections", "100", "--phones", "4"]).unwrap();
         assert_eq!(idle.style.units(), 20);

@@ -321,7 +321,8 @@ fn latency_kind(plan: &Plan) -> &'static str {
         Style::Ticket { .. } => "transfer",
         Style::ServerId { fanout: true, .. }
         | Style::Pair { oneway: true, .. }
-        | Style::Session { oneway: true, .. } => "one way",
+        | Style::Session { oneway: true, .. }
+        | Style::SessionWs { .. } => "one way",
         _ => "round trip",
     }
 }

@@ -141,6 +141,10 @@ pub struct Sender {
     pub outbox: Rc<Outbox>,
     /// How probes are framed.
     pub encoding: Encoding,
+    /// Further receivers of the very same sends (a fan-out: a `/ws` Mac's probe reaches
+    /// every browser), each accounted as a stream of its own with `stream`'s id. The
+    /// closed-loop credit comes from `stream`'s receiver alone.
+    pub mirrors: Vec<Rc<StreamState>>,
 }
 
 /// Sends probes on `sender` per `schedule` until the schedule ends.
@@ -169,9 +173,10 @@ pub async fn run_sender(
         if !sender.outbox.send(op, &scratch) {
             return;
         }
-        let stream = &sender.stream;
-        stream.sent.set(stream.sent.get() + 1);
-        stream.outstanding.set(stream.outstanding.get() + 1);
+        for stream in std::iter::once(&sender.stream).chain(&sender.mirrors) {
+            stream.sent.set(stream.sent.get() + 1);
+            stream.outstanding.set(stream.outstanding.get() + 1);
+        }
         stats.sent(scratch.len());
         seq += 1;
     }

@@ -331,6 +331,9 @@ fn start_traffic(ctx: &Rc<WorkerCtx>) {
                 (u128::from(i) * u128::from(sender.stream.id) / total_streams) as Nanos
             });
             ctx.streams.borrow_mut().push(Rc::clone(&sender.stream));
+            ctx.streams
+                .borrow_mut()
+                .extend(sender.mirrors.iter().map(Rc::clone));
             let schedule = Schedule {
                 start: window.start,
                 end: window.end,

@@ -12,20 +12,7 @@
 const crypto = require('crypto');
 const WebSocket = require('ws'); // target/interop/node_modules, via NODE_PATH
 
-const TIMEOUT_MS = 15000;
-let passes = 0;
-const failures = [];
-
-function check(cond, what) {
-  if (cond) {
-    passes++;
-    console.log(`  ok   ${what}`);
-  } else {
-    failures.push(what);
-    console.log(`  FAIL ${what}`);
-  }
-  return cond;
-}
+const { check, withTimeout, Client, finish } = require('./common');
 
 function args() {
   const out = {};
@@ -35,64 +22,10 @@ function args() {
   return { pub: out.public, maxMessage: Number(out['max-message']) };
 }
 
-function withTimeout(promise, what) {
-  let timer;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), TIMEOUT_MS);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
-// A peer with a message queue, so a test can await "the next message" without races.
-class Peer {
-  constructor(url, name) {
-    this.name = name;
-    this.queue = [];
-    this.waiters = [];
-    this.closed = null;
-    this.ws = new WebSocket(url);
-    this.ws.binaryType = 'nodebuffer';
-    this.ws.on('message', (data, isBinary) => this.push({ data, isBinary }));
-    this.closePromise = new Promise((resolve) => {
-      this.ws.on('close', (code, reason) => {
-        this.closed = { code, reason: reason.toString() };
-        resolve(this.closed);
-        for (const w of this.waiters.splice(0)) w.reject(new Error(`${name} closed ${code} ${reason}`));
-      });
-    });
-    this.ws.on('error', () => {});
-  }
-
-  opened() {
-    return withTimeout(new Promise((resolve, reject) => {
-      if (this.ws.readyState === WebSocket.OPEN) return resolve();
-      this.ws.once('open', resolve);
-      this.ws.once('unexpected-response', (req, res) => reject(new Error(`${this.name}: HTTP ${res.statusCode}`)));
-      this.ws.once('error', reject);
-    }), `${this.name} open`);
-  }
-
-  push(msg) {
-    const w = this.waiters.shift();
-    if (w) w.resolve(msg);
-    else this.queue.push(msg);
-  }
-
-  next() {
-    if (this.queue.length) return Promise.resolve(this.queue.shift());
-    if (this.closed) return Promise.reject(new Error(`${this.name} closed ${this.closed.code}`));
-    return withTimeout(new Promise((resolve, reject) => this.waiters.push({ resolve, reject })),
-      `a message at ${this.name}`);
-  }
-
+// A peer: a queueing client (common.js) that can also await its sends.
+class Peer extends Client {
   send(data, opts) {
     return new Promise((resolve, reject) => this.ws.send(data, opts || {}, (err) => (err ? reject(err) : resolve())));
-  }
-
-  closedWith() {
-    return withTimeout(this.closePromise, `${this.name} to close`);
   }
 }
 
@@ -201,7 +134,4 @@ async function main() {
 
 main()
   .catch((e) => check(false, `unexpected error: ${e.stack || e}`))
-  .finally(() => {
-    console.log(`pair (node ws): ${passes} passed, ${failures.length} failed`);
-    process.exit(failures.length ? 1 : 0);
-  });
+  .finally(() => finish('pair (node ws)'));

@@ -14,102 +14,14 @@
 'use strict';
 
 const fs = require('fs');
-const os = require('os');
 const path = require('path');
-const { pathToFileURL } = require('url');
-const WebSocket = require('ws'); // target/interop/node_modules, via NODE_PATH
-const { chromium } = require('playwright-core');
+const { check, args, Client, openPage, finish } = require('./common');
 
-const TIMEOUT_MS = 15000;
 const CODE_RE = /^[346789ABCDEFGHJKLMNPQRTUVWXY]{6}$/;
 const UUID4_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
-let passes = 0;
-const failures = [];
-
-function check(cond, what) {
-  if (cond) {
-    passes++;
-    console.log(`  ok   ${what}`);
-  } else {
-    failures.push(what);
-    console.log(`  FAIL ${what}`);
-  }
-  return cond;
-}
-
-function args() {
-  const out = {};
-  const argv = process.argv.slice(2);
-  for (let i = 0; i < argv.length; i += 2) out[argv[i].replace(/^--/, '')] = argv[i + 1];
-  for (const k of ['public', 'chromium', 'screenshot']) if (!out[k]) throw new Error(`missing --${k}`);
-  return out;
-}
-
-function withTimeout(promise, what) {
-  let timer;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), TIMEOUT_MS);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
-class Client {
-  constructor(url, name) {
-    this.name = name;
-    this.queue = [];
-    this.waiters = [];
-    this.closed = null;
-    this.ws = new WebSocket(url);
-    this.ws.on('message', (data, isBinary) => {
-      const msg = { text: data.toString('utf8'), isBinary };
-      const w = this.waiters.shift();
-      if (w) w.resolve(msg); else this.queue.push(msg);
-    });
-    this.closePromise = new Promise((resolve) => {
-      this.ws.on('close', (code, reason) => {
-        this.closed = { code, reason: reason.toString() };
-        resolve(this.closed);
-        for (const w of this.waiters.splice(0)) w.reject(new Error(`${name} closed ${code} ${reason}`));
-      });
-    });
-    this.ws.on('error', () => {});
-  }
-
-  opened() {
-    return withTimeout(new Promise((resolve, reject) => {
-      this.ws.once('open', resolve);
-      this.ws.once('unexpected-response', (req, res) => reject(new Error(`${this.name}: HTTP ${res.statusCode}`)));
-      this.ws.once('error', reject);
-    }), `${this.name} open`);
-  }
-
-  next() {
-    if (this.queue.length) return Promise.resolve(this.queue.shift());
-    if (this.closed) return Promise.reject(new Error(`${this.name} closed ${this.closed.code}`));
-    return withTimeout(new Promise((resolve, reject) => this.waiters.push({ resolve, reject })),
-      `a message at ${this.name}`);
-  }
-
-  async nextJson(what) {
-    const msg = await this.next();
-    check(!msg.isBinary, `${what}: a text message`);
-    try {
-      return { raw: msg.text, json: JSON.parse(msg.text) };
-    } catch (e) {
-      check(false, `${what}: JSON (${msg.text})`);
-      return { raw: msg.text, json: {} };
-    }
-  }
-
-  closedWith() {
-    return withTimeout(this.closePromise, `${this.name} to close`);
-  }
-}
 
 async function main() {
-  const opts = args();
+  const opts = args(['public', 'chromium', 'screenshot']);
   const pub = opts.public;
 
   console.log('host registers');
@@ -128,23 +40,10 @@ async function main() {
   const code = reg.code;
 
   console.log('Chromium joins with new WebSocket(...)');
-  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'shardrelay-chromium-'));
-  let context;
+  let close;
   try {
-    context = await chromium.launchPersistentContext(userDataDir, {
-      executablePath: opts.chromium,
-      headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-      viewport: { width: 900, height: 560 },
-      timeout: 60000,
-    });
-    const page = context.pages()[0] || await context.newPage();
-    page.setDefaultTimeout(TIMEOUT_MS);
-    const pageUrl = pathToFileURL(path.join(__dirname, 'session.html'));
-    pageUrl.searchParams.set('relay', `ws://${pub}/browser`);
-    pageUrl.searchParams.set('code', code);
-    await page.goto(pageUrl.href);
+    let page;
+    ({ page, close } = await openPage(opts.chromium, 'session.html', { relay: `ws://${pub}/browser`, code }));
 
     const joinedHost = (await host.nextJson('joined at the host')).json;
     await page.waitForFunction(() => window.interop.joined !== null || window.interop.errors.length > 0);
@@ -182,8 +81,7 @@ async function main() {
     await page.waitForFunction(() => window.interop.close !== null);
     check(host.closed === null, 'host still connected');
   } finally {
-    if (context) await context.close().catch(() => {});
-    fs.rmSync(userDataDir, { recursive: true, force: true });
+    if (close) await close();
   }
 
   const browser2 = new Client(`ws://${pub}/browser`, 'node-browser');
@@ -217,7 +115,4 @@ async function main() {
 
 main()
   .catch((e) => check(false, `unexpected error: ${e.stack || e}`))
-  .finally(() => {
-    console.log(`session (chromium + node ws): ${passes} passed, ${failures.length} failed`);
-    process.exit(failures.length ? 1 : 0);
-  });
+  .finally(() => finish('session (chromium + node ws)'));

@@ -39,6 +39,10 @@ pub enum Route {
         /// The upper-cased `?code=` value, if given: the route key.
         code: Option<String>,
     },
+    /// `GET /ws`: the session-code protocol's second version (a Mac or a browser,
+    /// decided by the first message); it stays where it landed until a browser's `auth`
+    /// names a code another shard owns.
+    SessionWs,
     /// `PUT /v1/relay`: the sending side of a ticket.
     TicketPut {
         /// The bearer ticket (shape-checked): the route key.
@@ -64,6 +68,7 @@ impl Route {
             Route::Health
             | Route::Echo
             | Route::SessionHost
+            | Route::SessionWs
             | Route::SessionJoin { code: None } => None,
         }
     }
@@ -191,6 +196,10 @@ pub fn classify(head: &RequestHead, config: &Config) -> Result<Route, Refusal> {
             Ok(Route::SessionJoin {
                 code: session_code(head)?,
             })
+        }
+        "/ws" => {
+            require_get(head)?;
+            Ok(Route::SessionWs)
         }
         "/v1/relay" => ticket_route(head),
         _ => Err(Refusal::not_found()),

@@ -7,6 +7,7 @@ pub mod json;
 pub mod pair;
 pub mod server_id;
 pub mod session;
+pub mod session_ws;
 pub mod ticket;
 
 use std::net::SocketAddr;
@@ -35,6 +36,8 @@ pub enum Role {
     Pair(pair::PairRole),
     /// A session host or browser.
     Session(session::SessionRole),
+    /// A `/ws` connection: awaiting its first message, a Mac, or a browser.
+    SessionWs(session_ws::WsRole),
     /// Taken out of its registry by the relay (closing, or moved to another shard);
     /// its end changes nothing.
     Detached,
@@ -45,6 +48,8 @@ pub enum Role {
 pub enum Resume {
     /// A session browser that asked to join a code another shard owns.
     Session(session::Resume),
+    /// A `/ws` browser whose `auth` names a code another shard owns.
+    SessionWs(session_ws::Resume),
 }
 
 /// An upgraded connection arrives on its owner shard.
@@ -66,6 +71,7 @@ pub fn on_upgrade(
         Route::Pair { code } => pair::on_upgrade(shard, conn, code, leftover),
         Route::SessionHost => session::on_host(shard, conn, leftover),
         Route::SessionJoin { code } => session::on_browser(shard, conn, code, leftover, peer.ip()),
+        Route::SessionWs => session_ws::on_upgrade(shard, conn, leftover),
         Route::Health | Route::TicketPut { .. } | Route::TicketGet { .. } => {
             // Never upgraded: accept.rs serves these as plain HTTP.
             shard.stats.borrow_mut().dropped("not_websocket");
@@ -77,6 +83,7 @@ pub fn on_upgrade(
 pub fn on_resume(shard: &Rc<Shard>, conn: Rc<Conn>, resume: Resume, unread: Vec<u8>) {
     match resume {
         Resume::Session(state) => session::on_resume(shard, conn, state, unread),
+        Resume::SessionWs(state) => session_ws::on_resume(shard, conn, state, unread),
     }
 }
 
@@ -111,6 +118,11 @@ pub fn on_message(
             drop(role);
             session::on_message(shard, conn, &session, kind, payload, read_at);
         }
+        Role::SessionWs(ws) => {
+            let ws = *ws;
+            drop(role);
+            session_ws::on_message(shard, conn, ws, kind, payload, read_at);
+        }
         Role::Pending | Role::Detached => shard.stats.borrow_mut().dropped("detached"),
     }
 }
@@ -144,6 +156,8 @@ pub fn pause_for(shard: &Shard, conn: &Rc<Conn>) -> Option<Pause> {
         Role::Phone(phone) => server_id::binary_of(shard, phone),
         Role::Session(session) => session::peer_of(shard, session),
         Role::Pair(side) => return pair::pause_for(shard, side, room),
+        Role::SessionWs(ws) => session_ws::mac_fed_by(shard, ws),
+        Role::Pair(side) => return pair::pause_for(shard, side),
         _ => None,
     }?;
     fed.is_full(room).then_some(Pause::Room(fed, room))
@@ -179,6 +193,7 @@ pub fn on_disconnect(shard: &Rc<Shard>, conn: &Rc<Conn>) {
         Role::Phone(phone) => server_id::on_phone_gone(shard, conn, &phone),
         Role::Pair(side) => pair::on_gone(shard, conn, side),
         Role::Session(session) => session::on_gone(shard, conn, session),
+        Role::SessionWs(ws) => session_ws::on_gone(shard, conn, ws),
         Role::Echo | Role::Pending | Role::Detached => {}
     }
 }
@@ -188,5 +203,6 @@ pub fn tick(shard: &Rc<Shard>, now: Instant) {
     server_id::tick(shard, now);
     pair::tick(shard, now);
     session::tick(shard, now);
+    session_ws::tick(shard, now);
     ticket::tick(shard, now);
 }

@@ -496,6 +496,9 @@ impl Route {
             Route::Pair { .. } => ConnKind::Pair,
             Route::SessionHost => ConnKind::SessionHost,
             Route::SessionJoin { .. } => ConnKind::SessionBrowser,
+            // Mac or browser is known only from its first message; until then it is
+            // still in its (application-level) handshake.
+            Route::SessionWs => ConnKind::Handshake,
             Route::TicketPut { .. } => ConnKind::TicketPut,
             Route::TicketGet { .. } => ConnKind::TicketGet,
             Route::Echo | Route::Health => ConnKind::Echo,

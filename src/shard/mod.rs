@@ -27,7 +27,7 @@ use crate::config::{Config, DriverChoice};
 use crate::http::admin::HealthCounts;
 use crate::http::head::RequestHead;
 use crate::http::routes::Route;
-use crate::modes::{pair, server_id, session, ticket};
+use crate::modes::{pair, server_id, session, session_ws, ticket};
 use crate::stats::{ShardStats, StatsSnapshot};
 use crate::ws::conn::{self, Conn, Flushed, READ_CHUNK};
 use inbox::{WakeReceiver, WakeSender};
@@ -205,6 +205,9 @@ pub struct Shard {
     pub pairs: RefCell<pair::Registry>,
     /// Session codes minted by this shard.
     pub sessions: RefCell<session::Registry>,
+    /// `/ws` session codes minted by this shard, and `/ws` connections awaiting their
+    /// first message.
+    pub session_ws: RefCell<session_ws::Registry>,
     /// Tickets minted by this shard.
     pub tickets: RefCell<ticket::Registry>,
     /// Set once shutdown began: no new connection is served.
@@ -230,6 +233,7 @@ impl Shard {
             server_ids: RefCell::new(server_id::Registry::default()),
             pairs: RefCell::new(pair::Registry::default()),
             sessions: RefCell::new(session::Registry::default()),
+            session_ws: RefCell::new(session_ws::Registry::default()),
             tickets: RefCell::new(ticket::Registry::default()),
             shutting_down: Cell::new(false),
             listeners: RefCell::new(Vec::new()),

@@ -11,6 +11,7 @@
 
 use std::cell::RefCell;
 use std::ops::Deref;
+use std::rc::Rc;
 
 use bytes::Bytes;
 
@@ -34,6 +35,10 @@ pub enum Payload {
     Pooled(Vec<u8>),
     /// Anything else: built messages (notices, envelopes), large payloads, raw frames.
     Shared(Bytes),
+    /// One copy shared by every receiver of a fan-out (a `/ws` Mac's frame to each of
+    /// its browsers): each receiver's frame holds a reference, not a copy, so fanning out
+    /// to N receivers allocates once, not N times. `Rc`: it never leaves its shard.
+    Fanout(Rc<[u8]>),
 }
 
 impl Payload {
@@ -86,7 +91,14 @@ impl Deref for Payload {
         match self {
             Payload::Pooled(buf) => buf,
             Payload::Shared(bytes) => bytes,
+            Payload::Fanout(shared) => shared,
         }
+    }
+}
+
+impl From<Rc<[u8]>> for Payload {
+    fn from(shared: Rc<[u8]>) -> Self {
+        Payload::Fanout(shared)
     }
 }
 

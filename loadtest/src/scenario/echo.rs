@@ -36,6 +36,7 @@ pub async fn setup(ctx: &Rc<WorkerCtx>, index: usize) -> Result<Unit, SetupError
         stream,
         outbox: Rc::clone(&link.outbox),
         encoding: Encoding::Json(Rc::clone(&ctx.json_pad)),
+        mirrors: Vec::new(),
     };
     Ok(pending.into_unit(vec![sender]))
 }

@@ -8,6 +8,7 @@ pub mod echo;
 pub mod pair;
 pub mod server_id;
 pub mod session;
+pub mod session_ws;
 pub mod ticket;
 
 use std::cell::{Cell, RefCell};
@@ -177,6 +178,7 @@ pub async fn setup(ctx: &Rc<WorkerCtx>, index: usize) -> Result<Unit, SetupError
         Style::ServerId { .. } => server_id::setup(ctx, index).await,
         Style::Pair { .. } => pair::setup(ctx, index).await,
         Style::Session { .. } => session::setup(ctx, index).await,
+        Style::SessionWs { .. } => session_ws::setup(ctx, index).await,
         Style::Echo { .. } => echo::setup(ctx, index).await,
         Style::Ticket { .. } => Ok(Unit::default()),
     }

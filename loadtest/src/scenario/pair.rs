@@ -59,6 +59,7 @@ pub async fn setup(ctx: &Rc<WorkerCtx>, index: usize) -> Result<Unit, SetupError
         stream,
         outbox: Rc::clone(&side_a.outbox),
         encoding: Encoding::Binary(Rc::clone(&ctx.binary_fill)),
+        mirrors: Vec::new(),
     };
     Ok(pending.into_unit(vec![sender]))
 }

@@ -81,12 +81,14 @@ pub async fn setup(ctx: &Rc<WorkerCtx>, index: usize) -> Result<super::Unit, Set
             Sender {
                 outbox: Rc::clone(&binary.outbox),
                 encoding: Encoding::Envelope(conn_id, Rc::clone(&ctx.json_pad)),
+                mirrors: Vec::new(),
                 stream,
             }
         } else {
             Sender {
                 outbox: Rc::clone(&phone.outbox),
                 encoding: Encoding::Json(Rc::clone(&ctx.json_pad)),
+                mirrors: Vec::new(),
                 stream,
             }
         };

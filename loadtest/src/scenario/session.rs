@@ -75,6 +75,7 @@ pub async fn setup(ctx: &Rc<WorkerCtx>, index: usize) -> Result<super::Unit, Set
         stream,
         outbox: Rc::clone(&host.outbox),
         encoding: Encoding::SessionData(Rc::clone(&ctx.json_pad)),
+        mirrors: Vec::new(),
     };
     Ok(pending.into_unit(vec![sender]))
 }
@@ -162,7 +163,7 @@ fn on_message(
 }
 
 /// Waits until `done()` holds, woken by `link`'s signal, bounded by the connect timeout.
-async fn wait_until(
+pub(super) async fn wait_until(
     ctx: &WorkerCtx,
     link: &Link,
     done: impl Fn() -> bool,

@@ -1,10 +1,18 @@
-//! Session codes (PROTOCOL §5): six characters from an alphabet without look-alikes,
-//! drawn from the operating system's CSPRNG without modulo bias, and minted only when the
-//! minting shard owns them, so a browser that joins is routed to the code's host.
+//! Session codes (PROTOCOL §5, and the `/ws` protocol's codes): six characters from an
+//! alphabet without look-alikes, drawn from the operating system's CSPRNG without modulo
+//! bias, and minted only when the minting shard owns them, so a browser that joins is
+//! routed — or moved — to the code's host. The drawing is generic over the alphabet:
+//! the `/ws` protocol uses its own ([`crate::modes::session_ws`]), and its browser ids are
+//! drawn the same way.
+
+use crate::shard::Shard;
 
 /// The code alphabet (PROTOCOL §5): digits and upper-case letters without the look-alike
 /// pairs 0/O, 1/I, 2/Z and 5/S.
 pub const ALPHABET: &[u8; 28] = b"346789ABCDEFGHJKLMNPQRTUVWXY";
+
+/// [`ALPHABET`] with its sampling bound.
+pub const SESSION: Alphabet = Alphabet::new(ALPHABET);
 
 /// Characters in a code: 28⁶ ≈ 4.8 × 10⁸ codes, against at most 5 guesses per connection.
 pub const CODE_LEN: usize = 6;
@@ -12,22 +20,55 @@ pub const CODE_LEN: usize = 6;
 /// A code, as its ASCII bytes (also its route key).
 pub type Code = [u8; CODE_LEN];
 
-/// Largest byte value kept by rejection sampling: 252 = 9 × 28, so `b % 28` is uniform.
-const UNBIASED_BELOW: u8 = 252;
-
 /// Random bytes fetched per CSPRNG call: one code takes 6 kept bytes, and a shard among
 /// N mints after N draws on average.
 const POOL: usize = 64;
 
+/// Draws per shard allowed when minting: a shard among N keeps one draw in N on average,
+/// so 1024 N draws fail only if the CSPRNG is broken.
+const MINT_DRAWS_PER_SHARD: usize = 1024;
+
+/// The characters a code is drawn from, and the rejection-sampling bound that keeps
+/// every character equally likely.
+#[derive(Debug, Clone, Copy)]
+pub struct Alphabet {
+    /// The characters (ASCII, 2 to 256 of them).
+    chars: &'static [u8],
+    /// Largest byte value kept, exclusive: the biggest multiple of the alphabet's size
+    /// up to 256, so `b % len` is uniform (252 = 9 × 28; 256 for a 64-character one).
+    unbiased_below: u16,
+}
+
+impl Alphabet {
+    /// An alphabet of `chars` (ASCII, 2 to 256 characters).
+    pub const fn new(chars: &'static [u8]) -> Self {
+        let len = chars.len() as u16;
+        Alphabet {
+            chars,
+            unbiased_below: 256 / len * len,
+        }
+    }
+
+    /// True when `c` is one of the characters.
+    pub fn contains(&self, c: &u8) -> bool {
+        self.chars.contains(c)
+    }
+}
+
 /// A code of the right shape from what a browser typed, in any letter case.
 pub fn parse(text: &str) -> Option<Code> {
+    parse_in(&SESSION, text)
+}
+
+/// A code of `alphabet` from what a browser typed, in any letter case.
+pub fn parse_in(alphabet: &Alphabet, text: &str) -> Option<Code> {
     let mut code: Code = text.as_bytes().try_into().ok()?;
     code.make_ascii_uppercase();
-    code.iter().all(|c| ALPHABET.contains(c)).then_some(code)
+    code.iter().all(|c| alphabet.contains(c)).then_some(code)
 }
 
 /// The code as text.
-pub fn as_str(code: &Code) -> &str {
+pub fn as_str(code: &[u8]) -> &str {
     // Cannot fail for a minted or parsed code (ASCII only); an empty string otherwise.
     std::str::from_utf8(code).unwrap_or_default()
 }
@@ -61,21 +102,21 @@ impl Pool {
         Some(byte)
     }
 
-    /// One uniformly drawn alphabet character.
-    fn next_char(&mut self) -> Option<u8> {
+    /// One uniformly drawn character of `alphabet`.
+    fn next_char(&mut self, alphabet: &Alphabet) -> Option<u8> {
         loop {
             let byte = self.next()?;
-            if byte < UNBIASED_BELOW {
-                return Some(ALPHABET[usize::from(byte) % ALPHABET.len()]);
+            if u16::from(byte) < alphabet.unbiased_below {
+                return Some(alphabet.chars[usize::from(byte) % alphabet.chars.len()]);
             }
         }
     }
 
-    /// One uniformly drawn code.
-    fn next_code(&mut self) -> Option<Code> {
-        let mut code = [0u8; CODE_LEN];
+    /// One uniformly drawn string of `N` characters of `alphabet`.
+    fn next_code<const N: usize>(&mut self, alphabet: &Alphabet) -> Option<[u8; N]> {
+        let mut code = [0u8; N];
         for c in &mut code {
-            *c = self.next_char()?;
+            *c = self.next_char(alphabet)?;
         }
         Some(code)
     }
@@ -83,15 +124,38 @@ impl Pool {
 
 /// Draw codes until one is `acceptable` (owned by this shard and not live), at most
 /// `attempts` times. None when the CSPRNG fails or every draw was refused.
-pub fn mint(attempts: usize, mut acceptable: impl FnMut(&Code) -> bool) -> Option<Code> {
+pub fn mint(attempts: usize, acceptable: impl FnMut(&Code) -> bool) -> Option<Code> {
+    mint_in(&SESSION, attempts, acceptable)
+}
+
+/// Draw `N` characters of `alphabet` until the result is `acceptable`, at most
+/// `attempts` times. None when the CSPRNG fails or every draw was refused.
+pub fn mint_in<const N: usize>(
+    alphabet: &Alphabet,
+    attempts: usize,
+    mut acceptable: impl FnMut(&[u8; N]) -> bool,
+) -> Option<[u8; N]> {
     let mut pool = Pool::new();
     for _ in 0..attempts {
-        let code = pool.next_code()?;
+        let code = pool.next_code(alphabet)?;
         if acceptable(&code) {
             return Some(code);
         }
     }
     None
+}
+
+/// A fresh code of `alphabet` that `shard` owns (so joins are routed to it) and that is
+/// not `live`. None only when the CSPRNG is broken.
+pub fn mint_owned(
+    shard: &Shard,
+    alphabet: &Alphabet,
+    live: impl Fn(&Code) -> bool,
+) -> Option<Code> {
+    let draws = MINT_DRAWS_PER_SHARD * shard.global.shards.max(1);
+    mint_in(alphabet, draws, |c| {
+        shard.global.shard_of(c) == shard.id && !live(c)
+    })
 }
 
 #[cfg(test)]

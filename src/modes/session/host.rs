@@ -10,17 +10,10 @@ use crate::modes::Role;
 use crate::shard::Shard;
 use crate::ws::conn::Conn;
 
-/// Draws per shard allowed when minting: a shard among N keeps one draw in N on average,
-/// so 1024 N draws fail only if the CSPRNG is broken.
-const MINT_DRAWS_PER_SHARD: usize = 1024;
-
 /// A fresh code this shard owns and no live host holds.
 pub(super) fn mint(shard: &Shard) -> Option<Code> {
     let reg = shard.sessions.borrow();
-    let draws = MINT_DRAWS_PER_SHARD * shard.global.shards.max(1);
-    let code = code::mint(draws, |c| {
-        shard.global.shard_of(c) == shard.id && !reg.hosts.contains_key(c)
-    });
+    let code = code::mint_owned(shard, &code::SESSION, |c| reg.hosts.contains_key(c));
     drop(reg);
     if code.is_some() {
         shard.stats.borrow_mut().event("codes_minted");

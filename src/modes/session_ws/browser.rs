@@ -1,0 +1,197 @@
+//! A `/ws` browser: `auth` (here, or by moving to the code's owner shard), every failed
+//! `auth` (one function, [`on_failed_auth`]), its frames to the Mac, the backlog policy
+//! that protects the Mac from a browser that does not read, and leaving.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use super::messages::{self, Control};
+use super::{
+    mac_of, reply, reply_owned, set_kind, set_role, BrowserId, Resume, WsRole, ALPHABET,
+    BROWSER_ID_LEN, MODE,
+};
+use crate::modes::session::code::{self, Alphabet, Code};
+use crate::modes::Role;
+use crate::shard::Shard;
+use crate::stats::ConnKind;
+use crate::ws::codec::{MessageKind, OpCode};
+use crate::ws::conn::{Conn, OutFrame, Overflow};
+use crate::ws::payload::Payload;
+
+/// Browser ids are drawn from nanoid's URL-safe alphabet, as the clients' own relay did.
+const BROWSER_ID_ALPHABET: Alphabet =
+    Alphabet::new(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-");
+
+/// Draws allowed for a browser id unique in its session: 64⁸ ids against at most a few
+/// dozen browsers, so a second draw is already rare.
+const BROWSER_ID_DRAWS: usize = 16;
+
+/// Why an `auth` failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AuthFailure {
+    /// No live Mac holds the code (or it is not a code at all): a wrong guess.
+    InvalidCode,
+    /// The session already has `--max-browsers-per-session` browsers.
+    SessionFull,
+    /// No browser id could be drawn (the CSPRNG failed).
+    NoBrowserId,
+}
+
+impl AuthFailure {
+    /// True when this failure is a wrong guess at a code: what the per-address guessing
+    /// budget (`--code-guesses-per-ip`) charges. A full session was the right code.
+    pub(super) fn is_guess(self) -> bool {
+        self == AuthFailure::InvalidCode
+    }
+
+    /// The `auth_failed` answer.
+    fn answer(self) -> &'static str {
+        match self {
+            AuthFailure::InvalidCode => messages::AUTH_FAILED_INVALID,
+            AuthFailure::SessionFull => messages::AUTH_FAILED_FULL,
+            AuthFailure::NoBrowserId => messages::AUTH_FAILED_RELAY,
+        }
+    }
+
+    /// The close code and reason that follow the answer.
+    fn close(self) -> (u16, &'static str) {
+        match self {
+            AuthFailure::InvalidCode => (4404, "invalid session code"),
+            AuthFailure::SessionFull => (4429, "too many browsers for session"),
+            AuthFailure::NoBrowserId => (1011, "no browser id available"),
+        }
+    }
+
+    /// The `/stats` event.
+    fn event(self) -> &'static str {
+        match self {
+            AuthFailure::InvalidCode => "ws_auth_invalid_code",
+            AuthFailure::SessionFull => "ws_auth_session_full",
+            AuthFailure::NoBrowserId => "ws_auth_no_browser_id",
+        }
+    }
+}
+
+/// `auth`: answered here when this shard owns the code, else the browser moves there
+/// (once: the owner answers it, whatever the answer).
+pub(super) fn auth(shard: &Rc<Shard>, conn: &Rc<Conn>, typed: &str) {
+    let Some(code) = code::parse_in(&ALPHABET, typed) else {
+        return on_failed_auth(shard, conn, AuthFailure::InvalidCode);
+    };
+    let owner = shard.global.shard_of(&code);
+    if owner == shard.id {
+        return auth_here(shard, conn, code);
+    }
+    *conn.role.borrow_mut() = Role::Detached;
+    conn.request_transfer(owner, crate::modes::Resume::SessionWs(Resume { code }));
+    shard.stats.borrow_mut().event("ws_browser_handoffs");
+}
+
+/// `auth` with `code`, which this shard owns: join its session, or fail.
+pub(super) fn auth_here(shard: &Rc<Shard>, conn: &Rc<Conn>, code: Code) {
+    let (id, mac) = match join(shard, conn, &code) {
+        Ok(joined) => joined,
+        Err(failure) => return on_failed_auth(shard, conn, failure),
+    };
+    // The Mac is never stalled by this browser: an overflowing queue closes the browser.
+    conn.overflow.set(Overflow::CloseReceiver);
+    set_kind(shard, conn, ConnKind::SessionBrowser);
+    set_role(conn, WsRole::Browser { code, id });
+    shard.stats.borrow_mut().event("ws_auths_ok");
+    reply(shard, conn, messages::AUTH_SUCCESS);
+    reply_owned(shard, &mac, messages::browser_connected(&id));
+}
+
+/// Add `browser` to `code`'s session under a fresh id; returns the id and the Mac.
+fn join(
+    shard: &Shard,
+    browser: &Rc<Conn>,
+    code: &Code,
+) -> Result<(BrowserId, Rc<Conn>), AuthFailure> {
+    let max = shard.config().max_browsers_per_session;
+    let mut reg = shard.session_ws.borrow_mut();
+    let session = reg.sessions.get_mut(code).ok_or(AuthFailure::InvalidCode)?;
+    if session.browsers.len() >= max {
+        return Err(AuthFailure::SessionFull);
+    }
+    let taken = |id: &[u8; BROWSER_ID_LEN]| session.browsers.iter().any(|(b, _)| b == id);
+    let id = code::mint_in(&BROWSER_ID_ALPHABET, BROWSER_ID_DRAWS, |id| !taken(id))
+        .ok_or(AuthFailure::NoBrowserId)?;
+    session.browsers.push((id, browser.clone()));
+    Ok((id, session.mac.clone()))
+}
+
+/// Every failed `auth` ends here: counted, answered `auth_failed`, and closed.
+///
+/// This is the one place a failed `auth` is seen, so it is where the per-address
+/// guessing budget (`--code-guesses-per-ip`, PROTOCOL §5) is to be charged — for the
+/// failures whose [`AuthFailure::is_guess`] is true, against `conn.peer()`. Today it
+/// counts them in `/stats` (`events.ws_auth_*`).
+pub(super) fn on_failed_auth(shard: &Rc<Shard>, conn: &Rc<Conn>, failure: AuthFailure) {
+    shard.stats.borrow_mut().event(failure.event());
+    tracing::debug!(shard = shard.id, peer = %conn.peer(), guess = failure.is_guess(), "/ws auth failed");
+    *conn.role.borrow_mut() = Role::Detached;
+    reply(shard, conn, failure.answer());
+    let (code, reason) = failure.close();
+    conn.close(shard, code, reason);
+}
+
+/// A browser's message: binary frames go to the Mac as they are; `create_session` goes
+/// as the text received, `close_session` as the Mac's binary framing; other text is not
+/// forwarded.
+pub(super) fn on_message(
+    shard: &Rc<Shard>,
+    code: &Code,
+    kind: MessageKind,
+    payload: &[u8],
+    read_at: Instant,
+) {
+    let Some(mac) = mac_of(shard, code) else {
+        return shard.stats.borrow_mut().dropped("ws_no_mac");
+    };
+    let (op, body) = match kind {
+        MessageKind::Binary => (OpCode::Binary, Payload::copy_of(payload)),
+        MessageKind::Text => match messages::parse(payload) {
+            Some(Control::CreateSession) => (OpCode::Text, Payload::copy_of(payload)),
+            Some(Control::CloseSession { session_id }) => {
+                match messages::close_session_frame(&session_id) {
+                    Some(frame) => (OpCode::Binary, Payload::from(frame)),
+                    None => return shard.stats.borrow_mut().dropped("ws_session_id_too_long"),
+                }
+            }
+            _ => return shard.stats.borrow_mut().dropped("ws_browser_text_ignored"),
+        },
+    };
+    let frame = OutFrame::message(op, None, body, b"");
+    if !mac.send(shard, frame.relayed(read_at, MODE)) {
+        shard.stats.borrow_mut().dropped("ws_mac_closing");
+    }
+}
+
+/// A browser whose queue would overflow: out of its session (the Mac is told), closed
+/// `1011 "browser backlog full"` without waiting behind its backlog.
+pub(super) fn backlog_full(shard: &Rc<Shard>, code: &Code, browser: &Rc<Conn>) {
+    shard.stats.borrow_mut().dropped("ws_browser_backlog_full");
+    let role = std::mem::replace(&mut *browser.role.borrow_mut(), Role::Detached);
+    if let Role::SessionWs(WsRole::Browser { id, .. }) = role {
+        gone(shard, browser, code, &id);
+    }
+    browser.failed.set(true);
+    browser.close_discarding(shard, 1011, "browser backlog full");
+}
+
+/// A browser left its session: the Mac gets `browser_disconnected`.
+pub(super) fn gone(shard: &Rc<Shard>, conn: &Rc<Conn>, code: &Code, id: &BrowserId) {
+    let mac = {
+        let mut reg = shard.session_ws.borrow_mut();
+        let Some(session) = reg.sessions.get_mut(code) else {
+            return;
+        };
+        let before = session.browsers.len();
+        session.browsers.retain(|(_, b)| !Rc::ptr_eq(b, conn));
+        (session.browsers.len() != before).then(|| session.mac.clone())
+    };
+    if let Some(mac) = mac {
+        reply_owned(shard, &mac, messages::browser_disconnected(id));
+    }
+}

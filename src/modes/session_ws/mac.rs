@@ -1,0 +1,120 @@
+//! A `/ws` Mac: `register` mints its code; its binary frames and `session_*` messages
+//! fan out to every browser of its session; when it leaves, its browsers are told and
+//! closed, and its code is gone.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use super::messages::{self, Control};
+use super::{browser, reply, reply_owned, set_kind, set_role, WsRole, WsSession, ALPHABET, MODE};
+use crate::modes::session::code::{self, Code};
+use crate::modes::Role;
+use crate::shard::Shard;
+use crate::stats::ConnKind;
+use crate::ws::codec::{MessageKind, OpCode};
+use crate::ws::conn::{Conn, OutFrame};
+use crate::ws::payload::Payload;
+
+/// `register`: mint a code this shard owns, open the session, answer `registered`.
+pub(super) fn register(shard: &Rc<Shard>, conn: &Rc<Conn>) {
+    let minted = {
+        let reg = shard.session_ws.borrow();
+        code::mint_owned(shard, &ALPHABET, |c| reg.sessions.contains_key(c))
+    };
+    let Some(code) = minted else {
+        tracing::warn!(shard = shard.id, "could not mint a /ws session code");
+        *conn.role.borrow_mut() = Role::Detached;
+        reply(shard, conn, messages::ERROR_NO_CODE);
+        return conn.close(shard, 1011, "no code available");
+    };
+    let session = WsSession {
+        mac: conn.clone(),
+        browsers: Vec::new(),
+    };
+    shard.session_ws.borrow_mut().sessions.insert(code, session);
+    {
+        let mut stats = shard.stats.borrow_mut();
+        stats.event("ws_codes_minted");
+        stats.gauge_add("ws_sessions", 1);
+    }
+    set_kind(shard, conn, ConnKind::SessionHost);
+    set_role(conn, WsRole::Mac { code });
+    reply_owned(shard, conn, messages::registered(&code));
+}
+
+/// A Mac's message: binary frames and `session_*` texts go to every browser; any other
+/// text is not forwarded.
+pub(super) fn on_message(
+    shard: &Rc<Shard>,
+    code: &Code,
+    kind: MessageKind,
+    payload: &[u8],
+    read_at: Instant,
+) {
+    match kind {
+        MessageKind::Binary => fan_out(shard, code, OpCode::Binary, payload, read_at),
+        MessageKind::Text => match messages::parse(payload) {
+            Some(Control::SessionEvent) => fan_out(shard, code, OpCode::Text, payload, read_at),
+            _ => shard.stats.borrow_mut().dropped("ws_mac_text_ignored"),
+        },
+    }
+}
+
+/// Queue `payload` to every browser of `code`'s session. The payload is copied once
+/// (into a pooled buffer for one browser, into one shared `Rc` for several), so the
+/// per-browser cost is a queue slot. A browser whose queue would pass `--max-queue` is
+/// closed instead (`browser::backlog_full`): the Mac is never stalled by one browser.
+fn fan_out(shard: &Rc<Shard>, code: &Code, op: OpCode, payload: &[u8], read_at: Instant) {
+    let max_queue = shard.config().max_queue;
+    // Allocates only if a browser overflows.
+    let mut overflowed = Vec::new();
+    {
+        let reg = shard.session_ws.borrow();
+        let Some(session) = reg.sessions.get(code) else {
+            return;
+        };
+        if session.browsers.is_empty() {
+            return shard.stats.borrow_mut().dropped("ws_no_browsers");
+        }
+        let shared: Option<Rc<[u8]>> = (session.browsers.len() > 1).then(|| Rc::from(payload));
+        for (_, browser) in &session.browsers {
+            if browser.queued_bytes() + payload.len() > max_queue {
+                overflowed.push(browser.clone());
+                continue;
+            }
+            let body = match &shared {
+                Some(shared) => Payload::from(shared.clone()),
+                None => Payload::copy_of(payload),
+            };
+            let frame = OutFrame::message(op, None, body, b"");
+            if !browser.send(shard, frame.relayed(read_at, MODE)) {
+                shard.stats.borrow_mut().dropped("ws_browser_closing");
+            }
+        }
+    }
+    for browser in overflowed {
+        browser::backlog_full(shard, code, &browser);
+    }
+}
+
+/// The Mac left: its code is gone, and each browser gets `Session disconnected` and is
+/// closed `1000 "peer disconnected"` (it may reconnect with a new code).
+pub(super) fn gone(shard: &Rc<Shard>, conn: &Rc<Conn>, code: &Code) {
+    let session = {
+        let mut reg = shard.session_ws.borrow_mut();
+        let owned = reg
+            .sessions
+            .get(code)
+            .is_some_and(|s| Rc::ptr_eq(&s.mac, conn));
+        owned.then(|| reg.sessions.remove(code)).flatten()
+    };
+    let Some(session) = session else {
+        return;
+    };
+    shard.stats.borrow_mut().gauge_add("ws_sessions", -1);
+    for (_, browser) in session.browsers {
+        *browser.role.borrow_mut() = Role::Detached;
+        reply(shard, &browser, messages::ERROR_SESSION_DISCONNECTED);
+        browser.close(shard, 1000, "peer disconnected");
+    }
+}

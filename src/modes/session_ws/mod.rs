@@ -1,0 +1,245 @@
+//! Session codes, second protocol (`GET /ws`): the terminal relay as its current web UI
+//! and Mac client speak it. One endpoint; the first message decides the role — a Mac
+//! `register`s and is given a code, a browser `auth`s with that code. Many browsers per
+//! Mac: the Mac's binary frames (terminal output) go to every browser of its session,
+//! a browser's binary frames (keystrokes) go to the Mac, and the relay never looks
+//! inside them. A few JSON control messages pass between them (see `messages`).
+//!
+//! This module owns the `/ws` codes its shard minted: each Mac and its browsers. A code
+//! is minted only if this shard owns it, so a browser's `auth` is answered here or the
+//! browser moves here, once, exactly like a `/browser` join (`Conn::request_transfer`).
+//! It also owns the deadline of `/ws` connections that have not sent their first message.
+//!
+//! Bounds: at most `--max-browsers-per-session` browsers per code; a browser whose queue
+//! would pass `--max-queue` is closed (`1011 "browser backlog full"`), so a Mac is never
+//! stalled by one slow browser, while browsers feeding a slow Mac are paused; a
+//! connection that sends no first message within `--handshake-timeout` is closed.
+//! A fan-out copies the payload once, however many browsers it goes to
+//! (`Payload::Fanout`).
+
+mod browser;
+mod mac;
+pub mod messages;
+
+use std::collections::{HashMap, VecDeque};
+use std::rc::{Rc, Weak};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::modes::session::code::{Alphabet, Code};
+use crate::modes::Role;
+use crate::shard::Shard;
+use crate::stats::ConnKind;
+use crate::ws::codec::{MessageKind, OpCode};
+use crate::ws::conn::{Conn, OutFrame};
+use crate::ws::payload::Payload;
+use messages::Control;
+
+/// The style's name in `/stats` (`forward_by_mode`).
+const MODE: &str = "session_ws";
+
+/// The `/ws` code alphabet: upper-case letters and digits without 0/O, 1/I and L
+/// (31 characters: 31⁶ ≈ 8.9 × 10⁸ codes).
+pub const ALPHABET: Alphabet = Alphabet::new(b"ABCDEFGHJKMNPQRSTUVWXYZ23456789");
+
+/// Characters in a browser id (unique within its session only).
+pub const BROWSER_ID_LEN: usize = 8;
+
+/// A browser's id within its session, as its ASCII bytes.
+pub type BrowserId = [u8; BROWSER_ID_LEN];
+
+/// The `/ws` sessions this shard minted, and the connections still owing a first message.
+#[derive(Debug, Default)]
+pub struct Registry {
+    /// Each connected Mac's session by its code (one code per Mac).
+    sessions: HashMap<Code, WsSession, ahash::RandomState>,
+    /// First-message deadlines, oldest first (one timeout for all, so pushes come in
+    /// order); a connection that already spoke, or is gone, is skipped when it comes due.
+    pending: VecDeque<(Instant, Weak<Conn>)>,
+}
+
+/// One Mac and the browsers watching it.
+#[derive(Debug)]
+struct WsSession {
+    /// The Mac's connection.
+    mac: Rc<Conn>,
+    /// Its browsers by id (at most `--max-browsers-per-session`: a Vec is the cheapest
+    /// map at that size, and fan-out walks it in order).
+    browsers: Vec<(BrowserId, Rc<Conn>)>,
+}
+
+/// A `/ws` connection's part.
+#[derive(Debug, Clone, Copy)]
+pub enum WsRole {
+    /// Upgraded; its first message will say what it is.
+    Pending,
+    /// A Mac holding `code`.
+    Mac {
+        /// Its session's code.
+        code: Code,
+    },
+    /// A browser of `code`'s session.
+    Browser {
+        /// The session's code.
+        code: Code,
+        /// Its id within the session.
+        id: BrowserId,
+    },
+}
+
+/// What a browser moved to the code's owner shard carries there.
+#[derive(Debug)]
+pub struct Resume {
+    /// The code its `auth` named (upper-cased, of the alphabet).
+    code: Code,
+}
+
+/// A `/ws` connection upgraded: it has until `--handshake-timeout` to say what it is.
+pub fn on_upgrade(shard: &Rc<Shard>, conn: Rc<Conn>, leftover: Vec<u8>) {
+    set_role(&conn, WsRole::Pending);
+    let due = Instant::now() + shard.config().handshake_timeout;
+    let weak = Rc::downgrade(&conn);
+    shard.session_ws.borrow_mut().pending.push_back((due, weak));
+    shard.spawn_reader(conn, leftover);
+}
+
+/// A browser moved here to `auth` with a code this shard owns.
+pub fn on_resume(shard: &Rc<Shard>, conn: Rc<Conn>, resume: Resume, unread: Vec<u8>) {
+    set_role(&conn, WsRole::Pending);
+    browser::auth_here(shard, &conn, resume.code);
+    shard.spawn_reader(conn, unread);
+}
+
+/// A whole message from a `/ws` connection.
+pub fn on_message(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    role: WsRole,
+    kind: MessageKind,
+    payload: &[u8],
+    read_at: Instant,
+) {
+    match role {
+        WsRole::Pending => first_message(shard, conn, kind, payload),
+        WsRole::Mac { code } => mac::on_message(shard, &code, kind, payload, read_at),
+        WsRole::Browser { code, .. } => browser::on_message(shard, &code, kind, payload, read_at),
+    }
+}
+
+/// The first message decides the role; anything but `register` or `auth` is answered
+/// with an error and closes the connection.
+fn first_message(shard: &Rc<Shard>, conn: &Rc<Conn>, kind: MessageKind, payload: &[u8]) {
+    if kind == MessageKind::Binary {
+        return refuse(
+            shard,
+            conn,
+            messages::ERROR_NOT_JSON,
+            "first message must be JSON",
+        );
+    }
+    match messages::parse(payload) {
+        Some(Control::Register) => mac::register(shard, conn),
+        Some(Control::Auth { session_code }) => browser::auth(shard, conn, &session_code),
+        Some(_) => refuse(
+            shard,
+            conn,
+            messages::ERROR_NOT_REGISTER_OR_AUTH,
+            "first message must be register or auth",
+        ),
+        None => refuse(shard, conn, messages::ERROR_INVALID_JSON, "invalid JSON"),
+    }
+}
+
+/// Answer a connection that cannot take part with `error`, then close it `1008 reason`.
+fn refuse(shard: &Shard, conn: &Rc<Conn>, error: &'static str, reason: &str) {
+    shard.stats.borrow_mut().event("ws_first_message_refused");
+    *conn.role.borrow_mut() = Role::Detached;
+    reply(shard, conn, error);
+    conn.close(shard, 1008, reason);
+}
+
+/// The Mac a browser's frames feed (its full queue pauses the browser's reader).
+pub fn mac_fed_by(shard: &Shard, role: &WsRole) -> Option<Rc<Conn>> {
+    match role {
+        WsRole::Browser { code, .. } => mac_of(shard, code),
+        WsRole::Pending | WsRole::Mac { .. } => None,
+    }
+}
+
+/// The Mac holding `code`, if it is still here.
+fn mac_of(shard: &Shard, code: &Code) -> Option<Rc<Conn>> {
+    let reg = shard.session_ws.borrow();
+    reg.sessions.get(code).map(|session| session.mac.clone())
+}
+
+/// A `/ws` connection ended: a Mac takes its code and its browsers with it; a browser
+/// leaves its session and the Mac is told.
+pub fn on_gone(shard: &Rc<Shard>, conn: &Rc<Conn>, role: WsRole) {
+    match role {
+        WsRole::Pending => {}
+        WsRole::Mac { code } => mac::gone(shard, conn, &code),
+        WsRole::Browser { code, id } => browser::gone(shard, conn, &code, &id),
+    }
+}
+
+/// Deadlines: a connection still without a first message at `--handshake-timeout` is
+/// answered with an error and closed `1008`.
+pub fn tick(shard: &Rc<Shard>, now: Instant) {
+    for conn in first_message_overdue(shard, now) {
+        shard.stats.borrow_mut().event("ws_first_message_timeouts");
+        *conn.role.borrow_mut() = Role::Detached;
+        reply(shard, &conn, messages::ERROR_FIRST_MESSAGE_TIMEOUT);
+        conn.close(shard, 1008, "first message timeout");
+    }
+}
+
+/// Connections whose first-message deadline passed and that are still pending.
+fn first_message_overdue(shard: &Shard, now: Instant) -> Vec<Rc<Conn>> {
+    let mut reg = shard.session_ws.borrow_mut();
+    let mut overdue = Vec::new();
+    while let Some((due, _)) = reg.pending.front() {
+        if *due > now {
+            break;
+        }
+        let Some((_, weak)) = reg.pending.pop_front() else {
+            break;
+        };
+        let Some(conn) = weak.upgrade() else {
+            continue;
+        };
+        let pending = matches!(&*conn.role.borrow(), Role::SessionWs(WsRole::Pending));
+        if pending && conn.is_open() {
+            overdue.push(conn);
+        }
+    }
+    overdue
+}
+
+/// Queue one of the relay's own fixed JSON messages to `conn` (no allocation).
+fn reply(shard: &Shard, conn: &Rc<Conn>, text: &'static str) {
+    let body = Payload::from(Bytes::from_static(text.as_bytes()));
+    conn.send(shard, OutFrame::message(OpCode::Text, None, body, b""));
+}
+
+/// Queue a JSON message the relay built to `conn`.
+fn reply_owned(shard: &Shard, conn: &Rc<Conn>, text: String) {
+    conn.send(
+        shard,
+        OutFrame::message(OpCode::Text, None, Payload::from(text), b""),
+    );
+}
+
+/// Record `conn`'s `/ws` role.
+fn set_role(conn: &Conn, role: WsRole) {
+    *conn.role.borrow_mut() = Role::SessionWs(role);
+}
+
+/// Count `conn` under `kind` in `/stats` `connections` from now on (a `/ws` connection
+/// counts as `handshake` until its first message says what it is).
+fn set_kind(shard: &Shard, conn: &Conn, kind: ConnKind) {
+    let before = conn.kind.replace(kind);
+    let mut stats = shard.stats.borrow_mut();
+    stats.conn_closed(before);
+    stats.conn_opened(kind);
+}
