@@ -219,7 +219,7 @@ pub struct Config {
     pub stall_timeout: Duration,
 
     /// Log level: error, warn, info, debug, trace (or a tracing filter directive).
-    #[arg(long, env = "SHARDRELAY_LOG_LEVEL", default_value = "info")]
+    #[arg(long, env = "SHARDRELAY_LOG_LEVEL", default_value = "info", value_parser = crate::logging::parse_log_level)]
     pub log_level: String,
 
     /// Log format.

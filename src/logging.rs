@@ -1,27 +1,206 @@
 //! Logging set-up (`--log-level`, `--log-format`) and the one way client-supplied text
-//! reaches a log: escaped and length-capped. Tokens, tickets, header dumps and payloads
-//! are never logged at any level.
+//! reaches a log: escaped and length-capped. Tokens, tickets, pair codes, session codes,
+//! header dumps and payloads are never logged at any level.
+//!
+//! Log lines never block or panic a shard: every line goes into a bounded queue that one
+//! `log-writer` thread drains to stderr. A full queue (stderr not read fast enough) drops
+//! the line and counts it; a closed stderr (`EPIPE`) or any other write error is
+//! ignored. tracing-subscriber's own error reporting (`eprintln!`, which panics on a
+//! closed stderr) is switched off.
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use tracing_subscriber::fmt::MakeWriter;
 
 use crate::config::{Config, LogFormat};
 
 /// Longest client-supplied string written to a log, in characters.
 const LOG_TEXT_CAP: usize = 64;
 
-/// Install the global subscriber (stderr).
-pub fn init(config: &Config) {
+/// Lines queued for the writer thread before new ones are dropped: a burst of several
+/// thousand lines (a connect storm at `debug`) rides through, while a stalled stderr
+/// costs at most this many lines of memory (~1–2 MiB).
+const LOG_QUEUE_LINES: usize = 8192;
+
+/// Lines dropped because the queue was full, for `/stats` and `/metrics`.
+static DROPPED_LINES: AtomicU64 = AtomicU64::new(0);
+
+/// The level names `--log-level` accepts, alone or after `target=`.
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Why a `--log-level` value was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LogLevelError {
+    /// A directive whose level is not one of [`LEVELS`].
+    #[error("unknown log level {0:?} (expected one of off, error, warn, info, debug, trace, or target=level)")]
+    UnknownLevel(String),
+    /// An empty value or directive.
+    #[error("empty log level")]
+    Empty,
+}
+
+/// Clap value parser for `--log-level`: a level, or comma-separated `target=level`
+/// directives (at most one bare level). A typo such as `warning` is an error instead of
+/// a target filter that silently turns every line off.
+pub fn parse_log_level(value: &str) -> Result<String, LogLevelError> {
+    if value.trim().is_empty() {
+        return Err(LogLevelError::Empty);
+    }
+    for directive in value.split(',') {
+        let level = match directive.rsplit_once('=') {
+            Some((target, level)) if !target.trim().is_empty() => level,
+            Some(_) => return Err(LogLevelError::UnknownLevel(directive.to_owned())),
+            None => directive,
+        };
+        let level = level.trim().to_ascii_lowercase();
+        if level.is_empty() {
+            return Err(LogLevelError::Empty);
+        }
+        if !LEVELS.contains(&level.as_str()) {
+            return Err(LogLevelError::UnknownLevel(directive.to_owned()));
+        }
+    }
+    Ok(value.to_owned())
+}
+
+/// How long the exiting process waits for queued lines to reach stderr: a stderr that
+/// nobody reads must not hold up the exit.
+const EXIT_FLUSH_LIMIT: Duration = Duration::from_secs(1);
+
+/// Keeps the writer thread alive; dropping it flushes the queued lines (for at most
+/// [`EXIT_FLUSH_LIMIT`]).
+pub struct LogGuard {
+    /// The queue's sending side.
+    sender: Sender<Vec<u8>>,
+    /// Signalled by the writer thread once it has written everything before the stop
+    /// marker; `None` if the thread could not be started.
+    done: Option<Receiver<()>>,
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        // Subscriber clones of the sender stay alive for the process, so the writer is
+        // told to stop by an empty line rather than by the channel closing.
+        if let Some(done) = &self.done {
+            if self
+                .sender
+                .send_timeout(Vec::new(), EXIT_FLUSH_LIMIT)
+                .is_ok()
+            {
+                let _ = done.recv_timeout(EXIT_FLUSH_LIMIT);
+            }
+        }
+    }
+}
+
+/// Lines the log queue dropped since start.
+pub fn dropped_lines() -> u64 {
+    DROPPED_LINES.load(Ordering::Relaxed)
+}
+
+/// The subscriber's writer: each event's bytes go to the queue in one piece.
+#[derive(Clone)]
+struct QueueWriter {
+    /// The queue's sending side.
+    sender: Sender<Vec<u8>>,
+}
+
+/// One event's line being formatted; sent on drop.
+struct LineBuf {
+    /// The queue.
+    sender: Sender<Vec<u8>>,
+    /// The line's bytes so far.
+    bytes: Vec<u8>,
+}
+
+impl Write for LineBuf {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LineBuf {
+    fn drop(&mut self) {
+        if self.bytes.is_empty() {
+            return;
+        }
+        match self.sender.try_send(std::mem::take(&mut self.bytes)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                DROPPED_LINES.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl<'a> MakeWriter<'a> for QueueWriter {
+    type Writer = LineBuf;
+
+    fn make_writer(&'a self) -> LineBuf {
+        LineBuf {
+            sender: self.sender.clone(),
+            bytes: Vec::with_capacity(256),
+        }
+    }
+}
+
+/// Drain the queue to stderr until the stop marker (an empty line); write errors
+/// (a closed or broken stderr) are ignored, so lines are simply lost.
+fn write_lines(queue: Receiver<Vec<u8>>, done: Sender<()>) {
+    let stderr = std::io::stderr();
+    while let Ok(line) = queue.recv() {
+        if line.is_empty() {
+            break;
+        }
+        let _ = stderr.lock().write_all(&line);
+    }
+    let _ = done.send(());
+}
+
+/// Install the global subscriber (stderr, through the writer thread). Keep the guard
+/// until the process ends.
+pub fn init(config: &Config) -> LogGuard {
+    let (sender, queue) = crossbeam_channel::bounded(LOG_QUEUE_LINES);
+    let (done_tx, done) = crossbeam_channel::bounded(1);
+    let done = std::thread::Builder::new()
+        .name("log-writer".into())
+        .spawn(move || write_lines(queue, done_tx))
+        .ok()
+        .map(|_| done);
+    // The value passed `parse_log_level`, so it parses; "info" is only a fallback for a
+    // Config built by hand.
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(QueueWriter {
+            sender: sender.clone(),
+        })
+        .with_ansi(std::io::stderr().is_terminal())
+        .log_internal_errors(false)
         .with_target(false);
     let installed = match config.log_format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
     if installed.is_err() {
-        eprintln!("shardrelay: a log subscriber was already installed");
+        report("a log subscriber was already installed");
     }
+    LogGuard { sender, done }
+}
+
+/// Write one line of our own to stderr, ignoring a closed stderr (unlike `eprintln!`,
+/// which panics).
+pub fn report(message: &str) {
+    let _ = writeln!(std::io::stderr(), "shardrelay: {message}");
 }
 
 /// A client-supplied string made safe for a log line: control and non-ASCII characters
@@ -40,11 +219,32 @@ pub fn escaped(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::escaped;
+    use super::{escaped, parse_log_level};
 
     #[test]
     fn escapes_and_caps() {
         assert_eq!(escaped("a\nb\"c"), "a\\nb\\\"c");
         assert_eq!(escaped(&"x".repeat(100)).chars().count(), 65);
+    }
+
+    #[test]
+    fn log_levels_and_directives_parse() {
+        for ok in [
+            "info",
+            "DEBUG",
+            "warn",
+            "off",
+            "shardrelay=debug",
+            "info,monoio=warn",
+        ] {
+            assert!(parse_log_level(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn typos_are_refused_not_read_as_targets() {
+        for bad in ["warning", "", "verbose", "x=loud", "=info", "info,"] {
+            assert!(parse_log_level(bad).is_err(), "{bad:?}");
+        }
     }
 }

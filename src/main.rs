@@ -20,7 +20,7 @@ static GLOBAL: shardrelay::alloc_count::CountingMiMalloc =
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    shardrelay::logging::init(&cli.config);
+    let _log_guard = shardrelay::logging::init(&cli.config);
     let result = match cli.command {
         Some(Command::Stats {
             admin,
@@ -33,7 +33,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err((code, why)) => {
-            eprintln!("shardrelay: {why}");
+            shardrelay::logging::report(&why);
             std::process::ExitCode::from(code)
         }
     }

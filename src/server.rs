@@ -1,13 +1,14 @@
 //! Process start and stop: bind the listeners (one exclusive public socket shared by
-//! every shard through duplicated descriptors, see `listen`), spawn one pinned thread per shard, print the
-//! ready line, wait for SIGTERM/SIGINT, broadcast shutdown, and join.
+//! every shard through duplicated descriptors, see `listen`), spawn one pinned thread per
+//! shard, print the ready line, wait for SIGTERM/SIGINT, broadcast shutdown, and join.
+//! SIGHUP is logged and ignored (it will reload TLS material once the relay has any).
 
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::config::{Config, ConfigError, DriverChoice};
@@ -59,7 +60,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let admin_token = config.load_admin_token()?;
     let driver = driver_name(config.driver)?;
     let shards = config.shard_count();
-    let mut signals = Signals::new([SIGTERM, SIGINT]).map_err(ServerError::Signals)?;
+    let signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(ServerError::Signals)?;
     let public = listen::bind("public", config.listen)?;
     let public_addr = listen::bound_addr("public", config.listen, &public)?;
     let admin = listen::bind("admin", config.admin_listen)?;
@@ -91,19 +92,14 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         config,
     });
     let handles = spawn_shards(&global, receivers, publics, admin)?;
-    println!(
+    announce_ready(&format!(
         "shardrelay: listening public={public_addr} admin={admin_addr} shards={shards} driver={driver}"
-    );
+    ));
     tracing::info!(%public_addr, %admin_addr, shards, driver, "shardrelay listening");
     let stopper = global.clone();
     std::thread::Builder::new()
         .name("signals".into())
-        .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                tracing::info!(signal = sig, "shutting down");
-                broadcast_shutdown(&stopper);
-            }
-        })
+        .spawn(move || wait_for_stop(signals, &stopper))
         .map_err(ServerError::Signals)?;
     join_shards(&global, handles)
 }
@@ -134,6 +130,28 @@ fn descriptor_budget(config: &Config, shards: usize) -> usize {
     }
     tracing::info!(max_connections = cap, open_files = limit, "connection cap");
     cap
+}
+
+/// The ready line on stdout (tests and scripts wait for it). A closed stdout is not an
+/// error: the relay serves without anyone reading it.
+fn announce_ready(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// The signal thread: SIGHUP is logged and ignored; SIGTERM or SIGINT shuts down.
+fn wait_for_stop(mut signals: Signals, global: &Global) {
+    for sig in signals.forever() {
+        if sig == SIGHUP {
+            tracing::info!(signal = sig, "SIGHUP: nothing to reload; ignored");
+            continue;
+        }
+        tracing::info!(signal = sig, "shutting down");
+        broadcast_shutdown(global);
+        return;
+    }
 }
 
 /// The driver the shards will run.

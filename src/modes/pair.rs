@@ -6,7 +6,6 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::Instant;
 
-use crate::logging::escaped;
 use crate::modes::Role;
 use crate::shard::Shard;
 use crate::ws::codec::{MessageKind, OpCode};
@@ -147,7 +146,8 @@ pub fn on_upgrade(shard: &Rc<Shard>, conn: Rc<Conn>, code: Vec<u8>, leftover: Ve
             }
         }
     };
-    tracing::info!(shard = shard.id, code = %escaped(&String::from_utf8_lossy(&code)), ?side, "pair side arrived");
+    // Never the code: it is the pair's rendezvous secret.
+    tracing::debug!(shard = shard.id, ?side, "pair side arrived");
     *conn.role.borrow_mut() = Role::Pair(PairRole { code, side });
     shard.spawn_reader(conn, leftover);
 }

@@ -123,11 +123,11 @@ pub fn on_binary(shard: &Rc<Shard>, conn: Rc<Conn>, server_id: &str, leftover: V
                 reg.slots.insert(sid.clone(), new_slot(conn.clone()));
                 shard.stats.borrow_mut().gauge_add("server_slots", 1);
                 set_holder(&conn, &sid);
-                tracing::info!(shard = shard.id, server_id = %escaped(&sid), "binary claimed server-id");
+                tracing::debug!(shard = shard.id, server_id = %escaped(&sid), "binary claimed server-id");
             }
             Some(slot) if slot.binary.is_none() => {
                 take_over(shard, slot, &conn, &sid);
-                tracing::info!(shard = shard.id, server_id = %escaped(&sid), "binary reclaimed server-id from grace");
+                tracing::debug!(shard = shard.id, server_id = %escaped(&sid), "binary reclaimed server-id from grace");
             }
             Some(slot) if slot.claimant.is_some() => {
                 *conn.role.borrow_mut() = Role::Detached;
@@ -192,7 +192,7 @@ fn start_probe(
         }
         holder.ping(shard);
     }
-    tracing::info!(shard = shard.id, server_id = %escaped(sid), "second binary: probing the holder");
+    tracing::debug!(shard = shard.id, server_id = %escaped(sid), "second binary: probing the holder");
 }
 
 /// The probed holder sent a frame: it is alive, so the claimant is refused.
@@ -243,7 +243,7 @@ pub fn on_phone(
             }
             Some((slot, sid)) => {
                 let (conn_id, role) = attach_phone(slot, sid);
-                tracing::info!(
+                tracing::debug!(
                     shard = shard.id,
                     server_id = %escaped(server_id),
                     conn_id = %escaped(&conn_id),
@@ -532,7 +532,7 @@ pub fn on_phone_gone(shard: &Rc<Shard>, conn: &Rc<Conn>, phone: &PhoneRole) {
     if let Some(binary) = holder_of(shard, &phone.server_id) {
         send_close_notice(shard, &binary, phone, code);
     }
-    tracing::info!(shard = shard.id, conn_id = %phone.conn_id_for_log(), code, "phone left");
+    tracing::debug!(shard = shard.id, conn_id = %phone.conn_id_for_log(), code, "phone left");
 }
 
 /// A binary's connection ended: a holder's slot enters its grace window (or passes to
@@ -554,11 +554,11 @@ pub fn on_binary_gone(shard: &Rc<Shard>, conn: &Rc<Conn>, binary: &BinaryRole) {
     slot.binary = None;
     if let Some((claimant, _)) = slot.claimant.take() {
         take_over(shard, slot, &claimant, &binary.server_id);
-        tracing::info!(shard = shard.id, server_id = %escaped(&binary.server_id), "holder left during probe: claimant took over");
+        tracing::debug!(shard = shard.id, server_id = %escaped(&binary.server_id), "holder left during probe: claimant took over");
         return;
     }
     slot.grace_until = Some(Instant::now() + shard.config().grace);
-    tracing::info!(shard = shard.id, server_id = %escaped(&binary.server_id), "binary left: grace window open");
+    tracing::debug!(shard = shard.id, server_id = %escaped(&binary.server_id), "binary left: grace window open");
 }
 
 /// Housekeeping from the shard's tick: takeover probes past their deadline, grace
@@ -581,7 +581,7 @@ pub fn tick(shard: &Rc<Shard>, now: Instant) {
     for sid in expired {
         reg.slots.remove(&sid);
         shard.stats.borrow_mut().gauge_add("server_slots", -1);
-        tracing::info!(shard = shard.id, server_id = %escaped(&sid), "grace window expired");
+        tracing::debug!(shard = shard.id, server_id = %escaped(&sid), "grace window expired");
     }
 }
 
@@ -597,7 +597,7 @@ fn probe_failed(shard: &Rc<Shard>, slot: &mut ServerSlot, sid: &Rc<str>) {
         holder.close_discarding(shard, 1011, "heartbeat timeout");
     }
     take_over(shard, slot, &claimant, sid);
-    tracing::info!(shard = shard.id, server_id = %escaped(sid), "holder did not answer the probe: claimant took over");
+    tracing::debug!(shard = shard.id, server_id = %escaped(sid), "holder did not answer the probe: claimant took over");
 }
 
 #[cfg(test)]

@@ -1,0 +1,342 @@
+//! Operator-facing behaviour (issue #18), black-box against the real relay binary:
+//! logging that never panics or blocks, no secrets in logs at any level, `--log-level`
+//! validation, SIGHUP, and the Prometheus exposition. Test names follow the issue's
+//! acceptance points.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+use tungstenite::Message;
+
+/// Start the relay with stderr piped but *not* read by the harness: the caller owns the
+/// read end (to close it, or to leave it unread until the pipe is full).
+fn start_with_raw_stderr(args: &[&str]) -> (Relay, ChildStderr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shardrelay"))
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start shardrelay");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let relay = adopt(child);
+    (relay, stderr)
+}
+
+/// Read the ready line of a started relay and wrap it in the harness type.
+fn adopt(mut child: Child) -> Relay {
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut reader = BufReader::new(stdout);
+    let mut ready = String::new();
+    reader.read_line(&mut ready).expect("read ready line");
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = reader.read_to_string(&mut rest);
+    });
+    assert!(ready.starts_with("shardrelay: listening"), "{ready:?}");
+    let field = |name: &str| -> SocketAddr {
+        ready
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {ready:?}"))
+    };
+    Relay {
+        public: field("public="),
+        admin: field("admin="),
+        child,
+        logs: Arc::new(Mutex::new(String::new())),
+    }
+}
+
+/// Some traffic of several kinds, each checked end to end (echo, pair, server-id).
+fn drive_connections(relay: &Relay, rounds: usize) {
+    for i in 0..rounds {
+        let mut echo = relay.ws("/v1/echo", &[]).expect("echo upgrade");
+        echo.send(Message::text(format!("e{i}"))).unwrap();
+        assert_eq!(next_text(&mut echo), format!("e{i}"));
+        close_with(&mut echo, 1000);
+        let code = format!("drive-{i}");
+        let mut a = relay.ws(&format!("/v1/pair?pair={code}"), &[]).unwrap();
+        let mut b = relay.ws(&format!("/v1/pair?pair={code}"), &[]).unwrap();
+        a.send(Message::binary(vec![1, 2, 3])).unwrap();
+        assert_eq!(next_message(&mut b), Message::binary(vec![1, 2, 3]));
+        close_with(&mut a, 1000);
+        let sid = format!("drive-sid-{i}");
+        let mut binary = relay.binary(&sid);
+        let phone = relay.phone(&sid, "t");
+        drop(phone);
+        close_with(&mut binary, 1000);
+    }
+}
+
+/// SIGTERM, then the exit status must be success.
+fn sigterm_exits_0(relay: &mut Relay) {
+    relay.signal(libc::SIGTERM);
+    let status = relay.wait_exit(Duration::from_secs(8));
+    assert!(status.success(), "exit status {status:?}");
+}
+
+// ------------------------------------------------------------------ 1. logging
+
+#[test]
+fn a1_a_closed_stderr_neither_kills_the_relay_nor_blocks_sigterm() {
+    let (mut relay, stderr) = start_with_raw_stderr(&["--enable-echo", "--log-level", "trace"]);
+    drop(stderr);
+    drive_connections(&relay, 20);
+    assert_eq!(relay.health()["status"], "ok");
+    assert!(relay.child.try_wait().unwrap().is_none(), "relay died");
+    sigterm_exits_0(&mut relay);
+}
+
+/// Bytes waiting in a pipe, by `FIONREAD`.
+fn pipe_backlog(stderr: &ChildStderr) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY-free: FIONREAD on a pipe fd we own, writing one c_int.
+    let rc = unsafe { libc::ioctl(stderr.as_raw_fd(), libc::FIONREAD, &mut n) };
+    assert_eq!(rc, 0, "FIONREAD failed");
+    n as usize
+}
+
+#[test]
+fn a1_a_full_stderr_nobody_reads_does_not_block_the_relay() {
+    let (mut relay, stderr) = start_with_raw_stderr(&["--enable-echo", "--log-level", "trace"]);
+    // Enough per-connection trace lines to fill a 64 KiB pipe several times over.
+    let mut rounds = 0;
+    while pipe_backlog(&stderr) < 60 * 1024 {
+        drive_connections(&relay, 10);
+        rounds += 10;
+        assert!(rounds < 2000, "stderr pipe never filled");
+    }
+    // The pipe is full; the relay must still serve every kind of traffic.
+    drive_connections(&relay, 20);
+    assert_eq!(relay.health()["status"], "ok");
+    sigterm_exits_0(&mut relay);
+    drop(stderr);
+}
+
+#[test]
+fn a1_an_invalid_log_level_is_a_start_up_error_exit_2() {
+    for bad in ["warning", "verbos", "x=loud"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shardrelay"))
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--log-level", bad])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run shardrelay");
+        let mut err = String::new();
+        // Bounded: a relay that starts anyway keeps its stderr open, so read on a thread.
+        let mut pipe = child.stderr.take().expect("stderr piped");
+        let reader = std::thread::spawn(move || {
+            let _ = pipe.read_to_string(&mut err);
+            err
+        });
+        let status = wait_or_kill(&mut child, Duration::from_secs(10));
+        let err = reader.join().unwrap();
+        assert_eq!(status.code(), Some(2), "--log-level {bad}: {err}");
+        assert!(err.contains("log level"), "{err}");
+    }
+}
+
+/// Wait for a child to exit; kill it (and fail) after `limit`.
+fn wait_or_kill(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a1_log_lines_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let mut relay = Relay::start(&["--log-level", "debug", "--enable-echo"]);
+    drive_connections(&relay, 2);
+    sigterm_exits_0(&mut relay);
+    wait_until("shutdown logged", || relay.logs().contains("shutting down"));
+    let logs = relay.logs();
+    assert!(logs.contains("INFO"), "{logs}");
+    assert!(
+        !logs.contains('\u{1b}'),
+        "ANSI escape in piped logs: {logs:?}"
+    );
+}
+
+#[test]
+fn a1_per_connection_lines_are_debug_not_info() {
+    let mut relay = Relay::start(&["--enable-echo"]);
+    drive_connections(&relay, 5);
+    sigterm_exits_0(&mut relay);
+    wait_until("shutdown logged", || relay.logs().contains("shutting down"));
+    let logs = relay.logs();
+    let lines: Vec<&str> = logs.lines().collect();
+    // At the default level: the listening line and the shutdown line, nothing per
+    // connection (15 pair sides, binaries and phones came and went).
+    assert!(lines.len() <= 3, "per-connection lines at info: {logs}");
+    for line in lines {
+        assert!(!line.contains("DEBUG"), "{line}");
+    }
+}
+
+/// Secrets of every style, with known values, for the no-secrets test.
+const PAIR_CODE: &str = "pair-s3cret-XQ7";
+/// Phone token.
+const PHONE_TOKEN: &str = "phone-t0ken-ZK4";
+/// Admin bearer token.
+const ADMIN_TOKEN: &str = "adm1n-t0ken-WW9";
+/// A ticket the relay never minted (a guessed/bad ticket must not be logged either).
+const BAD_TICKET: &str = "bad-t1cket-QQ2";
+
+/// A session host and a browser joined by the host's code (by message and by query).
+fn exercise_sessions(relay: &Relay) -> Vec<String> {
+    let mut codes = Vec::new();
+    for by_query in [false, true] {
+        let mut host = relay.ws("/mac", &[]).expect("host upgrade");
+        let reg: Value = serde_json::from_str(&next_text(&mut host)).unwrap();
+        let code = reg["code"].as_str().expect("code").to_owned();
+        let mut browser = if by_query {
+            relay.ws(&format!("/browser?code={code}"), &[]).unwrap()
+        } else {
+            let mut b = relay.ws("/browser", &[]).unwrap();
+            let join = format!(r#"{{"type":"join","code":"{code}"}}"#);
+            b.send(Message::text(join)).unwrap();
+            b
+        };
+        let joined: Value = serde_json::from_str(&next_text(&mut browser)).unwrap();
+        assert_eq!(joined["type"], "joined", "{joined}");
+        let _ = next_text(&mut host);
+        // A failed join with a wrong code.
+        let mut stray = relay.ws("/browser", &[]).unwrap();
+        stray
+            .send(Message::text(r#"{"type":"join","code":"YYYYYY"}"#))
+            .unwrap();
+        let _ = next_text(&mut stray);
+        close_with(&mut browser, 1000);
+        codes.push(code);
+    }
+    codes
+}
+
+/// Mint a ticket with the admin token, run a PUT/GET transfer on it, and try a bad one.
+fn exercise_tickets(relay: &Relay) -> String {
+    let body = r#"{"workspace_id":"w","source_id":"s","dest_id":"d"}"#;
+    let req = format!(
+        "POST /v1/tickets HTTP/1.1\r\nHost: relay\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let resp = raw_http(relay.admin, req.as_bytes());
+    assert_eq!(resp.status, 201, "{}", resp.body_text());
+    let v: Value = serde_json::from_slice(&resp.body).unwrap();
+    let ticket = v["ticket"].as_str().expect("ticket").to_owned();
+    let put = format!(
+        "PUT /v1/relay HTTP/1.1\r\nHost: relay\r\nAuthorization: Bearer {ticket}\r\n\
+         Content-Length: 5\r\n\r\nhello"
+    );
+    let mut put_side = TcpStream::connect(relay.public).unwrap();
+    put_side.write_all(put.as_bytes()).unwrap();
+    let get =
+        format!("GET /v1/relay HTTP/1.1\r\nHost: relay\r\nAuthorization: Bearer {ticket}\r\n\r\n");
+    let got = raw_http(relay.public, get.as_bytes());
+    assert_eq!(got.status, 200, "{}", got.body_text());
+    let bad = format!(
+        "GET /v1/relay HTTP/1.1\r\nHost: relay\r\nAuthorization: Bearer {BAD_TICKET}\r\n\r\n"
+    );
+    let refused = raw_http(relay.public, bad.as_bytes()).status;
+    assert!(refused == 401 || refused == 404, "bad ticket: {refused}");
+    let wrong_admin =
+        "GET /stats HTTP/1.1\r\nHost: relay\r\nAuthorization: Bearer wr0ng-adm1n\r\n\r\n";
+    assert_eq!(raw_http(relay.admin, wrong_admin.as_bytes()).status, 401);
+    ticket
+}
+
+#[test]
+fn a1_no_pair_code_session_code_token_or_ticket_appears_in_trace_logs() {
+    let token_file =
+        std::env::temp_dir().join(format!("shardrelay-op-token-{}", std::process::id()));
+    std::fs::write(&token_file, format!("{ADMIN_TOKEN}\n")).unwrap();
+    let mut relay = Relay::start(&[
+        "--log-level",
+        "trace",
+        "--enable-echo",
+        "--admin-token-file",
+        token_file.to_str().unwrap(),
+    ]);
+    // Pair, both paths.
+    let mut a = relay.ws(&format!("/?pair={PAIR_CODE}"), &[]).unwrap();
+    let mut b = relay
+        .ws(&format!("/v1/pair?pair={PAIR_CODE}"), &[])
+        .unwrap();
+    a.send(Message::binary(b"pair-payload".to_vec())).unwrap();
+    let _ = next_message(&mut b);
+    close_with(&mut a, 1000);
+    // Server-id with a phone token; the binary leaves and reclaims within grace.
+    let mut binary = relay.binary("sid-op");
+    let mut phone = relay.phone("sid-op", PHONE_TOKEN);
+    phone.send(Message::text("phone-payload")).unwrap();
+    let _ = next_message(&mut binary);
+    close_with(&mut binary, 1000);
+    let _reclaimer = relay.binary("sid-op");
+    let _ = expect_close(&mut phone);
+    let codes = exercise_sessions(&relay);
+    let ticket = exercise_tickets(&relay);
+    sigterm_exits_0(&mut relay);
+    wait_until("shutdown logged", || relay.logs().contains("shutting down"));
+    let _ = std::fs::remove_file(&token_file);
+    let logs = relay.logs();
+    assert!(
+        logs.contains("TRACE") || logs.contains("DEBUG"),
+        "no trace lines: {logs}"
+    );
+    let mut secrets = vec![
+        PAIR_CODE,
+        PHONE_TOKEN,
+        ADMIN_TOKEN,
+        BAD_TICKET,
+        "wr0ng-adm1n",
+        &ticket,
+    ];
+    secrets.extend(codes.iter().map(String::as_str));
+    for (n, line) in logs.lines().enumerate() {
+        for secret in &secrets {
+            assert!(
+                !line.contains(secret),
+                "secret {secret:?} in log line {n}: {line}"
+            );
+        }
+        for payload in ["pair-payload", "phone-payload", "hello"] {
+            assert!(!line.contains(payload), "payload in log line {n}: {line}");
+        }
+    }
+}
+
+// ------------------------------------------------------------------ 2. SIGHUP
+
+#[test]
+fn a2_sighup_is_logged_and_ignored_and_sigterm_still_exits_0() {
+    let mut relay = Relay::start(&["--enable-echo"]);
+    relay.signal(libc::SIGHUP);
+    wait_until("SIGHUP logged", || relay.logs().contains("SIGHUP"));
+    assert!(
+        relay.child.try_wait().unwrap().is_none(),
+        "SIGHUP killed the relay"
+    );
+    drive_connections(&relay, 2);
+    relay.signal(libc::SIGHUP);
+    drive_connections(&relay, 1);
+    sigterm_exits_0(&mut relay);
+}
