@@ -204,6 +204,64 @@ fn ap4_a_bystander_joins_by_message_while_an_attacker_is_limited() {
     assert_eq!(join(&mut browser, &code)["type"], "joined");
 }
 
+/// A `/ws` Mac (issue 21's protocol); returns it and its code.
+fn ws_mac(relay: &Relay) -> (Ws, String) {
+    let mut ws = relay.ws("/ws", &[]).expect("/ws upgrade");
+    ws.send(Message::text(r#"{"type":"register","client_id":"mac-1"}"#))
+        .expect("send register");
+    let registered = json(&next_text(&mut ws));
+    assert_eq!(registered["type"], "registered", "{registered}");
+    let code = registered["code"].as_str().expect("code").to_owned();
+    (ws, code)
+}
+
+/// One `/ws` `auth` from `from` with `code`; returns the answer and the close that follows
+/// a failure (`None` after `auth_success`).
+fn ws_auth(relay: &Relay, from: Ipv4Addr, code: &str) -> (Value, Option<(u16, String)>) {
+    let mut ws = ws_from(relay, from, "/ws");
+    let text = format!(r#"{{"type":"auth","session_code":"{code}"}}"#);
+    ws.send(Message::text(text)).expect("send auth");
+    let answer = json(&next_text(&mut ws));
+    let close = (answer["type"] != "auth_success").then(|| expect_close(&mut ws));
+    (answer, close)
+}
+
+/// A `/ws` code of the right shape that is not `live` (its own alphabet).
+fn wrong_ws_code(live: &str, i: usize) -> String {
+    let alphabet = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
+    let mut code: Vec<u8> = live.bytes().collect();
+    let at = alphabet.iter().position(|&c| c == code[0]).unwrap();
+    code[0] = alphabet[(at + 1 + i) % alphabet.len()];
+    String::from_utf8(code).unwrap()
+}
+
+#[test]
+fn ap4_failed_ws_auths_spend_the_same_budget_and_spare_others() {
+    let relay = Relay::start(&["--shards", "2"]);
+    let (_mac, code) = ws_mac(&relay);
+    // Ten wrong codes on `/ws`, one connection each (each failure closes it)...
+    for i in 0..10 {
+        let (answer, close) = ws_auth(&relay, ATTACKER, &wrong_ws_code(&code, i));
+        assert_eq!(answer["reason"], "Invalid session code", "{answer}");
+        assert_eq!(close.expect("closed").0, 4404);
+    }
+    // ...spend the budget that `/browser` joins spend too: the next try is not made,
+    // even with the live code.
+    let (answer, close) = ws_auth(&relay, ATTACKER, &code);
+    assert_eq!(answer["type"], "auth_failed", "{answer}");
+    assert_eq!(
+        answer["reason"], "Too many failed attempts from this address",
+        "{answer}"
+    );
+    assert_eq!(close, Some((4429, "too many attempts".to_owned())));
+    let mut browser = ws_from(&relay, ATTACKER, "/browser");
+    assert_eq!(join(&mut browser, &code)["code"], "RATE_LIMITED");
+    // Another address authenticates at once.
+    let (answer, close) = ws_auth(&relay, BYSTANDER, &code);
+    assert_eq!(answer["type"], "auth_success", "{answer}");
+    assert_eq!(close, None);
+}
+
 #[test]
 fn ap4_zero_turns_the_guessing_budget_off() {
     let relay = Relay::start(&["--code-guesses-per-ip", "0"]);

@@ -157,7 +157,6 @@ pub fn pause_for(shard: &Shard, conn: &Rc<Conn>) -> Option<Pause> {
         Role::Session(session) => session::peer_of(shard, session),
         Role::Pair(side) => return pair::pause_for(shard, side, room),
         Role::SessionWs(ws) => session_ws::mac_fed_by(shard, ws),
-        Role::Pair(side) => return pair::pause_for(shard, side),
         _ => None,
     }?;
     fed.is_full(room).then_some(Pause::Room(fed, room))

@@ -254,6 +254,13 @@ pub enum Flushed {
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(Option<SocketAddr>);
 
+impl PeerAddr {
+    /// The client's IP address, for per-address budgets (`None` once the socket is gone).
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        self.0.map(|addr| addr.ip())
+    }
+}
+
 impl std::fmt::Display for PeerAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {

@@ -60,12 +60,15 @@ impl Payload {
     }
 
     /// Bytes of heap this body occupies: the whole pooled buffer however little of it is
-    /// used, or a shared body's length plus its header. An empty body holds nothing.
+    /// used, or a shared body's length plus its header. An empty body holds nothing. A
+    /// fan-out body is charged in full to every receiver that holds it: any one of them
+    /// keeps the whole buffer alive until it has written it.
     pub fn allocated(&self) -> usize {
         match self {
             Payload::Pooled(buf) => buf.capacity(),
             Payload::Shared(bytes) if bytes.is_empty() => 0,
             Payload::Shared(bytes) => bytes.len() + SHARED_OVERHEAD,
+            Payload::Fanout(shared) => shared.len() + SHARED_OVERHEAD,
         }
     }
 

@@ -35,6 +35,8 @@ pub(super) enum AuthFailure {
     SessionFull,
     /// No browser id could be drawn (the CSPRNG failed).
     NoBrowserId,
+    /// The address is past its guessing budget: the code was not tried.
+    RateLimited,
 }
 
 impl AuthFailure {
@@ -50,6 +52,7 @@ impl AuthFailure {
             AuthFailure::InvalidCode => messages::AUTH_FAILED_INVALID,
             AuthFailure::SessionFull => messages::AUTH_FAILED_FULL,
             AuthFailure::NoBrowserId => messages::AUTH_FAILED_RELAY,
+            AuthFailure::RateLimited => messages::AUTH_FAILED_RATE_LIMITED,
         }
     }
 
@@ -59,6 +62,7 @@ impl AuthFailure {
             AuthFailure::InvalidCode => (4404, "invalid session code"),
             AuthFailure::SessionFull => (4429, "too many browsers for session"),
             AuthFailure::NoBrowserId => (1011, "no browser id available"),
+            AuthFailure::RateLimited => (4429, "too many attempts"),
         }
     }
 
@@ -68,6 +72,7 @@ impl AuthFailure {
             AuthFailure::InvalidCode => "ws_auth_invalid_code",
             AuthFailure::SessionFull => "ws_auth_session_full",
             AuthFailure::NoBrowserId => "ws_auth_no_browser_id",
+            AuthFailure::RateLimited => "ws_auth_rate_limited",
         }
     }
 }
@@ -75,6 +80,13 @@ impl AuthFailure {
 /// `auth`: answered here when this shard owns the code, else the browser moves there
 /// (once: the owner answers it, whatever the answer).
 pub(super) fn auth(shard: &Rc<Shard>, conn: &Rc<Conn>, typed: &str) {
+    if conn
+        .peer()
+        .ip()
+        .is_some_and(|ip| !shard.global.may_try_code(ip))
+    {
+        return on_failed_auth(shard, conn, AuthFailure::RateLimited);
+    }
     let Some(code) = code::parse_in(&ALPHABET, typed) else {
         return on_failed_auth(shard, conn, AuthFailure::InvalidCode);
     };
@@ -124,11 +136,16 @@ fn join(
 /// Every failed `auth` ends here: counted, answered `auth_failed`, and closed.
 ///
 /// This is the one place a failed `auth` is seen, so it is where the per-address
-/// guessing budget (`--code-guesses-per-ip`, PROTOCOL §5) is to be charged — for the
-/// failures whose [`AuthFailure::is_guess`] is true, against `conn.peer()`. Today it
-/// counts them in `/stats` (`events.ws_auth_*`).
+/// guessing budget (`--code-guesses-per-ip`, PROTOCOL §5) is charged: for the failures
+/// whose [`AuthFailure::is_guess`] is true, against the client's address. Each is also
+/// counted in `/stats` (`events.ws_auth_*`).
 pub(super) fn on_failed_auth(shard: &Rc<Shard>, conn: &Rc<Conn>, failure: AuthFailure) {
     shard.stats.borrow_mut().event(failure.event());
+    if failure.is_guess() {
+        if let Some(ip) = conn.peer().ip() {
+            shard.global.failed_join(ip);
+        }
+    }
     tracing::debug!(shard = shard.id, peer = %conn.peer(), guess = failure.is_guess(), "/ws auth failed");
     *conn.role.borrow_mut() = Role::Detached;
     reply(shard, conn, failure.answer());

@@ -122,6 +122,9 @@ pub const AUTH_FAILED_INVALID: &str = r#"{"type":"auth_failed","reason":"Invalid
 /// `auth` for a session already at `--max-browsers-per-session`.
 pub const AUTH_FAILED_FULL: &str =
     r#"{"type":"auth_failed","reason":"Too many browsers in this session"}"#;
+/// `auth` from an address past its guessing budget (`--code-guesses-per-ip`): not tried.
+pub const AUTH_FAILED_RATE_LIMITED: &str =
+    r#"{"type":"auth_failed","reason":"Too many failed attempts from this address"}"#;
 /// `auth` the relay could not complete (no browser id could be drawn).
 pub const AUTH_FAILED_RELAY: &str = r#"{"type":"auth_failed","reason":"Relay error"}"#;
 /// A first message that is binary.
@@ -216,6 +219,7 @@ mod tests {
             AUTH_FAILED_INVALID,
             AUTH_FAILED_FULL,
             AUTH_FAILED_RELAY,
+            AUTH_FAILED_RATE_LIMITED,
             ERROR_NOT_JSON,
             ERROR_INVALID_JSON,
             ERROR_NOT_REGISTER_OR_AUTH,
