@@ -15,7 +15,9 @@
 # the first response and the start of the second), which step 3 measured.
 #
 # Usage: scripts/alloc-per-message.sh [STYLE [SECONDS]]
-#   STYLE: pair | server-id | session (default: all three); SECONDS: window (default 10)
+#   STYLE: pair | server-id | session (default: all three) | session-ws (6 Macs × 16
+#   browsers: per written message, a fan-out's one shared copy is 1/16 allocation) |
+#   session-ws-1 (50 Macs × 1 browser); SECONDS: window (default 10)
 # Env: RATE (round trips/s for the whole run, default 20000: 40,000 forwarded messages/s),
 # SIZE (message payload, default 64; payloads over 512 B are allocated, see ws::payload),
 # SOAK_LOAD_BIN (load generator; default the workspace's release build), CARGO,
@@ -76,10 +78,13 @@ for style in "${styles[@]}"; do
         pair) shape=(--pairs 50) ;;
         server-id) shape=(--binaries 10 --phones 9) ;;
         session) shape=(--sessions 50) ;;
-        *) die "unknown style $style (pair, server-id, session)" ;;
+        # `/ws` fan-out: RATE is Mac messages/s, each written once per browser.
+        session-ws) shape=(--sessions 6 --browsers 16) ;;
+        session-ws-1) shape=(--sessions 50 --browsers 1) ;;
+        *) die "unknown style $style (pair, server-id, session, session-ws, session-ws-1)" ;;
     esac
     relay_start "$OUT/relay.log" --log-level warn
-    "$LOAD_BIN" "$style" --target "$RELAY_PUBLIC" --admin "$RELAY_ADMIN" "${shape[@]}" \
+    "$LOAD_BIN" "${style%-1}" --target "$RELAY_PUBLIC" --admin "$RELAY_ADMIN" "${shape[@]}" \
         --rate "$RATE" --size "$SIZE" --warmup "${WARMUP}s" --duration "$((WINDOW + 3))s" \
         --no-relay-stats >"$OUT/load.txt" 2>&1 &
     LOAD_PID=$!

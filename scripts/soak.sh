@@ -140,6 +140,7 @@ LOAD_WINDOW=$((SOAK_SECONDS - 2))
 start_load "$LOAD_WINDOW" "" 1MiB 5s
 chaos_styles=server-id,pair,echo
 have_style session && chaos_styles+=,session
+have_style session_ws && chaos_styles+=,session-ws
 have_style ticket && chaos_styles+=,ticket
 "$LOAD_BIN" chaos --target "$RELAY_PUBLIC" --admin "$RELAY_ADMIN" --duration "${SOAK_SECONDS}s" \
     --rate "$(rate 10)" --styles "$chaos_styles" >"$OUT/chaos.txt" 2>"$OUT/chaos.log" &

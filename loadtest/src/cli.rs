@@ -267,6 +267,8 @@ pub enum ChaosStyle {
     Pair,
     /// A session browser (`/browser`, host on `/mac`).
     Session,
+    /// A `/ws` browser of a `/ws` Mac (the session-code relay's second protocol).
+    SessionWs,
     /// A ticket transfer (`PUT`/`GET /v1/relay`).
     Ticket,
     /// `/v1/echo`.
@@ -280,6 +282,7 @@ impl ChaosStyle {
             Self::ServerId => "server-id",
             Self::Pair => "pair",
             Self::Session => "session",
+            Self::SessionWs => "session-ws",
             Self::Ticket => "ticket",
             Self::Echo => "echo",
         }

@@ -175,6 +175,21 @@ mod tests {
     }
 
     #[test]
+    fn a_fanout_body_shares_one_copy_and_leaves_the_pool_alone() {
+        let before = Payload::pooled_buffers();
+        let shared: Rc<[u8]> = Rc::from(&b"terminal output"[..]);
+        let bodies: Vec<Payload> = (0..16).map(|_| Payload::from(shared.clone())).collect();
+        assert_eq!(Rc::strong_count(&shared), 17);
+        assert!(bodies.iter().all(|b| &**b == b"terminal output"));
+        assert!(bodies
+            .iter()
+            .all(|b| std::ptr::eq(b.as_ptr(), shared.as_ptr())));
+        drop(bodies);
+        assert_eq!(Rc::strong_count(&shared), 1);
+        assert_eq!(Payload::pooled_buffers(), before);
+    }
+
+    #[test]
     fn the_pool_is_bounded() {
         let many: Vec<Payload> = (0..POOL_LEN + 10).map(|_| Payload::copy_of(b"x")).collect();
         drop(many);

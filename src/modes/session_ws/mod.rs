@@ -43,7 +43,8 @@ const MODE: &str = "session_ws";
 /// (31 characters: 31⁶ ≈ 8.9 × 10⁸ codes).
 pub const ALPHABET: Alphabet = Alphabet::new(b"ABCDEFGHJKMNPQRSTUVWXYZ23456789");
 
-/// Characters in a browser id (unique within its session only).
+/// Characters in a browser id (unique within its session only): 8, as the clients' own
+/// relay drew them (64⁸ ids against at most a few dozen browsers).
 pub const BROWSER_ID_LEN: usize = 8;
 
 /// A browser's id within its session, as its ASCII bytes.
@@ -57,6 +58,31 @@ pub struct Registry {
     /// First-message deadlines, oldest first (one timeout for all, so pushes come in
     /// order); a connection that already spoke, or is gone, is skipped when it comes due.
     pending: VecDeque<(Instant, Weak<Conn>)>,
+    /// `pending`'s length at which it is next compacted (see [`Registry::push_pending`]).
+    compact_at: usize,
+}
+
+/// Stale first-message deadlines tolerated beyond twice the live ones before the queue
+/// is compacted: a flood of connections that speak (or leave) at once cannot make the
+/// queue — and the `Conn` allocations its `Weak`s keep — outgrow what is pending.
+const STALE_SLACK: usize = 64;
+
+impl Registry {
+    /// Queue `conn`'s first-message deadline; compact the queue when stale entries (for
+    /// connections that spoke or left) have doubled it, so pushes stay O(1) amortised.
+    fn push_pending(&mut self, due: Instant, conn: &Rc<Conn>) {
+        self.pending.push_back((due, Rc::downgrade(conn)));
+        if self.pending.len() > self.compact_at {
+            self.pending
+                .retain(|(_, weak)| weak.upgrade().is_some_and(|c| is_pending(&c)));
+            self.compact_at = 2 * self.pending.len() + STALE_SLACK;
+        }
+    }
+}
+
+/// True while `conn` has not sent its first message.
+fn is_pending(conn: &Conn) -> bool {
+    matches!(&*conn.role.borrow(), Role::SessionWs(WsRole::Pending))
 }
 
 /// One Mac and the browsers watching it.
@@ -99,8 +125,7 @@ pub struct Resume {
 pub fn on_upgrade(shard: &Rc<Shard>, conn: Rc<Conn>, leftover: Vec<u8>) {
     set_role(&conn, WsRole::Pending);
     let due = Instant::now() + shard.config().handshake_timeout;
-    let weak = Rc::downgrade(&conn);
-    shard.session_ws.borrow_mut().pending.push_back((due, weak));
+    shard.session_ws.borrow_mut().push_pending(due, &conn);
     shard.spawn_reader(conn, leftover);
 }
 
@@ -208,8 +233,7 @@ fn first_message_overdue(shard: &Shard, now: Instant) -> Vec<Rc<Conn>> {
         let Some(conn) = weak.upgrade() else {
             continue;
         };
-        let pending = matches!(&*conn.role.borrow(), Role::SessionWs(WsRole::Pending));
-        if pending && conn.is_open() {
+        if is_pending(&conn) && conn.is_open() {
             overdue.push(conn);
         }
     }

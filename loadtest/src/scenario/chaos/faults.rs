@@ -107,6 +107,7 @@ fn reconnect(ctx: &Ctx, style: ChaosStyle, n: u64) -> Result<(), String> {
         }
         ChaosStyle::ServerId => reclaim(ctx, n),
         ChaosStyle::Session => rejoin(ctx, n),
+        ChaosStyle::SessionWs => reauth(ctx, n),
         ChaosStyle::Ticket => Err("ticket_is_not_a_websocket".into()),
     }
 }
@@ -156,6 +157,21 @@ fn rejoin(ctx: &Ctx, n: u64) -> Result<(), String> {
         scenes::join(ctx, host, &code, n + 1).map_err(|e| format!("rejoin_{e}"))?;
     browser.close(deadline)?;
     host.close(deadline)
+}
+
+/// A `/ws` browser leaves cleanly (the Mac is told); a new one authenticates with the
+/// same code and binary flows both ways.
+fn reauth(ctx: &Ctx, n: u64) -> Result<(), String> {
+    let (mac, code) = scenes::mac(ctx)?;
+    let (mut mac, browser) = scenes::ws_browser(ctx, mac, &code, n)?;
+    let deadline = ctx.deadline();
+    browser.close(deadline)?;
+    scenes::wait_text(&mut mac, deadline, |v| v["type"] == "browser_disconnected")
+        .map_err(|e| format!("mac_not_told_{e}"))?;
+    let (mac, browser) =
+        scenes::ws_browser(ctx, mac, &code, n + 1).map_err(|e| format!("reauth_{e}"))?;
+    browser.close(deadline)?;
+    mac.close(deadline)
 }
 
 #[cfg(test)]

@@ -36,6 +36,8 @@ pub enum Watcher {
     },
     /// The session host: `{"type":"error","code":"BROWSER_DISCONNECTED"}`.
     Host(WsClient),
+    /// The `/ws` Mac: `{"type":"browser_disconnected","browser_id":…}`.
+    Mac(WsClient),
 }
 
 /// The route key of action `n`: unique per run and action, so no scene ever meets a
@@ -74,6 +76,14 @@ pub fn open(ctx: &Ctx, style: ChaosStyle, n: u64) -> Result<Scene, String> {
                 watcher: Watcher::Host(host),
             })
         }
+        ChaosStyle::SessionWs => {
+            let (mac, code) = mac(ctx)?;
+            let (mac, browser) = ws_browser(ctx, mac, &code, n)?;
+            Ok(Scene {
+                victim: browser,
+                watcher: Watcher::Mac(mac),
+            })
+        }
         ChaosStyle::Ticket => Err("ticket_is_not_a_websocket".into()),
     }
 }
@@ -105,6 +115,11 @@ impl Watcher {
                 wait_text(&mut host, deadline, |v| v["code"] == "BROWSER_DISCONNECTED")
                     .map_err(|e| format!("host_not_told_{e}"))?;
                 host.close(deadline)
+            }
+            Watcher::Mac(mut mac) => {
+                wait_text(&mut mac, deadline, |v| v["type"] == "browser_disconnected")
+                    .map_err(|e| format!("mac_not_told_{e}"))?;
+                mac.close(deadline)
             }
         }
     }
@@ -253,4 +268,48 @@ pub fn join(
     expect_exact(&mut browser, deadline, data.as_bytes())
         .map_err(|e| format!("session_data_{e}"))?;
     Ok((host, browser))
+}
+
+/// A `/ws` Mac and its code.
+pub fn mac(ctx: &Ctx) -> Result<(WsClient, String), String> {
+    let mut mac = WsClient::open(
+        ctx.target,
+        "/ws",
+        &[("User-Agent", USER_AGENT)],
+        ctx.io_timeout,
+    )?;
+    mac.send(SendOp::Text, br#"{"type":"register","client_id":"chaos"}"#)?;
+    let registered = wait_text(&mut mac, ctx.deadline(), |v| v["type"] == "registered")
+        .map_err(|e| format!("session_ws_register_{e}"))?;
+    let code = registered["code"].as_str().ok_or("no_code")?.to_owned();
+    Ok((mac, code))
+}
+
+/// A `/ws` browser of `mac`'s `code`, a binary frame checked each way.
+pub fn ws_browser(
+    ctx: &Ctx,
+    mut mac: WsClient,
+    code: &str,
+    n: u64,
+) -> Result<(WsClient, WsClient), String> {
+    let mut browser = WsClient::open(
+        ctx.target,
+        "/ws",
+        &[("User-Agent", USER_AGENT)],
+        ctx.io_timeout,
+    )?;
+    let deadline = ctx.deadline();
+    let auth = json!({"type": "auth", "session_code": code}).to_string();
+    browser.send(SendOp::Text, auth.as_bytes())?;
+    wait_text(&mut browser, deadline, |v| v["type"] == "auth_success")
+        .map_err(|e| format!("session_ws_auth_{e}"))?;
+    wait_text(&mut mac, deadline, |v| v["type"] == "browser_connected")
+        .map_err(|e| format!("session_ws_connected_{e}"))?;
+    let output = n.to_be_bytes();
+    mac.send(SendOp::Binary, &output)?;
+    expect_exact(&mut browser, deadline, &output).map_err(|e| format!("session_ws_output_{e}"))?;
+    let keys = (!n).to_be_bytes();
+    browser.send(SendOp::Binary, &keys)?;
+    expect_exact(&mut mac, deadline, &keys).map_err(|e| format!("session_ws_keys_{e}"))?;
+    Ok((mac, browser))
 }
