@@ -523,6 +523,11 @@ struct JsonHistogram {
     max: u64,
     /// Mean, rounded to 0.01 µs to keep the body short.
     mean: f64,
+    /// With `?histograms=recorded` (`totals` only): every recorded value and its count,
+    /// `[[µs, count], …]` in value order, so a client can subtract two snapshots and
+    /// take exact quantiles of the interval between them without resetting anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recorded: Option<Vec<(u64, u64)>>,
 }
 
 impl JsonHistogram {
@@ -540,6 +545,7 @@ impl JsonHistogram {
                 p999: 0,
                 max: 0,
                 mean: 0.0,
+                recorded: None,
             };
         }
         JsonHistogram {
@@ -551,8 +557,33 @@ impl JsonHistogram {
             p999: h.value_at_quantile(0.999),
             max: h.max(),
             mean: (h.mean() * 100.0).round() / 100.0,
+            recorded: None,
         }
     }
+
+    /// Summarise `h` and list its recorded values (see `recorded`).
+    fn with_recorded(h: &Histogram<u64>) -> Self {
+        let recorded = h
+            .iter_recorded()
+            .map(|v| {
+                (
+                    h.highest_equivalent(v.value_iterated_to()),
+                    v.count_at_value(),
+                )
+            })
+            .collect();
+        JsonHistogram {
+            recorded: Some(recorded),
+            ..JsonHistogram::of(h)
+        }
+    }
+}
+
+/// Options of the `/stats` body.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonOptions {
+    /// `?histograms=recorded`: list the recorded values of the `totals` histograms.
+    pub recorded: bool,
 }
 
 /// A keyed counter list as a sorted JSON object.
@@ -595,10 +626,33 @@ impl JsonTallies {
 
 /// The /stats body.
 pub fn render_json(uptime_seconds: u64, per_shard: &[StatsSnapshot]) -> String {
+    render_json_with(uptime_seconds, per_shard, JsonOptions::default())
+}
+
+/// The /stats body, with options.
+pub fn render_json_with(
+    uptime_seconds: u64,
+    per_shard: &[StatsSnapshot],
+    options: JsonOptions,
+) -> String {
+    let mut totals = JsonTallies::of(&StatsSnapshot::merge(per_shard));
+    if options.recorded {
+        let merged = StatsSnapshot::merge(per_shard);
+        totals.histograms = JsonHistograms {
+            forward: JsonHistogram::with_recorded(&merged.forward),
+            handshake: JsonHistogram::with_recorded(&merged.handshake),
+            handoff: JsonHistogram::with_recorded(&merged.handoff),
+        };
+        totals.forward_by_mode = merged
+            .forward_by_mode
+            .iter()
+            .map(|(mode, h)| (*mode, JsonHistogram::with_recorded(h)))
+            .collect();
+    }
     let body = JsonBody {
         uptime_seconds,
         shards: per_shard.len(),
-        totals: JsonTallies::of(&StatsSnapshot::merge(per_shard)),
+        totals,
         per_shard: per_shard
             .iter()
             .map(|s| JsonShard {

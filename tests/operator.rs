@@ -340,3 +340,97 @@ fn a2_sighup_is_logged_and_ignored_and_sigterm_still_exits_0() {
     drive_connections(&relay, 1);
     sigterm_exits_0(&mut relay);
 }
+
+// ------------------------------------------------------------------ 6. load generator
+
+/// The `shardrelay-load` binary beside the relay's, brought up to date first (this
+/// package's tests do not build the other package's binary; a no-op when fresh).
+fn load_binary() -> std::path::PathBuf {
+    let relay_bin = std::path::Path::new(env!("CARGO_BIN_EXE_shardrelay"));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "-p", "shardrelay-load"])
+        .status()
+        .expect("cargo build -p shardrelay-load");
+    assert!(status.success(), "building shardrelay-load failed");
+    relay_bin.with_file_name("shardrelay-load")
+}
+
+/// Run the load generator (bounded: its own duration plus a kill deadline).
+fn run_load(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(load_binary())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start shardrelay-load");
+    let mut pipe = child.stdout.take().expect("stdout piped");
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = pipe.read_to_string(&mut out);
+        out
+    });
+    let status = wait_or_kill(&mut child, Duration::from_secs(60));
+    (status.code(), reader.join().unwrap())
+}
+
+#[test]
+fn a6_a_short_load_run_by_url_writes_hgrm_window_rows_compares_and_fails_on_a_threshold() {
+    let relay = Relay::start(&["--shards", "2"]);
+    let dir = std::env::temp_dir().join(format!("shardrelay-op-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("first.json");
+    let target = format!("ws://{}/", relay.public);
+    let admin = format!("http://{}", relay.admin);
+    let common = [
+        "--target",
+        &target,
+        "--admin",
+        &admin,
+        "--workers",
+        "1",
+        "--rate",
+        "200",
+        "--warmup",
+        "300ms",
+        "--duration",
+        "1s",
+        "--drain",
+        "1s",
+    ];
+    let mut first: Vec<&str> = vec!["pair", "--pairs", "2"];
+    first.extend(common);
+    first.extend(["--json", json.to_str().unwrap(), "--fail-if", "p99>10s"]);
+    let (code, out) = run_load(&first);
+    assert_eq!(code, Some(0), "{out}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let window = &report["relay"]["window"];
+    let relay_forward = window["histograms"]["forward"]["count"].as_u64().unwrap();
+    let lifetime = report["relay"]["stats"]["totals"]["histograms"]["forward"]["count"]
+        .as_u64()
+        .unwrap();
+    assert!(relay_forward > 0, "{window}");
+    assert!(
+        relay_forward < lifetime,
+        "the window excludes the warm-up: {window}"
+    );
+    let hgrm = std::fs::read_to_string(dir.join("first.hgrm")).expect(".hgrm beside the JSON");
+    assert!(
+        hgrm.contains("Percentile") && hgrm.contains("Total count"),
+        "{hgrm}"
+    );
+    // Second run: compared with the first, and failed by a threshold it cannot meet.
+    let previous = json.to_str().unwrap();
+    let mut second: Vec<&str> = vec!["pair", "--pairs", "2"];
+    second.extend(common);
+    second.extend(["--compare", previous, "--fail-if", "throughput>=0"]);
+    let (code, out) = run_load(&second);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("compared with previous run"), "{out}");
+    assert!(out.contains("latency p99"), "{out}");
+    assert!(
+        out.contains("threshold     crossed: throughput>=0"),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

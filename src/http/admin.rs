@@ -120,12 +120,15 @@ fn health_body(shard: &Shard, total: &StatsSnapshot) -> String {
     .to_string()
 }
 
-/// `GET /stats[?reset=1]`.
+/// `GET /stats[?reset=1][&histograms=recorded]`.
 async fn serve_stats(shard: &Rc<Shard>, stream: TcpStream, head: &RequestHead) {
     let reset = matches!(head.query_param("reset"), Some(Ok(v)) if v == b"1" || v == b"true");
+    let options = stats::JsonOptions {
+        recorded: matches!(head.query_param("histograms"), Some(Ok(v)) if v == b"recorded"),
+    };
     let snaps = shard.gather_stats(reset).await;
     let uptime = shard.global.started.elapsed().as_secs();
-    let body = stats::render_json(uptime, &snaps);
+    let body = stats::render_json_with(uptime, &snaps, options);
     let resp = response::close_response(
         200,
         "application/json",
