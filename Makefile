@@ -3,7 +3,7 @@ CARGO ?= cargo
 ARGS ?=
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: all build release run test test-unit test-uring test-epoll test-conformance test-interop lint fmt bench bench-compare syscalls shard-scaling alloc-count loadtest clean
+.PHONY: all build release run test test-tools test-unit test-uring test-epoll test-conformance test-interop lint fmt bench bench-compare syscalls shard-scaling alloc-count loadtest clean
 
 all: build
 
@@ -20,7 +20,11 @@ run: release
 ## Everything CI checks: formatting, lints, unit and property tests, the black-box suite
 ## once per driver (io_uring, then epoll), then Autobahn and the real-client interop
 ## checks against the same (debug) binary the suite used.
-test: lint test-unit test-uring test-epoll test-conformance test-interop soak-short
+test: test-tools lint test-unit test-uring test-epoll test-conformance test-interop soak-short
+
+## promtool, tmux and systemd-analyze for tests/operator.rs (Debian packages; root).
+test-tools:
+	bash scripts/install-test-tools.sh
 
 test-conformance:
 	SHARDRELAY_BIN=$(TARGET_DIR)/debug/shardrelay CARGO="$(CARGO)" bash scripts/conformance.sh

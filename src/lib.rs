@@ -8,7 +8,8 @@
 //! * `ws`      — RFC 6455 codec and masking (no I/O), connection reader and writer.
 //! * `modes`   — the rendezvous styles and their registries.
 //! * `stats`   — per-shard counters and histograms, JSON and Prometheus rendering.
-//! * `logging` — log set-up and the escaping of client text.
+//! * `logging` — log set-up (a non-blocking writer thread) and the escaping of client text.
+//! * `process` — process-wide `/metrics` figures: build info, fds, memory, caps.
 //! * `watch`   — the `shardrelay stats` terminal view.
 //! * `sys`     — the only unsafe code: raw socket calls and descriptor moves.
 //! * `alloc_count` — (feature `alloc-count` only) the counting allocator of the
@@ -21,6 +22,7 @@ pub mod config;
 pub mod http;
 pub mod logging;
 pub mod modes;
+pub mod process;
 pub mod server;
 pub mod shard;
 pub mod stats;

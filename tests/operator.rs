@@ -434,3 +434,226 @@ fn a6_a_short_load_run_by_url_writes_hgrm_window_rows_compares_and_fails_on_a_th
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ------------------------------------------------------------------ 3. metrics
+
+/// `promtool`, or `None` after a loud message (install it with
+/// `scripts/install-test-tools.sh`, which `make test` runs).
+fn promtool() -> Option<&'static str> {
+    let found = Command::new("promtool")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        eprintln!(
+            "\n*** SKIPPED promtool checks: promtool is not installed. \
+             Run scripts/install-test-tools.sh (Debian package `prometheus`). ***\n"
+        );
+    }
+    found.then_some("promtool")
+}
+
+/// Run a promtool subcommand with `input` on stdin (or a file argument); returns
+/// (success, combined output).
+fn run_promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {
+    let mut child = Command::new("promtool")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start promtool");
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// A relay that has seen traffic of a few kinds, a refusal and a drop, and its scrape.
+fn busy_relay_metrics() -> (Relay, String) {
+    let relay = Relay::start(&["--shards", "2", "--enable-echo"]);
+    drive_connections(&relay, 3);
+    assert_eq!(relay.raw_http(&upgrade_request("/nowhere", "")).status, 404);
+    relay.wait_total("/messages_out", 6);
+    let resp = relay.admin_get("/metrics");
+    assert_eq!(resp.status, 200);
+    let body = resp.body_text();
+    (relay, body)
+}
+
+#[test]
+fn a3_metrics_pass_promtool_check_metrics() {
+    let (_relay, body) = busy_relay_metrics();
+    let Some(_) = promtool() else { return };
+    let (ok, out) = run_promtool(&["check", "metrics"], Some(&body));
+    assert!(
+        ok,
+        "promtool check metrics failed:\n{out}\n--- scrape ---\n{body}"
+    );
+}
+
+/// Samples of `metric` (exact name) in a scrape: (labels text, value).
+fn samples<'a>(body: &'a str, metric: &str) -> Vec<(&'a str, f64)> {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name_labels, value) = l.rsplit_once(' ')?;
+            let (name, labels) = match name_labels.split_once('{') {
+                Some((n, rest)) => (n, rest),
+                None => (name_labels, ""),
+            };
+            (name == metric).then(|| (labels, value.parse().unwrap_or(f64::NAN)))
+        })
+        .collect()
+}
+
+#[test]
+fn a3_latency_is_seconds_histograms_with_shared_buckets_and_reset_does_not_rewind_them() {
+    let (relay, body) = busy_relay_metrics();
+    assert!(
+        !body.contains("microseconds"),
+        "no microsecond metrics remain"
+    );
+    assert!(body.contains("# TYPE shardrelay_forward_latency_seconds histogram"));
+    let buckets = samples(&body, "shardrelay_forward_latency_seconds_bucket");
+    let les = |shard: &str| -> Vec<String> {
+        buckets
+            .iter()
+            .filter(|(l, _)| l.contains(&format!("shard=\"{shard}\"")))
+            .map(|(l, _)| {
+                l.split("le=\"")
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(les("0"), les("1"), "every shard exports the same buckets");
+    assert_eq!(les("0").last().map(String::as_str), Some("+Inf"));
+    let count = |body: &str| -> f64 {
+        samples(body, "shardrelay_forward_latency_seconds_count")
+            .iter()
+            .map(|(_, v)| v)
+            .sum()
+    };
+    let before = count(&body);
+    assert!(before >= 6.0, "{before}");
+    // /stats?reset=1 restarts /stats' view only.
+    assert_eq!(relay.admin_get("/stats?reset=1").status, 200);
+    assert_eq!(relay.total("/histograms/forward/count"), 0);
+    let after = relay.admin_get("/metrics").body_text();
+    assert!(
+        count(&after) >= before,
+        "a reset rewound /metrics: {before} -> {}",
+        count(&after)
+    );
+}
+
+#[test]
+fn a3_build_info_process_fds_memory_and_connection_cap_are_exported() {
+    let relay = Relay::start(&["--max-connections", "777"]);
+    let body = relay.admin_get("/metrics").body_text();
+    let one = |metric: &str| -> f64 {
+        let s = samples(&body, metric);
+        assert_eq!(s.len(), 1, "{metric}: {s:?}\n{body}");
+        s[0].1
+    };
+    assert_eq!(one("shardrelay_max_connections"), 777.0);
+    assert_eq!(one("shardrelay_build_info"), 1.0);
+    let info = samples(&body, "shardrelay_build_info")[0].0;
+    assert!(
+        info.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))),
+        "{info}"
+    );
+    assert!(info.contains("driver=\""), "{info}");
+    assert!(one("process_open_fds") >= 5.0, "listeners, pipes, io_uring");
+    assert!(one("process_max_fds") >= one("process_open_fds"));
+    assert!(one("process_resident_memory_bytes") > 1e6);
+    assert_eq!(one("shardrelay_log_lines_dropped_total"), 0.0);
+}
+
+/// Every `shardrelay_*` / `process_*` identifier in a PromQL expression.
+fn metric_names(expr: &str) -> Vec<String> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|w| w.starts_with("shardrelay_") || w.starts_with("process_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The metric names a scrape exports (histograms with their `_bucket`, `_sum`, `_count`).
+fn exported_names(body: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for line in body.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let (name, kind) = rest.split_once(' ').unwrap();
+        names.push(name.to_owned());
+        if kind == "histogram" {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                names.push(format!("{name}{suffix}"));
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn a3_every_dashboard_query_names_a_metric_the_relay_exports() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/packaging/grafana/shardrelay.json"
+    );
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let (_relay, body) = busy_relay_metrics();
+    let exported = exported_names(&body);
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().expect("expr").to_owned();
+            let names = metric_names(&expr);
+            assert!(!names.is_empty(), "{}: no metric in {expr}", panel["title"]);
+            for name in names {
+                assert!(
+                    exported.contains(&name),
+                    "{}: {name} is not exported",
+                    panel["title"]
+                );
+            }
+            exprs.push(expr);
+        }
+    }
+    assert!(exprs.len() >= 20, "{}", exprs.len());
+    // With promtool: every query is valid PromQL (as a recording rule), Grafana's
+    // variables replaced by values.
+    let Some(_) = promtool() else { return };
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, expr) in exprs.iter().enumerate() {
+        let concrete = expr
+            .replace("$__rate_interval", "5m")
+            .replace("$instance", ".*");
+        rules.push_str(&format!(
+            "      - record: dashboard:query_{i}\n        expr: '{}'\n",
+            concrete.replace('\'', "''")
+        ));
+    }
+    let file =
+        std::env::temp_dir().join(format!("shardrelay-dash-rules-{}.yml", std::process::id()));
+    std::fs::write(&file, &rules).unwrap();
+    let (ok, out) = run_promtool(&["check", "rules", file.to_str().unwrap()], None);
+    let _ = std::fs::remove_file(&file);
+    assert!(ok, "promtool check rules:\n{out}\n{rules}");
+}

@@ -142,7 +142,10 @@ async fn serve_stats(shard: &Rc<Shard>, stream: TcpStream, head: &RequestHead) {
 async fn serve_metrics(shard: &Rc<Shard>, stream: TcpStream) {
     let snaps = shard.gather_stats(false).await;
     let uptime = shard.global.started.elapsed().as_secs();
-    let body = stats::render_prometheus(uptime, &snaps);
+    let mut body = stats::render_prometheus(uptime, &snaps);
+    let global = &shard.global;
+    let facts = crate::process::ProcessFacts::collect(global.driver, global.max_connections);
+    body.push_str(&crate::process::render_prometheus(&facts));
     let resp = response::close_response(
         200,
         "text/plain; version=0.0.4",
