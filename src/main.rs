@@ -25,10 +25,19 @@ fn main() -> std::process::ExitCode {
         Some(Command::Stats {
             admin,
             admin_token,
+            admin_token_file,
             count,
-        }) => {
-            shardrelay::watch::run(admin, admin_token.as_deref(), count).map_err(|e| e.to_string())
-        }
+            interval,
+        }) => shardrelay::watch::load_token(admin_token_file.as_ref(), admin_token)
+            .and_then(|token| {
+                shardrelay::watch::run(&shardrelay::watch::WatchOptions {
+                    admin,
+                    token,
+                    count,
+                    interval,
+                })
+            })
+            .map_err(|e| e.to_string()),
         None => shardrelay::server::run(cli.config).map_err(|e| e.to_string()),
     };
     match result {

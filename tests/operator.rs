@@ -657,3 +657,172 @@ fn a3_every_dashboard_query_names_a_metric_the_relay_exports() {
     let _ = std::fs::remove_file(&file);
     assert!(ok, "promtool check rules:\n{out}\n{rules}");
 }
+
+// ------------------------------------------------------------------ 4. shardrelay stats
+
+/// A tmux server of this test's own (its own socket), killed on drop.
+struct Tmux {
+    /// The `-L` socket name.
+    socket: String,
+}
+
+impl Tmux {
+    /// `None` (after a loud message) when tmux is not installed.
+    fn start(name: &str, command: &str) -> Option<Tmux> {
+        if Command::new("tmux").arg("-V").output().is_err() {
+            eprintln!(
+                "\n*** SKIPPED tmux screen test: tmux is not installed. \
+                 Run scripts/install-test-tools.sh. ***\n"
+            );
+            return None;
+        }
+        let socket = format!("shardrelay-op-{name}-{}", std::process::id());
+        let status = Command::new("tmux")
+            .args([
+                "-L",
+                &socket,
+                "new-session",
+                "-d",
+                "-x",
+                "120",
+                "-y",
+                "50",
+                command,
+            ])
+            .status()
+            .expect("tmux new-session");
+        assert!(status.success());
+        Some(Tmux { socket })
+    }
+
+    /// The visible pane.
+    fn screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket, "capture-pane", "-p"])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Wait until the pane satisfies `cond`.
+    fn wait_for(&self, what: &str, cond: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let screen = self.screen();
+            if cond(&screen) {
+                return screen;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}; screen:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .status();
+    }
+}
+
+/// Start a relay whose admin listener is on `admin` (for a restart on the same port).
+fn start_with_admin(admin: &str, args: &[&str]) -> Relay {
+    let child = Command::new(env!("CARGO_BIN_EXE_shardrelay"))
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", admin])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start shardrelay");
+    adopt(child)
+}
+
+/// A line of the screen that starts with `prefix` (after trimming) and ends with `value`.
+fn row_is(screen: &str, prefix: &str, value: &str) -> bool {
+    screen.lines().any(|l| {
+        let t = l.trim();
+        t.starts_with(prefix) && t.split_whitespace().last() == Some(value)
+    })
+}
+
+#[test]
+fn a4_stats_redraws_in_place_shows_kinds_and_reasons_and_survives_a_relay_restart() {
+    let token_file =
+        std::env::temp_dir().join(format!("shardrelay-op-watch-{}", std::process::id()));
+    std::fs::write(&token_file, "w4tch-t0ken\n").unwrap();
+    let token_arg = token_file.to_str().unwrap().to_owned();
+    let mut relay = Relay::start(&["--enable-echo", "--admin-token-file", &token_arg]);
+    let port = relay.admin.port();
+    let command = format!(
+        "{} stats --admin localhost:{port} --interval 200ms --admin-token-file {token_arg}",
+        env!("CARGO_BIN_EXE_shardrelay")
+    );
+    let Some(tmux) = Tmux::start("watch", &command) else {
+        return;
+    };
+    let _echo = relay.ws("/v1/echo", &[]).unwrap();
+    assert_eq!(relay.raw_http(&upgrade_request("/nowhere", "")).status, 404);
+    let screen = tmux.wait_for("an echo connection and a not_found refusal", |s| {
+        row_is(s, "echo", "1") && s.contains("not_found") && s.contains("last ")
+    });
+    assert!(row_is(&screen, "total", "1"), "{screen}");
+    for part in [
+        "connections",
+        "per second",
+        "rejected",
+        "dropped",
+        "forward",
+        "p99",
+    ] {
+        assert!(screen.contains(part), "no {part}: {screen}");
+    }
+    assert!(!screen.contains('{'), "raw JSON on screen: {screen}");
+    // Several intervals later the pane still holds one screen: redrawn, not appended.
+    let screen = tmux.wait_for("a few redraws", |s| {
+        s.contains("uptime 1s") || s.contains("uptime 2s")
+    });
+    assert_eq!(screen.matches("shardrelay stats").count(), 1, "{screen}");
+    // The relay goes away: the watcher says so and keeps trying...
+    relay.signal(libc::SIGTERM);
+    assert!(relay.wait_exit(Duration::from_secs(8)).success());
+    tmux.wait_for("unreachable", |s| s.contains("relay unreachable"));
+    // ...and picks the restarted relay up on the same admin port.
+    let admin = format!("127.0.0.1:{port}");
+    let _again = start_with_admin(&admin, &["--admin-token-file", &token_arg]);
+    let screen = tmux.wait_for("the restarted relay", |s| {
+        !s.contains("unreachable") && row_is(s, "total", "0")
+    });
+    assert!(screen.contains("connections"), "{screen}");
+    let _ = std::fs::remove_file(&token_file);
+}
+
+#[test]
+fn a4_stats_prints_compact_lines_when_not_a_terminal() {
+    let relay = Relay::start(&["--enable-echo"]);
+    let _echo = relay.ws("/v1/echo", &[]).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_shardrelay"))
+        .args([
+            "stats",
+            "--admin",
+            &format!("localhost:{}", relay.admin.port()),
+        ])
+        .args(["--count", "3", "--interval", "100ms"])
+        .output()
+        .expect("run shardrelay stats");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+    assert!(
+        text.lines().all(|l| l.contains("conns 1 (echo 1)")),
+        "{text}"
+    );
+}
