@@ -394,9 +394,12 @@ pub fn render_line(view: &Interval) -> String {
         .collect();
     let total: u64 = view.connections.iter().map(|(_, n)| n).sum();
     let sum = |rows: &[(String, u64, u64)]| rows.iter().map(|r| r.1).sum::<u64>();
-    let forward = view.latency.first().map(|l| l.1).unwrap_or_default();
+    let mut latency = String::new();
+    for (name, [_, p50, _, p99, _, max]) in &view.latency {
+        let _ = write!(latency, " | {name} p50 {p50} p99 {p99} max {max}");
+    }
     format!(
-        "up {}s conns {total} ({}) accepted/s {} in/s {} out/s {} rejected {} dropped {} forward p50 {} p99 {} max {} µs\n",
+        "up {}s conns {total} ({}) accepted/s {} in/s {} out/s {} rejected {} dropped {}{latency} (µs)\n",
         view.uptime,
         if open.is_empty() { "none".to_owned() } else { open.join(", ") },
         view.rate("accepted"),
@@ -404,9 +407,6 @@ pub fn render_line(view: &Interval) -> String {
         view.rate("messages_out"),
         sum(&view.rejected),
         sum(&view.dropped),
-        forward[1],
-        forward[3],
-        forward[5]
     )
 }
 
