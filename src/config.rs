@@ -48,6 +48,15 @@ pub enum Command {
         #[arg(long, value_parser = parse_duration, default_value = "1s")]
         interval: Duration,
     },
+    /// Print a shell completion script (e.g. `shardrelay completions bash >
+    /// /usr/share/bash-completion/completions/shardrelay`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff; `shardrelay man > shardrelay.1`).
+    Man,
 }
 
 /// Which io_uring/epoll driver each shard's runtime uses.

@@ -11,6 +11,7 @@
 //! * `logging` — log set-up (a non-blocking writer thread) and the escaping of client text.
 //! * `process` — process-wide `/metrics` figures: build info, fds, memory, caps.
 //! * `watch`   — the `shardrelay stats` terminal view.
+//! * `manual`  — shell completions and the man page, generated from the CLI.
 //! * `sys`     — the only unsafe code: raw socket calls and descriptor moves.
 //! * `alloc_count` — (feature `alloc-count` only) the counting allocator of the
 //!   allocations-per-message benchmark.
@@ -21,6 +22,7 @@ pub mod alloc_count;
 pub mod config;
 pub mod http;
 pub mod logging;
+pub mod manual;
 pub mod modes;
 pub mod process;
 pub mod server;

@@ -38,6 +38,10 @@ fn main() -> std::process::ExitCode {
                 })
             })
             .map_err(|e| e.to_string()),
+        Some(Command::Completions { shell }) => {
+            shardrelay::manual::completions(shell).map_err(|e| e.to_string())
+        }
+        Some(Command::Man) => shardrelay::manual::man_page().map_err(|e| e.to_string()),
         None => shardrelay::server::run(cli.config).map_err(|e| e.to_string()),
     };
     match result {

@@ -826,3 +826,173 @@ fn a4_stats_prints_compact_lines_when_not_a_terminal() {
         "{text}"
     );
 }
+
+// ------------------------------------------------------------------ 5. packaging
+
+/// A file of the repository.
+fn repo_file(path: &str) -> String {
+    let full = format!("{}/{path}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
+}
+
+#[test]
+fn a5_ready_and_stopping_are_sent_to_systemds_notify_socket() {
+    use std::os::unix::net::UnixDatagram;
+    let path = std::env::temp_dir().join(format!("shardrelay-op-notify-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let socket = UnixDatagram::bind(&path).expect("bind notify socket");
+    socket.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_shardrelay"))
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .env("NOTIFY_SOCKET", &path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start shardrelay");
+    let mut relay = adopt(child);
+    let mut buf = [0u8; 256];
+    let n = socket.recv(&mut buf).expect("a READY=1 datagram");
+    assert_eq!(&buf[..n], b"READY=1\n");
+    assert_eq!(relay.health()["status"], "ok", "serving once ready");
+    relay.signal(libc::SIGTERM);
+    let n = socket.recv(&mut buf).expect("a STOPPING=1 datagram");
+    assert_eq!(&buf[..n], b"STOPPING=1\n");
+    assert!(relay.wait_exit(Duration::from_secs(8)).success());
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a5_the_systemd_unit_is_hardened_and_passes_systemd_analyze_verify() {
+    let unit = repo_file("packaging/systemd/shardrelay.service");
+    for line in [
+        "Type=notify",
+        "LimitNOFILE=1048576",
+        "DynamicUser=yes",
+        "CapabilityBoundingSet=\n",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+    ] {
+        assert!(unit.contains(line), "unit lacks {line:?}");
+    }
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("\n*** SKIPPED systemd-analyze verify: not installed (scripts/install-test-tools.sh). ***\n");
+        return;
+    }
+    // verify checks that ExecStart exists: point it at the binary under test.
+    let local = unit.replace(
+        "/usr/local/bin/shardrelay",
+        env!("CARGO_BIN_EXE_shardrelay"),
+    );
+    let dir = std::env::temp_dir().join(format!("shardrelay-op-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("shardrelay.service");
+    std::fs::write(&file, local).unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&file)
+        .output()
+        .expect("systemd-analyze verify");
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.trim().is_empty(),
+        "systemd-analyze verify:\n{text}"
+    );
+}
+
+#[test]
+fn a5_completions_and_the_man_page_are_generated_from_the_cli() {
+    let run = |args: &[&str]| -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_shardrelay"))
+            .args(args)
+            .output()
+            .expect("run shardrelay");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let script = run(&["completions", shell]);
+        assert!(script.contains("max-connections"), "{shell}: {script}");
+        assert!(script.contains("stats"), "{shell} completes subcommands");
+    }
+    let man = run(&["man"]);
+    assert!(man.contains(".TH shardrelay 1"), "{man}");
+    assert!(man.contains("max\\-connections"), "{man}");
+    let bad = Command::new(env!("CARGO_BIN_EXE_shardrelay"))
+        .args(["completions", "cmd.exe"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn a5_the_containerfile_pins_the_declared_rust_version_and_runs_without_root() {
+    let cargo = repo_file("Cargo.toml");
+    let version = cargo
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("rust-version in Cargo.toml");
+    let containerfile = repo_file("packaging/container/Containerfile");
+    assert!(
+        containerfile.contains(&format!("library/rust:{version}-")),
+        "builder image is not Rust {version}"
+    );
+    assert!(containerfile.contains("cargo build --release --locked"));
+    let user = containerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("a USER line");
+    assert!(
+        !user.starts_with("0") && !user.starts_with("root"),
+        "{user}"
+    );
+    assert!(containerfile.contains("ENTRYPOINT [\"/usr/local/bin/shardrelay\"]"));
+}
+
+#[test]
+fn a5_an_old_rustc_gets_a_clear_message_from_the_toolchain_check() {
+    let dir = std::env::temp_dir().join(format!("shardrelay-op-rustc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fake = dir.join("rustc");
+    std::fs::write(&fake, "#!/bin/sh\necho 'rustc 1.63.0 (debian)'\n").unwrap();
+    let mut perms = std::fs::metadata(&fake).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&fake, perms).unwrap();
+    let out = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/check-toolchain.sh"
+        ))
+        .env("RUSTC", &fake)
+        .output()
+        .expect("run check-toolchain.sh");
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("needs Rust >= 1.89") && err.contains("1.63.0"),
+        "{err}"
+    );
+    let ok = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/check-toolchain.sh"
+        ))
+        .status()
+        .unwrap();
+    assert!(ok.success(), "the toolchain running this test passes");
+}
