@@ -996,3 +996,30 @@ fn a5_an_old_rustc_gets_a_clear_message_from_the_toolchain_check() {
         .unwrap();
     assert!(ok.success(), "the toolchain running this test passes");
 }
+
+#[test]
+fn a1_log_lines_are_coloured_when_stderr_is_a_terminal() {
+    let command = format!(
+        "{} --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0",
+        env!("CARGO_BIN_EXE_shardrelay")
+    );
+    let Some(tmux) = Tmux::start("colour", &command) else {
+        return;
+    };
+    tmux.wait_for("the listening log line", |s| {
+        s.contains("shardrelay listening")
+    });
+    let out = Command::new("tmux")
+        .args(["-L", &tmux.socket, "capture-pane", "-p", "-e"])
+        .output()
+        .expect("tmux capture-pane -e");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    let line = screen
+        .lines()
+        .find(|l| l.contains("shardrelay listening"))
+        .expect("log line on screen");
+    assert!(
+        line.contains("\u{1b}["),
+        "no colour on a terminal: {line:?}"
+    );
+}
