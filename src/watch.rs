@@ -40,6 +40,14 @@ pub enum WatchError {
         /// What went wrong.
         why: String,
     },
+    /// The admin listener answered, but not with the stats (a wrong token: 401).
+    #[error("GET /stats from {addr}: the relay answered {status}")]
+    Status {
+        /// The admin address as given.
+        addr: String,
+        /// The status line.
+        status: String,
+    },
     /// `--admin-token-file` could not be read.
     #[error("--admin-token-file {path}: {why}")]
     TokenFile {
@@ -152,8 +160,10 @@ pub fn fetch_stats(admin: &str, token: Option<&str>) -> Result<Value, WatchError
         .split_once("\r\n\r\n")
         .ok_or_else(|| fail("no HTTP response".into()))?;
     if !head.starts_with("HTTP/1.1 200") {
-        let status = head.lines().next().unwrap_or_default().to_owned();
-        return Err(fail(status));
+        return Err(WatchError::Status {
+            addr: admin.to_owned(),
+            status: head.lines().next().unwrap_or_default().to_owned(),
+        });
     }
     serde_json::from_str(body).map_err(|e| fail(e.to_string()))
 }
@@ -412,10 +422,11 @@ pub fn render_line(view: &Interval) -> String {
 
 /// What is shown while the relay cannot be reached.
 fn render_unreachable(options: &WatchOptions, error: &WatchError, terminal: bool) -> String {
-    let text = format!(
-        "relay unreachable: {error} (retrying every {:?})\n",
-        options.interval
-    );
+    let what = match error {
+        WatchError::Status { .. } => "relay refused the request",
+        _ => "relay unreachable",
+    };
+    let text = format!("{what}: {error} (retrying every {:?})\n", options.interval);
     if terminal {
         format!(
             "{CLEAR_SCREEN}shardrelay stats  {}\n\n{text}",

@@ -330,7 +330,7 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
 
 /// Parses a listener address: `host:port`, or a `ws://`/`http://` URL whose path is
 /// ignored. Any address is accepted (operators drive a relay from other machines); a
-/// host name resolves to its first address. `wss://` and `https://` are refused with a
+/// host name resolves to its first IPv4 address (else its first). `wss://` and `https://` are refused with a
 /// clear message: there is no TLS support yet.
 pub fn parse_target(text: &str) -> Result<SocketAddr, String> {
     let (scheme, rest) = match text.split_once("://") {
@@ -356,10 +356,17 @@ pub fn parse_target(text: &str) -> Result<SocketAddr, String> {
         (false, Some(port)) => format!("{authority}:{port}"),
         (false, None) => return Err(format!("`{text}`: no port (host:port)")),
     };
-    with_port
+    let addrs: Vec<SocketAddr> = with_port
         .to_socket_addrs()
         .map_err(|e| format!("bad address `{text}`: {e}"))?
-        .next()
+        .collect();
+    // A name with both families (`localhost`): IPv4 first, as relays usually listen on
+    // 0.0.0.0 or 127.0.0.1.
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
         .ok_or_else(|| format!("`{text}` resolves to no address"))
 }
 
@@ -444,7 +451,10 @@ mod tests {
             parse_target("http://127.0.0.1:9090/stats").unwrap(),
             "127.0.0.1:9090".parse().unwrap()
         );
-        assert!(parse_target("localhost:9").unwrap().ip().is_loopback());
+        assert_eq!(
+            parse_target("localhost:9").unwrap(),
+            "127.0.0.1:9".parse().unwrap()
+        );
         // Parsing only: no traffic goes anywhere in a unit test.
         assert_eq!(
             parse_target("10.0.0.1:80").unwrap(),
