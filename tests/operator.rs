@@ -1,7 +1,11 @@
 //! Operator-facing behaviour (issue #18), black-box against the real relay binary:
 //! logging that never panics or blocks, no secrets in logs at any level, `--log-level`
-//! validation, SIGHUP, and the Prometheus exposition. Test names follow the issue's
-//! acceptance points.
+//! validation and colours (a1), SIGHUP (a2), the Prometheus exposition, promtool and the
+//! Grafana dashboard (a3), the `shardrelay stats` screen under tmux (a4), packaging:
+//! sd_notify, the systemd unit, completions, man page, Containerfile, toolchain check
+//! (a5), and one short bounded `shardrelay-load` run on loopback (a6). Test names carry
+//! the issue's acceptance point numbers. Tools (promtool, tmux, systemd-analyze) come from
+//! `scripts/install-test-tools.sh`; a test whose tool is missing says SKIPPED loudly.
 
 mod common;
 
