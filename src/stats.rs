@@ -1258,6 +1258,27 @@ mod tests {
     }
 
     #[test]
+    fn recorded_lists_only_in_totals_and_only_when_asked() {
+        let snaps = [busy_shard(0).snapshot(), busy_shard(1).snapshot()];
+        let plain: Value = serde_json::from_str(&render_json(1, &snaps)).unwrap();
+        assert!(plain["totals"]["histograms"]["forward"]
+            .get("recorded")
+            .is_none());
+        let options = JsonOptions { recorded: true };
+        let v: Value = serde_json::from_str(&render_json_with(1, &snaps, options)).unwrap();
+        let recorded = &v["totals"]["histograms"]["forward"]["recorded"];
+        // busy_shard records forward 10, 20 and 1000 µs; two shards.
+        assert_eq!(recorded, &serde_json::json!([[10, 2], [20, 2], [1000, 2]]));
+        assert_eq!(
+            v["totals"]["forward_by_mode"]["pair"]["recorded"],
+            serde_json::json!([[1000, 2]])
+        );
+        assert!(v["per_shard"][0]["histograms"]["forward"]
+            .get("recorded")
+            .is_none());
+    }
+
+    #[test]
     fn reset_empties_the_stats_view_but_not_what_metrics_export() {
         let mut s = busy_shard(0);
         let before = s.snapshot().forward.len();
