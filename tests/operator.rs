@@ -488,6 +488,11 @@ fn busy_relay_metrics() -> (Relay, String) {
     let relay = Relay::start(&["--shards", "2", "--enable-echo"]);
     drive_connections(&relay, 3);
     assert_eq!(relay.raw_http(&upgrade_request("/nowhere", "")).status, 404);
+    // A text frame on a pair is dropped (`text_in_pair`), so `dropped_total` has a series.
+    let mut a = relay.ws("/v1/pair?pair=metrics-drop", &[]).unwrap();
+    let _b = relay.ws("/v1/pair?pair=metrics-drop", &[]).unwrap();
+    a.send(Message::text("not binary")).unwrap();
+    relay.wait_total("/dropped/text_in_pair", 1);
     relay.wait_total("/messages_out", 6);
     let resp = relay.admin_get("/metrics");
     assert_eq!(resp.status, 200);
@@ -597,6 +602,16 @@ fn metric_names(expr: &str) -> Vec<String> {
         .collect()
 }
 
+/// The labels of every `by (…)` in an expression, less Prometheus' own `instance`.
+fn grouping_labels(expr: &str) -> Vec<String> {
+    expr.split("by (")
+        .skip(1)
+        .filter_map(|rest| rest.split_once(')'))
+        .flat_map(|(labels, _)| labels.split(',').map(|l| l.trim().to_owned()))
+        .filter(|l| !l.is_empty() && l != "instance")
+        .collect()
+}
+
 /// The metric names a scrape exports (histograms with their `_bucket`, `_sum`, `_count`).
 fn exported_names(body: &str) -> Vec<String> {
     let mut names = Vec::new();
@@ -641,6 +656,19 @@ fn a3_every_dashboard_query_names_a_metric_the_relay_exports() {
         }
     }
     assert!(exprs.len() >= 20, "{}", exprs.len());
+    for expr in &exprs {
+        for label in grouping_labels(expr) {
+            for name in metric_names(expr) {
+                let labelled = format!("{label}=\"");
+                let has = body.lines().any(|l| {
+                    (l.starts_with(&format!("{name}{{"))
+                        || l.starts_with(&format!("{name}_bucket{{")))
+                        && l.contains(&labelled)
+                });
+                assert!(has, "{expr}: no {name} series has the label {label}");
+            }
+        }
+    }
     // With promtool: every query is valid PromQL (as a recording rule), Grafana's
     // variables replaced by values.
     let Some(_) = promtool() else { return };
