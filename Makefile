@@ -3,14 +3,18 @@ CARGO ?= cargo
 ARGS ?=
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: all build release run test test-unit test-uring test-epoll test-conformance test-interop lint fmt bench bench-compare syscalls shard-scaling alloc-count loadtest clean
+.PHONY: all toolchain build release run test test-tools test-unit test-uring test-epoll test-conformance test-interop lint fmt bench bench-compare syscalls shard-scaling alloc-count loadtest clean
 
 all: build
 
-build:
+## A clear message instead of a confusing build error on a too-old Rust.
+toolchain:
+	@bash scripts/check-toolchain.sh
+
+build: toolchain
 	$(CARGO) build --workspace
 
-release:
+release: toolchain
 	$(CARGO) build --release --workspace
 
 ## Start the relay with its defaults: public 0.0.0.0:8080, admin 127.0.0.1:9090.
@@ -20,7 +24,11 @@ run: release
 ## Everything CI checks: formatting, lints, unit and property tests, the black-box suite
 ## once per driver (io_uring, then epoll), then Autobahn and the real-client interop
 ## checks against the same (debug) binary the suite used.
-test: lint test-unit test-uring test-epoll test-conformance test-interop soak-short
+test: toolchain test-tools lint test-unit test-uring test-epoll test-conformance test-interop soak-short
+
+## promtool, tmux and systemd-analyze for tests/operator.rs (Debian packages; root).
+test-tools:
+	bash scripts/install-test-tools.sh
 
 test-conformance:
 	SHARDRELAY_BIN=$(TARGET_DIR)/debug/shardrelay CARGO="$(CARGO)" bash scripts/conformance.sh

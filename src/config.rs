@@ -28,18 +28,35 @@ pub struct Cli {
 /// Operator tools bundled with the relay binary.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print the live histograms and rates of a running relay once a second.
+    /// Watch a running relay: connections per kind, this interval's rates, refusals,
+    /// drops and latency percentiles (redrawn in place on a terminal, one line per
+    /// interval otherwise). Keeps retrying while the relay restarts.
     Stats {
-        /// The relay's admin listener.
+        /// The relay's admin listener, `host:port` (e.g. `localhost:9090`).
         #[arg(long, default_value = "127.0.0.1:9090")]
-        admin: SocketAddr,
+        admin: String,
         /// Bearer token for the admin listener, if it needs one.
         #[arg(long, env = "SHARDRELAY_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: Option<String>,
-        /// Print this many screens and stop (0 = until interrupted).
+        /// File holding the admin bearer token (preferred over --admin-token).
+        #[arg(long, env = "SHARDRELAY_ADMIN_TOKEN_FILE")]
+        admin_token_file: Option<PathBuf>,
+        /// Show this many screens and stop (0 = until interrupted).
         #[arg(long, default_value_t = 0)]
         count: u64,
+        /// Time between screens.
+        #[arg(long, value_parser = parse_duration, default_value = "1s")]
+        interval: Duration,
     },
+    /// Print a shell completion script (e.g. `shardrelay completions bash >
+    /// /usr/share/bash-completion/completions/shardrelay`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff; `shardrelay man > shardrelay.1`).
+    Man,
 }
 
 /// Which io_uring/epoll driver each shard's runtime uses.

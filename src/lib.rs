@@ -11,8 +11,10 @@
 //! * `memory`  — the process-wide memory budget (`--memory-limit`) every held byte is
 //!   charged to.
 //! * `stats`   — per-shard counters and histograms, JSON and Prometheus rendering.
-//! * `logging` — log set-up and the escaping of client text.
+//! * `logging` — log set-up (a non-blocking writer thread) and the escaping of client text.
+//! * `process` — process-wide `/metrics` figures: build info, fds, memory, caps.
 //! * `watch`   — the `shardrelay stats` terminal view.
+//! * `manual`  — shell completions and the man page, generated from the CLI.
 //! * `sys`     — the only unsafe code: raw socket calls and descriptor moves.
 //! * `alloc_count` — (feature `alloc-count` only) the counting allocator of the
 //!   allocations-per-message benchmark.
@@ -24,9 +26,11 @@ pub mod config;
 pub mod http;
 pub mod listen;
 pub mod logging;
+pub mod manual;
 pub mod memory;
 pub mod modes;
 pub mod per_ip;
+pub mod process;
 pub mod server;
 pub mod shard;
 pub mod stats;

@@ -25,9 +25,23 @@ fn main() -> std::process::ExitCode {
         Some(Command::Stats {
             admin,
             admin_token,
+            admin_token_file,
             count,
-        }) => shardrelay::watch::run(admin, admin_token.as_deref(), count)
+            interval,
+        }) => shardrelay::watch::load_token(admin_token_file.as_ref(), admin_token)
+            .and_then(|token| {
+                shardrelay::watch::run(&shardrelay::watch::WatchOptions {
+                    admin,
+                    token,
+                    count,
+                    interval,
+                })
+            })
             .map_err(|e| (1, e.to_string())),
+        Some(Command::Completions { shell }) => {
+            shardrelay::manual::completions(shell).map_err(|e| (1, e.to_string()))
+        }
+        Some(Command::Man) => shardrelay::manual::man_page().map_err(|e| (1, e.to_string())),
         None => shardrelay::server::run(cli.config).map_err(|e| (e.exit_code(), e.to_string())),
     };
     match result {

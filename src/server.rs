@@ -1,7 +1,8 @@
 //! Process start and stop: bind the listeners (one exclusive public socket shared by
 //! every shard through duplicated descriptors, see `listen`), spawn one pinned thread per
-//! shard, print the ready line, wait for SIGTERM/SIGINT, broadcast shutdown, and join.
-//! SIGHUP is logged and ignored (it will reload TLS material once the relay has any).
+//! shard, print the ready line (and `READY=1` to systemd's `NOTIFY_SOCKET`, when set),
+//! wait for SIGTERM/SIGINT, broadcast shutdown, and join. SIGHUP is logged and ignored
+//! (it will reload TLS material once the relay has any).
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -96,6 +97,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         "shardrelay: listening public={public_addr} admin={admin_addr} shards={shards} driver={driver}"
     ));
     tracing::info!(%public_addr, %admin_addr, shards, driver, "shardrelay listening");
+    notify_service_manager(&[sd_notify::NotifyState::Ready]);
     let stopper = global.clone();
     std::thread::Builder::new()
         .name("signals".into())
@@ -141,6 +143,14 @@ fn announce_ready(line: &str) {
     let _ = out.flush();
 }
 
+/// Tell systemd (`Type=notify`) about a state change; a no-op outside systemd (no
+/// `NOTIFY_SOCKET`). A failure is logged, not fatal: the relay serves either way.
+fn notify_service_manager(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::warn!(error = %e, "could not notify the service manager");
+    }
+}
+
 /// The signal thread: SIGHUP is logged and ignored; SIGTERM or SIGINT shuts down.
 fn wait_for_stop(mut signals: Signals, global: &Global) {
     for sig in signals.forever() {
@@ -149,6 +159,7 @@ fn wait_for_stop(mut signals: Signals, global: &Global) {
             continue;
         }
         tracing::info!(signal = sig, "shutting down");
+        notify_service_manager(&[sd_notify::NotifyState::Stopping]);
         broadcast_shutdown(global);
         return;
     }

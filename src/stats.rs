@@ -242,17 +242,18 @@ impl ShardStats {
         self.live.handoff.saturating_record(micros);
     }
 
-    /// `?reset=1`: empty every histogram so the next window starts clean. Counters stay
-    /// monotonic because rate computations (and Prometheus) rely on that. Per-mode
-    /// histograms are emptied, not dropped, so recording stays allocation-free.
+    /// `?reset=1`: start a new `/stats` window. The histograms themselves keep every
+    /// sample (Prometheus needs them monotonic, like the counters); a mark of where
+    /// they stand now is kept, and `/stats` reports the histograms minus the mark.
+    /// Recording stays allocation-free: only the reset itself copies.
     pub fn reset_histograms(&mut self) {
-        let live = &mut self.live;
-        live.forward.reset();
-        live.handshake.reset();
-        live.handoff.reset();
-        for (_, h) in &mut live.forward_by_mode {
-            h.reset();
-        }
+        let live = &self.live;
+        self.live.reset_mark = Some(Box::new(HistogramMark {
+            forward: live.forward.clone(),
+            handshake: live.handshake.clone(),
+            handoff: live.handoff.clone(),
+            forward_by_mode: live.forward_by_mode.clone(),
+        }));
     }
 
     /// A copy of the tallies to send to whoever renders them.
@@ -311,6 +312,58 @@ pub struct StatsSnapshot {
     pub handoff: Histogram<u64>,
     /// `forward` split by rendezvous style, in first-seen order.
     pub forward_by_mode: Vec<(&'static str, Histogram<u64>)>,
+    /// The histograms as they stood at the last `/stats?reset=1`, if any: `/stats`
+    /// reports what was recorded since (the histograms minus this mark), while
+    /// `/metrics` keeps exporting everything, so a reset never makes a Prometheus
+    /// histogram go backwards.
+    pub reset_mark: Option<Box<HistogramMark>>,
+}
+
+/// The latency histograms at one moment (see `StatsSnapshot::reset_mark`).
+#[derive(Debug, Clone)]
+pub struct HistogramMark {
+    /// `forward` at the mark.
+    forward: Histogram<u64>,
+    /// `handshake` at the mark.
+    handshake: Histogram<u64>,
+    /// `handoff` at the mark.
+    handoff: Histogram<u64>,
+    /// `forward_by_mode` at the mark.
+    forward_by_mode: Vec<(&'static str, Histogram<u64>)>,
+}
+
+impl HistogramMark {
+    /// No samples.
+    fn empty() -> Self {
+        HistogramMark {
+            forward: new_histogram(),
+            handshake: new_histogram(),
+            handoff: new_histogram(),
+            forward_by_mode: Vec::new(),
+        }
+    }
+
+    /// Add another mark into this one.
+    fn absorb(&mut self, other: &HistogramMark) {
+        merge_histogram(&mut self.forward, &other.forward);
+        merge_histogram(&mut self.handshake, &other.handshake);
+        merge_histogram(&mut self.handoff, &other.handoff);
+        for (mode, h) in &other.forward_by_mode {
+            match self.forward_by_mode.iter_mut().find(|(m, _)| m == mode) {
+                Some((_, mine)) => merge_histogram(mine, h),
+                None => self.forward_by_mode.push((mode, h.clone())),
+            }
+        }
+    }
+}
+
+/// `h -= mark`. The mark is an earlier state of the same histogram, so no count goes
+/// negative and `subtract` succeeds; were that ever violated, the histogram is emptied
+/// rather than reporting nonsense.
+fn subtract_histogram(h: &mut Histogram<u64>, mark: &Histogram<u64>) {
+    if h.subtract(mark).is_err() {
+        h.reset();
+    }
 }
 
 impl StatsSnapshot {
@@ -335,7 +388,26 @@ impl StatsSnapshot {
             handshake: new_histogram(),
             handoff: new_histogram(),
             forward_by_mode: Vec::new(),
+            reset_mark: None,
         }
+    }
+
+    /// The view `/stats` reports: histograms since the last reset (see `reset_mark`).
+    pub fn since_reset(&self) -> std::borrow::Cow<'_, StatsSnapshot> {
+        let Some(mark) = &self.reset_mark else {
+            return std::borrow::Cow::Borrowed(self);
+        };
+        let mut view = self.clone();
+        view.reset_mark = None;
+        subtract_histogram(&mut view.forward, &mark.forward);
+        subtract_histogram(&mut view.handshake, &mark.handshake);
+        subtract_histogram(&mut view.handoff, &mark.handoff);
+        for (mode, h) in &mut view.forward_by_mode {
+            if let Some((_, m)) = mark.forward_by_mode.iter().find(|(k, _)| k == mode) {
+                subtract_histogram(h, m);
+            }
+        }
+        std::borrow::Cow::Owned(view)
     }
 
     /// Totals across shards (histograms merged with `Histogram::add`; maps summed).
@@ -362,6 +434,11 @@ impl StatsSnapshot {
         merge_histogram(&mut self.handoff, &other.handoff);
         for (mode, h) in &other.forward_by_mode {
             merge_histogram(self.mode_histogram(mode), h);
+        }
+        if let Some(mark) = &other.reset_mark {
+            self.reset_mark
+                .get_or_insert_with(|| Box::new(HistogramMark::empty()))
+                .absorb(mark);
         }
     }
 
@@ -544,6 +621,11 @@ struct JsonHistogram {
     max: u64,
     /// Mean, rounded to 0.01 µs to keep the body short.
     mean: f64,
+    /// With `?histograms=recorded` (`totals` only): every recorded value and its count,
+    /// `[[µs, count], …]` in value order, so a client can subtract two snapshots and
+    /// take exact quantiles of the interval between them without resetting anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recorded: Option<Vec<(u64, u64)>>,
 }
 
 impl JsonHistogram {
@@ -561,6 +643,7 @@ impl JsonHistogram {
                 p999: 0,
                 max: 0,
                 mean: 0.0,
+                recorded: None,
             };
         }
         JsonHistogram {
@@ -572,8 +655,33 @@ impl JsonHistogram {
             p999: h.value_at_quantile(0.999),
             max: h.max(),
             mean: (h.mean() * 100.0).round() / 100.0,
+            recorded: None,
         }
     }
+
+    /// Summarise `h` and list its recorded values (see `recorded`).
+    fn with_recorded(h: &Histogram<u64>) -> Self {
+        let recorded = h
+            .iter_recorded()
+            .map(|v| {
+                (
+                    h.highest_equivalent(v.value_iterated_to()),
+                    v.count_at_value(),
+                )
+            })
+            .collect();
+        JsonHistogram {
+            recorded: Some(recorded),
+            ..JsonHistogram::of(h)
+        }
+    }
+}
+
+/// Options of the `/stats` body.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonOptions {
+    /// `?histograms=recorded`: list the recorded values of the `totals` histograms.
+    pub recorded: bool,
 }
 
 /// A keyed counter list as a sorted JSON object.
@@ -616,15 +724,39 @@ impl JsonTallies {
 
 /// The /stats body.
 pub fn render_json(uptime_seconds: u64, per_shard: &[StatsSnapshot]) -> String {
+    render_json_with(uptime_seconds, per_shard, JsonOptions::default())
+}
+
+/// The /stats body, with options.
+pub fn render_json_with(
+    uptime_seconds: u64,
+    per_shard: &[StatsSnapshot],
+    options: JsonOptions,
+) -> String {
+    let merged = StatsSnapshot::merge(per_shard);
+    let merged = merged.since_reset();
+    let mut totals = JsonTallies::of(&merged);
+    if options.recorded {
+        totals.histograms = JsonHistograms {
+            forward: JsonHistogram::with_recorded(&merged.forward),
+            handshake: JsonHistogram::with_recorded(&merged.handshake),
+            handoff: JsonHistogram::with_recorded(&merged.handoff),
+        };
+        totals.forward_by_mode = merged
+            .forward_by_mode
+            .iter()
+            .map(|(mode, h)| (*mode, JsonHistogram::with_recorded(h)))
+            .collect();
+    }
     let body = JsonBody {
         uptime_seconds,
         shards: per_shard.len(),
-        totals: JsonTallies::of(&StatsSnapshot::merge(per_shard)),
+        totals,
         per_shard: per_shard
             .iter()
             .map(|s| JsonShard {
                 shard: s.shard,
-                tallies: JsonTallies::of(s),
+                tallies: JsonTallies::of(&s.since_reset()),
             })
             .collect(),
         allocations: allocations(),
@@ -643,18 +775,26 @@ pub fn render_json(uptime_seconds: u64, per_shard: &[StatsSnapshot]) -> String {
 // Only per-shard series are emitted, each with a `shard` label: Prometheus sums counters
 // and gauges across labels itself, and a separate "total" series would double every sum.
 //
-// Latencies are summaries, not histograms: each shard already holds an exact HDR
-// histogram, so its quantiles are precise to 0.1 %, whereas fixed `le` buckets would
-// throw that precision away. The price is that summary quantiles cannot be aggregated
-// across shards (a p99 of p99s is meaningless); the JSON `totals` in `/stats` is the
-// exact merged view for that.
+// Latencies are Prometheus histograms in seconds, with fixed buckets
+// ([`PROM_BUCKETS_MICROS`]) so that series from every shard and every host can be summed
+// (`sum by (le) (rate(..._bucket[5m]))`, then `histogram_quantile`). The buckets are
+// derived from each shard's HDR histogram at scrape time, so recording stays one HDR
+// record. Exact quantiles (0.1 %) remain in `/stats`.
 
 /// Prefix of every metric name.
 const PROM_PREFIX: &str = "shardrelay_";
 
-/// Quantiles of each latency summary: (label value, quantile).
-const PROM_QUANTILES: [(&str, f64); 4] =
-    [("0.5", 0.5), ("0.9", 0.9), ("0.99", 0.99), ("0.999", 0.999)];
+/// Upper bounds (`le`) of the latency histogram buckets, in µs (a `+Inf` bucket
+/// follows): 2 µs to 60 s, roughly 1-2.5-5 per decade, dense where the relay's forward
+/// latency lives (µs to ms) and reaching the HDR histograms' 60 s ceiling. Fixed, so
+/// every shard and host exports the same buckets.
+const PROM_BUCKETS_MICROS: [u64; 22] = [
+    2, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
+    500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000, 60_000_000,
+];
+
+/// Microseconds per second, for the `_seconds` unit.
+const MICROS_PER_SECOND: f64 = 1e6;
 
 /// A plain per-shard counter: (name without prefix, help, value).
 type CounterDef = (&'static str, &'static str, fn(&StatsSnapshot) -> u64);
@@ -719,28 +859,28 @@ const PROM_KEYED: [KeyedDef; 3] = [
     }),
 ];
 
-/// A latency summary family: (name without prefix, help, histogram).
-type SummaryDef = (
+/// A latency histogram family: (name without prefix, help, histogram).
+type HistogramDef = (
     &'static str,
     &'static str,
     fn(&StatsSnapshot) -> &Histogram<u64>,
 );
 
-/// The overall latency summaries.
-const PROM_SUMMARIES: [SummaryDef; 3] = [
+/// The overall latency histograms.
+const PROM_HISTOGRAMS: [HistogramDef; 3] = [
     (
-        "forward_latency_microseconds",
-        "Read-to-written latency of relayed messages, in microseconds.",
+        "forward_latency_seconds",
+        "Read-to-written latency of relayed messages, in seconds.",
         |s| &s.forward,
     ),
     (
-        "handshake_latency_microseconds",
-        "HTTP/upgrade handshake latency, in microseconds.",
+        "handshake_latency_seconds",
+        "HTTP/upgrade handshake latency, in seconds.",
         |s| &s.handshake,
     ),
     (
-        "handoff_latency_microseconds",
-        "Shard-to-shard handoff latency, in microseconds.",
+        "handoff_latency_seconds",
+        "Shard-to-shard handoff latency, in seconds.",
         |s| &s.handoff,
     ),
 ];
@@ -785,25 +925,33 @@ impl PromWriter {
         self.out.push('\n');
     }
 
-    /// The quantile, `_sum` and `_count` lines of one summary series labelled `labels`.
-    fn summary(&mut self, name: &str, labels: &[(&str, &str)], h: &Histogram<u64>) {
-        let mut with_q: Vec<(&str, &str)> = Vec::with_capacity(labels.len() + 1);
-        with_q.extend_from_slice(labels);
-        with_q.push(("quantile", ""));
-        let last = with_q.len() - 1;
-        for (label, q) in PROM_QUANTILES {
-            with_q[last].1 = label;
-            // An empty summary reports NaN quantiles, as Prometheus client libraries do.
-            let v = if h.is_empty() {
-                f64::NAN
-            } else {
-                h.value_at_quantile(q) as f64
+    /// The `_bucket`, `_sum` and `_count` lines of one histogram series labelled
+    /// `labels`, in seconds. Each HDR bucket counts under the first `le` at or above its
+    /// lowest value, so a sample lands at most 0.1 % (the HDR resolution) off its bucket.
+    fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &Histogram<u64>) {
+        let mut counts = [0u64; PROM_BUCKETS_MICROS.len() + 1];
+        for v in h.iter_recorded() {
+            let value = h.lowest_equivalent(v.value_iterated_to());
+            let at = PROM_BUCKETS_MICROS.partition_point(|&bound| bound < value);
+            counts[at] += v.count_at_value();
+        }
+        let bucket = format!("{name}_bucket");
+        let mut cumulative = 0u64;
+        for (i, n) in counts.iter().enumerate() {
+            cumulative += n;
+            let le = match PROM_BUCKETS_MICROS.get(i) {
+                Some(&micros) => (micros as f64 / MICROS_PER_SECOND).to_string(),
+                None => "+Inf".to_owned(),
             };
-            self.sample(name, &with_q, v);
+            let mut with_le: Vec<(&str, &str)> = Vec::with_capacity(labels.len() + 1);
+            with_le.extend_from_slice(labels);
+            with_le.push(("le", &le));
+            self.sample(&bucket, &with_le, cumulative);
         }
         // HDR keeps no exact sum; mean × count uses each bucket's middle value, within
         // 0.1 % of the true sum.
-        self.sample(&format!("{name}_sum"), labels, h.mean() * h.len() as f64);
+        let sum = h.mean() * h.len() as f64 / MICROS_PER_SECOND;
+        self.sample(&format!("{name}_sum"), labels, sum);
         self.sample(&format!("{name}_count"), labels, h.len());
     }
 }
@@ -939,23 +1087,23 @@ fn write_gauges(w: &mut PromWriter, shards: &[LabelledShard<'_>]) {
     }
 }
 
-/// The latency summaries: overall ones, then forward latency by mode.
+/// The latency histograms: overall ones, then forward latency by mode.
 fn write_latencies(w: &mut PromWriter, shards: &[LabelledShard<'_>]) {
-    for (name, help, get) in PROM_SUMMARIES {
-        w.family(name, "summary", help);
+    for (name, help, get) in PROM_HISTOGRAMS {
+        w.family(name, "histogram", help);
         for (s, id) in shards {
-            w.summary(name, &[("shard", id)], get(s));
+            w.histogram(name, &[("shard", id)], get(s));
         }
     }
-    let by_mode = "forward_by_mode_latency_microseconds";
+    let by_mode = "forward_by_mode_latency_seconds";
     w.family(
         by_mode,
-        "summary",
-        "Read-to-written latency of relayed messages by rendezvous style, in microseconds.",
+        "histogram",
+        "Read-to-written latency of relayed messages by rendezvous style, in seconds.",
     );
     for (s, id) in shards {
         for (mode, h) in &s.forward_by_mode {
-            w.summary(by_mode, &[("shard", id), ("mode", mode)], h);
+            w.histogram(by_mode, &[("shard", id), ("mode", mode)], h);
         }
     }
 }
@@ -1141,24 +1289,55 @@ mod tests {
     }
 
     #[test]
-    fn reset_empties_histograms_and_keeps_counters() {
+    fn recorded_lists_only_in_totals_and_only_when_asked() {
+        let snaps = [busy_shard(0).snapshot(), busy_shard(1).snapshot()];
+        let plain: Value = serde_json::from_str(&render_json(1, &snaps)).unwrap();
+        assert!(plain["totals"]["histograms"]["forward"]
+            .get("recorded")
+            .is_none());
+        let options = JsonOptions { recorded: true };
+        let v: Value = serde_json::from_str(&render_json_with(1, &snaps, options)).unwrap();
+        let recorded = &v["totals"]["histograms"]["forward"]["recorded"];
+        // busy_shard records forward 10, 20 and 1000 µs; two shards.
+        assert_eq!(recorded, &serde_json::json!([[10, 2], [20, 2], [1000, 2]]));
+        assert_eq!(
+            v["totals"]["forward_by_mode"]["pair"]["recorded"],
+            serde_json::json!([[1000, 2]])
+        );
+        assert!(v["per_shard"][0]["histograms"]["forward"]
+            .get("recorded")
+            .is_none());
+    }
+
+    #[test]
+    fn reset_empties_the_stats_view_but_not_what_metrics_export() {
         let mut s = busy_shard(0);
+        let before = s.snapshot().forward.len();
         s.reset_histograms();
         let snap = s.snapshot();
         assert_eq!(snap.accepted, 2);
         assert_eq!(snap.messages_out, 2);
         assert_eq!(lookup(&snap.rejected, "not_found"), 2);
         assert_eq!(snap.connections(ConnKind::Phone), 2);
-        assert!(snap.forward.is_empty() && snap.handshake.is_empty());
-        assert!(snap.handoff.is_empty());
+        let view = snap.since_reset();
+        assert!(view.forward.is_empty() && view.handshake.is_empty());
+        assert!(view.handoff.is_empty());
+        assert_eq!(view.forward_by_mode.len(), 2, "mode histograms are kept");
+        assert!(view.forward_by_mode.iter().all(|(_, h)| h.is_empty()));
         assert_eq!(
-            snap.forward_by_mode.len(),
-            2,
-            "mode histograms are kept, emptied"
+            snap.forward.len(),
+            before,
+            "the exported histogram keeps its samples"
         );
-        assert!(snap.forward_by_mode.iter().all(|(_, h)| h.is_empty()));
         s.record_forward("pair", 9);
-        assert_eq!(s.snapshot().forward.max(), 9);
+        let merged = StatsSnapshot::merge(&[s.snapshot(), busy_shard(1).snapshot()]);
+        let view = merged.since_reset();
+        assert_eq!(
+            view.forward.len(),
+            1 + before,
+            "one new sample plus shard 1's"
+        );
+        assert_eq!(merged.forward.len(), 1 + 2 * before);
     }
 
     #[test]
@@ -1306,8 +1485,9 @@ mod tests {
         }
     }
 
-    /// The quantiles of the one summary series named `metric` with `labels`.
-    fn summary_quantiles(
+    /// The (le, cumulative count) buckets of the one histogram series named `metric`
+    /// with `labels`.
+    fn histogram_buckets(
         s: &prometheus_parse::Scrape,
         metric: &str,
         labels: &[(&str, &str)],
@@ -1321,11 +1501,20 @@ mod tests {
             .collect();
         assert_eq!(hits.len(), 1, "{metric} {labels:?}");
         match &hits[0].value {
-            prometheus_parse::Value::Summary(qs) => {
-                qs.iter().map(|q| (q.quantile, q.count)).collect()
+            prometheus_parse::Value::Histogram(bs) => {
+                bs.iter().map(|b| (b.less_than, b.count)).collect()
             }
-            other => panic!("{metric}: not a summary: {other:?}"),
+            other => panic!("{metric}: not a histogram: {other:?}"),
         }
+    }
+
+    /// The cumulative count at bucket `le` (seconds).
+    fn count_at(buckets: &[(f64, f64)], le: f64) -> f64 {
+        buckets
+            .iter()
+            .find(|(b, _)| (*b - le).abs() < 1e-12 || (b.is_infinite() && le.is_infinite()))
+            .map(|(_, c)| *c)
+            .unwrap_or_else(|| panic!("no bucket le={le} in {buckets:?}"))
     }
 
     #[test]
@@ -1352,23 +1541,28 @@ mod tests {
             assert_eq!(sample_value(&s, "shardrelay_connections", &ph), 2.0);
             let pairs = [("shard", shard), ("name", "pairs")];
             assert_eq!(sample_value(&s, "shardrelay_registry", &pairs), 2.0);
-            let hs = "shardrelay_handshake_latency_microseconds";
+            let hs = "shardrelay_handshake_latency_seconds";
             assert_eq!(sample_value(&s, &format!("{hs}_count"), &sh), 1.0);
-            assert_eq!(sample_value(&s, &format!("{hs}_sum"), &sh), 500.0);
+            assert_eq!(sample_value(&s, &format!("{hs}_sum"), &sh), 0.0005);
         }
-        let fwd = "shardrelay_forward_latency_microseconds";
-        let q = summary_quantiles(&s, fwd, &[("shard", "1")]);
-        assert_eq!(
-            q,
-            [(0.5, 20.0), (0.9, 2000.0), (0.99, 2000.0), (0.999, 2000.0)]
-        );
+        let fwd = "shardrelay_forward_latency_seconds";
+        let b = histogram_buckets(&s, fwd, &[("shard", "1")]);
+        // Shard 1's forward samples: 10, 20, 1000 (busy_shard) and 2000 µs.
+        assert_eq!(b.len(), PROM_BUCKETS_MICROS.len() + 1);
+        assert_eq!(count_at(&b, 0.000005), 0.0);
+        assert_eq!(count_at(&b, 0.00001), 1.0);
+        assert_eq!(count_at(&b, 0.000025), 2.0);
+        assert_eq!(count_at(&b, 0.001), 3.0);
+        assert_eq!(count_at(&b, 0.0025), 4.0);
+        assert_eq!(count_at(&b, f64::INFINITY), 4.0);
+        assert!(b.windows(2).all(|w| w[0].1 <= w[1].1), "cumulative");
         assert_eq!(
             sample_value(&s, &format!("{fwd}_count"), &[("shard", "1")]),
             4.0
         );
-        let by_mode = "shardrelay_forward_by_mode_latency_microseconds";
-        let q = summary_quantiles(&s, by_mode, &[("shard", "1"), ("mode", "pair")]);
-        assert_eq!(q[0], (0.5, 1000.0));
+        let by_mode = "shardrelay_forward_by_mode_latency_seconds";
+        let b = histogram_buckets(&s, by_mode, &[("shard", "1"), ("mode", "pair")]);
+        assert_eq!(count_at(&b, 0.0025), 2.0);
         let labels = [("shard", "0"), ("mode", "server_id")];
         assert_eq!(sample_value(&s, &format!("{by_mode}_count"), &labels), 2.0);
     }
@@ -1382,7 +1576,7 @@ mod tests {
         for line in body.lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {
                 let (name, kind) = rest.split_once(' ').unwrap();
-                assert!(["counter", "gauge", "summary"].contains(&kind), "{line}");
+                assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
                 assert!(name.starts_with("shardrelay_"), "{line}");
                 assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
                 assert!(s.docs.contains_key(name), "no HELP for {name}");
@@ -1394,6 +1588,7 @@ mod tests {
                 let family = metric
                     .strip_suffix("_sum")
                     .or_else(|| metric.strip_suffix("_count"))
+                    .or_else(|| metric.strip_suffix("_bucket"))
                     .filter(|f| *f == current)
                     .unwrap_or(metric);
                 assert_eq!(family, current, "sample outside its family: {line}");
@@ -1403,12 +1598,12 @@ mod tests {
     }
 
     #[test]
-    fn prometheus_of_empty_histograms_reports_nan_quantiles_and_zero_count() {
+    fn prometheus_of_empty_histograms_reports_zero_buckets_and_count() {
         let body = render_prometheus(0, &[ShardStats::new(0).snapshot()]);
         let s = scrape(&body);
-        let q = summary_quantiles(&s, "shardrelay_handoff_latency_microseconds", &[]);
-        assert!(q.iter().all(|(_, v)| v.is_nan()));
-        let count = "shardrelay_handoff_latency_microseconds_count";
+        let b = histogram_buckets(&s, "shardrelay_handoff_latency_seconds", &[]);
+        assert!(b.iter().all(|(_, c)| *c == 0.0), "{b:?}");
+        let count = "shardrelay_handoff_latency_seconds_count";
         assert_eq!(sample_value(&s, count, &[("shard", "0")]), 0.0);
     }
 

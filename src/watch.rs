@@ -1,59 +1,158 @@
-//! `shardrelay stats`: an operator's terminal view of a running relay — fetch `/stats`
-//! from the admin listener once a second and print connections, rates and the latency
-//! histograms as a table.
+//! `shardrelay stats`: an operator's terminal view of a running relay. Every interval it
+//! fetches `/stats?histograms=recorded` from the admin listener and shows what happened
+//! *in that interval*: rates, refusals and drops by reason, and latency percentiles taken
+//! from the difference of two snapshots (nobody's histograms are reset), plus the open
+//! connections per kind.
+//!
+//! On a terminal the screen is redrawn in place; otherwise one compact line per interval
+//! is printed (for logs and pipes). A failed fetch (a relay restarting) is shown and
+//! retried; a restarted relay (uptime or counters went backwards) starts a new baseline.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use serde_json::Value;
 
-/// Why the watch stopped.
+/// Limit for connecting to the admin listener (per resolved address).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Limit for reading the `/stats` answer.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest `/stats` body read (the recorded lists of a busy relay stay far below).
+const MAX_STATS_BYTES: u64 = 16 << 20;
+/// The latency histograms shown.
+const HISTOGRAMS: [&str; 3] = ["forward", "handshake", "handoff"];
+/// Terminal control: cursor home, clear screen.
+const CLEAR_SCREEN: &str = "\x1b[H\x1b[2J";
+
+/// Why the watch could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
     /// The admin listener could not be reached or answered badly.
     #[error("GET /stats from {addr}: {why}")]
     Fetch {
-        /// The admin address.
-        addr: SocketAddr,
+        /// The admin address as given.
+        addr: String,
+        /// What went wrong.
+        why: String,
+    },
+    /// The admin listener answered, but not with the stats (a wrong token: 401).
+    #[error("GET /stats from {addr}: the relay answered {status}")]
+    Status {
+        /// The admin address as given.
+        addr: String,
+        /// The status line.
+        status: String,
+    },
+    /// `--admin-token-file` could not be read.
+    #[error("--admin-token-file {path}: {why}")]
+    TokenFile {
+        /// The file.
+        path: String,
         /// What went wrong.
         why: String,
     },
 }
 
-/// Print `count` screens (0 = forever), one a second.
-pub fn run(admin: SocketAddr, token: Option<&str>, count: u64) -> Result<(), WatchError> {
-    let mut previous: Option<Value> = None;
+/// What `shardrelay stats` was asked to do.
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    /// The admin listener, `host:port` (host names are resolved at every fetch).
+    pub admin: String,
+    /// Bearer token.
+    pub token: Option<String>,
+    /// Screens (or lines) to show before stopping; 0 = until interrupted.
+    pub count: u64,
+    /// Time between fetches.
+    pub interval: Duration,
+}
+
+/// The admin token from `--admin-token-file` (trimmed), else `--admin-token`.
+pub fn load_token(
+    file: Option<&PathBuf>,
+    token: Option<String>,
+) -> Result<Option<String>, WatchError> {
+    let Some(path) = file else {
+        return Ok(token);
+    };
+    let fail = |why: String| WatchError::TokenFile {
+        path: path.display().to_string(),
+        why,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(fail("the file is empty".into()));
+    }
+    Ok(Some(token.to_owned()))
+}
+
+/// Show `count` screens (0 = forever), one per interval, surviving fetch failures.
+pub fn run(options: &WatchOptions) -> Result<(), WatchError> {
+    let terminal = std::io::stdout().is_terminal();
+    let mut previous: Option<(Value, Instant)> = None;
     let mut shown = 0;
     loop {
-        let stats = fetch_stats(admin, token)?;
-        print!("{}", render(&stats, previous.as_ref()));
-        let _ = std::io::stdout().flush();
-        previous = Some(stats);
+        let screen = match fetch_stats(&options.admin, options.token.as_deref()) {
+            Ok(stats) => {
+                let taken = Instant::now();
+                let baseline = previous.take().filter(|(p, _)| !restarted(p, &stats));
+                let view = match &baseline {
+                    Some((before, at)) => {
+                        Interval::between(Some(before), &stats, taken.duration_since(*at))
+                    }
+                    None => Interval::between(None, &stats, Duration::ZERO),
+                };
+                previous = Some((stats, taken));
+                render(options, &view, terminal)
+            }
+            Err(e) => render_unreachable(options, &e, terminal),
+        };
+        let mut out = std::io::stdout().lock();
+        let shown_ok = write!(out, "{screen}").and_then(|_| out.flush());
+        if shown_ok.is_err() {
+            return Ok(()); // stdout closed (`| head`): nothing left to show to
+        }
         shown += 1;
-        if count != 0 && shown >= count {
+        if options.count != 0 && shown >= options.count {
             return Ok(());
         }
-        std::thread::sleep(Duration::from_secs(1));
+        std::thread::sleep(options.interval);
     }
 }
 
-/// One `GET /stats` over a plain blocking socket.
-pub fn fetch_stats(admin: SocketAddr, token: Option<&str>) -> Result<Value, WatchError> {
-    let fail = |why: String| WatchError::Fetch { addr: admin, why };
-    let mut stream = TcpStream::connect_timeout(&admin, Duration::from_secs(2))
-        .map_err(|e| fail(e.to_string()))?;
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+/// Whether `now` comes from a relay restarted since `before` was taken.
+fn restarted(before: &Value, now: &Value) -> bool {
+    let n = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+    n(now, "/uptime_seconds") < n(before, "/uptime_seconds")
+        || n(now, "/totals/accepted") < n(before, "/totals/accepted")
+}
+
+/// One `GET /stats?histograms=recorded` over a plain blocking socket, trying each
+/// address `admin` resolves to.
+pub fn fetch_stats(admin: &str, token: Option<&str>) -> Result<Value, WatchError> {
+    let fail = |why: String| WatchError::Fetch {
+        addr: admin.to_owned(),
+        why,
+    };
+    let mut stream = connect(admin).map_err(fail)?;
+    let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
-    let request =
-        format!("GET /stats HTTP/1.1\r\nHost: {admin}\r\n{auth}Connection: close\r\n\r\n");
+    let request = format!(
+        "GET /stats?histograms=recorded HTTP/1.1\r\nHost: {admin}\r\n{auth}Connection: close\r\n\r\n"
+    );
     stream
         .write_all(request.as_bytes())
         .map_err(|e| fail(e.to_string()))?;
     let mut response = Vec::new();
     stream
+        .take(MAX_STATS_BYTES)
         .read_to_end(&mut response)
         .map_err(|e| fail(e.to_string()))?;
     let text = String::from_utf8_lossy(&response);
@@ -61,52 +160,343 @@ pub fn fetch_stats(admin: SocketAddr, token: Option<&str>) -> Result<Value, Watc
         .split_once("\r\n\r\n")
         .ok_or_else(|| fail("no HTTP response".into()))?;
     if !head.starts_with("HTTP/1.1 200") {
-        let status = head.lines().next().unwrap_or_default().to_owned();
-        return Err(fail(status));
+        return Err(WatchError::Status {
+            addr: admin.to_owned(),
+            status: head.lines().next().unwrap_or_default().to_owned(),
+        });
     }
     serde_json::from_str(body).map_err(|e| fail(e.to_string()))
 }
 
-/// One screen: totals, rates since the previous screen, and the histograms.
-pub fn render(stats: &Value, previous: Option<&Value>) -> String {
-    let totals = &stats["totals"];
-    let rate = |name: &str| {
-        let now = totals[name].as_u64().unwrap_or(0);
-        let before = previous.map_or(now, |p| p["totals"][name].as_u64().unwrap_or(0));
-        now.saturating_sub(before)
+/// Connect to the first address of `admin` that answers.
+fn connect(admin: &str) -> Result<TcpStream, String> {
+    let addrs: Vec<SocketAddr> = admin
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve: {e}"))?
+        .collect();
+    let mut last = format!("`{admin}` resolves to no address");
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = format!("{addr}: {e}"),
+        }
+    }
+    Err(last)
+}
+
+/// What one interval shows: the latest snapshot and its differences from the previous.
+#[derive(Debug, Default)]
+pub struct Interval {
+    /// Seconds the interval covered (0 for the first screen: everything since start).
+    pub seconds: f64,
+    /// Relay uptime, seconds.
+    pub uptime: u64,
+    /// Shards that answered.
+    pub shards: u64,
+    /// Open connections by kind (now).
+    pub connections: Vec<(String, u64)>,
+    /// Counter increases (`accepted` less this tool's own fetch).
+    pub counters: BTreeMap<&'static str, u64>,
+    /// Refusals by reason: (this interval, since start).
+    pub rejected: Vec<(String, u64, u64)>,
+    /// Drops by reason: (this interval, since start).
+    pub dropped: Vec<(String, u64, u64)>,
+    /// Latency over the interval by histogram, µs: count, p50, p90, p99, p99.9, max.
+    pub latency: Vec<(&'static str, [u64; 6])>,
+}
+
+impl Interval {
+    /// The view of `now` against `before`, taken `elapsed` earlier (no `before`: since
+    /// the relay started).
+    pub fn between(before: Option<&Value>, now: &Value, elapsed: Duration) -> Interval {
+        let n = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+        let grew = |p: &str| n(now, p).saturating_sub(before.map_or(0, |b| n(b, p)));
+        let uptime = n(now, "/uptime_seconds");
+        let mut counters = BTreeMap::new();
+        for name in [
+            "accepted",
+            "handoffs",
+            "messages_in",
+            "messages_out",
+            "bytes_in",
+            "bytes_out",
+        ] {
+            counters.insert(name, grew(&format!("/totals/{name}")));
+        }
+        // Our own /stats fetch is one accepted admin connection per interval.
+        if let Some(accepted) = counters.get_mut("accepted") {
+            *accepted = accepted.saturating_sub(1);
+        }
+        Interval {
+            seconds: if before.is_some() {
+                elapsed.as_secs_f64()
+            } else {
+                0.0
+            },
+            uptime,
+            shards: n(now, "/shards"),
+            connections: kinds(now),
+            counters,
+            rejected: reasons(before, now, "rejected"),
+            dropped: reasons(before, now, "dropped"),
+            latency: HISTOGRAMS
+                .iter()
+                .map(|&name| (name, interval_latency(before, now, name)))
+                .collect(),
+        }
+    }
+
+    /// Per-second rate of a counter over the interval (over the uptime for the first
+    /// screen), rounded.
+    fn rate(&self, name: &str) -> u64 {
+        let n = self.counters.get(name).copied().unwrap_or(0) as f64;
+        let seconds = if self.seconds > 0.0 {
+            self.seconds
+        } else {
+            self.uptime.max(1) as f64
+        };
+        (n / seconds).round() as u64
+    }
+}
+
+/// Open connections by kind from `totals.connections`.
+fn kinds(now: &Value) -> Vec<(String, u64)> {
+    now.pointer("/totals/connections")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A keyed counter map's reasons: (reason, this interval, since start).
+fn reasons(before: Option<&Value>, now: &Value, map: &str) -> Vec<(String, u64, u64)> {
+    let Some(reasons) = now
+        .pointer(&format!("/totals/{map}"))
+        .and_then(Value::as_object)
+    else {
+        return Vec::new();
     };
-    let mut out = format!(
-        "\n== shardrelay  uptime {}s  shards {} ==\n",
-        stats["uptime_seconds"], stats["shards"]
+    reasons
+        .iter()
+        .map(|(reason, total)| {
+            let total = total.as_u64().unwrap_or(0);
+            let earlier = before
+                .and_then(|b| b.pointer(&format!("/totals/{map}/{reason}")))
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            (reason.clone(), total.saturating_sub(earlier), total)
+        })
+        .collect()
+}
+
+/// A histogram's recorded values (µs → count).
+fn recorded(stats: &Value, name: &str) -> BTreeMap<u64, u64> {
+    let mut out = BTreeMap::new();
+    let pointer = format!("/totals/histograms/{name}/recorded");
+    for pair in stats
+        .pointer(&pointer)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let (Some(v), Some(c)) = (pair[0].as_u64(), pair[1].as_u64()) {
+            *out.entry(v).or_insert(0) += c;
+        }
+    }
+    out
+}
+
+/// count, p50, p90, p99, p99.9 and max (µs) of what `name` recorded in the interval.
+fn interval_latency(before: Option<&Value>, now: &Value, name: &str) -> [u64; 6] {
+    let earlier = before.map(|b| recorded(b, name)).unwrap_or_default();
+    // Cannot fail: constant bounds hdrhistogram accepts (1 µs .. 60 s, 3 figures), the
+    // relay's own.
+    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    for (value, count) in recorded(now, name) {
+        let grew = count.saturating_sub(earlier.get(&value).copied().unwrap_or(0));
+        if grew > 0 {
+            h.saturating_record_n(value.max(1), grew);
+        }
+    }
+    if h.is_empty() {
+        return [0; 6];
+    }
+    let q = |q: f64| h.value_at_quantile(q);
+    [h.len(), q(0.5), q(0.9), q(0.99), q(0.999), h.max()]
+}
+
+/// The screen (terminal) or line (otherwise) for one interval.
+pub fn render(options: &WatchOptions, view: &Interval, terminal: bool) -> String {
+    if terminal {
+        format!("{CLEAR_SCREEN}{}", render_screen(options, view))
+    } else {
+        render_line(view)
+    }
+}
+
+/// The full-screen view.
+pub fn render_screen(options: &WatchOptions, view: &Interval) -> String {
+    let mut out = String::new();
+    let window = if view.seconds > 0.0 {
+        format!("last {:.1}s", view.seconds)
+    } else {
+        "since start".to_owned()
+    };
+    let _ = writeln!(
+        out,
+        "shardrelay stats  {}  uptime {}s  shards {}  ({window}; Ctrl-C quits)\n",
+        options.admin, view.uptime, view.shards
     );
-    out += &format!(
-        "connections {}\naccepted/s {}  handoffs/s {}  msgs in/s {}  msgs out/s {}  bytes in/s {}  bytes out/s {}\n",
-        totals["connections"],
-        rate("accepted"),
-        rate("handoffs"),
-        rate("messages_in"),
-        rate("messages_out"),
-        rate("bytes_in"),
-        rate("bytes_out"),
+    let total: u64 = view.connections.iter().map(|(_, n)| n).sum();
+    let _ = writeln!(out, "{:<18} {:>10}", "connections", "open");
+    for (kind, n) in &view.connections {
+        let _ = writeln!(out, "  {kind:<16} {n:>10}");
+    }
+    let _ = writeln!(out, "  {:<16} {total:>10}\n", "total");
+    let _ = writeln!(
+        out,
+        "per second        accepted {}  handoffs {}  msgs in {}  msgs out {}  bytes in {}  bytes out {}\n",
+        view.rate("accepted"),
+        view.rate("handoffs"),
+        view.rate("messages_in"),
+        view.rate("messages_out"),
+        view.rate("bytes_in"),
+        view.rate("bytes_out")
     );
-    out += &format!(
-        "{:<10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}   (µs)\n",
-        "histogram", "count", "p50", "p90", "p99", "p999", "max", "mean"
+    render_reasons(&mut out, "rejected", &view.rejected);
+    render_reasons(&mut out, "dropped", &view.dropped);
+    let _ = writeln!(
+        out,
+        "{:<18} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}   (µs, {window})",
+        "latency", "count", "p50", "p90", "p99", "p99.9", "max"
     );
-    for name in ["forward", "handshake", "handoff"] {
-        let h = &totals["histograms"][name];
-        let cell = |key: &str| h[key].to_string();
-        out += &format!(
-            "{:<10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
-            name,
-            cell("count"),
-            cell("p50"),
-            cell("p90"),
-            cell("p99"),
-            cell("p999"),
-            cell("max"),
-            cell("mean")
+    for (name, [count, p50, p90, p99, p999, max]) in &view.latency {
+        let _ = writeln!(
+            out,
+            "  {name:<16} {count:>9} {p50:>8} {p90:>8} {p99:>8} {p999:>8} {max:>8}"
         );
     }
     out
+}
+
+/// A reason table: `reason  this interval  since start`.
+fn render_reasons(out: &mut String, title: &str, rows: &[(String, u64, u64)]) {
+    let _ = writeln!(out, "{title:<18} {:>10} {:>12}", "interval", "since start");
+    if rows.is_empty() {
+        let _ = writeln!(out, "  (none)");
+    }
+    for (reason, interval, total) in rows {
+        let _ = writeln!(out, "  {reason:<16} {interval:>10} {total:>12}");
+    }
+    out.push('\n');
+}
+
+/// One compact line (not a terminal).
+pub fn render_line(view: &Interval) -> String {
+    let open: Vec<String> = view
+        .connections
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    let total: u64 = view.connections.iter().map(|(_, n)| n).sum();
+    let sum = |rows: &[(String, u64, u64)]| rows.iter().map(|r| r.1).sum::<u64>();
+    let mut latency = String::new();
+    for (name, [_, p50, _, p99, _, max]) in &view.latency {
+        let _ = write!(latency, " | {name} p50 {p50} p99 {p99} max {max}");
+    }
+    format!(
+        "up {}s conns {total} ({}) accepted/s {} in/s {} out/s {} rejected {} dropped {}{latency} (µs)\n",
+        view.uptime,
+        if open.is_empty() { "none".to_owned() } else { open.join(", ") },
+        view.rate("accepted"),
+        view.rate("messages_in"),
+        view.rate("messages_out"),
+        sum(&view.rejected),
+        sum(&view.dropped),
+    )
+}
+
+/// What is shown while the relay cannot be reached.
+fn render_unreachable(options: &WatchOptions, error: &WatchError, terminal: bool) -> String {
+    let what = match error {
+        WatchError::Status { .. } => "relay refused the request",
+        _ => "relay unreachable",
+    };
+    let text = format!("{what}: {error} (retrying every {:?})\n", options.interval);
+    if terminal {
+        format!(
+            "{CLEAR_SCREEN}shardrelay stats  {}\n\n{text}",
+            options.admin
+        )
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn snapshot(uptime: u64, accepted: u64, not_found: u64, recorded: Value) -> Value {
+        json!({"uptime_seconds": uptime, "shards": 2, "totals": {
+            "connections": {"binary": 1, "phone": 3, "pair": 0},
+            "accepted": accepted, "messages_in": accepted * 10,
+            "rejected": {"not_found": not_found}, "dropped": {},
+            "histograms": {"forward": {"recorded": recorded}}}})
+    }
+
+    #[test]
+    fn the_interval_is_the_difference_and_excludes_our_own_fetch() {
+        let before = snapshot(10, 5, 1, json!([[1000, 50]]));
+        let now = snapshot(12, 9, 4, json!([[1000, 50], [10, 9], [20, 1]]));
+        let view = Interval::between(Some(&before), &now, Duration::from_secs(2));
+        assert_eq!(view.seconds, 2.0);
+        assert_eq!(view.counters["accepted"], 3, "4 accepted less our fetch");
+        assert_eq!(view.rate("messages_in"), 20);
+        assert_eq!(view.rejected, vec![("not_found".to_owned(), 3, 4)]);
+        let (_, forward) = view.latency[0];
+        assert_eq!(
+            forward,
+            [10, 10, 10, 20, 20, 20],
+            "the 1000 µs samples are older"
+        );
+        let screen = render_screen(&opts(), &view);
+        assert!(screen.contains("  phone                     3"), "{screen}");
+        assert!(screen.contains("  total                     4"), "{screen}");
+        assert!(screen.contains("not_found"), "{screen}");
+        assert!(screen.contains("last 2.0s"), "{screen}");
+    }
+
+    #[test]
+    fn a_restart_starts_a_new_baseline() {
+        let before = snapshot(100, 50, 0, json!([]));
+        let after = snapshot(1, 1, 0, json!([]));
+        assert!(restarted(&before, &after));
+        assert!(!restarted(&before, &snapshot(101, 51, 0, json!([]))));
+    }
+
+    #[test]
+    fn compact_lines_are_one_line_each() {
+        let view = Interval::between(None, &snapshot(3, 2, 0, json!([[7, 2]])), Duration::ZERO);
+        let line = render_line(&view);
+        assert_eq!(line.lines().count(), 1);
+        assert!(line.contains("conns 4 (binary 1, phone 3)"), "{line}");
+        assert!(line.contains("forward p50 7"), "{line}");
+        assert!(!render(&opts(), &view, false).contains('\u{1b}'));
+        assert!(render(&opts(), &view, true).starts_with(CLEAR_SCREEN));
+    }
+
+    fn opts() -> WatchOptions {
+        WatchOptions {
+            admin: "localhost:9090".into(),
+            token: None,
+            count: 1,
+            interval: Duration::from_secs(1),
+        }
+    }
 }

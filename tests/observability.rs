@@ -36,20 +36,17 @@ fn metrics_parse_with_a_real_prometheus_parser_and_carry_shard_labels() {
         .map(|s| s.labels.get("shard").unwrap())
         .collect();
     assert!(shards.contains(&"0") && shards.contains(&"1"));
-    // The parser folds the quantile lines of a summary into one Summary sample.
+    // The parser folds the bucket lines of a histogram into one Histogram sample.
     let forward = scrape
         .samples
         .iter()
-        .find(|s| s.metric == "shardrelay_forward_latency_microseconds")
-        .expect("forward latency summary");
+        .find(|s| s.metric == "shardrelay_forward_latency_seconds")
+        .expect("forward latency histogram");
     match &forward.value {
-        prometheus_parse::Value::Summary(quantiles) => {
-            assert!(
-                quantiles.iter().any(|q| q.quantile == 0.99),
-                "{quantiles:?}"
-            )
+        prometheus_parse::Value::Histogram(buckets) => {
+            assert!(buckets.iter().any(|b| b.less_than == 0.001), "{buckets:?}")
         }
-        other => panic!("forward latency is not a summary: {other:?}"),
+        other => panic!("forward latency is not a histogram: {other:?}"),
     }
 }
 

@@ -1,7 +1,11 @@
 //! Operator-facing behaviour (issue #18), black-box against the real relay binary:
 //! logging that never panics or blocks, no secrets in logs at any level, `--log-level`
-//! validation, SIGHUP, and the Prometheus exposition. Test names follow the issue's
-//! acceptance points.
+//! validation and colours (a1), SIGHUP (a2), the Prometheus exposition, promtool and the
+//! Grafana dashboard (a3), the `shardrelay stats` screen under tmux (a4), packaging:
+//! sd_notify, the systemd unit, completions, man page, Containerfile, toolchain check
+//! (a5), and one short bounded `shardrelay-load` run on loopback (a6). Test names carry
+//! the issue's acceptance point numbers. Tools (promtool, tmux, systemd-analyze) come from
+//! `scripts/install-test-tools.sh`; a test whose tool is missing says SKIPPED loudly.
 
 mod common;
 
@@ -352,4 +356,715 @@ fn a2_sighup_is_logged_and_ignored_and_sigterm_still_exits_0() {
     relay.signal(libc::SIGHUP);
     drive_connections(&relay, 1);
     sigterm_exits_0(&mut relay);
+}
+
+// ------------------------------------------------------------------ 6. load generator
+
+/// The `shardrelay-load` binary beside the relay's, brought up to date first (this
+/// package's tests do not build the other package's binary; a no-op when fresh).
+fn load_binary() -> std::path::PathBuf {
+    let relay_bin = std::path::Path::new(env!("CARGO_BIN_EXE_shardrelay"));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "-p", "shardrelay-load"])
+        .status()
+        .expect("cargo build -p shardrelay-load");
+    assert!(status.success(), "building shardrelay-load failed");
+    relay_bin.with_file_name("shardrelay-load")
+}
+
+/// Run the load generator (bounded: its own duration plus a kill deadline).
+fn run_load(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(load_binary())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start shardrelay-load");
+    let mut pipe = child.stdout.take().expect("stdout piped");
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = pipe.read_to_string(&mut out);
+        out
+    });
+    let status = wait_or_kill(&mut child, Duration::from_secs(60));
+    (status.code(), reader.join().unwrap())
+}
+
+#[test]
+fn a6_a_short_load_run_by_url_writes_hgrm_window_rows_compares_and_fails_on_a_threshold() {
+    let relay = Relay::start(&["--shards", "2"]);
+    let dir = std::env::temp_dir().join(format!("shardrelay-op-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("first.json");
+    let target = format!("ws://{}/", relay.public);
+    let admin = format!("http://{}", relay.admin);
+    let common = [
+        "--target",
+        &target,
+        "--admin",
+        &admin,
+        "--workers",
+        "1",
+        "--rate",
+        "200",
+        "--warmup",
+        "300ms",
+        "--duration",
+        "1s",
+        "--drain",
+        "1s",
+    ];
+    let mut first: Vec<&str> = vec!["pair", "--pairs", "2"];
+    first.extend(common);
+    first.extend(["--json", json.to_str().unwrap(), "--fail-if", "p99>10s"]);
+    let (code, out) = run_load(&first);
+    assert_eq!(code, Some(0), "{out}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let window = &report["relay"]["window"];
+    let relay_forward = window["histograms"]["forward"]["count"].as_u64().unwrap();
+    let lifetime = report["relay"]["stats"]["totals"]["histograms"]["forward"]["count"]
+        .as_u64()
+        .unwrap();
+    assert!(relay_forward > 0, "{window}");
+    assert!(
+        relay_forward < lifetime,
+        "the window excludes the warm-up: {window}"
+    );
+    let hgrm = std::fs::read_to_string(dir.join("first.hgrm")).expect(".hgrm beside the JSON");
+    assert!(
+        hgrm.contains("Percentile") && hgrm.contains("Total count"),
+        "{hgrm}"
+    );
+    // Second run: compared with the first, and failed by a threshold it cannot meet.
+    let previous = json.to_str().unwrap();
+    let mut second: Vec<&str> = vec!["pair", "--pairs", "2"];
+    second.extend(common);
+    second.extend(["--compare", previous, "--fail-if", "throughput>=0"]);
+    let (code, out) = run_load(&second);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("compared with previous run"), "{out}");
+    assert!(out.contains("latency p99"), "{out}");
+    assert!(
+        out.contains("threshold     crossed: throughput>=0"),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ------------------------------------------------------------------ 3. metrics
+
+/// `promtool`, or `None` after a loud message (install it with
+/// `scripts/install-test-tools.sh`, which `make test` runs).
+fn promtool() -> Option<&'static str> {
+    let found = Command::new("promtool")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        eprintln!(
+            "\n*** SKIPPED promtool checks: promtool is not installed. \
+             Run scripts/install-test-tools.sh (Debian package `prometheus`). ***\n"
+        );
+    }
+    found.then_some("promtool")
+}
+
+/// Run a promtool subcommand with `input` on stdin (or a file argument); returns
+/// (success, combined output).
+fn run_promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {
+    let mut child = Command::new("promtool")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start promtool");
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// A relay that has seen traffic of a few kinds, a refusal and a drop, and its scrape.
+fn busy_relay_metrics() -> (Relay, String) {
+    let relay = Relay::start(&["--shards", "2", "--enable-echo"]);
+    drive_connections(&relay, 3);
+    assert_eq!(relay.raw_http(&upgrade_request("/nowhere", "")).status, 404);
+    // A text frame on a pair is dropped (`text_in_pair`), so `dropped_total` has a series.
+    let mut a = relay.ws("/v1/pair?pair=metrics-drop", &[]).unwrap();
+    let _b = relay.ws("/v1/pair?pair=metrics-drop", &[]).unwrap();
+    a.send(Message::text("not binary")).unwrap();
+    relay.wait_total("/dropped/text_in_pair", 1);
+    relay.wait_total("/messages_out", 6);
+    let resp = relay.admin_get("/metrics");
+    assert_eq!(resp.status, 200);
+    let body = resp.body_text();
+    (relay, body)
+}
+
+#[test]
+fn a3_metrics_pass_promtool_check_metrics() {
+    let (_relay, body) = busy_relay_metrics();
+    let Some(_) = promtool() else { return };
+    let (ok, out) = run_promtool(&["check", "metrics"], Some(&body));
+    assert!(
+        ok,
+        "promtool check metrics failed:\n{out}\n--- scrape ---\n{body}"
+    );
+}
+
+/// Samples of `metric` (exact name) in a scrape: (labels text, value).
+fn samples<'a>(body: &'a str, metric: &str) -> Vec<(&'a str, f64)> {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name_labels, value) = l.rsplit_once(' ')?;
+            let (name, labels) = match name_labels.split_once('{') {
+                Some((n, rest)) => (n, rest),
+                None => (name_labels, ""),
+            };
+            (name == metric).then(|| (labels, value.parse().unwrap_or(f64::NAN)))
+        })
+        .collect()
+}
+
+#[test]
+fn a3_latency_is_seconds_histograms_with_shared_buckets_and_reset_does_not_rewind_them() {
+    let (relay, body) = busy_relay_metrics();
+    assert!(
+        !body.contains("microseconds"),
+        "no microsecond metrics remain"
+    );
+    assert!(body.contains("# TYPE shardrelay_forward_latency_seconds histogram"));
+    let buckets = samples(&body, "shardrelay_forward_latency_seconds_bucket");
+    let les = |shard: &str| -> Vec<String> {
+        buckets
+            .iter()
+            .filter(|(l, _)| l.contains(&format!("shard=\"{shard}\"")))
+            .map(|(l, _)| {
+                l.split("le=\"")
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(les("0"), les("1"), "every shard exports the same buckets");
+    assert_eq!(les("0").last().map(String::as_str), Some("+Inf"));
+    let count = |body: &str| -> f64 {
+        samples(body, "shardrelay_forward_latency_seconds_count")
+            .iter()
+            .map(|(_, v)| v)
+            .sum()
+    };
+    let before = count(&body);
+    assert!(before >= 6.0, "{before}");
+    // /stats?reset=1 restarts /stats' view only.
+    assert_eq!(relay.admin_get("/stats?reset=1").status, 200);
+    assert_eq!(relay.total("/histograms/forward/count"), 0);
+    let after = relay.admin_get("/metrics").body_text();
+    assert!(
+        count(&after) >= before,
+        "a reset rewound /metrics: {before} -> {}",
+        count(&after)
+    );
+}
+
+#[test]
+fn a3_build_info_process_fds_memory_and_connection_cap_are_exported() {
+    let relay = Relay::start(&["--max-connections", "777"]);
+    let body = relay.admin_get("/metrics").body_text();
+    let one = |metric: &str| -> f64 {
+        let s = samples(&body, metric);
+        assert_eq!(s.len(), 1, "{metric}: {s:?}\n{body}");
+        s[0].1
+    };
+    assert_eq!(one("shardrelay_max_connections"), 777.0);
+    assert_eq!(one("shardrelay_build_info"), 1.0);
+    let info = samples(&body, "shardrelay_build_info")[0].0;
+    assert!(
+        info.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))),
+        "{info}"
+    );
+    assert!(info.contains("driver=\""), "{info}");
+    assert!(one("process_open_fds") >= 5.0, "listeners, pipes, io_uring");
+    assert!(one("process_max_fds") >= one("process_open_fds"));
+    assert!(one("process_resident_memory_bytes") > 1e6);
+    assert_eq!(one("shardrelay_log_lines_dropped_total"), 0.0);
+}
+
+/// Every `shardrelay_*` / `process_*` identifier in a PromQL expression.
+fn metric_names(expr: &str) -> Vec<String> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|w| w.starts_with("shardrelay_") || w.starts_with("process_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The labels of every `by (…)` in an expression, less Prometheus' own `instance`.
+fn grouping_labels(expr: &str) -> Vec<String> {
+    expr.split("by (")
+        .skip(1)
+        .filter_map(|rest| rest.split_once(')'))
+        .flat_map(|(labels, _)| labels.split(',').map(|l| l.trim().to_owned()))
+        .filter(|l| !l.is_empty() && l != "instance")
+        .collect()
+}
+
+/// The metric names a scrape exports (histograms with their `_bucket`, `_sum`, `_count`).
+fn exported_names(body: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for line in body.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let (name, kind) = rest.split_once(' ').unwrap();
+        names.push(name.to_owned());
+        if kind == "histogram" {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                names.push(format!("{name}{suffix}"));
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn a3_every_dashboard_query_names_a_metric_the_relay_exports() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/packaging/grafana/shardrelay.json"
+    );
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let (_relay, body) = busy_relay_metrics();
+    let exported = exported_names(&body);
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().expect("expr").to_owned();
+            let names = metric_names(&expr);
+            assert!(!names.is_empty(), "{}: no metric in {expr}", panel["title"]);
+            for name in names {
+                assert!(
+                    exported.contains(&name),
+                    "{}: {name} is not exported",
+                    panel["title"]
+                );
+            }
+            exprs.push(expr);
+        }
+    }
+    assert!(exprs.len() >= 20, "{}", exprs.len());
+    for expr in &exprs {
+        for label in grouping_labels(expr) {
+            for name in metric_names(expr) {
+                let labelled = format!("{label}=\"");
+                let has = body.lines().any(|l| {
+                    (l.starts_with(&format!("{name}{{"))
+                        || l.starts_with(&format!("{name}_bucket{{")))
+                        && l.contains(&labelled)
+                });
+                assert!(has, "{expr}: no {name} series has the label {label}");
+            }
+        }
+    }
+    // With promtool: every query is valid PromQL (as a recording rule), Grafana's
+    // variables replaced by values.
+    let Some(_) = promtool() else { return };
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, expr) in exprs.iter().enumerate() {
+        let concrete = expr
+            .replace("$__rate_interval", "5m")
+            .replace("$instance", ".*");
+        rules.push_str(&format!(
+            "      - record: dashboard:query_{i}\n        expr: '{}'\n",
+            concrete.replace('\'', "''")
+        ));
+    }
+    let file =
+        std::env::temp_dir().join(format!("shardrelay-dash-rules-{}.yml", std::process::id()));
+    std::fs::write(&file, &rules).unwrap();
+    let (ok, out) = run_promtool(&["check", "rules", file.to_str().unwrap()], None);
+    let _ = std::fs::remove_file(&file);
+    assert!(ok, "promtool check rules:\n{out}\n{rules}");
+}
+
+// ------------------------------------------------------------------ 4. shardrelay stats
+
+/// A tmux server of this test's own (its own socket), killed on drop.
+struct Tmux {
+    /// The `-L` socket name.
+    socket: String,
+}
+
+impl Tmux {
+    /// `None` (after a loud message) when tmux is not installed.
+    fn start(name: &str, command: &str) -> Option<Tmux> {
+        if Command::new("tmux").arg("-V").output().is_err() {
+            eprintln!(
+                "\n*** SKIPPED tmux screen test: tmux is not installed. \
+                 Run scripts/install-test-tools.sh. ***\n"
+            );
+            return None;
+        }
+        let socket = format!("shardrelay-op-{name}-{}", std::process::id());
+        let status = Command::new("tmux")
+            .args([
+                "-L",
+                &socket,
+                "new-session",
+                "-d",
+                "-x",
+                "120",
+                "-y",
+                "50",
+                command,
+            ])
+            .status()
+            .expect("tmux new-session");
+        assert!(status.success());
+        Some(Tmux { socket })
+    }
+
+    /// The visible pane.
+    fn screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket, "capture-pane", "-p"])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Wait until the pane satisfies `cond`.
+    fn wait_for(&self, what: &str, cond: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let screen = self.screen();
+            if cond(&screen) {
+                return screen;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}; screen:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .status();
+    }
+}
+
+/// Start a relay whose admin listener is on `admin` (for a restart on the same port).
+fn start_with_admin(admin: &str, args: &[&str]) -> Relay {
+    let child = Command::new(env!("CARGO_BIN_EXE_shardrelay"))
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", admin])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start shardrelay");
+    adopt(child)
+}
+
+/// A line of the screen that starts with `prefix` (after trimming) and ends with `value`.
+fn row_is(screen: &str, prefix: &str, value: &str) -> bool {
+    screen.lines().any(|l| {
+        let t = l.trim();
+        t.starts_with(prefix) && t.split_whitespace().last() == Some(value)
+    })
+}
+
+#[test]
+fn a4_stats_redraws_in_place_shows_kinds_and_reasons_and_survives_a_relay_restart() {
+    let token_file =
+        std::env::temp_dir().join(format!("shardrelay-op-watch-{}", std::process::id()));
+    std::fs::write(&token_file, "w4tch-t0ken\n").unwrap();
+    let token_arg = token_file.to_str().unwrap().to_owned();
+    let mut relay = Relay::start(&["--enable-echo", "--admin-token-file", &token_arg]);
+    let port = relay.admin.port();
+    let command = format!(
+        "{} stats --admin localhost:{port} --interval 200ms --admin-token-file {token_arg}",
+        env!("CARGO_BIN_EXE_shardrelay")
+    );
+    let Some(tmux) = Tmux::start("watch", &command) else {
+        return;
+    };
+    let _echo = relay.ws("/v1/echo", &[]).unwrap();
+    assert_eq!(relay.raw_http(&upgrade_request("/nowhere", "")).status, 404);
+    let screen = tmux.wait_for("an echo connection and a not_found refusal", |s| {
+        row_is(s, "echo", "1") && s.contains("not_found") && s.contains("last ")
+    });
+    assert!(row_is(&screen, "total", "1"), "{screen}");
+    for part in [
+        "connections",
+        "per second",
+        "rejected",
+        "dropped",
+        "forward",
+        "p99",
+    ] {
+        assert!(screen.contains(part), "no {part}: {screen}");
+    }
+    assert!(!screen.contains('{'), "raw JSON on screen: {screen}");
+    // Several intervals later the pane still holds one screen: redrawn, not appended.
+    let screen = tmux.wait_for("a few redraws", |s| {
+        s.contains("uptime 1s") || s.contains("uptime 2s")
+    });
+    assert_eq!(screen.matches("shardrelay stats").count(), 1, "{screen}");
+    // The relay goes away: the watcher says so and keeps trying...
+    relay.signal(libc::SIGTERM);
+    assert!(relay.wait_exit(Duration::from_secs(8)).success());
+    tmux.wait_for("unreachable", |s| s.contains("relay unreachable"));
+    // ...and picks the restarted relay up on the same admin port.
+    let admin = format!("127.0.0.1:{port}");
+    let _again = start_with_admin(&admin, &["--admin-token-file", &token_arg]);
+    let screen = tmux.wait_for("the restarted relay", |s| {
+        !s.contains("unreachable") && row_is(s, "total", "0")
+    });
+    assert!(screen.contains("connections"), "{screen}");
+    let _ = std::fs::remove_file(&token_file);
+}
+
+#[test]
+fn a4_stats_prints_compact_lines_when_not_a_terminal() {
+    let relay = Relay::start(&["--enable-echo"]);
+    let _echo = relay.ws("/v1/echo", &[]).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_shardrelay"))
+        .args([
+            "stats",
+            "--admin",
+            &format!("localhost:{}", relay.admin.port()),
+        ])
+        .args(["--count", "3", "--interval", "100ms"])
+        .output()
+        .expect("run shardrelay stats");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+    assert!(
+        text.lines().all(|l| l.contains("conns 1 (echo 1)")),
+        "{text}"
+    );
+}
+
+// ------------------------------------------------------------------ 5. packaging
+
+/// A file of the repository.
+fn repo_file(path: &str) -> String {
+    let full = format!("{}/{path}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
+}
+
+#[test]
+fn a5_ready_and_stopping_are_sent_to_systemds_notify_socket() {
+    use std::os::unix::net::UnixDatagram;
+    let path = std::env::temp_dir().join(format!("shardrelay-op-notify-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let socket = UnixDatagram::bind(&path).expect("bind notify socket");
+    socket.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_shardrelay"))
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .env("NOTIFY_SOCKET", &path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start shardrelay");
+    let mut relay = adopt(child);
+    let mut buf = [0u8; 256];
+    let n = socket.recv(&mut buf).expect("a READY=1 datagram");
+    assert_eq!(&buf[..n], b"READY=1\n");
+    assert_eq!(relay.health()["status"], "ok", "serving once ready");
+    relay.signal(libc::SIGTERM);
+    let n = socket.recv(&mut buf).expect("a STOPPING=1 datagram");
+    assert_eq!(&buf[..n], b"STOPPING=1\n");
+    assert!(relay.wait_exit(Duration::from_secs(8)).success());
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a5_the_systemd_unit_is_hardened_and_passes_systemd_analyze_verify() {
+    let unit = repo_file("packaging/systemd/shardrelay.service");
+    for line in [
+        "Type=notify",
+        "LimitNOFILE=1048576",
+        "DynamicUser=yes",
+        "CapabilityBoundingSet=\n",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+    ] {
+        assert!(unit.contains(line), "unit lacks {line:?}");
+    }
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("\n*** SKIPPED systemd-analyze verify: not installed (scripts/install-test-tools.sh). ***\n");
+        return;
+    }
+    // verify checks that ExecStart exists: point it at the binary under test.
+    let local = unit.replace(
+        "/usr/local/bin/shardrelay",
+        env!("CARGO_BIN_EXE_shardrelay"),
+    );
+    let dir = std::env::temp_dir().join(format!("shardrelay-op-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("shardrelay.service");
+    std::fs::write(&file, local).unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&file)
+        .output()
+        .expect("systemd-analyze verify");
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.trim().is_empty(),
+        "systemd-analyze verify:\n{text}"
+    );
+}
+
+#[test]
+fn a5_completions_and_the_man_page_are_generated_from_the_cli() {
+    let run = |args: &[&str]| -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_shardrelay"))
+            .args(args)
+            .output()
+            .expect("run shardrelay");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let script = run(&["completions", shell]);
+        assert!(script.contains("max-connections"), "{shell}: {script}");
+        assert!(script.contains("stats"), "{shell} completes subcommands");
+    }
+    let man = run(&["man"]);
+    assert!(man.contains(".TH shardrelay 1"), "{man}");
+    assert!(man.contains("max\\-connections"), "{man}");
+    let bad = Command::new(env!("CARGO_BIN_EXE_shardrelay"))
+        .args(["completions", "cmd.exe"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn a5_the_containerfile_pins_the_declared_rust_version_and_runs_without_root() {
+    let cargo = repo_file("Cargo.toml");
+    let version = cargo
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("rust-version in Cargo.toml");
+    let containerfile = repo_file("packaging/container/Containerfile");
+    assert!(
+        containerfile.contains(&format!("library/rust:{version}-")),
+        "builder image is not Rust {version}"
+    );
+    assert!(containerfile.contains("cargo build --release --locked"));
+    let user = containerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("a USER line");
+    assert!(
+        !user.starts_with("0") && !user.starts_with("root"),
+        "{user}"
+    );
+    assert!(containerfile.contains("ENTRYPOINT [\"/usr/local/bin/shardrelay\"]"));
+}
+
+#[test]
+fn a5_an_old_rustc_gets_a_clear_message_from_the_toolchain_check() {
+    let dir = std::env::temp_dir().join(format!("shardrelay-op-rustc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fake = dir.join("rustc");
+    std::fs::write(&fake, "#!/bin/sh\necho 'rustc 1.63.0 (debian)'\n").unwrap();
+    let mut perms = std::fs::metadata(&fake).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&fake, perms).unwrap();
+    let out = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/check-toolchain.sh"
+        ))
+        .env("RUSTC", &fake)
+        .output()
+        .expect("run check-toolchain.sh");
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("needs Rust >= 1.89") && err.contains("1.63.0"),
+        "{err}"
+    );
+    let ok = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/check-toolchain.sh"
+        ))
+        .status()
+        .unwrap();
+    assert!(ok.success(), "the toolchain running this test passes");
+}
+
+#[test]
+fn a1_log_lines_are_coloured_when_stderr_is_a_terminal() {
+    let command = format!(
+        "{} --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0",
+        env!("CARGO_BIN_EXE_shardrelay")
+    );
+    let Some(tmux) = Tmux::start("colour", &command) else {
+        return;
+    };
+    tmux.wait_for("the listening log line", |s| {
+        s.contains("shardrelay listening")
+    });
+    let out = Command::new("tmux")
+        .args(["-L", &tmux.socket, "capture-pane", "-p", "-e"])
+        .output()
+        .expect("tmux capture-pane -e");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    let line = screen
+        .lines()
+        .find(|l| l.contains("shardrelay listening"))
+        .expect("log line on screen");
+    assert!(
+        line.contains("\u{1b}["),
+        "no colour on a terminal: {line:?}"
+    );
 }

@@ -1,6 +1,6 @@
 //! The command line: one subcommand per scenario, each flattening the flags every
-//! scenario shares ([`Common`]). Value parsers for durations, sizes, loopback
-//! addresses and source-IP ranges live here; turning flags into a run is `plan`'s job.
+//! scenario shares ([`Common`]). Value parsers for durations, sizes, target addresses
+//! and source-IP ranges live here; turning flags into a run is `plan`'s job.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -50,12 +50,13 @@ pub enum Command {
 /// Flags shared by every scenario.
 #[derive(Clone, Debug, Args)]
 pub struct Common {
-    /// The relay's public listener (loopback only). `ws://` or `http://` prefixes and
-    /// paths are ignored.
-    #[arg(long, alias = "url", env = "SHARDRELAY_LOAD_TARGET", default_value = "127.0.0.1:8080", value_parser = parse_loopback)]
+    /// The relay's public listener: `host:port`, `ws://host:port` or `http://host:port`
+    /// (a path is ignored; host names are resolved). `wss://`/`https://` are refused:
+    /// the relay and this tool have no TLS yet.
+    #[arg(long, alias = "url", env = "SHARDRELAY_LOAD_TARGET", default_value = "127.0.0.1:8080", value_parser = parse_target)]
     pub target: SocketAddr,
-    /// The relay's admin listener, for `/stats` and ticket minting (loopback only).
-    #[arg(long, env = "SHARDRELAY_LOAD_ADMIN", default_value = "127.0.0.1:9090", value_parser = parse_loopback)]
+    /// The relay's admin listener, for `/stats` and ticket minting (same forms).
+    #[arg(long, env = "SHARDRELAY_LOAD_ADMIN", default_value = "127.0.0.1:9090", value_parser = parse_target)]
     pub admin: SocketAddr,
     /// Bearer token for the admin listener, when the relay has one.
     #[arg(long, env = "SHARDRELAY_LOAD_ADMIN_TOKEN", hide_env_values = true)]
@@ -99,9 +100,19 @@ pub struct Common {
     /// list), to pass the ~28 k ephemeral ports of one source/destination pair.
     #[arg(long, value_parser = parse_source_ips)]
     pub source_ips: Option<SourceIps>,
-    /// Also write the final report as JSON to this file.
+    /// Also write the final report as JSON to this file, and the client latency's full
+    /// HDR percentile distribution beside it (same name, `.hgrm`).
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// A previous run's `--json` report: print this run's change against it.
+    #[arg(long, value_name = "PREVIOUS.json")]
+    pub compare: Option<PathBuf>,
+    /// A threshold that fails the run (exit 3) when crossed, e.g. `p99>2ms`,
+    /// `throughput<5000`, `errors>0`; repeatable. Metrics: p50 p90 p99 p999 max mean
+    /// connect_p99 (durations: us, ms, s; bare numbers are µs), throughput (msg/s),
+    /// errors, lost, failed (connections).
+    #[arg(long = "fail-if", value_name = "METRIC<OP>VALUE", value_parser = crate::threshold::Threshold::parse)]
+    pub fail_if: Vec<crate::threshold::Threshold>,
     /// Do not fetch the relay's `/stats` at the end.
     #[arg(long)]
     pub no_relay_stats: bool,
@@ -221,11 +232,11 @@ pub enum IdleStyle {
 /// `chaos` flags (its own: it runs no plan, no monoio workers).
 #[derive(Debug, Args)]
 pub struct ChaosArgs {
-    /// The relay's public listener (loopback only).
-    #[arg(long, alias = "url", env = "SHARDRELAY_LOAD_TARGET", default_value = "127.0.0.1:8080", value_parser = parse_loopback)]
+    /// The relay's public listener (`host:port`, `ws://…` or `http://…`).
+    #[arg(long, alias = "url", env = "SHARDRELAY_LOAD_TARGET", default_value = "127.0.0.1:8080", value_parser = parse_target)]
     pub target: SocketAddr,
-    /// The relay's admin listener, for ticket minting (loopback only).
-    #[arg(long, env = "SHARDRELAY_LOAD_ADMIN", default_value = "127.0.0.1:9090", value_parser = parse_loopback)]
+    /// The relay's admin listener, for ticket minting (same forms).
+    #[arg(long, env = "SHARDRELAY_LOAD_ADMIN", default_value = "127.0.0.1:9090", value_parser = parse_target)]
     pub admin: SocketAddr,
     /// Bearer token for the admin listener, when the relay has one.
     #[arg(long, env = "SHARDRELAY_LOAD_ADMIN_TOKEN", hide_env_values = true)]
@@ -338,24 +349,60 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("size `{text}` overflows"))
 }
 
-/// Parses a listener address and insists it is on loopback: load goes nowhere else.
-pub fn parse_loopback(text: &str) -> Result<SocketAddr, String> {
-    let bare = strip_url(text);
-    let addr = bare
+/// Parses a listener address: `host:port`, or a `ws://`/`http://` URL whose path is
+/// ignored. Any address is accepted (operators drive a relay from other machines); a
+/// host name resolves to its first IPv4 address (else its first). `wss://` and `https://` are refused with a
+/// clear message: there is no TLS support yet.
+pub fn parse_target(text: &str) -> Result<SocketAddr, String> {
+    let (scheme, rest) = match text.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme.to_ascii_lowercase()), rest),
+        None => (None, text),
+    };
+    let default_port = match scheme.as_deref() {
+        None => None,
+        Some("ws" | "http") => Some(80),
+        Some("wss" | "https") => {
+            return Err(format!(
+                "`{text}`: TLS (wss://, https://) is not supported yet; use ws:// or http://"
+            ))
+        }
+        Some(other) => return Err(format!("`{text}`: unknown scheme `{other}://`")),
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    if authority.is_empty() {
+        return Err(format!("`{text}`: no host"));
+    }
+    let with_port = match (has_port(authority), default_port) {
+        (true, _) => authority.to_owned(),
+        (false, Some(port)) => format!("{authority}:{port}"),
+        (false, None) => return Err(format!("`{text}`: no port (host:port)")),
+    };
+    let addrs: Vec<SocketAddr> = with_port
         .to_socket_addrs()
         .map_err(|e| format!("bad address `{text}`: {e}"))?
-        .find(|a| a.ip().is_loopback())
-        .ok_or_else(|| format!("`{text}` is not a loopback address (127.0.0.0/8 or ::1)"))?;
-    Ok(addr)
+        .collect();
+    // A name with both families (`localhost`): IPv4 first, as relays usually listen on
+    // 0.0.0.0 or 127.0.0.1.
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| format!("`{text}` resolves to no address"))
 }
 
-/// `ws://host:port/path` → `host:port`.
-fn strip_url(text: &str) -> &str {
-    let rest = text.split_once("://").map_or(text, |(_, rest)| rest);
-    rest.split('/').next().unwrap_or(rest)
+/// Whether `host[:port]` (or `[v6]:port`) names a port.
+fn has_port(authority: &str) -> bool {
+    match authority.rsplit_once(':') {
+        Some((host, port)) => {
+            !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !host.ends_with(':')
+        }
+        None => false,
+    }
 }
 
-/// Parses `127.0.0.1-127.0.0.20` or `127.0.0.1,127.0.0.2` (loopback only).
+/// Parses `127.0.0.1-127.0.0.20` or `127.0.0.1,127.0.0.2`: local addresses to bind
+/// (a loopback range for a loopback target, this host's addresses for a remote one).
 pub fn parse_source_ips(text: &str) -> Result<SourceIps, String> {
     let mut ips = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -372,9 +419,6 @@ pub fn parse_source_ips(text: &str) -> Result<SourceIps, String> {
     }
     if ips.is_empty() {
         return Err("no source IPs".into());
-    }
-    if let Some(ip) = ips.iter().find(|ip| !ip.is_loopback()) {
-        return Err(format!("source IP {ip} is not loopback"));
     }
     Ok(SourceIps(ips))
 }
@@ -418,17 +462,43 @@ mod tests {
     }
 
     #[test]
-    fn loopback_only() {
-        assert_eq!(parse_loopback("127.0.0.1:8080").unwrap().port(), 8080);
+    fn any_target_address_and_ws_or_http_urls() {
+        assert_eq!(parse_target("127.0.0.1:8080").unwrap().port(), 8080);
         assert_eq!(
-            parse_loopback("ws://127.0.0.2:81/v1/server")
-                .unwrap()
-                .port(),
+            parse_target("ws://127.0.0.2:81/v1/server").unwrap().port(),
             81
         );
-        assert!(parse_loopback("localhost:9").unwrap().ip().is_loopback());
-        assert!(parse_loopback("10.0.0.1:80").is_err());
-        assert!(parse_loopback("192.168.1.1:80").is_err());
+        assert_eq!(
+            parse_target("http://127.0.0.1:9090/stats").unwrap(),
+            "127.0.0.1:9090".parse().unwrap()
+        );
+        assert_eq!(
+            parse_target("localhost:9").unwrap(),
+            "127.0.0.1:9".parse().unwrap()
+        );
+        // Parsing only: no traffic goes anywhere in a unit test.
+        assert_eq!(
+            parse_target("10.0.0.1:80").unwrap(),
+            "10.0.0.1:80".parse().unwrap()
+        );
+        assert_eq!(
+            parse_target("ws://192.0.2.7/").unwrap(),
+            "192.0.2.7:80".parse().unwrap()
+        );
+        assert_eq!(parse_target("[::1]:7").unwrap().port(), 7);
+        assert_eq!(parse_target("ws://[::1]").unwrap().port(), 80);
+    }
+
+    #[test]
+    fn tls_and_unknown_schemes_are_refused_clearly() {
+        let err = parse_target("wss://127.0.0.1:443").unwrap_err();
+        assert!(err.contains("TLS"), "{err}");
+        assert!(parse_target("https://127.0.0.1")
+            .unwrap_err()
+            .contains("TLS"));
+        assert!(parse_target("ftp://127.0.0.1:21").is_err());
+        assert!(parse_target("127.0.0.1").is_err(), "no port");
+        assert!(parse_target("ws://").is_err());
     }
 
     #[test]
@@ -437,7 +507,7 @@ mod tests {
         assert_eq!(ips.len(), 20);
         assert_eq!(ips[19], "127.0.0.20".parse::<IpAddr>().unwrap());
         assert_eq!(parse_source_ips("127.0.0.1,127.0.0.3").unwrap().0.len(), 2);
-        assert!(parse_source_ips("10.0.0.1").is_err());
+        assert!(parse_source_ips("not-an-ip").is_err());
         assert!(parse_source_ips("127.0.0.9-127.0.0.1").is_err());
     }
 

@@ -14,7 +14,10 @@
 //! * [`seq`] — per-stream loss/duplicate/reorder accounting.
 //! * [`stats`] — per-worker recorder, mergeable totals, histogram summaries.
 //! * [`report`] — final report: text, JSON, exit code.
-//! * [`relay_stats`] — the relay's `/stats` fetched from the admin listener.
+//! * [`threshold`] — `--fail-if` thresholds and their exit code.
+//! * [`compare`] — `--compare`: this run beside a previous JSON report.
+//! * [`hgrm`] — the full latency distribution as an `.hgrm` file.
+//! * [`relay_stats`] — the relay's `/stats` over the measured window (two snapshots).
 //! * [`conn`] — a live connection: outbox + writer task, message reader.
 //! * [`net`] — TCP connect from a chosen source address, WebSocket upgrade.
 //! * [`ws`] — WebSocket framing and handshake, no I/O.
@@ -25,8 +28,10 @@
 
 pub mod cli;
 pub mod clock;
+pub mod compare;
 pub mod conn;
 pub mod direct;
+pub mod hgrm;
 pub mod http;
 pub mod local;
 pub mod net;
@@ -40,5 +45,6 @@ pub mod seq;
 pub mod stats;
 pub mod stream;
 pub mod sys;
+pub mod threshold;
 pub mod worker;
 pub mod ws;

@@ -216,9 +216,13 @@ pub struct Plan {
     pub connect_concurrency: usize,
     /// Limit for the whole ramp.
     pub setup_timeout: Duration,
-    /// JSON report path.
+    /// JSON report path (the `.hgrm` distribution goes beside it).
     pub json: Option<PathBuf>,
-    /// Fetch `/stats` at the end.
+    /// A previous run's JSON report to compare with (`--compare`).
+    pub compare: Option<PathBuf>,
+    /// `--fail-if` thresholds.
+    pub fail_if: Vec<crate::threshold::Threshold>,
+    /// Fetch `/stats` at the start and the end of the measured window.
     pub relay_stats: bool,
     /// Measure a direct loopback round trip beside the run (`--direct-probe`).
     pub direct_probe: bool,
@@ -321,6 +325,8 @@ impl Plan {
             connect_concurrency: common.connect_concurrency,
             setup_timeout: common.setup_timeout,
             json: common.json,
+            compare: common.compare,
+            fail_if: common.fail_if,
             relay_stats: !common.no_relay_stats,
             direct_probe: common.direct_probe,
         }

@@ -8,8 +8,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::plan::{Pace, Plan, Style};
-use crate::relay_stats::{self, RELAY_HISTOGRAMS};
+use crate::relay_stats::{self, Window, RELAY_HISTOGRAMS};
 use crate::stats::{Integrity, LatencySummary, Totals};
+use crate::threshold::{self, Threshold, EXIT_THRESHOLD};
 
 /// Exit code of a run with integrity violations (lost, duplicated, reordered,
 /// corrupted or misrouted messages).
@@ -53,6 +54,8 @@ pub struct Report {
     pub direct_round_trip_us: Option<LatencySummary>,
     /// The relay's view.
     pub relay: RelaySide,
+    /// `--fail-if` thresholds this run crossed, with the observed value.
+    pub thresholds_crossed: Vec<String>,
     /// The process exit code this report implies.
     pub exit_code: i32,
 }
@@ -94,8 +97,13 @@ pub struct Throughput {
 pub struct RelaySide {
     /// Why `/stats` could not be fetched, if it could not.
     pub error: Option<String>,
-    /// The whole `/stats` body.
+    /// The whole `/stats` body at the end of the run (cumulative since the relay
+    /// started).
     pub stats: Option<Value>,
+    /// The relay's figures over the measured window only (end minus start snapshot);
+    /// absent when the start snapshot could not be taken.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<Window>,
 }
 
 /// Inputs the report needs besides the totals.
@@ -148,10 +156,23 @@ impl Report {
             latency_us: LatencySummary::of(&totals.latency),
             direct_round_trip_us: facts.direct,
             relay,
+            thresholds_crossed: Vec::new(),
             exit_code: 0,
         };
         report.exit_code = report.verdict(plan);
         report
+    }
+
+    /// Checks `--fail-if` thresholds; a crossed one makes a clean run exit
+    /// [`EXIT_THRESHOLD`] (integrity violations and errors keep their codes).
+    pub fn apply_thresholds(&mut self, thresholds: &[Threshold]) {
+        self.thresholds_crossed = threshold::crossed(thresholds, self)
+            .into_iter()
+            .map(|(t, observed)| format!("{t} (observed {observed:.1})"))
+            .collect();
+        if self.exit_code == 0 && !self.thresholds_crossed.is_empty() {
+            self.exit_code = EXIT_THRESHOLD;
+        }
     }
 
     /// 2 for integrity violations, 1 for other errors or a run that moved nothing.
@@ -177,9 +198,13 @@ impl Report {
         );
         self.render_counts(&mut out);
         self.render_latency(&mut out);
+        for crossed in &self.thresholds_crossed {
+            let _ = writeln!(out, "threshold     crossed: {crossed}");
+        }
         let verdict = match self.exit_code {
             0 => "OK",
             EXIT_INTEGRITY => "FAILED: integrity violations",
+            EXIT_THRESHOLD => "FAILED: threshold crossed",
             _ => "FAILED: errors",
         };
         let _ = writeln!(out, "result        {verdict} (exit {})", self.exit_code);
@@ -253,8 +278,16 @@ impl Report {
         if let Some(direct) = &self.direct_round_trip_us {
             latency_row(out, "direct round trip", direct);
         }
+        if let Some(window) = &self.relay.window {
+            render_relay_window(out, window);
+            return;
+        }
         match (&self.relay.stats, &self.relay.error) {
             (Some(stats), _) => {
+                let _ = writeln!(
+                    out,
+                    "  (relay rows below are since the relay started: no start-of-window snapshot)"
+                );
                 for name in RELAY_HISTOGRAMS {
                     let label = format!("relay {name}");
                     match relay_stats::histogram(stats, name) {
@@ -276,6 +309,29 @@ impl Report {
             }
         }
     }
+}
+
+/// The relay's rows over the measured window, then its window counters.
+fn render_relay_window(out: &mut String, window: &Window) {
+    for name in RELAY_HISTOGRAMS {
+        let label = format!("relay {name}");
+        match window.histograms.get(name) {
+            Some(summary) => latency_row(out, &label, summary),
+            None => {
+                let _ = writeln!(out, "  {label:<21} (not in /stats)");
+            }
+        }
+    }
+    let c = |name: &str| window.counters.get(name).copied().unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "relay window  messages in {} out {}, accepted {}, rejected {}, dropped {}",
+        c("messages_in"),
+        c("messages_out"),
+        c("accepted"),
+        c("rejected"),
+        c("dropped")
+    );
 }
 
 /// One row of the latency table.
@@ -381,6 +437,7 @@ mod tests {
         let relay = RelaySide {
             error: None,
             stats: Some(stats),
+            window: None,
         };
         let report = Report::new(&plan(), &totals, &facts(), relay);
         assert_eq!(report.exit_code, 0);
@@ -395,10 +452,7 @@ mod tests {
 
     #[test]
     fn a_direct_probe_adds_its_row_and_json_field_only_when_run() {
-        let relay = || RelaySide {
-            error: None,
-            stats: None,
-        };
+        let relay = RelaySide::default;
         let without = Report::new(&plan(), &Totals::default(), &facts(), relay());
         assert!(!without.render().contains("direct round trip"));
         assert!(serde_json::to_value(&without).unwrap()["direct_round_trip_us"].is_null());
@@ -442,10 +496,60 @@ mod tests {
             &facts(),
             RelaySide {
                 error: Some("connect refused".into()),
-                stats: None,
+                ..Default::default()
             },
         );
         assert_eq!(report.exit_code, EXIT_INTEGRITY);
         assert!(report.render().contains("not fetched: connect refused"));
+    }
+
+    #[test]
+    fn a_crossed_threshold_exits_3_and_a_met_one_leaves_0() {
+        let mut totals = Totals {
+            conns_up: 4,
+            received: 10,
+            measured: 10,
+            ..Default::default()
+        };
+        totals.latency.record(2_500).unwrap();
+        let thresholds = [
+            Threshold::parse("p99>2ms").unwrap(),
+            Threshold::parse("throughput<0.5").unwrap(),
+        ];
+        let mut report = Report::new(&plan(), &totals, &facts(), RelaySide::default());
+        report.apply_thresholds(&thresholds[1..]);
+        assert_eq!(report.exit_code, 0, "{:?}", report.thresholds_crossed);
+        report.apply_thresholds(&thresholds);
+        assert_eq!(report.exit_code, EXIT_THRESHOLD);
+        assert_eq!(report.thresholds_crossed.len(), 1);
+        let text = report.render();
+        assert!(text.contains("threshold     crossed: p99>2ms"), "{text}");
+        assert!(
+            text.contains("FAILED: threshold crossed (exit 3)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn relay_rows_come_from_the_window_when_there_is_one() {
+        let mut window = Window::default();
+        let summary = LatencySummary {
+            count: 7,
+            p50: 11,
+            ..Default::default()
+        };
+        window.histograms.insert("forward".into(), summary);
+        window.counters.insert("dropped".into(), 2);
+        let relay = RelaySide {
+            window: Some(window),
+            ..Default::default()
+        };
+        let text = Report::new(&plan(), &Totals::default(), &facts(), relay).render();
+        assert!(
+            text.contains("  relay forward                 7        11"),
+            "{text}"
+        );
+        assert!(text.contains("dropped 2"), "{text}");
+        assert!(!text.contains("since the relay started"), "{text}");
     }
 }

@@ -50,6 +50,7 @@ pub fn run(plan: Plan) -> Result<i32, String> {
     let start = control.clock.now() + duration_nanos(START_LEAD);
     control.traffic_start.store(start, Ordering::Release);
     let direct = start_direct_probe(&plan);
+    let relay_start = snapshot_at_window_start(&plan, Instant::now() + START_LEAD + plan.warmup);
     let totals = follow_and_join(&plan, &control, handles)?;
     let direct = direct.and_then(|probe| match probe.finish() {
         Ok(summary) => Some(summary),
@@ -70,10 +71,52 @@ pub fn run(plan: Plan) -> Result<i32, String> {
         legacy_driver: driver_is_legacy(),
         direct,
     };
-    let report = Report::new(&plan, &totals, &facts, fetch_relay(&plan));
+    let mut report = Report::new(&plan, &totals, &facts, fetch_relay(&plan, relay_start));
+    report.apply_thresholds(&plan.fail_if);
     print!("{}", report.render());
+    print_comparison(&plan, &report)?;
     write_json(&plan, &report)?;
+    write_hgrm(&plan, &totals)?;
     Ok(report.exit_code)
+}
+
+/// The relay's `/stats` when the measured window opens, taken on a thread of its own so
+/// the main thread keeps following the workers. `None` with `--no-relay-stats`.
+fn snapshot_at_window_start(
+    plan: &Plan,
+    at: Instant,
+) -> Option<JoinHandle<Result<serde_json::Value, String>>> {
+    if !plan.relay_stats {
+        return None;
+    }
+    let (admin, token) = (plan.net.admin, plan.net.admin_token.clone());
+    std::thread::Builder::new()
+        .name("relay-stats".into())
+        .spawn(move || {
+            // Waiting for a wall-clock instant, not synchronising with anything.
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            relay_stats::fetch(admin, token.as_deref())
+        })
+        .ok()
+}
+
+/// With `--compare`: this run beside the previous report.
+fn print_comparison(plan: &Plan, report: &Report) -> Result<(), String> {
+    let Some(path) = &plan.compare else {
+        return Ok(());
+    };
+    let previous = crate::compare::load(path)?;
+    let current = serde_json::to_value(report).map_err(|e| format!("JSON report: {e}"))?;
+    print!("{}", crate::compare::render(&previous, &current));
+    Ok(())
+}
+
+/// With `--json`: the full client latency distribution beside it (`.hgrm`).
+fn write_hgrm(plan: &Plan, totals: &Totals) -> Result<(), String> {
+    let Some(json) = &plan.json else {
+        return Ok(());
+    };
+    crate::hgrm::write_beside(json, &totals.latency).map(|_| ())
 }
 
 /// With `--direct-probe`: the direct loopback round trip, over the same measured window.
@@ -214,21 +257,34 @@ fn merged_snapshots(control: &Control) -> (Totals, usize) {
     (totals, live)
 }
 
-/// Fetches the relay's `/stats` unless told not to; a failure is reported, not fatal.
-fn fetch_relay(plan: &Plan) -> RelaySide {
+/// Fetches the relay's `/stats` unless told not to, and its window against the start
+/// snapshot; a failure is reported, not fatal.
+fn fetch_relay(
+    plan: &Plan,
+    start: Option<JoinHandle<Result<serde_json::Value, String>>>,
+) -> RelaySide {
     if !plan.relay_stats {
         return RelaySide::default();
     }
+    let start = match start.map(|h| h.join()) {
+        Some(Ok(Ok(stats))) => Some(stats),
+        Some(Ok(Err(error))) => {
+            eprintln!("relay /stats at the window start not fetched: {error}");
+            None
+        }
+        _ => None,
+    };
     match relay_stats::fetch(plan.net.admin, plan.net.admin_token.as_deref()) {
         Ok(stats) => RelaySide {
             error: None,
+            window: start.map(|s| relay_stats::Window::between(&s, &stats)),
             stats: Some(stats),
         },
         Err(error) => {
             eprintln!("relay /stats not fetched: {error}");
             RelaySide {
                 error: Some(error),
-                stats: None,
+                ..Default::default()
             }
         }
     }

@@ -158,12 +158,15 @@ fn health_body(shard: &Shard, counts: &HealthCounts) -> String {
     .to_string()
 }
 
-/// `GET /stats[?reset=1]`.
+/// `GET /stats[?reset=1][&histograms=recorded]`.
 async fn serve_stats(shard: &Rc<Shard>, stream: TcpStream, head: &RequestHead) {
     let reset = matches!(head.query_param("reset"), Some(Ok(v)) if v == b"1" || v == b"true");
+    let options = stats::JsonOptions {
+        recorded: matches!(head.query_param("histograms"), Some(Ok(v)) if v == b"recorded"),
+    };
     let snaps = shard.gather_stats(reset).await;
     let uptime = shard.global.started.elapsed().as_secs();
-    let body = stats::render_json(uptime, &snaps);
+    let body = stats::render_json_with(uptime, &snaps, options);
     let resp = response::close_response(
         200,
         "application/json",
@@ -177,7 +180,10 @@ async fn serve_stats(shard: &Rc<Shard>, stream: TcpStream, head: &RequestHead) {
 async fn serve_metrics(shard: &Rc<Shard>, stream: TcpStream) {
     let snaps = shard.gather_stats(false).await;
     let uptime = shard.global.started.elapsed().as_secs();
-    let body = stats::render_prometheus(uptime, &snaps);
+    let mut body = stats::render_prometheus(uptime, &snaps);
+    let global = &shard.global;
+    let facts = crate::process::ProcessFacts::collect(global.driver, global.max_connections);
+    body.push_str(&crate::process::render_prometheus(&facts));
     let resp = response::close_response(
         200,
         "text/plain; version=0.0.4",
