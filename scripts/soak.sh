@@ -18,6 +18,22 @@
 #      (the load reports' only error is `close_1001`), and no ticket GET may have looked
 #      complete with the wrong bytes (ticket `corrupted` stays 0).
 #
+# With SOAK_ATTACKS=1 (off by default), the soak also runs hostile clients (issue 15,
+# point 10): first a baseline phase of SOAK_BASELINE_SECONDS (default 20) with the same
+# healthy load and no attackers, then the main phase, where `shardrelay-load attack` runs
+# its six classes (lone pair sides flooding 1-byte and empty messages, pings never read,
+# phones flooding a binary that does not read, session-code guessing, idle sockets that
+# never send a head, health-probe floods) through the whole load window. The baseline
+# phase (healthy load and chaos) is then also the warm-up: its peak RSS is the reference
+# of the end-of-run RSS check. Extra checks: the healthy loads still exit 0 (nothing lost, no unexpected close),
+# each healthy load's client p99 is within 3x its baseline p99 (or the baseline plus
+# SOAK_P99_FLOOR_US, default 1000, whichever is larger: a noise floor for sub-millisecond
+# baselines on a shared box), the attack client ran (exit 0), the relay's RSS never
+# passes SOAK_ATTACK_RSS_CEILING_KIB (default 1 GiB: a guard for the shared machine,
+# checked every 0.5 s, which stops the soak at once) and, as without attacks, everything
+# returns to its post-start level at the end. SOAK_ATTACK_CLASSES (comma-separated, default
+# all six) runs a subset, to tell which class a failure comes from.
+#
 # Environment: SOAK_SECONDS (default 600), SOAK_WARMUP (default 30, the RSS reference
 # point), SOAK_OUT (default target/soak: logs and JSON reports), SOAK_LOG_LEVEL (the
 # relay's, default warn), SOAK_NO_BUILD=1 to skip the build, SHARDRELAY_BIN and
@@ -52,6 +68,13 @@ RSS_SLACK_KIB=4096
 # ticket's TTL for a chaos ticket left unused (20 s) plus a sweep.
 SETTLE_SECONDS=40
 
+# Hostile clients beside the healthy load (see the header); off unless SOAK_ATTACKS=1.
+ATTACKS=${SOAK_ATTACKS:-0}
+BASELINE_SECONDS=${SOAK_BASELINE_SECONDS:-20}
+P99_FLOOR_US=${SOAK_P99_FLOOR_US:-1000}
+ATTACK_RSS_CEILING_KIB=${SOAK_ATTACK_RSS_CEILING_KIB:-1048576}
+ATTACK_CLASSES=${SOAK_ATTACK_CLASSES:-lone-pair-flood,ping-no-read,phone-flood,code-guess,idle-heads,health-flood}
+
 [ "$SOAK_SECONDS" -ge 20 ] || die "SOAK_SECONDS must be at least 20"
 [ "$SOAK_WARMUP" -lt "$SOAK_SECONDS" ] || SOAK_WARMUP=$((SOAK_SECONDS / 2))
 mkdir -p "$OUT"
@@ -60,7 +83,7 @@ rm -f "$OUT"/*.json "$OUT"/*.txt "$OUT"/*.log "$OUT"/*.csv
 LOAD_PIDS=()
 cleanup() {
     local rc=$?
-    for pid in "${LOAD_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${LOAD_PIDS[@]}" ${ATTACK_PID:-}; do kill "$pid" 2>/dev/null || true; done
     relay_stop
     return $rc
 }
@@ -105,6 +128,14 @@ load() {
 
 # Which styles the relay implements (session and ticket landed after pair and server-id).
 have_style() { ! grep -rqi placeholder "$ROOT/src/modes/$1"* 2>/dev/null; }
+# The styles the chaos client abuses.
+chaos_style_list() {
+    local styles=server-id,pair,echo
+    have_style session && styles+=,session
+    have_style session_ws && styles+=,session-ws
+    have_style ticket && styles+=,ticket
+    echo "$styles"
+}
 
 # rate PER_SECOND: PER_SECOND scaled by SOAK_RATE_PERCENT, at least 1.
 rate() { local r=$(($1 * RATE_PERCENT / 100)); echo $((r > 0 ? r : 1)); }
@@ -135,34 +166,87 @@ FD_START=$(fd_count)
 RSS_START=$(rss_kib)
 log "post-start: fds $FD_START, RSS $RSS_START KiB; soak ${SOAK_SECONDS}s, warm-up ${SOAK_WARMUP}s"
 
+# ---------------------------------------------------------------- 1b. baseline (attacks only)
+# The same healthy load without attackers (and without chaos), for the p99 comparison.
+wait_loads() {
+    local i rc
+    LOAD_FAILED=0
+    for i in "${!LOAD_PIDS[@]}"; do
+        rc=0
+        wait "${LOAD_PIDS[$i]}" || rc=$?
+        log "${LOAD_NAMES[$i]}: exit $rc | $(grep -E '^(throughput|errors|result)' "$OUT/${LOAD_NAMES[$i]}.txt" | tr -s ' ' | paste -sd'|')"
+        [ "$rc" -eq 0 ] || LOAD_FAILED=1
+    done
+    LOAD_PIDS=()
+}
+RSS_WARM=""
+if [ "$ATTACKS" = 1 ]; then
+    # The baseline is also the warm-up: its highest RSS under healthy load and chaos is
+    # the reference of the end-of-run RSS check, so the attackers can run through the
+    # whole main phase (whose p99 is then compared with this phase's, window for window).
+    log "attacks on: baseline phase of ${BASELINE_SECONDS}s, healthy load and chaos, no attackers"
+    start_load "$BASELINE_SECONDS" "-baseline" 1MiB 5s
+    BASELINE_NAMES=("${LOAD_NAMES[@]}")
+    "$LOAD_BIN" chaos --target "$RELAY_PUBLIC" --admin "$RELAY_ADMIN" --duration "${BASELINE_SECONDS}s" \
+        --rate "$(rate 10)" --styles "$(chaos_style_list)" >"$OUT/chaos-baseline.txt" 2>"$OUT/chaos-baseline.log" &
+    base_chaos=$!
+    RSS_WARM=0
+    base_deadline=$((SECONDS + BASELINE_SECONDS + 60))
+    while kill -0 "${LOAD_PIDS[0]}" 2>/dev/null; do
+        relay_alive
+        [ $SECONDS -lt $base_deadline ] || die "baseline load still running after $((BASELINE_SECONDS + 60))s"
+        rss_now=$(rss_kib)
+        [ "$rss_now" -gt "$RSS_WARM" ] && RSS_WARM=$rss_now
+        sleep 1
+    done
+    wait_loads
+    rc=0
+    wait "$base_chaos" || rc=$?
+    [ "$LOAD_FAILED" -eq 0 ] && [ "$rc" -eq 0 ] || die "the baseline phase failed (no attackers yet; see $OUT)"
+    log "baseline done; its peak RSS $RSS_WARM KiB is the warm reference"
+fi
+
 # ---------------------------------------------------------------- 2. load + chaos
 LOAD_WINDOW=$((SOAK_SECONDS - 2))
 start_load "$LOAD_WINDOW" "" 1MiB 5s
-chaos_styles=server-id,pair,echo
-have_style session && chaos_styles+=,session
-have_style session_ws && chaos_styles+=,session-ws
-have_style ticket && chaos_styles+=,ticket
 "$LOAD_BIN" chaos --target "$RELAY_PUBLIC" --admin "$RELAY_ADMIN" --duration "${SOAK_SECONDS}s" \
-    --rate "$(rate 10)" --styles "$chaos_styles" >"$OUT/chaos.txt" 2>"$OUT/chaos.log" &
+    --rate "$(rate 10)" --styles "$(chaos_style_list)" >"$OUT/chaos.txt" 2>"$OUT/chaos.log" &
 CHAOS_PID=$!
+ATTACK_PID=""
+if [ "$ATTACKS" = 1 ]; then
+    "$LOAD_BIN" attack --target "$RELAY_PUBLIC" --duration "${LOAD_WINDOW}s" \
+        --classes "$ATTACK_CLASSES" --rate-percent "$RATE_PERCENT" \
+        >"$OUT/attack.txt" 2>"$OUT/attack.log" &
+    ATTACK_PID=$!
+    log "attackers ($ATTACK_CLASSES) started for ${LOAD_WINDOW}s (pid $ATTACK_PID)"
+fi
 started=$SECONDS
 warm_at=$((started + SOAK_WARMUP))
-RSS_WARM=""
+RSS_PEAK=0
+# With attacks the relay can grow fast: sample often, so the ceiling guard is timely.
+SAMPLE_EVERY=5
+[ "$ATTACKS" = 1 ] && SAMPLE_EVERY=0.5
 echo "elapsed_s,rss_kib,fds" >"$OUT/timeline.csv"
 # Bounded: the load's own limits (ramp + window + drain) plus generous slack.
 deadline=$((started + SOAK_SECONDS + 120))
 while :; do
     relay_alive
     running=0
-    for pid in "${LOAD_PIDS[@]}" "$CHAOS_PID"; do kill -0 "$pid" 2>/dev/null && running=$((running + 1)); done
+    for pid in "${LOAD_PIDS[@]}" "$CHAOS_PID" $ATTACK_PID; do kill -0 "$pid" 2>/dev/null && running=$((running + 1)); done
     [ "$running" -gt 0 ] || break
     [ $SECONDS -lt $deadline ] || die "load still running ${SOAK_SECONDS}+120 s after the start"
-    echo "$((SECONDS - started)),$(rss_kib),$(fd_count)" >>"$OUT/timeline.csv"
+    rss_now=$(rss_kib)
+    [ "$rss_now" -gt "$RSS_PEAK" ] && RSS_PEAK=$rss_now
+    echo "$((SECONDS - started)),$rss_now,$(fd_count)" >>"$OUT/timeline.csv"
+    if [ -n "$ATTACK_PID" ] && [ "$rss_now" -gt "$ATTACK_RSS_CEILING_KIB" ]; then
+        kill "$ATTACK_PID" 2>/dev/null || true
+        die "relay RSS $rss_now KiB passed the attack ceiling $ATTACK_RSS_CEILING_KIB KiB (timeline in $OUT/timeline.csv, attack report in $OUT/attack.txt)"
+    fi
     if [ -z "$RSS_WARM" ] && [ $SECONDS -ge $warm_at ]; then
         RSS_WARM=$(rss_kib)
         log "post-warm-up RSS $RSS_WARM KiB (fds $(fd_count))"
     fi
-    sleep 5
+    sleep "$SAMPLE_EVERY"
 done
 [ -n "$RSS_WARM" ] || die "the load ended before the warm-up sample"
 
@@ -181,6 +265,28 @@ wait "$CHAOS_PID" || rc=$?
 log "chaos: exit $rc | $(head -n 1 "$OUT/chaos.txt")"
 [ "$rc" -eq 0 ] || { failed=1; log "FAIL: chaos saw unexpected answers:"; cat "$OUT/chaos.txt" >&2; }
 LOAD_PIDS=()
+if [ "$ATTACKS" = 1 ]; then
+    rc=0
+    wait "$ATTACK_PID" || rc=$?
+    log "attack: exit $rc; relay RSS peak $RSS_PEAK KiB under attack; report:"
+    sed 's/^/    /' "$OUT/attack.txt" >&2
+    [ "$rc" -eq 0 ] || { failed=1; log "FAIL: the attack client did not run (see $OUT/attack.txt)"; }
+    python3 - "$OUT" "$P99_FLOOR_US" "${BASELINE_NAMES[@]}" >&2 <<'EOF' || failed=1
+import json, sys
+out, floor, names = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+bad = False
+for base_name in names:
+    name = base_name.removesuffix("-baseline")
+    base = json.load(open(f"{out}/{base_name}.json"))["latency_us"]["p99"]
+    attacked = json.load(open(f"{out}/{name}.json"))["latency_us"]["p99"]
+    limit = max(3 * base, base + floor)
+    ok = attacked <= limit
+    bad |= not ok
+    print(f"  {name}: client p99 {attacked} us under attack, {base} us baseline "
+          f"(limit {limit} us) -> {'ok' if ok else 'FAIL'}")
+sys.exit(1 if bad else 0)
+EOF
+fi
 
 settled() { [ "$(open_and_registered)" = "0 0" ]; }
 poll "$SETTLE_SECONDS" "every connection count and registry gauge back to 0" settled ||

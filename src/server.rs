@@ -90,6 +90,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         admin_token,
         driver,
         shards,
+        health: (0..shards).map(|_| Arc::default()).collect(),
         config,
     });
     let handles = spawn_shards(&global, receivers, publics, admin)?;

@@ -16,9 +16,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
+use std::sync::Arc;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
+
+use crate::http::admin::HealthMirror;
 
 /// Lowest latency the histograms tell apart, in microseconds.
 const HIST_LOW_MICROS: u64 = 1;
@@ -138,21 +141,30 @@ fn lookup<T: Copy + Default>(map: &[(&'static str, T)], name: &str) -> T {
 pub struct ShardStats {
     /// The tallies themselves, kept in snapshot form so a snapshot is one clone.
     live: StatsSnapshot,
+    /// The few figures `/health` reports, copied out as they move so any shard can read
+    /// them without asking this one (see `http::admin::HealthMirror`).
+    mirror: Arc<HealthMirror>,
 }
 
 impl ShardStats {
     /// Empty tallies for shard `shard`.
     pub fn new(shard: usize) -> Self {
+        Self::with_mirror(shard, Arc::default())
+    }
+
+    /// Empty tallies for shard `shard` that keep `mirror` up to date.
+    pub fn with_mirror(shard: usize, mirror: Arc<HealthMirror>) -> Self {
         let mut live = StatsSnapshot::empty();
         live.shard = shard;
         live.shards = 1;
-        ShardStats { live }
+        ShardStats { live, mirror }
     }
 
     /// A connection of `kind` is now open on this shard.
     pub fn conn_opened(&mut self, kind: ConnKind) {
         let n = &mut self.live.connections[kind.index()];
         *n = n.saturating_add(1);
+        self.mirror.connections(kind, *n);
     }
 
     /// A connection of `kind` closed. Saturates at zero so a double close cannot wrap
@@ -160,6 +172,7 @@ impl ShardStats {
     pub fn conn_closed(&mut self, kind: ConnKind) {
         let n = &mut self.live.connections[kind.index()];
         *n = n.saturating_sub(1);
+        self.mirror.connections(kind, *n);
     }
 
     /// This shard accepted a TCP connection.
@@ -197,6 +210,7 @@ impl ShardStats {
     /// sum over shards is the registry's size.
     pub fn gauge_add(&mut self, name: &'static str, delta: i64) {
         gauge_bump(&mut self.live.gauges, name, delta);
+        self.mirror.gauge(name, self.live.gauge(name));
     }
 
     /// A message of `bytes` payload bytes was read from a client.

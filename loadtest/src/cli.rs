@@ -45,6 +45,11 @@ pub enum Command {
     /// Misbehave on every style at a low rate (kill mid-frame, half-close, garbage,
     /// oversize, reconnect) and check the relay's answers.
     Chaos(ChaosArgs),
+    /// Hostile clients for --duration (lone pair sides flooding tiny messages, pings
+    /// never read, phones flooding a binary that does not read, session-code guessing,
+    /// idle sockets that never send a head, health-probe floods); reports what the
+    /// relay answered.
+    Attack(AttackArgs),
 }
 
 /// Flags shared by every scenario.
@@ -267,6 +272,62 @@ pub struct ChaosArgs {
     /// Limit for a connect and for each wait on the relay's answer.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub io_timeout: Duration,
+}
+
+/// Flags of `attack`.
+#[derive(Clone, Debug, Args)]
+pub struct AttackArgs {
+    /// The relay's public listener (any address: point it only at a relay you run).
+    #[arg(long, alias = "url", env = "SHARDRELAY_LOAD_TARGET", default_value = "127.0.0.1:8080", value_parser = parse_target)]
+    pub target: SocketAddr,
+    /// How long every attack class keeps going.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Attack classes, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "lone-pair-flood,ping-no-read,phone-flood,code-guess,idle-heads,health-flood"
+    )]
+    pub classes: Vec<AttackClass>,
+    /// Scales every attack's connection count and rate, in percent.
+    #[arg(long, default_value_t = 100)]
+    pub rate_percent: u32,
+    /// Limit for a connect and for each blocking write or read.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub io_timeout: Duration,
+}
+
+/// What `attack` does to the relay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum AttackClass {
+    /// A lone pair side (its peer never comes) flooding 1-byte and empty messages.
+    LonePairFlood,
+    /// A WebSocket client sending pings as fast as it can and never reading.
+    PingNoRead,
+    /// Phones flooding a binary that never reads.
+    PhoneFlood,
+    /// Session-code guessing from many short connections.
+    CodeGuess,
+    /// TCP connections that never send a request head.
+    IdleHeads,
+    /// `GET /health` as fast as a few clients can.
+    HealthFlood,
+}
+
+impl AttackClass {
+    /// Name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::LonePairFlood => "lone-pair-flood",
+            Self::PingNoRead => "ping-no-read",
+            Self::PhoneFlood => "phone-flood",
+            Self::CodeGuess => "code-guess",
+            Self::IdleHeads => "idle-heads",
+            Self::HealthFlood => "health-flood",
+        }
+    }
 }
 
 /// Routes `chaos` abuses.
@@ -509,6 +570,28 @@ mod tests {
         assert_eq!(parse_source_ips("127.0.0.1,127.0.0.3").unwrap().0.len(), 2);
         assert!(parse_source_ips("not-an-ip").is_err());
         assert!(parse_source_ips("127.0.0.9-127.0.0.1").is_err());
+    }
+
+    #[test]
+    fn attack_takes_its_classes_and_refuses_a_non_loopback_target() {
+        let cli = Cli::try_parse_from([
+            "shardrelay-load",
+            "attack",
+            "--target",
+            "127.0.0.1:9",
+            "--classes",
+            "lone-pair-flood,health-flood",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Attack(a) => assert_eq!(
+                a.classes,
+                vec![AttackClass::LonePairFlood, AttackClass::HealthFlood]
+            ),
+            other => panic!("parsed as {other:?}"),
+        }
+        let remote = Cli::try_parse_from(["shardrelay-load", "attack", "--target", "10.0.0.1:80"]);
+        assert!(remote.is_err(), "a non-loopback target is refused");
     }
 
     fn cli_styles(command: &Command) -> Option<Vec<ChaosStyle>> {

@@ -283,6 +283,7 @@ impl Plan {
                 a.common,
             ),
             Command::Chaos(_) => return Err("chaos runs without a plan (run::command)".into()),
+            Command::Attack(_) => return Err("attack runs without a plan (run::command)".into()),
         };
         let plan = Self::assemble(style, idle, common);
         plan.check()?;

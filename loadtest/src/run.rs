@@ -32,6 +32,7 @@ const JOIN_SLACK: Duration = Duration::from_secs(20);
 pub fn command(command: Command) -> Result<i32, String> {
     match command {
         Command::Chaos(args) => crate::scenario::chaos::run(&args),
+        Command::Attack(args) => crate::scenario::attack::run(&args),
         other => Plan::from_command(other).and_then(run),
     }
 }

@@ -4,8 +4,9 @@
 //!
 //! Ownership: everything here is `Rc`/`RefCell`/`Cell` and touched only by this shard's
 //! thread. The only things shared between shards are `Global` (read-only configuration,
-//! the route hasher, the inbox senders, and one atomic connection count touched once per
-//! connection, never per message).
+//! the route hasher, the inbox senders, one atomic connection count touched once per
+//! connection, and each shard's `/health` mirror, written by that shard once per
+//! connection or registry change; never per message).
 
 pub mod accept;
 pub mod inbox;
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use crate::config::{Config, DriverChoice};
-use crate::http::admin::HealthCounts;
+use crate::http::admin::HealthMirror;
 use crate::http::head::RequestHead;
 use crate::http::routes::Route;
 use crate::modes::{pair, server_id, session, session_ws, ticket};
@@ -58,6 +59,9 @@ pub struct Global {
     pub guesses: Option<crate::per_ip::GuessBudget>,
     /// The driver the shards run ("io_uring" or "epoll"), for logs and `/stats`.
     pub driver: &'static str,
+    /// Each shard's `/health` figures, by shard index: written by that shard only, read
+    /// by whichever shard answers a probe (no cross-shard message per probe).
+    pub health: Vec<Arc<HealthMirror>>,
 }
 
 impl Global {
@@ -128,11 +132,6 @@ pub enum InboxMsg {
         reset: bool,
         /// Where the snapshot goes.
         reply: WakeSender<StatsSnapshot>,
-    },
-    /// Send this shard's health counts: five integers, no histogram (`/health`).
-    Health {
-        /// Where the counts go.
-        reply: WakeSender<HealthCounts>,
     },
     /// Mint a ticket for a workspace this shard owns (asked by the admin shard).
     Mint {
@@ -219,10 +218,11 @@ pub struct Shard {
 impl Shard {
     /// A shard with empty registries.
     pub fn new(id: usize, global: Arc<Global>) -> Rc<Self> {
+        let mirror = global.health.get(id).cloned().unwrap_or_default();
         Rc::new(Shard {
             id,
             global,
-            stats: RefCell::new(ShardStats::new(id)),
+            stats: RefCell::new(ShardStats::with_mirror(id, mirror)),
             conns: RefCell::new(Slab::new()),
             dirty: RefCell::new(Vec::new()),
             dirty_spare: Cell::new(Vec::new()),
@@ -379,28 +379,6 @@ impl Shard {
         snaps
     }
 
-    /// Sum every shard's health counts: this shard's read in place, the others' asked
-    /// over their inboxes (a few integers each way; no snapshot, no histogram).
-    pub async fn gather_health(&self) -> HealthCounts {
-        let mut total = HealthCounts::of(&self.stats.borrow());
-        let (tx, rx) = inbox::wake_channel();
-        let mut expected = 0;
-        for (id, inbox) in self.global.inboxes.iter().enumerate() {
-            if id != self.id && inbox.send(InboxMsg::Health { reply: tx.clone() }) {
-                expected += 1;
-            }
-        }
-        drop(tx);
-        let deadline = Duration::from_secs(2);
-        for _ in 0..expected {
-            match monoio::time::timeout(deadline, rx.recv()).await {
-                Ok(Some(counts)) => total.add(&counts),
-                _ => break,
-            }
-        }
-        total
-    }
-
     /// Remember a listener so shutdown can stop its accept loop.
     fn add_listener(&self, fd: RawFd) {
         self.listeners.borrow_mut().push(fd);
@@ -498,9 +476,6 @@ async fn shard_main(seed: ShardSeed) -> std::io::Result<()> {
                     stats.reset_histograms();
                 }
                 reply.send(snap);
-            }
-            InboxMsg::Health { reply } => {
-                reply.send(HealthCounts::of(&shard.stats.borrow()));
             }
             InboxMsg::Mint { plan, reply } => {
                 reply.send(ticket::mint_here(&shard, &plan));

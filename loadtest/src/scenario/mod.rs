@@ -3,6 +3,7 @@
 //! scenario sees it), opening a link with its reader task, and waiting for a route's
 //! hello.
 
+pub mod attack;
 pub mod chaos;
 pub mod echo;
 pub mod pair;

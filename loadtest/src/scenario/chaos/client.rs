@@ -81,7 +81,17 @@ impl WsClient {
         headers: &[(&str, &str)],
         timeout: Duration,
     ) -> Result<WsClient, String> {
-        let mut stream = connect(target, timeout)?;
+        let stream = connect(target, timeout)?;
+        WsClient::upgrade(stream, target, path, headers)
+    }
+
+    /// Upgrades `path` on an already connected `stream` (whose timeouts are set).
+    pub fn upgrade(
+        mut stream: TcpStream,
+        target: SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<WsClient, String> {
         let key = handshake::new_key();
         let request = handshake::upgrade_request(&target.to_string(), path, &key, headers);
         stream
