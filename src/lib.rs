@@ -5,7 +5,8 @@
 //! * `server`  — listeners, shard threads, signals, shutdown.
 //! * `listen`  — exclusive listener binds shared by the shards, restart grace.
 //! * `shard`   — one pinned runtime: accept path, inbox/handoff, tick task.
-//! * `http`    — request heads, responses, upgrade checks, routes, admission, admin.
+//! * `http`    — request heads, responses, upgrade checks, routes, admin.
+//! * `per_ip`  — per-address state (IPv4, IPv6 /64): connection rate, guessing budget.
 //! * `ws`      — RFC 6455 codec and masking (no I/O), connection reader and writer.
 //! * `modes`   — the rendezvous styles and their registries.
 //! * `memory`  — the process-wide memory budget (`--memory-limit`) every held byte is

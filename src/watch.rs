@@ -294,7 +294,7 @@ fn reasons(before: Option<&Value>, now: &Value, map: &str) -> Vec<(String, u64, 
 
 /// A histogram's recorded values (µs → count).
 fn recorded(stats: &Value, name: &str) -> BTreeMap<u64, u64> {
-    let mut out = BTreeMap::new();
+    let mut out: BTreeMap<u64, u64> = BTreeMap::new();
     let pointer = format!("/totals/histograms/{name}/recorded");
     for pair in stats
         .pointer(&pointer)
@@ -303,7 +303,8 @@ fn recorded(stats: &Value, name: &str) -> BTreeMap<u64, u64> {
         .flatten()
     {
         if let (Some(v), Some(c)) = (pair[0].as_u64(), pair[1].as_u64()) {
-            *out.entry(v).or_insert(0) += c;
+            let count = out.entry(v).or_insert(0);
+            *count = count.saturating_add(c);
         }
     }
     out

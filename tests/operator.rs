@@ -5,7 +5,7 @@
 //! sd_notify, the systemd unit, completions, man page, Containerfile, toolchain check
 //! (a5), and one short bounded `shardrelay-load` run on loopback (a6). Test names carry
 //! the issue's acceptance point numbers. Tools (promtool, tmux, systemd-analyze) come from
-//! `scripts/install-test-tools.sh`; a test whose tool is missing says SKIPPED loudly.
+//! `scripts/install-test-tools.sh`; a test whose tool is missing says SKIPPED loudly (under `CI` it fails).
 
 mod common;
 
@@ -218,6 +218,46 @@ const ADMIN_TOKEN: &str = "adm1n-t0ken-WW9";
 /// A ticket the relay never minted (a guessed/bad ticket must not be logged either).
 const BAD_TICKET: &str = "bad-t1cket-QQ2";
 
+/// A `/ws` guess that is never a live code: its wrong `auth` must not be logged either.
+const WS_GUESS: &str = "YYYYYY";
+/// The `/ws` Mac's own id, sent in `register`.
+const WS_CLIENT_ID: &str = "mac-cl1ent-id-RR5";
+
+/// A `/ws` Mac and browser (issue 21's protocol): register, auth, binary both ways,
+/// `close_session`, and a wrong `auth`. Returns the code, the browser id and the
+/// `close_session` id, which must appear in no log line.
+fn exercise_session_ws(relay: &Relay) -> Vec<String> {
+    let mut mac = relay.ws("/ws", &[]).expect("/ws upgrade");
+    let register = format!(r#"{{"type":"register","client_id":"{WS_CLIENT_ID}"}}"#);
+    mac.send(Message::text(register)).unwrap();
+    let reg: Value = serde_json::from_str(&next_text(&mut mac)).unwrap();
+    let code = reg["code"].as_str().expect("code").to_owned();
+    let mut browser = relay.ws("/ws", &[]).unwrap();
+    let auth = format!(r#"{{"type":"auth","session_code":"{code}"}}"#);
+    browser.send(Message::text(auth)).unwrap();
+    let ok: Value = serde_json::from_str(&next_text(&mut browser)).unwrap();
+    assert_eq!(ok["type"], "auth_success", "{ok}");
+    let connected: Value = serde_json::from_str(&next_text(&mut mac)).unwrap();
+    let browser_id = connected["browser_id"].as_str().expect("id").to_owned();
+    mac.send(Message::binary(b"ws-mac-payload".to_vec()))
+        .unwrap();
+    let _ = next_message(&mut browser);
+    browser
+        .send(Message::binary(b"ws-browser-payload".to_vec()))
+        .unwrap();
+    let _ = next_message(&mut mac);
+    let close = r#"{"type":"close_session","session_id":"ws-sess1on-id-PP3"}"#;
+    browser.send(Message::text(close)).unwrap();
+    let _ = next_message(&mut mac);
+    let mut guesser = relay.ws("/ws", &[]).unwrap();
+    let guess = format!(r#"{{"type":"auth","session_code":"{WS_GUESS}"}}"#);
+    guesser.send(Message::text(guess)).unwrap();
+    let _ = next_message(&mut guesser);
+    close_with(&mut browser, 1000);
+    close_with(&mut mac, 1000);
+    vec![code, browser_id, "ws-sess1on-id-PP3".to_owned()]
+}
+
 /// A session host and a browser joined by the host's code (by message and by query).
 fn exercise_sessions(relay: &Relay) -> Vec<String> {
     let mut codes = Vec::new();
@@ -309,7 +349,8 @@ fn a1_no_pair_code_session_code_token_or_ticket_appears_in_trace_logs() {
     close_with(&mut binary, 1000);
     let _reclaimer = relay.binary("sid-op");
     let _ = expect_close(&mut phone);
-    let codes = exercise_sessions(&relay);
+    let mut codes = exercise_sessions(&relay);
+    codes.extend(exercise_session_ws(&relay));
     let ticket = exercise_tickets(&relay);
     sigterm_exits_0(&mut relay);
     wait_until("shutdown logged", || relay.logs().contains("shutting down"));
@@ -326,6 +367,8 @@ fn a1_no_pair_code_session_code_token_or_ticket_appears_in_trace_logs() {
         BAD_TICKET,
         "wr0ng-adm1n",
         &ticket,
+        WS_GUESS,
+        WS_CLIENT_ID,
     ];
     secrets.extend(codes.iter().map(String::as_str));
     for (n, line) in logs.lines().enumerate() {
@@ -335,7 +378,13 @@ fn a1_no_pair_code_session_code_token_or_ticket_appears_in_trace_logs() {
                 "secret {secret:?} in log line {n}: {line}"
             );
         }
-        for payload in ["pair-payload", "phone-payload", "hello"] {
+        for payload in [
+            "pair-payload",
+            "phone-payload",
+            "hello",
+            "ws-mac-payload",
+            "ws-browser-payload",
+        ] {
             assert!(!line.contains(payload), "payload in log line {n}: {line}");
         }
     }
@@ -464,12 +513,21 @@ fn promtool() -> Option<&'static str> {
         .status()
         .is_ok_and(|s| s.success());
     if !found {
-        eprintln!(
-            "\n*** SKIPPED promtool checks: promtool is not installed. \
-             Run scripts/install-test-tools.sh (Debian package `prometheus`). ***\n"
+        skip_or_fail(
+            "promtool checks: promtool is not installed. \
+             Run scripts/install-test-tools.sh (Debian package `prometheus`).",
         );
     }
     found.then_some("promtool")
+}
+
+/// A tool a test needs is missing: under CI (`CI` set, as `.ci/run` is run) that is a
+/// failure, since `make test` installs the tools first; elsewhere a loud skip.
+fn skip_or_fail(what: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("missing test tool under CI: {what}");
+    }
+    eprintln!("\n*** SKIPPED {what} ***\n");
 }
 
 /// Run a promtool subcommand with `input` on stdin (or a file argument); returns
@@ -715,9 +773,8 @@ impl Tmux {
     /// `None` (after a loud message) when tmux is not installed.
     fn start(name: &str, command: &str) -> Option<Tmux> {
         if Command::new("tmux").arg("-V").output().is_err() {
-            eprintln!(
-                "\n*** SKIPPED tmux screen test: tmux is not installed. \
-                 Run scripts/install-test-tools.sh. ***\n"
+            skip_or_fail(
+                "tmux screen test: tmux is not installed. Run scripts/install-test-tools.sh.",
             );
             return None;
         }
@@ -925,7 +982,7 @@ fn a5_the_systemd_unit_is_hardened_and_passes_systemd_analyze_verify() {
         .output()
         .is_err()
     {
-        eprintln!("\n*** SKIPPED systemd-analyze verify: not installed (scripts/install-test-tools.sh). ***\n");
+        skip_or_fail("systemd-analyze verify: not installed (scripts/install-test-tools.sh).");
         return;
     }
     // verify checks that ExecStart exists: point it at the binary under test.

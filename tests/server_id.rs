@@ -422,7 +422,7 @@ fn phones_feeding_a_slow_binary_are_paused_never_dropped() {
 
 #[test]
 fn courier_token_never_appears_in_the_logs_at_trace_level() {
-    let relay = Relay::start(&["--log-level", "trace"]);
+    let mut relay = Relay::start(&["--log-level", "trace"]);
     let token = "courier-token-8c1e93b2-do-not-log";
     let mut binary = relay.binary("s-tok");
     let mut phone = relay.phone("s-tok", token);
@@ -432,11 +432,13 @@ fn courier_token_never_appears_in_the_logs_at_trace_level() {
     let _ = next_text(&mut binary);
     let mut bad = relay.phone("nobody-here", token);
     let _ = expect_close(&mut bad);
-    // Lines reach stderr through the relay's log-writer thread: wait for them.
-    wait_until("trace logs were captured", || {
-        relay.logs().contains("phone attached")
-    });
+    // Lines reach stderr through the relay's log-writer thread, in order: once the
+    // shutdown line is there, every line about the phones before it is too.
+    relay.signal(libc::SIGTERM);
+    wait_until("shutdown logged", || relay.logs().contains("shutting down"));
+    let _ = relay.wait_exit(Duration::from_secs(10));
     let logs = relay.logs();
+    assert!(logs.contains("phone attached"), "no trace lines: {logs}");
     assert!(!logs.contains(token), "token leaked into logs");
 }
 

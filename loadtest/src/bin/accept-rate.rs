@@ -25,8 +25,8 @@ struct Args {
     /// Connections to make in all.
     #[arg(long, default_value_t = 20_000)]
     connections: u64,
-    /// Distinct source addresses, used round-robin.
-    #[arg(long, default_value_t = 1)]
+    /// Distinct source addresses, used round-robin (at most 250 × 62,500: 127.1–250.x.y).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=MAX_SOURCES))]
     sources: u32,
     /// Client threads.
     #[arg(long, default_value_t = 8)]
@@ -35,6 +35,9 @@ struct Args {
     #[arg(long, default_value_t = 120)]
     max_seconds: u64,
 }
+
+/// Distinct 127.a.b.c sources `source` can make: 250 values of `a`, 62,500 of (b, c).
+const MAX_SOURCES: i64 = 250 * 62_500;
 
 /// The `i`-th source address: 127.a.b.c with a, b, c in 1..=250 (no .0 or .255).
 fn source(i: u32) -> Ipv4Addr {
