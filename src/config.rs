@@ -236,7 +236,7 @@ pub struct Config {
     pub stall_timeout: Duration,
 
     /// Log level: error, warn, info, debug, trace (or a tracing filter directive).
-    #[arg(long, env = "SHARDRELAY_LOG_LEVEL", default_value = "info", value_parser = crate::logging::parse_log_level)]
+    #[arg(long, env = "SHARDRELAY_LOG_LEVEL", default_value = "info", value_parser = parse_log_level)]
     pub log_level: String,
 
     /// Log format.
@@ -435,6 +435,44 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("`{text}` is too large"))
 }
 
+/// The level names `--log-level` accepts, alone or after `target=`.
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Why a `--log-level` value was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LogLevelError {
+    /// A directive whose level is not one of [`LEVELS`].
+    #[error("unknown log level {0:?} (expected one of off, error, warn, info, debug, trace, or target=level)")]
+    UnknownLevel(String),
+    /// An empty value or directive.
+    #[error("empty log level")]
+    Empty,
+}
+
+/// Clap value parser for `--log-level`: a level, or comma-separated `target=level`
+/// directives (at most one bare level). A typo such as `warning` is an error instead of
+/// a target filter that silently turns every line off.
+pub fn parse_log_level(value: &str) -> Result<String, LogLevelError> {
+    if value.trim().is_empty() {
+        return Err(LogLevelError::Empty);
+    }
+    for directive in value.split(',') {
+        let level = match directive.rsplit_once('=') {
+            Some((target, level)) if !target.trim().is_empty() => level,
+            Some(_) => return Err(LogLevelError::UnknownLevel(directive.to_owned())),
+            None => directive,
+        };
+        let level = level.trim().to_ascii_lowercase();
+        if level.is_empty() {
+            return Err(LogLevelError::Empty);
+        }
+        if !LEVELS.contains(&level.as_str()) {
+            return Err(LogLevelError::UnknownLevel(directive.to_owned()));
+        }
+    }
+    Ok(value.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -546,5 +584,26 @@ mod tests {
             "must be 1..=4096",
             &[("0", false), ("1", true), ("4096", true), ("4097", false)],
         );
+    }
+
+    #[test]
+    fn log_levels_and_directives_parse() {
+        for ok in [
+            "info",
+            "DEBUG",
+            "warn",
+            "off",
+            "shardrelay=debug",
+            "info,monoio=warn",
+        ] {
+            assert!(parse_log_level(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn typos_are_refused_not_read_as_targets() {
+        for bad in ["warning", "", "verbose", "x=loud", "=info", "info,"] {
+            assert!(parse_log_level(bad).is_err(), "{bad:?}");
+        }
     }
 }

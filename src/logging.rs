@@ -28,44 +28,6 @@ const LOG_QUEUE_LINES: usize = 8192;
 /// Lines dropped because the queue was full, for `/stats` and `/metrics`.
 static DROPPED_LINES: AtomicU64 = AtomicU64::new(0);
 
-/// The level names `--log-level` accepts, alone or after `target=`.
-const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
-
-/// Why a `--log-level` value was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum LogLevelError {
-    /// A directive whose level is not one of [`LEVELS`].
-    #[error("unknown log level {0:?} (expected one of off, error, warn, info, debug, trace, or target=level)")]
-    UnknownLevel(String),
-    /// An empty value or directive.
-    #[error("empty log level")]
-    Empty,
-}
-
-/// Clap value parser for `--log-level`: a level, or comma-separated `target=level`
-/// directives (at most one bare level). A typo such as `warning` is an error instead of
-/// a target filter that silently turns every line off.
-pub fn parse_log_level(value: &str) -> Result<String, LogLevelError> {
-    if value.trim().is_empty() {
-        return Err(LogLevelError::Empty);
-    }
-    for directive in value.split(',') {
-        let level = match directive.rsplit_once('=') {
-            Some((target, level)) if !target.trim().is_empty() => level,
-            Some(_) => return Err(LogLevelError::UnknownLevel(directive.to_owned())),
-            None => directive,
-        };
-        let level = level.trim().to_ascii_lowercase();
-        if level.is_empty() {
-            return Err(LogLevelError::Empty);
-        }
-        if !LEVELS.contains(&level.as_str()) {
-            return Err(LogLevelError::UnknownLevel(directive.to_owned()));
-        }
-    }
-    Ok(value.to_owned())
-}
-
 /// How long the exiting process waits for queued lines to reach stderr: a stderr that
 /// nobody reads must not hold up the exit.
 const EXIT_FLUSH_LIMIT: Duration = Duration::from_secs(1);
@@ -219,32 +181,11 @@ pub fn escaped(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{escaped, parse_log_level};
+    use super::escaped;
 
     #[test]
     fn escapes_and_caps() {
         assert_eq!(escaped("a\nb\"c"), "a\\nb\\\"c");
         assert_eq!(escaped(&"x".repeat(100)).chars().count(), 65);
-    }
-
-    #[test]
-    fn log_levels_and_directives_parse() {
-        for ok in [
-            "info",
-            "DEBUG",
-            "warn",
-            "off",
-            "shardrelay=debug",
-            "info,monoio=warn",
-        ] {
-            assert!(parse_log_level(ok).is_ok(), "{ok}");
-        }
-    }
-
-    #[test]
-    fn typos_are_refused_not_read_as_targets() {
-        for bad in ["warning", "", "verbose", "x=loud", "=info", "info,"] {
-            assert!(parse_log_level(bad).is_err(), "{bad:?}");
-        }
     }
 }

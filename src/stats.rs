@@ -16,12 +16,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
-
-use crate::http::admin::HealthMirror;
 
 /// Lowest latency the histograms tell apart, in microseconds.
 const HIST_LOW_MICROS: u64 = 1;
@@ -142,7 +141,7 @@ pub struct ShardStats {
     /// The tallies themselves, kept in snapshot form so a snapshot is one clone.
     live: StatsSnapshot,
     /// The few figures `/health` reports, copied out as they move so any shard can read
-    /// them without asking this one (see `http::admin::HealthMirror`).
+    /// them without asking this one (see [`HealthMirror`]).
     mirror: Arc<HealthMirror>,
 }
 
@@ -1119,6 +1118,84 @@ fn write_latencies(w: &mut PromWriter, shards: &[LabelledShard<'_>]) {
         for (mode, h) in &s.forward_by_mode {
             w.histogram(by_mode, &[("shard", id), ("mode", mode)], h);
         }
+    }
+}
+
+/// One shard's `/health` figures, written by that shard as they move (a relaxed store
+/// of the new value after each change, so the mirror always equals the shard's own
+/// tally) and read by whichever shard answers a probe. Touched once per connection open
+/// or close and per registry change, never per relayed message.
+#[derive(Debug, Default)]
+pub struct HealthMirror {
+    /// Open binary connections.
+    binaries: AtomicU64,
+    /// Open phone connections.
+    phones: AtomicU64,
+    /// This shard's share of the `pairs` gauge.
+    pairs: AtomicI64,
+    /// This shard's share of the `sessions` gauge.
+    sessions: AtomicI64,
+    /// This shard's share of the `tickets` gauge.
+    tickets: AtomicI64,
+}
+
+impl HealthMirror {
+    /// Open connections of `kind` on this shard are now `open`.
+    pub fn connections(&self, kind: ConnKind, open: u64) {
+        let slot = match kind {
+            ConnKind::Binary => &self.binaries,
+            ConnKind::Phone => &self.phones,
+            _ => return,
+        };
+        slot.store(open, Ordering::Relaxed);
+    }
+
+    /// This shard's share of gauge `name` is now `value` (other gauges are ignored).
+    pub fn gauge(&self, name: &str, value: i64) {
+        let slot = match name {
+            "pairs" => &self.pairs,
+            "sessions" => &self.sessions,
+            "tickets" => &self.tickets,
+            _ => return,
+        };
+        slot.store(value, Ordering::Relaxed);
+    }
+
+    /// The figures now.
+    pub fn read(&self) -> HealthCounts {
+        HealthCounts {
+            binaries: self.binaries.load(Ordering::Relaxed),
+            phones: self.phones.load(Ordering::Relaxed),
+            pairs: self.pairs.load(Ordering::Relaxed),
+            sessions: self.sessions.load(Ordering::Relaxed),
+            tickets: self.tickets.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What `/health` reports of one shard, or of all of them summed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HealthCounts {
+    /// Open binary connections.
+    pub binaries: u64,
+    /// Open phone connections.
+    pub phones: u64,
+    /// This shard's share of the `pairs` gauge (may be negative alone, see `gauge_add`).
+    pub pairs: i64,
+    /// This shard's share of the `sessions` gauge.
+    pub sessions: i64,
+    /// This shard's share of the `tickets` gauge.
+    pub tickets: i64,
+}
+
+impl HealthCounts {
+    /// Add another shard's counts.
+    pub fn add(&mut self, other: &HealthCounts) {
+        self.binaries = self.binaries.saturating_add(other.binaries);
+        self.phones = self.phones.saturating_add(other.phones);
+        self.pairs = self.pairs.saturating_add(other.pairs);
+        self.sessions = self.sessions.saturating_add(other.sessions);
+        self.tickets = self.tickets.saturating_add(other.tickets);
     }
 }
 

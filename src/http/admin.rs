@@ -4,7 +4,6 @@
 //! (probes and scrapers reconnect; keep-alive would only hold descriptors).
 
 use std::rc::Rc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use monoio::net::TcpStream;
 
@@ -13,7 +12,7 @@ use crate::http::response;
 use crate::modes::ticket;
 use crate::shard::accept::{refuse, respond_and_close};
 use crate::shard::Shard;
-use crate::stats::{self, ConnKind};
+use crate::stats::{self, HealthCounts};
 
 /// Serve one admin-listener request.
 pub async fn serve(shard: &Rc<Shard>, stream: TcpStream, head: RequestHead, body: Vec<u8>) {
@@ -113,84 +112,6 @@ pub async fn serve_health(shard: &Rc<Shard>, stream: TcpStream) {
     respond_and_close(stream, &resp).await;
 }
 
-/// One shard's `/health` figures, written by that shard as they move (a relaxed store
-/// of the new value after each change, so the mirror always equals the shard's own
-/// tally) and read by whichever shard answers a probe. Touched once per connection open
-/// or close and per registry change, never per relayed message.
-#[derive(Debug, Default)]
-pub struct HealthMirror {
-    /// Open binary connections.
-    binaries: AtomicU64,
-    /// Open phone connections.
-    phones: AtomicU64,
-    /// This shard's share of the `pairs` gauge.
-    pairs: AtomicI64,
-    /// This shard's share of the `sessions` gauge.
-    sessions: AtomicI64,
-    /// This shard's share of the `tickets` gauge.
-    tickets: AtomicI64,
-}
-
-impl HealthMirror {
-    /// Open connections of `kind` on this shard are now `open`.
-    pub fn connections(&self, kind: ConnKind, open: u64) {
-        let slot = match kind {
-            ConnKind::Binary => &self.binaries,
-            ConnKind::Phone => &self.phones,
-            _ => return,
-        };
-        slot.store(open, Ordering::Relaxed);
-    }
-
-    /// This shard's share of gauge `name` is now `value` (other gauges are ignored).
-    pub fn gauge(&self, name: &str, value: i64) {
-        let slot = match name {
-            "pairs" => &self.pairs,
-            "sessions" => &self.sessions,
-            "tickets" => &self.tickets,
-            _ => return,
-        };
-        slot.store(value, Ordering::Relaxed);
-    }
-
-    /// The figures now.
-    pub fn read(&self) -> HealthCounts {
-        HealthCounts {
-            binaries: self.binaries.load(Ordering::Relaxed),
-            phones: self.phones.load(Ordering::Relaxed),
-            pairs: self.pairs.load(Ordering::Relaxed),
-            sessions: self.sessions.load(Ordering::Relaxed),
-            tickets: self.tickets.load(Ordering::Relaxed),
-        }
-    }
-}
-
-/// What `/health` reports of one shard, or of all of them summed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct HealthCounts {
-    /// Open binary connections.
-    pub binaries: u64,
-    /// Open phone connections.
-    pub phones: u64,
-    /// This shard's share of the `pairs` gauge (may be negative alone, see `gauge_add`).
-    pub pairs: i64,
-    /// This shard's share of the `sessions` gauge.
-    pub sessions: i64,
-    /// This shard's share of the `tickets` gauge.
-    pub tickets: i64,
-}
-
-impl HealthCounts {
-    /// Add another shard's counts.
-    pub fn add(&mut self, other: &HealthCounts) {
-        self.binaries = self.binaries.saturating_add(other.binaries);
-        self.phones = self.phones.saturating_add(other.phones);
-        self.pairs = self.pairs.saturating_add(other.pairs);
-        self.sessions = self.sessions.saturating_add(other.sessions);
-        self.tickets = self.tickets.saturating_add(other.tickets);
-    }
-}
-
 /// The health JSON, keys in the sorted order serde_json gave them before, written
 /// directly: every value is a number or a fixed string, so nothing needs escaping, and a
 /// probe costs one allocation instead of a JSON map's dozen.
@@ -252,7 +173,7 @@ mod health_tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::stats::ShardStats;
+    use crate::stats::{ConnKind, HealthMirror, ShardStats};
 
     #[test]
     fn the_mirror_follows_the_shards_own_tallies() {

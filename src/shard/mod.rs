@@ -25,10 +25,10 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use crate::config::{Config, DriverChoice};
-use crate::http::admin::HealthMirror;
 use crate::http::head::RequestHead;
 use crate::http::routes::Route;
 use crate::modes::{pair, server_id, session, session_ws, ticket};
+use crate::stats::HealthMirror;
 use crate::stats::{ShardStats, StatsSnapshot};
 use crate::ws::conn::{self, Conn, Flushed, READ_CHUNK};
 use inbox::{WakeReceiver, WakeSender};
