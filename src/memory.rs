@@ -23,6 +23,13 @@ const PUBLISH_STEP: isize = 64 * 1024;
 /// connection may always hold a handful of small frames and a partial frame.
 const MIN_SHARE: usize = 64 * 1024;
 
+/// mimalloc's purge delay, in milliseconds. The `mimalloc` crate builds mimalloc v3, whose
+/// default of 1000 ms, extended while frees keep coming, held 20–35 MiB of freed pages
+/// for as long as an attack's churn lasted (RSS 45 MiB with 1–4 MiB charged in
+/// `pt1_early_messages_flushed_on_join…`); at 10 ms (v2's default, and the value v3's own
+/// header documents) RSS follows the charged bytes. docs/benchmarks.md has the figures.
+pub const ALLOCATOR_PURGE_DELAY_MS: i64 = 10;
+
 /// Bytes charged by every shard, as last published.
 static USED: AtomicIsize = AtomicIsize::new(0);
 
@@ -34,9 +41,14 @@ thread_local! {
     static PENDING: Cell<isize> = const { Cell::new(0) };
 }
 
-/// Set the process-wide limit (the server does it once at start).
+/// Set the process-wide limit, and the allocator's purge delay so that memory given
+/// back is returned to the OS (the server does it once at start).
 pub fn set_limit(bytes: usize) {
     LIMIT.store(bytes, Ordering::Relaxed);
+    // An operator's `MIMALLOC_PURGE_DELAY` wins.
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        crate::sys::set_allocator_purge_delay(ALLOCATOR_PURGE_DELAY_MS);
+    }
 }
 
 /// The process-wide limit in bytes (0: none).
@@ -50,11 +62,29 @@ pub fn used() -> usize {
     (USED.load(Ordering::Relaxed) + pending).max(0) as usize
 }
 
-/// True at or over the limit: new upgrades are refused and the largest queues' feeders
-/// pause.
+/// The part of the limit kept back from charges: the relay acts "at the limit" once the
+/// charges reach 15/16 of it, because what it charges is what it asked the allocator for,
+/// and the allocator's own overhead (size-class rounding beyond `footprint`, pages
+/// awaiting purge) and the charges that land between a check and its effect (a read
+/// already under way, the per-shard publishing slack) must fit in the rest.
+const HEADROOM_DIVISOR: usize = 16;
+
+/// True at the limit: new upgrades are refused, the readers feeding the largest queues
+/// pause, and connections above their share are closed after the stall timeout.
 pub fn over_limit() -> bool {
     let limit = limit();
-    limit > 0 && used() >= limit
+    limit > 0 && used() >= limit - limit / HEADROOM_DIVISOR
+}
+
+/// What an allocation of `bytes` occupies: mimalloc rounds a request up to its size
+/// class, four classes per power of two above 64 bytes (at most 25 % more, 12 % on
+/// average), and 16-byte steps below.
+pub fn footprint(bytes: usize) -> usize {
+    if bytes <= 64 {
+        return bytes.next_multiple_of(16);
+    }
+    let step = (1usize << (usize::BITS - 1 - bytes.leading_zeros())) / 4;
+    bytes.next_multiple_of(step)
 }
 
 /// What one connection may hold while the process is at its limit: an equal part of the
@@ -101,12 +131,14 @@ pub struct Held(usize);
 impl Held {
     /// Charge `bytes` now.
     pub fn new(bytes: usize) -> Self {
+        let bytes = footprint(bytes);
         charge(bytes);
         Held(bytes)
     }
 
-    /// The charge becomes `bytes` (a buffer grew or shrank).
+    /// The charge becomes that of a `bytes` allocation (a buffer grew or shrank).
     pub fn set(&mut self, bytes: usize) {
+        let bytes = footprint(bytes);
         if bytes >= self.0 {
             charge(bytes - self.0);
         } else {
@@ -181,6 +213,16 @@ mod tests {
         assert_eq!(PENDING.with(Cell::get), 0, "the release was published too");
         release(100);
         assert_eq!(PENDING.with(Cell::get), -100);
+    }
+
+    #[test]
+    fn footprints_round_up_to_size_classes() {
+        assert_eq!(footprint(0), 0);
+        assert_eq!(footprint(1), 16);
+        assert_eq!(footprint(512), 512);
+        assert_eq!(footprint(513), 640);
+        assert_eq!(footprint(240 * 1024), 256 * 1024);
+        assert_eq!(footprint(256 * 1024), 256 * 1024);
     }
 
     #[test]

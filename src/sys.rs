@@ -176,3 +176,53 @@ pub fn physical_memory() -> usize {
     }
     (pages as usize).saturating_mul(page as usize)
 }
+
+/// mimalloc's option index for `purge_delay` (v3's `mi_option_e`, the version the
+/// `mimalloc` crate builds by default; `allocator_purge_delay_is_where_we_expect`
+/// checks the index against v3's documented default of 1000 ms).
+const MI_OPTION_PURGE_DELAY: libc::c_int = 15;
+
+// The allocator's option calls; the symbols come with the `mimalloc` crate's static
+// library (linked through `mimalloc` below).
+extern "C" {
+    fn mi_option_set(option: libc::c_int, value: libc::c_long);
+    fn mi_option_get(option: libc::c_int) -> libc::c_long;
+}
+
+/// Keep the `mimalloc` static library linked into the lib (and its tests) too.
+use mimalloc as _;
+
+/// How long mimalloc waits before giving freed memory back to the OS, in milliseconds.
+pub fn allocator_purge_delay() -> i64 {
+    // SAFETY: mi_option_get reads one option by index; the index is a valid option.
+    i64::from(unsafe { mi_option_get(MI_OPTION_PURGE_DELAY) })
+}
+
+/// Set mimalloc's purge delay (milliseconds; 0 purges at once).
+pub fn set_allocator_purge_delay(ms: i64) {
+    // SAFETY: mi_option_set writes one option by index; the index is a valid option and
+    // every value is allowed (negative disables purging).
+    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, ms as libc::c_long) }
+}
+
+#[cfg(test)]
+mod allocator_tests {
+    use super::*;
+
+    #[test]
+    fn allocator_purge_delay_is_where_we_expect() {
+        // mimalloc v3's default, unless the environment overrides it.
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            let before = allocator_purge_delay();
+            assert!(
+                before == 1000 || before == crate::memory::ALLOCATOR_PURGE_DELAY_MS,
+                "option 15 is not purge_delay: {before}"
+            );
+        }
+        set_allocator_purge_delay(crate::memory::ALLOCATOR_PURGE_DELAY_MS);
+        assert_eq!(
+            allocator_purge_delay(),
+            crate::memory::ALLOCATOR_PURGE_DELAY_MS
+        );
+    }
+}

@@ -253,17 +253,20 @@ fn pt1_lone_pair_sides_flooding_tiny_and_empty_messages_stay_within_the_memory_l
     let watch = RssWatch::start(&relay);
     let until = Instant::now() + FLOOD;
     // 16 lone sides × a 4 MiB queue each is twice the limit.
-    let mut sides = Vec::new();
-    let mut floods = Vec::new();
-    for i in 0..16 {
-        let side = RawWs::connect(&relay, &format!("/?pair=lone-{i}"), "");
-        let mut pattern = client_frame(FIN_BINARY, b"x", true);
-        pattern.extend(client_frame(FIN_BINARY, b"", true));
-        floods.push(spawn_flood(&side, repeated(&pattern), until));
-        sides.push(side);
-    }
-    // At the limit a new upgrade is refused before its 101.
-    wait_until("the memory limit is reached", || memory(&relay).0 >= limit);
+    let mut sides: Vec<RawWs> = (0..16)
+        .map(|i| RawWs::connect(&relay, &format!("/?pair=lone-{i}"), ""))
+        .collect();
+    let mut pattern = client_frame(FIN_BINARY, b"x", true);
+    pattern.extend(client_frame(FIN_BINARY, b"", true));
+    let floods: Vec<_> = sides
+        .iter()
+        .map(|side| spawn_flood(side, repeated(&pattern), until))
+        .collect();
+    // At the limit (the relay acts at 15/16 of it, keeping the rest for the allocator's
+    // own overhead) a new upgrade is refused before its 101.
+    wait_until("the memory limit is reached", || {
+        memory(&relay).0 >= limit - limit / 16
+    });
     assert_eq!(upgrade_status(&relay, "/?pair=late"), 503);
     for f in floods {
         f.join().unwrap();
@@ -303,7 +306,8 @@ fn pt1_early_messages_flushed_on_join_to_a_peer_that_does_not_read_stay_bounded(
     let early = memory(&relay).0;
     assert!(early >= 8 << 20, "early messages were charged: {early} B");
     // ...then their peers arrive and never read: every early message is flushed to them
-    // at once, and the first sides flood on into the peers' queues.
+    // at once, and the first sides flood on into the peers' queues with 1 KiB messages,
+    // enough to fill the peers' socket buffers too.
     let until = Instant::now() + FLOOD;
     let mut peers = Vec::new();
     let mut floods = Vec::new();
@@ -311,7 +315,7 @@ fn pt1_early_messages_flushed_on_join_to_a_peer_that_does_not_read_stay_bounded(
         peers.push(RawWs::connect(&relay, &format!("/?pair=early-{i}"), ""));
         floods.push(spawn_flood(
             side,
-            repeated(&client_frame(FIN_BINARY, b"y", true)),
+            repeated(&client_frame(FIN_BINARY, &[7; 1024], true)),
             until,
         ));
     }
@@ -358,17 +362,14 @@ fn pt1_a_ping_flood_from_a_client_that_never_reads_holds_one_pong() {
     let sent: u64 = floods.into_iter().map(|f| f.join().unwrap()).sum();
     let peak = watch.finish();
     assert!(sent > 8 << 20, "the flood sent {sent} B of pings");
-    // One pong per connection (plus the budget's per-shard publishing slack).
-    assert!(most < 1 << 20, "{most} B charged during a ping flood");
+    // Had every ping's pong been held, 8 MiB of 131-byte pings would have held over 30
+    // MiB of pongs. What is charged is one pong per connection plus each connection's
+    // read buffer of cut frames (at most two 64 KiB reads).
+    assert!(most < 2 << 20, "{most} B charged during a ping flood");
     assert_within_limit("ping flood", idle, peak, limit);
-    // A client that does not read its pongs is a client that does not read: 1008, or a
-    // plain close when even the close frame could not be written.
-    wait_until("the non-readers are closed", || {
-        relay.total("/events/not_reading") >= 1
-    });
-    if let Some((code, reason)) = close_or_eof(&mut clients[0]) {
-        assert_eq!((code, reason.as_str()), (1008, "not reading"));
-    }
+    // Only the latest ping is answered, so the pongs never filled the clients' socket
+    // buffers: nothing was held for them, and they were not closed.
+    assert_eq!(relay.total("/events/not_reading"), 0);
     drop(clients);
     assert_memory_returns("ping flood", &relay, idle);
 }
@@ -399,6 +400,16 @@ fn pt1_half_sent_fragmented_messages_are_charged_and_bounded() {
             ws.send_frame(CONTINUATION, &fragment, true);
         }
         held.push(ws);
+    }
+    for _ in 0..10 {
+        let (used, _) = memory(&relay);
+        eprintln!(
+            "DBG held {} used {:.1} MiB rss {:.1} MiB",
+            held.len(),
+            used as f64 / 1048576.0,
+            rss(&relay) as f64 / 1048576.0
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
     assert!(refused > 0, "upgrades were refused at the limit");
     assert!(

@@ -125,14 +125,23 @@ pub fn on_activity(shard: &Rc<Shard>, conn: &Rc<Conn>) {
 /// answers — errors, echoes), the connection it feeds has a full queue, or a lone pair
 /// side has filled its early bound. "Full" is `--max-queue`, or the connection's share of
 /// `--memory-limit` while the process is at the limit, so the readers feeding the
-/// largest queues pause first.
+/// largest queues pause first. At the limit a reader whose own buffers (a message being
+/// reassembled, frames not yet decoded) exceed its share pauses too.
 ///
 /// A server-id binary never pauses for its own queue: phones fill it, and they are the
 /// ones paused; a binary whose reads stopped could not answer a takeover probe, and a
 /// stranger's phone could then take its server-id (§2.1 liveness). A binary that does not
 /// drain is closed by the stall clock instead.
 pub fn pause_for(shard: &Shard, conn: &Rc<Conn>) -> Option<Pause> {
-    let room = room_limit(shard);
+    if !conn.is_open() {
+        // Closing: it reads on (discarding) until its close frame or EOF ends it.
+        return None;
+    }
+    let share = pressure_share(shard);
+    if share.is_some_and(|share| conn.held_bytes() > share) {
+        return Some(Pause::Pressure(shard.config().tick_period()));
+    }
+    let room = share.unwrap_or(shard.config().max_queue);
     let role = conn.role.borrow();
     if !matches!(&*role, Role::Binary(_)) && conn.is_full(room) {
         return Some(Pause::Room(conn.clone(), room));
@@ -144,13 +153,6 @@ pub fn pause_for(shard: &Shard, conn: &Rc<Conn>) -> Option<Pause> {
         _ => None,
     }?;
     fed.is_full(room).then_some(Pause::Room(fed, room))
-}
-
-/// What a queue may hold before its feeders pause: `--max-queue`, or an equal share of
-/// `--memory-limit` among the open connections while the process is at the limit.
-pub fn room_limit(shard: &Shard) -> usize {
-    let max_queue = shard.config().max_queue;
-    pressure_share(shard).unwrap_or(max_queue)
 }
 
 /// A connection's share of `--memory-limit` while the process is at it; None below it.

@@ -39,8 +39,7 @@ fn tick_once(shard: &Rc<Shard>, now: Instant) {
 fn close_not_reading(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     shard.stats.borrow_mut().event("not_reading");
     tracing::info!(shard = shard.id, peer = %conn.peer(), kind = conn.kind.get().name(), "closing a connection that does not read");
-    conn.failed.set(true);
-    conn.close_discarding(shard, 1008, "not reading");
+    conn.close_not_reading(shard);
 }
 
 /// Close connections whose queue stalled (see `close_not_reading`); ping connections

@@ -32,6 +32,19 @@ use crate::sys;
 use crate::ws::codec::{self, Decoder, Event, OpCode};
 use crate::ws::payload::Payload;
 
+thread_local! {
+    /// Set when a message filled the queue it went to (a connection's outbound queue, or
+    /// a lone pair side's early messages): the reader stops decoding and checks whether
+    /// to pause. Thread-local, so per shard, and only its one running reader sets it.
+    static QUEUE_FILLED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Tell the reader being served that a queue it feeds is full (or the process is at its
+/// memory limit): it stops decoding after the current message.
+pub fn signal_queue_filled() {
+    QUEUE_FILLED.set(true);
+}
+
 /// Bytes asked of the kernel per read: the shard's scratch buffer size.
 pub const READ_CHUNK: usize = 64 * 1024;
 
@@ -195,6 +208,10 @@ pub enum Pause {
     Room(Rc<Conn>, usize),
     /// It is alone and its early messages fill their bound: wait for its peer.
     Arrival(Rc<Arrival>),
+    /// The process is at its memory limit and this connection's own buffers (a message
+    /// being reassembled, frames read but not decoded) hold more than its share: look
+    /// again after this long (the stall clock closes it if that lasts).
+    Pressure(Duration),
 }
 
 impl Pause {
@@ -203,6 +220,7 @@ impl Pause {
         match self {
             Pause::Room(target, limit) => target.wait_for_room(*limit).await,
             Pause::Arrival(arrival) => arrival.wait().await,
+            Pause::Pressure(period) => monoio::time::sleep(*period).await,
         }
     }
 }
@@ -306,6 +324,9 @@ pub struct Conn {
     reader_done: Cell<bool>,
     /// After a protocol error the stream cannot be parsed: bytes are discarded until EOF.
     discarding: Cell<bool>,
+    /// `partial` may hold whole frames not yet decoded: decoding stopped when a queue it
+    /// feeds filled, so the reader decides whether to pause before it decodes more.
+    unparsed: Cell<bool>,
     /// Moved to another shard: this copy only has to go away.
     moved: Cell<bool>,
     /// What a full queue does to whoever feeds it.
@@ -380,6 +401,7 @@ impl Conn {
             write_shut: Cell::new(false),
             reader_done: Cell::new(false),
             discarding: Cell::new(false),
+            unparsed: Cell::new(false),
             moved: Cell::new(false),
             overflow: Cell::new(Overflow::PauseSender),
             last_rx: Cell::new(Instant::now()),
@@ -410,6 +432,12 @@ impl Conn {
         self.queued.get()
     }
 
+    /// What this connection's read side holds (a cut frame, frames not yet decoded, a
+    /// message being reassembled), as charged.
+    pub fn held_bytes(&self) -> usize {
+        self.held.get()
+    }
+
     /// Everything charged to this connection: its queue and its read-side buffers.
     pub fn charged_bytes(&self) -> usize {
         self.queued.get() + self.held.get()
@@ -437,7 +465,8 @@ impl Conn {
     /// Charge the read side at what it holds now (after a read batch, or a release).
     fn recharge_held(&self) {
         let partial = self.partial.take();
-        let now = partial.capacity() + self.decoder.borrow().held_bytes();
+        let now = memory::footprint(partial.capacity())
+            + memory::footprint(self.decoder.borrow().held_bytes());
         self.partial.set(partial);
         let before = self.held.replace(now);
         if now >= before {
@@ -477,6 +506,9 @@ impl Conn {
     fn enqueue(self: &Rc<Self>, shard: &Shard, frame: OutFrame) {
         self.charge_frame(&frame);
         self.out.borrow_mut().push_back(frame);
+        if self.queued.get() >= shard.config().max_queue || memory::over_limit() {
+            signal_queue_filled();
+        }
         self.mark_dirty(shard);
     }
 
@@ -571,6 +603,20 @@ impl Conn {
         }
         self.close(shard, code, reason);
         self.wake_drain_waiters();
+    }
+
+    /// Close a connection that does not drain what it is sent (PROTOCOL §2.1): its
+    /// backlog and its read-side buffers go at once, whatever it sends from now on is
+    /// discarded, and it gets `1008 "not reading"` (if even that cannot be written, the
+    /// close linger shuts the socket).
+    pub fn close_not_reading(self: &Rc<Self>, shard: &Shard) {
+        self.failed.set(true);
+        self.discarding.set(true);
+        self.unparsed.set(false);
+        self.partial.set(Vec::new());
+        self.decoder.borrow_mut().discard();
+        self.recharge_held();
+        self.close_discarding(shard, 1008, "not reading");
     }
 
     /// Send a heartbeat (or takeover-probe) ping, ahead of any backlog.
@@ -837,6 +883,12 @@ pub async fn run_reader(shard: Rc<Shard>, conn: Rc<Conn>) {
             conn.last_rx.set(Instant::now());
             continue;
         }
+        if conn.unparsed.get() {
+            // Frames already read wait in `partial`: decode them before reading more.
+            step = process_partial(&shard, &conn);
+            shard.flush_after_read();
+            continue;
+        }
         if conn.stream.readable(false).await.is_err() {
             break;
         }
@@ -991,7 +1043,7 @@ fn read_chunks(shard: &Rc<Shard>, conn: &Rc<Conn>) -> Step {
         if step == Step::End {
             return Step::End;
         }
-        if short_read || modes::pause_for(shard, conn).is_some() {
+        if short_read || conn.unparsed.get() || modes::pause_for(shard, conn).is_some() {
             return Step::Continue;
         }
     }
@@ -1033,8 +1085,12 @@ fn process_partial(shard: &Rc<Shard>, conn: &Rc<Conn>) -> Step {
     step
 }
 
-/// Decode and dispatch every whole frame in `buf`, leaving only the unconsumed tail.
+/// Decode and dispatch the whole frames in `buf`, leaving only the unconsumed tail: a cut
+/// frame, or — when a message filled the queue it went to (`queue_filled`) — every frame
+/// after that message, so one read of tiny frames cannot queue more than one message past
+/// a bound (PROTOCOL §2.1). `conn.unparsed` tells which.
 fn process_buffer(shard: &Rc<Shard>, conn: &Rc<Conn>, buf: &mut Vec<u8>) -> Step {
+    conn.unparsed.set(false);
     if conn.discarding.get() {
         buf.clear();
         return Step::Continue;
@@ -1044,7 +1100,12 @@ fn process_buffer(shard: &Rc<Shard>, conn: &Rc<Conn>, buf: &mut Vec<u8>) -> Step
     let mut pos = 0;
     let mut step = Step::Continue;
     let mut decoder = conn.decoder.borrow_mut();
+    QUEUE_FILLED.set(false);
     while step == Step::Continue {
+        if QUEUE_FILLED.get() && pos < buf.len() {
+            conn.unparsed.set(true);
+            break;
+        }
         match decoder.decode(&mut buf[pos..], max_message) {
             Ok(None) => break,
             Ok(Some((event, used))) => {
