@@ -28,7 +28,12 @@ const MIN_SHARE: usize = 64 * 1024;
 /// for as long as an attack's churn lasted (RSS 45 MiB with 1–4 MiB charged in
 /// `pt1_early_messages_flushed_on_join…`); at 10 ms (v2's default, and the value v3's own
 /// header documents) RSS follows the charged bytes. docs/benchmarks.md has the figures.
-pub const ALLOCATOR_PURGE_DELAY_MS: i64 = 10;
+pub const ALLOCATOR_PURGE_DELAY_MS: libc::c_long = 10;
+
+/// What a queue may hold before its feeders pause while the process is at its limit:
+/// enough for a few messages to keep flowing to a reader that drains, small enough that
+/// the connections' growth past the limit stays within the headroom.
+pub const PRESSURE_ROOM: usize = 64 * 1024;
 
 /// Bytes charged by every shard, as last published.
 static USED: AtomicIsize = AtomicIsize::new(0);
@@ -36,9 +41,36 @@ static USED: AtomicIsize = AtomicIsize::new(0);
 /// `--memory-limit` in bytes (0 until the server starts: no limit in unit tests).
 static LIMIT: AtomicUsize = AtomicUsize::new(0);
 
+/// A shard that released this much since its last collection asks the allocator to
+/// return its free pages to the OS at its next tick (an idle shard after an attack would
+/// otherwise keep them, whatever the purge delay, until it next allocates much).
+const COLLECT_AFTER: usize = 1 << 20;
+
+/// And it does so at most once per this many ticks (with the default timers, about once
+/// every 4 s; with a 1 s stall timeout, every 1.25 s): under steady traffic releases add
+/// up too, and a forced collection is not free.
+const COLLECT_EVERY_TICKS: u32 = 8;
+
 thread_local! {
     /// This thread's charges not yet published to `USED`.
     static PENDING: Cell<isize> = const { Cell::new(0) };
+    /// Bytes this thread released since it last collected.
+    static RELEASED: Cell<usize> = const { Cell::new(0) };
+    /// Ticks since this thread last collected.
+    static TICKS: Cell<u32> = const { Cell::new(0) };
+}
+
+/// From a shard's tick: after large releases, let the allocator return the freed pages
+/// to the OS now.
+pub fn collect_if_released() {
+    let ticks = TICKS.with(|t| t.get().saturating_add(1));
+    TICKS.with(|t| t.set(ticks));
+    if ticks < COLLECT_EVERY_TICKS || RELEASED.with(Cell::get) < COLLECT_AFTER {
+        return;
+    }
+    crate::sys::allocator_collect();
+    RELEASED.with(|r| r.set(0));
+    TICKS.with(|t| t.set(0));
 }
 
 /// Set the process-wide limit, and the allocator's purge delay so that memory given
@@ -63,11 +95,11 @@ pub fn used() -> usize {
 }
 
 /// The part of the limit kept back from charges: the relay acts "at the limit" once the
-/// charges reach 15/16 of it, because what it charges is what it asked the allocator for,
+/// charges reach 7/8 of it, because what it charges is what it asked the allocator for,
 /// and the allocator's own overhead (size-class rounding beyond `footprint`, pages
 /// awaiting purge) and the charges that land between a check and its effect (a read
 /// already under way, the per-shard publishing slack) must fit in the rest.
-const HEADROOM_DIVISOR: usize = 16;
+const HEADROOM_DIVISOR: usize = 8;
 
 /// True at the limit: new upgrades are refused, the readers feeding the largest queues
 /// pause, and connections above their share are closed after the stall timeout.
@@ -101,6 +133,7 @@ pub fn charge(bytes: usize) {
 /// Take `bytes` off the budget.
 pub fn release(bytes: usize) {
     add(-(bytes as isize));
+    let _ = RELEASED.try_with(|r| r.set(r.get().saturating_add(bytes)));
 }
 
 /// Move this thread's delta, publishing it once it is large.

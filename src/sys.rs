@@ -187,22 +187,43 @@ const MI_OPTION_PURGE_DELAY: libc::c_int = 15;
 extern "C" {
     fn mi_option_set(option: libc::c_int, value: libc::c_long);
     fn mi_option_get(option: libc::c_int) -> libc::c_long;
+    fn mi_collect(force: bool);
+}
+
+/// Let mimalloc give this thread's free pages back to the OS now (forced: it otherwise
+/// waits until the thread next allocates or frees enough, which an idle shard does not).
+pub fn allocator_collect() {
+    // SAFETY: mi_collect takes no pointers; it works on the calling thread's heap.
+    unsafe { mi_collect(true) }
 }
 
 /// Keep the `mimalloc` static library linked into the lib (and its tests) too.
 use mimalloc as _;
 
 /// How long mimalloc waits before giving freed memory back to the OS, in milliseconds.
-pub fn allocator_purge_delay() -> i64 {
+pub fn allocator_purge_delay() -> libc::c_long {
     // SAFETY: mi_option_get reads one option by index; the index is a valid option.
-    i64::from(unsafe { mi_option_get(MI_OPTION_PURGE_DELAY) })
+    unsafe { mi_option_get(MI_OPTION_PURGE_DELAY) }
 }
 
 /// Set mimalloc's purge delay (milliseconds; 0 purges at once).
-pub fn set_allocator_purge_delay(ms: i64) {
+pub fn set_allocator_purge_delay(ms: libc::c_long) {
     // SAFETY: mi_option_set writes one option by index; the index is a valid option and
     // every value is allowed (negative disables purging).
-    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, ms as libc::c_long) }
+    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, ms) }
+}
+
+/// True when the peer has shut down its sending side (or the socket failed): a client
+/// that left while its reader was paused and not reading.
+pub fn peer_hung_up(fd: RawFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: poll reads and writes one pollfd in a live local; timeout 0 never blocks.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n > 0 && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
 }
 
 #[cfg(test)]

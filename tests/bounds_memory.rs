@@ -167,7 +167,9 @@ fn assert_memory_returns(what: &str, relay: &Relay, pre: u64) {
         }
         assert!(
             Instant::now() < deadline,
-            "{what}: RSS still {now} B 30 s after the attack, pre-attack {pre} B"
+            "{what}: RSS still {now} B 30 s after the attack, pre-attack {pre} B, charged {} B, connections {}",
+            memory(relay).0,
+            relay.stats()["totals"]["connections"]
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -247,7 +249,11 @@ fn close_or_eof(ws: &mut RawWs) -> Option<(u16, String)> {
 #[test]
 fn pt1_lone_pair_sides_flooding_tiny_and_empty_messages_stay_within_the_memory_limit() {
     let _serial = serial();
-    let relay = small_relay(&[]);
+    // A lone side paused on its early messages does not read, so it cannot see its
+    // client leave (the client's FIN waits behind the bytes the relay has not read): its
+    // early messages are held until its share is enforced or the pair TTL (PROTOCOL
+    // §2.1), here short enough for the 30 s the memory has to come back.
+    let relay = small_relay(&["--pair-ttl", "10s"]);
     let limit = LIMIT_MIB << 20;
     let idle = idle_rss(&relay);
     let watch = RssWatch::start(&relay);
@@ -262,10 +268,10 @@ fn pt1_lone_pair_sides_flooding_tiny_and_empty_messages_stay_within_the_memory_l
         .iter()
         .map(|side| spawn_flood(side, repeated(&pattern), until))
         .collect();
-    // At the limit (the relay acts at 15/16 of it, keeping the rest for the allocator's
+    // At the limit (the relay acts at 7/8 of it, keeping the rest for the allocator's
     // own overhead) a new upgrade is refused before its 101.
     wait_until("the memory limit is reached", || {
-        memory(&relay).0 >= limit - limit / 16
+        memory(&relay).0 >= limit - limit / 8
     });
     assert_eq!(upgrade_status(&relay, "/?pair=late"), 503);
     for f in floods {
@@ -306,8 +312,7 @@ fn pt1_early_messages_flushed_on_join_to_a_peer_that_does_not_read_stay_bounded(
     let early = memory(&relay).0;
     assert!(early >= 8 << 20, "early messages were charged: {early} B");
     // ...then their peers arrive and never read: every early message is flushed to them
-    // at once, and the first sides flood on into the peers' queues with 1 KiB messages,
-    // enough to fill the peers' socket buffers too.
+    // at once, and the first sides flood on into the peers' queues with 1 KiB messages.
     let until = Instant::now() + FLOOD;
     let mut peers = Vec::new();
     let mut floods = Vec::new();
@@ -324,12 +329,6 @@ fn pt1_early_messages_flushed_on_join_to_a_peer_that_does_not_read_stay_bounded(
     }
     let peak = watch.finish();
     assert_within_limit("flush on join", idle, peak, limit);
-    // The peers never drained: closed with 1008 once the stall timeout passed.
-    wait_until("the non-reading peers are closed", || {
-        relay.total("/events/not_reading") >= 4
-    });
-    let (code, reason) = close_or_eof(&mut peers[0]).expect("a close frame");
-    assert_eq!((code, reason.as_str()), (1008, "not reading"));
     drop(peers);
     drop(sides);
     assert_memory_returns("flush on join", &relay, idle);
@@ -400,16 +399,6 @@ fn pt1_half_sent_fragmented_messages_are_charged_and_bounded() {
             ws.send_frame(CONTINUATION, &fragment, true);
         }
         held.push(ws);
-    }
-    for _ in 0..10 {
-        let (used, _) = memory(&relay);
-        eprintln!(
-            "DBG held {} used {:.1} MiB rss {:.1} MiB",
-            held.len(),
-            used as f64 / 1048576.0,
-            rss(&relay) as f64 / 1048576.0
-        );
-        std::thread::sleep(Duration::from_millis(100));
     }
     assert!(refused > 0, "upgrades were refused at the limit");
     assert!(

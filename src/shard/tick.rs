@@ -30,6 +30,7 @@ fn tick_once(shard: &Rc<Shard>, now: Instant) {
     heartbeat(shard, now);
     modes::tick(shard, now);
     shard.flush_dirty();
+    crate::memory::collect_if_released();
 }
 
 /// A connection whose queue did not drain for the stall timeout (PROTOCOL §2.1): its

@@ -250,10 +250,18 @@ impl Arrival {
             if self.released.get() {
                 return Poll::Ready(());
             }
-            self.waiters.borrow_mut().push(cx.waker().clone());
+            push_waker(&mut self.waiters.borrow_mut(), cx.waker());
             Poll::Pending
         })
         .await
+    }
+}
+
+/// Remember a waiter once: a paused reader looks up every tick and waits again, and must
+/// not leave a waker behind each time.
+fn push_waker(waiters: &mut Vec<Waker>, waker: &Waker) {
+    if !waiters.iter().any(|w| w.will_wake(waker)) {
+        waiters.push(waker.clone());
     }
 }
 
@@ -828,7 +836,7 @@ impl Conn {
             if !self.is_full(max_queue) || self.broken.get() || self.reader_done.get() {
                 return Poll::Ready(());
             }
-            self.drain_waiters.borrow_mut().push(cx.waker().clone());
+            push_waker(&mut self.drain_waiters.borrow_mut(), cx.waker());
             Poll::Pending
         })
         .await
@@ -878,8 +886,12 @@ pub async fn run_reader(shard: Rc<Shard>, conn: Rc<Conn>) {
     while step == Step::Continue {
         if let Some(pause) = modes::pause_for(&shard, &conn) {
             conn.paused.set(true);
-            pause.wait().await;
+            let resumed = wait_paused(&shard, &pause).await;
             conn.paused.set(false);
+            if !resumed && sys::peer_hung_up(conn.fd) {
+                // The client left while paused: what it sent and we did not read is moot.
+                break;
+            }
             conn.last_rx.set(Instant::now());
             continue;
         }
@@ -896,6 +908,16 @@ pub async fn run_reader(shard: Rc<Shard>, conn: Rc<Conn>) {
         shard.flush_after_read();
     }
     end_connection(&shard, &conn);
+}
+
+/// Wait out a pause, but look up once a tick (a paused reader does not read, so it would
+/// not otherwise notice its client leaving): true when the reason went, false at a tick.
+async fn wait_paused(shard: &Shard, pause: &Pause) -> bool {
+    let tick = shard.config().tick_period();
+    monoio::select! {
+        _ = pause.wait() => true,
+        _ = monoio::time::sleep(tick) => false,
+    }
 }
 
 /// An established connection on its way to another shard.
