@@ -7,6 +7,13 @@
 //! flush is one `sendmsg` of every queued slice, and only a socket that pushes back gets a
 //! short-lived drain task that waits for writability.
 //!
+//! Bounds (PROTOCOL §2.1): a queued frame is charged at what it occupies (`OutFrame::charge`)
+//! against `--max-queue` and the process's `--memory-limit` (`crate::memory`), and so are
+//! the read-side buffers. A reader stops decoding as soon as a message fills the queue it
+//! went to, so one read of tiny frames cannot overshoot a bound. The heartbeat's stall
+//! clock (`Conn::stalled`) closes a connection whose queue does not drain with `1008`.
+//! Pings and pongs go ahead of the backlog, and at most one pong is ever queued.
+//!
 //! Ordering: `send` only queues and marks the connection dirty. After each read batch the
 //! shard flushes its dirty connections (`Shard::flush_after_read`): at once by default,
 //! or with `--flush-after-reads N` at the end of the loop turn or after N batches; ticks,
