@@ -1209,3 +1209,27 @@ fn on_close_frame(shard: &Rc<Shard>, conn: &Rc<Conn>, code: Option<u16>) -> Step
     }
     Step::End
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws::payload::POOLED_MAX;
+
+    #[test]
+    fn an_empty_message_or_a_pong_is_not_free() {
+        let empty = OutFrame::message(OpCode::Binary, None, Payload::copy_of(b""), b"");
+        assert_eq!(empty.charge(), FRAME_SLOT + POOLED_MAX);
+        assert_eq!(OutFrame::charge_for(0), empty.charge());
+        let pong = OutFrame::message(OpCode::Pong, None, Payload::copy_of(b"p"), b"");
+        assert!(pong.is_pong() && pong.is_ping_or_pong());
+        assert!(pong.charge() > POOLED_MAX);
+        let ping = OutFrame::message(OpCode::Ping, None, Payload::empty(), b"");
+        assert!(ping.is_ping_or_pong() && !ping.is_pong());
+        assert_eq!(ping.charge(), FRAME_SLOT);
+        let close = OutFrame::raw(codec::encode_close(1000, ""));
+        assert!(!close.is_ping_or_pong());
+        let text = OutFrame::message(OpCode::Text, None, Payload::from(vec![b'x'; 4000]), b"");
+        assert!(!text.is_ping_or_pong());
+        assert!(text.charge() >= FRAME_SLOT + 4000);
+    }
+}
