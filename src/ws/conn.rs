@@ -893,7 +893,9 @@ pub async fn run_reader(shard: Rc<Shard>, conn: Rc<Conn>) {
     while step == Step::Continue {
         if let Some(pause) = modes::pause_for(&shard, &conn) {
             conn.paused.set(true);
-            let resumed = wait_paused(&shard, &pause).await;
+            // Boxed: its timer would otherwise sit in every reader's future, idle or not
+            // (one allocation per pause, never per message).
+            let resumed = Box::pin(wait_paused(&shard, &pause)).await;
             conn.paused.set(false);
             if !resumed && sys::peer_hung_up(conn.fd) {
                 // The client left while paused: what it sent and we did not read is moot.
