@@ -23,20 +23,64 @@ const PUBLISH_STEP: isize = 64 * 1024;
 /// connection may always hold a handful of small frames and a partial frame.
 const MIN_SHARE: usize = 64 * 1024;
 
+/// mimalloc's purge delay, in milliseconds. The `mimalloc` crate builds mimalloc v3, whose
+/// default of 1000 ms, extended while frees keep coming, held 20–35 MiB of freed pages
+/// for as long as an attack's churn lasted (RSS 45 MiB with 1–4 MiB charged in
+/// `pt1_early_messages_flushed_on_join…`); at 10 ms (v2's default, and the value v3's own
+/// header documents) RSS follows the charged bytes. docs/benchmarks.md has the figures.
+pub const ALLOCATOR_PURGE_DELAY_MS: libc::c_long = 10;
+
+/// What a queue may hold before its feeders pause while the process is at its limit:
+/// enough for a few messages to keep flowing to a reader that drains, small enough that
+/// the connections' growth past the limit stays within the headroom.
+pub const PRESSURE_ROOM: usize = 64 * 1024;
+
 /// Bytes charged by every shard, as last published.
 static USED: AtomicIsize = AtomicIsize::new(0);
 
 /// `--memory-limit` in bytes (0 until the server starts: no limit in unit tests).
 static LIMIT: AtomicUsize = AtomicUsize::new(0);
 
+/// A shard that released this much since its last collection asks the allocator to
+/// return its free pages to the OS at its next tick (an idle shard after an attack would
+/// otherwise keep them, whatever the purge delay, until it next allocates much).
+const COLLECT_AFTER: usize = 1 << 20;
+
+/// And it does so at most once per this many ticks (with the default timers, about once
+/// every 4 s; with a 1 s stall timeout, every 1.25 s): under steady traffic releases add
+/// up too, and a forced collection is not free.
+const COLLECT_EVERY_TICKS: u32 = 8;
+
 thread_local! {
     /// This thread's charges not yet published to `USED`.
     static PENDING: Cell<isize> = const { Cell::new(0) };
+    /// Bytes this thread released since it last collected.
+    static RELEASED: Cell<usize> = const { Cell::new(0) };
+    /// Ticks since this thread last collected.
+    static TICKS: Cell<u32> = const { Cell::new(0) };
 }
 
-/// Set the process-wide limit (the server does it once at start).
+/// From a shard's tick: after large releases, let the allocator return the freed pages
+/// to the OS now.
+pub fn collect_if_released() {
+    let ticks = TICKS.with(|t| t.get().saturating_add(1));
+    TICKS.with(|t| t.set(ticks));
+    if ticks < COLLECT_EVERY_TICKS || RELEASED.with(Cell::get) < COLLECT_AFTER {
+        return;
+    }
+    crate::sys::allocator_collect();
+    RELEASED.with(|r| r.set(0));
+    TICKS.with(|t| t.set(0));
+}
+
+/// Set the process-wide limit, and the allocator's purge delay so that memory given
+/// back is returned to the OS (the server does it once at start).
 pub fn set_limit(bytes: usize) {
     LIMIT.store(bytes, Ordering::Relaxed);
+    // An operator's `MIMALLOC_PURGE_DELAY` wins.
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        crate::sys::set_allocator_purge_delay(ALLOCATOR_PURGE_DELAY_MS);
+    }
 }
 
 /// The process-wide limit in bytes (0: none).
@@ -50,11 +94,29 @@ pub fn used() -> usize {
     (USED.load(Ordering::Relaxed) + pending).max(0) as usize
 }
 
-/// True at or over the limit: new upgrades are refused and the largest queues' feeders
-/// pause.
+/// The part of the limit kept back from charges: the relay acts "at the limit" once the
+/// charges reach 7/8 of it, because what it charges is what it asked the allocator for,
+/// and the allocator's own overhead (size-class rounding beyond `footprint`, pages
+/// awaiting purge) and the charges that land between a check and its effect (a read
+/// already under way, the per-shard publishing slack) must fit in the rest.
+const HEADROOM_DIVISOR: usize = 8;
+
+/// True at the limit: new upgrades are refused, the readers feeding the largest queues
+/// pause, and connections above their share are closed after the stall timeout.
 pub fn over_limit() -> bool {
     let limit = limit();
-    limit > 0 && used() >= limit
+    limit > 0 && used() >= limit - limit / HEADROOM_DIVISOR
+}
+
+/// What an allocation of `bytes` occupies: mimalloc rounds a request up to its size
+/// class, four classes per power of two above 64 bytes (at most 25 % more, 12 % on
+/// average), and 16-byte steps below.
+pub fn footprint(bytes: usize) -> usize {
+    if bytes <= 64 {
+        return bytes.next_multiple_of(16);
+    }
+    let step = (1usize << (usize::BITS - 1 - bytes.leading_zeros())) / 4;
+    bytes.next_multiple_of(step)
 }
 
 /// What one connection may hold while the process is at its limit: an equal part of the
@@ -71,6 +133,7 @@ pub fn charge(bytes: usize) {
 /// Take `bytes` off the budget.
 pub fn release(bytes: usize) {
     add(-(bytes as isize));
+    let _ = RELEASED.try_with(|r| r.set(r.get().saturating_add(bytes)));
 }
 
 /// Move this thread's delta, publishing it once it is large.
@@ -101,12 +164,14 @@ pub struct Held(usize);
 impl Held {
     /// Charge `bytes` now.
     pub fn new(bytes: usize) -> Self {
+        let bytes = footprint(bytes);
         charge(bytes);
         Held(bytes)
     }
 
-    /// The charge becomes `bytes` (a buffer grew or shrank).
+    /// The charge becomes that of a `bytes` allocation (a buffer grew or shrank).
     pub fn set(&mut self, bytes: usize) {
+        let bytes = footprint(bytes);
         if bytes >= self.0 {
             charge(bytes - self.0);
         } else {
@@ -181,6 +246,16 @@ mod tests {
         assert_eq!(PENDING.with(Cell::get), 0, "the release was published too");
         release(100);
         assert_eq!(PENDING.with(Cell::get), -100);
+    }
+
+    #[test]
+    fn footprints_round_up_to_size_classes() {
+        assert_eq!(footprint(0), 0);
+        assert_eq!(footprint(1), 16);
+        assert_eq!(footprint(512), 512);
+        assert_eq!(footprint(513), 640);
+        assert_eq!(footprint(240 * 1024), 256 * 1024);
+        assert_eq!(footprint(256 * 1024), 256 * 1024);
     }
 
     #[test]

@@ -236,3 +236,73 @@ pub fn refuse_now(fd: RawFd, resp: &[u8]) {
 /// Reads of already-arrived bytes a refusal makes before closing: two heads' worth at the
 /// default 8 KiB cap. A client that sends more, or later, may see a reset.
 const REFUSE_DRAIN_READS: usize = 4;
+/// mimalloc's option index for `purge_delay` (v3's `mi_option_e`, the version the
+/// `mimalloc` crate builds by default; `allocator_purge_delay_is_where_we_expect`
+/// checks the index against v3's documented default of 1000 ms).
+const MI_OPTION_PURGE_DELAY: libc::c_int = 15;
+
+// The allocator's option calls; the symbols come with the `mimalloc` crate's static
+// library (linked through `mimalloc` below).
+extern "C" {
+    fn mi_option_set(option: libc::c_int, value: libc::c_long);
+    fn mi_option_get(option: libc::c_int) -> libc::c_long;
+    fn mi_collect(force: bool);
+}
+
+/// Let mimalloc give this thread's free pages back to the OS now (forced: it otherwise
+/// waits until the thread next allocates or frees enough, which an idle shard does not).
+pub fn allocator_collect() {
+    // SAFETY: mi_collect takes no pointers; it works on the calling thread's heap.
+    unsafe { mi_collect(true) }
+}
+
+/// Keep the `mimalloc` static library linked into the lib (and its tests) too.
+use mimalloc as _;
+
+/// How long mimalloc waits before giving freed memory back to the OS, in milliseconds.
+pub fn allocator_purge_delay() -> libc::c_long {
+    // SAFETY: mi_option_get reads one option by index; the index is a valid option.
+    unsafe { mi_option_get(MI_OPTION_PURGE_DELAY) }
+}
+
+/// Set mimalloc's purge delay (milliseconds; 0 purges at once).
+pub fn set_allocator_purge_delay(ms: libc::c_long) {
+    // SAFETY: mi_option_set writes one option by index; the index is a valid option and
+    // every value is allowed (negative disables purging).
+    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, ms) }
+}
+
+/// True when the peer has shut down its sending side (or the socket failed): a client
+/// that left while its reader was paused and not reading.
+pub fn peer_hung_up(fd: RawFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: poll reads and writes one pollfd in a live local; timeout 0 never blocks.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n > 0 && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+}
+
+#[cfg(test)]
+mod allocator_tests {
+    use super::*;
+
+    #[test]
+    fn allocator_purge_delay_is_where_we_expect() {
+        // mimalloc v3's default, unless the environment overrides it.
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            let before = allocator_purge_delay();
+            assert!(
+                before == 1000 || before == crate::memory::ALLOCATOR_PURGE_DELAY_MS,
+                "option 15 is not purge_delay: {before}"
+            );
+        }
+        set_allocator_purge_delay(crate::memory::ALLOCATOR_PURGE_DELAY_MS);
+        assert_eq!(
+            allocator_purge_delay(),
+            crate::memory::ALLOCATOR_PURGE_DELAY_MS
+        );
+    }
+}

@@ -167,7 +167,9 @@ fn assert_memory_returns(what: &str, relay: &Relay, pre: u64) {
         }
         assert!(
             Instant::now() < deadline,
-            "{what}: RSS still {now} B 30 s after the attack, pre-attack {pre} B"
+            "{what}: RSS still {now} B 30 s after the attack, pre-attack {pre} B, charged {} B, connections {}",
+            memory(relay).0,
+            relay.stats()["totals"]["connections"]
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -247,23 +249,30 @@ fn close_or_eof(ws: &mut RawWs) -> Option<(u16, String)> {
 #[test]
 fn pt1_lone_pair_sides_flooding_tiny_and_empty_messages_stay_within_the_memory_limit() {
     let _serial = serial();
-    let relay = small_relay(&[]);
+    // A lone side paused on its early messages does not read, so it cannot see its
+    // client leave (the client's FIN waits behind the bytes the relay has not read): its
+    // early messages are held until its share is enforced or the pair TTL (PROTOCOL
+    // §2.1), here short enough for the 30 s the memory has to come back.
+    let relay = small_relay(&["--pair-ttl", "10s"]);
     let limit = LIMIT_MIB << 20;
     let idle = idle_rss(&relay);
     let watch = RssWatch::start(&relay);
     let until = Instant::now() + FLOOD;
     // 16 lone sides × a 4 MiB queue each is twice the limit.
-    let mut sides = Vec::new();
-    let mut floods = Vec::new();
-    for i in 0..16 {
-        let side = RawWs::connect(&relay, &format!("/?pair=lone-{i}"), "");
-        let mut pattern = client_frame(FIN_BINARY, b"x", true);
-        pattern.extend(client_frame(FIN_BINARY, b"", true));
-        floods.push(spawn_flood(&side, repeated(&pattern), until));
-        sides.push(side);
-    }
-    // At the limit a new upgrade is refused before its 101.
-    wait_until("the memory limit is reached", || memory(&relay).0 >= limit);
+    let mut sides: Vec<RawWs> = (0..16)
+        .map(|i| RawWs::connect(&relay, &format!("/?pair=lone-{i}"), ""))
+        .collect();
+    let mut pattern = client_frame(FIN_BINARY, b"x", true);
+    pattern.extend(client_frame(FIN_BINARY, b"", true));
+    let floods: Vec<_> = sides
+        .iter()
+        .map(|side| spawn_flood(side, repeated(&pattern), until))
+        .collect();
+    // At the limit (the relay acts at 7/8 of it, keeping the rest for the allocator's
+    // own overhead) a new upgrade is refused before its 101.
+    wait_until("the memory limit is reached", || {
+        memory(&relay).0 >= limit - limit / 8
+    });
     assert_eq!(upgrade_status(&relay, "/?pair=late"), 503);
     for f in floods {
         f.join().unwrap();
@@ -303,7 +312,7 @@ fn pt1_early_messages_flushed_on_join_to_a_peer_that_does_not_read_stay_bounded(
     let early = memory(&relay).0;
     assert!(early >= 8 << 20, "early messages were charged: {early} B");
     // ...then their peers arrive and never read: every early message is flushed to them
-    // at once, and the first sides flood on into the peers' queues.
+    // at once, and the first sides flood on into the peers' queues with 1 KiB messages.
     let until = Instant::now() + FLOOD;
     let mut peers = Vec::new();
     let mut floods = Vec::new();
@@ -311,7 +320,7 @@ fn pt1_early_messages_flushed_on_join_to_a_peer_that_does_not_read_stay_bounded(
         peers.push(RawWs::connect(&relay, &format!("/?pair=early-{i}"), ""));
         floods.push(spawn_flood(
             side,
-            repeated(&client_frame(FIN_BINARY, b"y", true)),
+            repeated(&client_frame(FIN_BINARY, &[7; 1024], true)),
             until,
         ));
     }
@@ -320,12 +329,6 @@ fn pt1_early_messages_flushed_on_join_to_a_peer_that_does_not_read_stay_bounded(
     }
     let peak = watch.finish();
     assert_within_limit("flush on join", idle, peak, limit);
-    // The peers never drained: closed with 1008 once the stall timeout passed.
-    wait_until("the non-reading peers are closed", || {
-        relay.total("/events/not_reading") >= 4
-    });
-    let (code, reason) = close_or_eof(&mut peers[0]).expect("a close frame");
-    assert_eq!((code, reason.as_str()), (1008, "not reading"));
     drop(peers);
     drop(sides);
     assert_memory_returns("flush on join", &relay, idle);
@@ -358,17 +361,14 @@ fn pt1_a_ping_flood_from_a_client_that_never_reads_holds_one_pong() {
     let sent: u64 = floods.into_iter().map(|f| f.join().unwrap()).sum();
     let peak = watch.finish();
     assert!(sent > 8 << 20, "the flood sent {sent} B of pings");
-    // One pong per connection (plus the budget's per-shard publishing slack).
-    assert!(most < 1 << 20, "{most} B charged during a ping flood");
+    // Had every ping's pong been held, 8 MiB of 131-byte pings would have held over 30
+    // MiB of pongs. What is charged is one pong per connection plus each connection's
+    // read buffer of cut frames (at most two 64 KiB reads).
+    assert!(most < 2 << 20, "{most} B charged during a ping flood");
     assert_within_limit("ping flood", idle, peak, limit);
-    // A client that does not read its pongs is a client that does not read: 1008, or a
-    // plain close when even the close frame could not be written.
-    wait_until("the non-readers are closed", || {
-        relay.total("/events/not_reading") >= 1
-    });
-    if let Some((code, reason)) = close_or_eof(&mut clients[0]) {
-        assert_eq!((code, reason.as_str()), (1008, "not reading"));
-    }
+    // Only the latest ping is answered, so the pongs never filled the clients' socket
+    // buffers: nothing was held for them, and they were not closed.
+    assert_eq!(relay.total("/events/not_reading"), 0);
     drop(clients);
     assert_memory_returns("ping flood", &relay, idle);
 }
@@ -462,8 +462,8 @@ fn pt2_a_receiver_that_does_not_read_is_closed_1008_and_its_paused_sender_resume
     next_of_type(&mut host, "joined");
     next_of_type(&mut next, "joined");
     host.send_frame(0x81, br#"{"type":"data","payload":"after"}"#, true);
-    let v = next_of_type(&mut next, "data");
-    assert_eq!(v["payload"], "after");
+    // The tail of the host's flood, read once it resumed, comes first.
+    while next_of_type(&mut next, "data")["payload"] != "after" {}
 }
 
 /// The headers of a pyrycode binary on `/v1/server` for `sid`.
@@ -488,11 +488,12 @@ fn flooded_holder(relay: &Relay, sid: &str) -> (RawWs, RawWs, JoinHandle<u64>) {
     let body = format!(r#"{{"flood":"{}"}}"#, "f".repeat(16 * 1024));
     let pattern = client_frame(0x81, body.as_bytes(), true);
     let flood = spawn_flood(&stranger, pattern, Instant::now() + Duration::from_secs(4));
-    // 250 16 KiB envelopes fill the default 4 MiB queue: wait until that many are read
-    // from the phone and not yet written to the holder. (A queue larger than the slack
+    // About 200 16 KiB envelopes (each charged at its 20 KiB size class and its slot)
+    // fill the default 4 MiB queue: wait until 180 are read from the phone and not yet
+    // written to the holder. (A queue larger than the slack
     // the kernel keeps in a "full" socket: one more write attempt cannot empty it.)
     wait_until("the holder's queue is full", || {
-        relay.total("/messages_in") >= relay.total("/messages_out") + 250
+        relay.total("/messages_in") >= relay.total("/messages_out") + 180
     });
     wait_until_writes_stop(relay);
     (holder, stranger, flood)

@@ -138,16 +138,27 @@ pub fn on_activity(shard: &Rc<Shard>, conn: &Rc<Conn>) {
 /// Why `conn`'s reader should stop reading for now (PROTOCOL §2 back-pressure, §2.1
 /// bounds): its own queue is full (a client that sends without reading the relay's
 /// answers — errors, echoes), the connection it feeds has a full queue, or a lone pair
-/// side has filled its early bound. "Full" is `--max-queue`, or the connection's share of
-/// `--memory-limit` while the process is at the limit, so the readers feeding the
-/// largest queues pause first.
+/// side has filled its early bound. "Full" is `--max-queue`, or — while the process is
+/// at its memory limit — the small `PRESSURE_ROOM`, so that nothing grows at the limit and
+/// the readers feeding the largest queues are the ones that wait. At the limit a reader whose own buffers (a message being
+/// reassembled, frames not yet decoded) exceed its share pauses too.
 ///
 /// A server-id binary never pauses for its own queue: phones fill it, and they are the
 /// ones paused; a binary whose reads stopped could not answer a takeover probe, and a
 /// stranger's phone could then take its server-id (§2.1 liveness). A binary that does not
 /// drain is closed by the stall clock instead.
 pub fn pause_for(shard: &Shard, conn: &Rc<Conn>) -> Option<Pause> {
-    let room = room_limit(shard);
+    if !conn.is_open() {
+        // Closing: it reads on (discarding) until its close frame or EOF ends it.
+        return None;
+    }
+    let share = pressure_share(shard);
+    if share.is_some_and(|share| conn.held_bytes() > share) {
+        return Some(Pause::Pressure(shard.config().tick_period()));
+    }
+    let max_queue = shard.config().max_queue;
+    // At the limit nothing grows: every feeder of a queue past the pressure floor waits.
+    let room = share.map_or(max_queue, |_| crate::memory::PRESSURE_ROOM.min(max_queue));
     let role = conn.role.borrow();
     if !matches!(&*role, Role::Binary(_)) && conn.is_full(room) {
         return Some(Pause::Room(conn.clone(), room));
@@ -160,13 +171,6 @@ pub fn pause_for(shard: &Shard, conn: &Rc<Conn>) -> Option<Pause> {
         _ => None,
     }?;
     fed.is_full(room).then_some(Pause::Room(fed, room))
-}
-
-/// What a queue may hold before its feeders pause: `--max-queue`, or an equal share of
-/// `--memory-limit` among the open connections while the process is at the limit.
-pub fn room_limit(shard: &Shard) -> usize {
-    let max_queue = shard.config().max_queue;
-    pressure_share(shard).unwrap_or(max_queue)
 }
 
 /// A connection's share of `--memory-limit` while the process is at it; None below it.

@@ -212,6 +212,9 @@ pub fn on_message(
                 waiting.early_bytes += charge;
                 crate::memory::charge(charge);
                 waiting.early.push_back(body);
+                if waiting.early_bytes >= shard.config().max_queue || crate::memory::over_limit() {
+                    crate::ws::conn::signal_queue_filled();
+                }
             }
         }
     }
@@ -283,8 +286,7 @@ fn close_over_share(shard: &Rc<Shard>, now: Instant) {
     }
     for lone in over {
         shard.stats.borrow_mut().event("not_reading");
-        lone.failed.set(true);
-        lone.close_discarding(shard, 1008, "not reading");
+        lone.close_not_reading(shard);
     }
 }
 

@@ -478,7 +478,7 @@ fn deliver_to_phone(
     bytes: &[u8],
     read_at: Instant,
 ) {
-    if phone.queued_bytes() + bytes.len() > shard.config().max_queue {
+    if phone.queued_bytes() + OutFrame::charge_for(bytes.len()) > shard.config().max_queue {
         shard.stats.borrow_mut().dropped("phone_backlog_full");
         let role = detach_phone(shard, &binary.server_id, phone);
         if let (Some(holder), Some(role)) = (holder_of(shard, &binary.server_id), role) {

@@ -30,6 +30,7 @@ fn tick_once(shard: &Rc<Shard>, now: Instant) {
     heartbeat(shard, now);
     modes::tick(shard, now);
     shard.flush_dirty();
+    crate::memory::collect_if_released();
 }
 
 /// A connection whose queue did not drain for the stall timeout (PROTOCOL §2.1): its
@@ -38,9 +39,8 @@ fn tick_once(shard: &Rc<Shard>, now: Instant) {
 /// queue resume.
 fn close_not_reading(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     shard.stats.borrow_mut().event("not_reading");
-    tracing::info!(shard = shard.id, peer = %conn.peer(), kind = conn.kind.get().name(), "closing a connection that does not read");
-    conn.failed.set(true);
-    conn.close_discarding(shard, 1008, "not reading");
+    tracing::debug!(shard = shard.id, peer = %conn.peer(), kind = conn.kind.get().name(), "closing a connection that does not read");
+    conn.close_not_reading(shard);
 }
 
 /// Close connections whose queue stalled (see `close_not_reading`); ping connections

@@ -155,6 +155,13 @@ impl Decoder {
         }
     }
 
+    /// Forget a message being reassembled and give its buffer back (the connection is
+    /// closed and its bytes are discarded from now on).
+    pub fn discard(&mut self) {
+        self.in_progress = None;
+        self.reassembly = Vec::new();
+    }
+
     /// Heap bytes this decoder holds (its reassembly buffer), for the memory budget.
     pub fn held_bytes(&self) -> usize {
         self.reassembly.capacity()

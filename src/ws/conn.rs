@@ -7,6 +7,13 @@
 //! flush is one `sendmsg` of every queued slice, and only a socket that pushes back gets a
 //! short-lived drain task that waits for writability.
 //!
+//! Bounds (PROTOCOL §2.1): a queued frame is charged at what it occupies (`OutFrame::charge`)
+//! against `--max-queue` and the process's `--memory-limit` (`crate::memory`), and so are
+//! the read-side buffers. A reader stops decoding as soon as a message fills the queue it
+//! went to, so one read of tiny frames cannot overshoot a bound. The heartbeat's stall
+//! clock (`Conn::stalled`) closes a connection whose queue does not drain with `1008`.
+//! Pings and pongs go ahead of the backlog, and at most one pong is ever queued.
+//!
 //! Ordering: `send` only queues and marks the connection dirty. After each read batch the
 //! shard flushes its dirty connections (`Shard::flush_after_read`): at once by default,
 //! or with `--flush-after-reads N` at the end of the loop turn or after N batches; ticks,
@@ -31,6 +38,19 @@ use crate::stats::ConnKind;
 use crate::sys;
 use crate::ws::codec::{self, Decoder, Event, OpCode};
 use crate::ws::payload::Payload;
+
+thread_local! {
+    /// Set when a message filled the queue it went to (a connection's outbound queue, or
+    /// a lone pair side's early messages): the reader stops decoding and checks whether
+    /// to pause. Thread-local, so per shard, and only its one running reader sets it.
+    static QUEUE_FILLED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Tell the reader being served that a queue it feeds is full (or the process is at its
+/// memory limit): it stops decoding after the current message.
+pub fn signal_queue_filled() {
+    QUEUE_FILLED.set(true);
+}
 
 /// Bytes asked of the kernel per read: the shard's scratch buffer size.
 pub const READ_CHUNK: usize = 64 * 1024;
@@ -195,6 +215,10 @@ pub enum Pause {
     Room(Rc<Conn>, usize),
     /// It is alone and its early messages fill their bound: wait for its peer.
     Arrival(Rc<Arrival>),
+    /// The process is at its memory limit and this connection's own buffers (a message
+    /// being reassembled, frames read but not decoded) hold more than its share: look
+    /// again after this long (the stall clock closes it if that lasts).
+    Pressure(Duration),
 }
 
 impl Pause {
@@ -203,6 +227,7 @@ impl Pause {
         match self {
             Pause::Room(target, limit) => target.wait_for_room(*limit).await,
             Pause::Arrival(arrival) => arrival.wait().await,
+            Pause::Pressure(period) => monoio::time::sleep(*period).await,
         }
     }
 }
@@ -232,10 +257,18 @@ impl Arrival {
             if self.released.get() {
                 return Poll::Ready(());
             }
-            self.waiters.borrow_mut().push(cx.waker().clone());
+            push_waker(&mut self.waiters.borrow_mut(), cx.waker());
             Poll::Pending
         })
         .await
+    }
+}
+
+/// Remember a waiter once: a paused reader looks up every tick and waits again, and must
+/// not leave a waker behind each time.
+fn push_waker(waiters: &mut Vec<Waker>, waker: &Waker) {
+    if !waiters.iter().any(|w| w.will_wake(waker)) {
+        waiters.push(waker.clone());
     }
 }
 
@@ -313,6 +346,9 @@ pub struct Conn {
     reader_done: Cell<bool>,
     /// After a protocol error the stream cannot be parsed: bytes are discarded until EOF.
     discarding: Cell<bool>,
+    /// `partial` may hold whole frames not yet decoded: decoding stopped when a queue it
+    /// feeds filled, so the reader decides whether to pause before it decodes more.
+    unparsed: Cell<bool>,
     /// Moved to another shard: this copy only has to go away.
     moved: Cell<bool>,
     /// What a full queue does to whoever feeds it.
@@ -387,6 +423,7 @@ impl Conn {
             write_shut: Cell::new(false),
             reader_done: Cell::new(false),
             discarding: Cell::new(false),
+            unparsed: Cell::new(false),
             moved: Cell::new(false),
             overflow: Cell::new(Overflow::PauseSender),
             last_rx: Cell::new(Instant::now()),
@@ -417,6 +454,12 @@ impl Conn {
         self.queued.get()
     }
 
+    /// What this connection's read side holds (a cut frame, frames not yet decoded, a
+    /// message being reassembled), as charged.
+    pub fn held_bytes(&self) -> usize {
+        self.held.get()
+    }
+
     /// Everything charged to this connection: its queue and its read-side buffers.
     pub fn charged_bytes(&self) -> usize {
         self.queued.get() + self.held.get()
@@ -444,7 +487,8 @@ impl Conn {
     /// Charge the read side at what it holds now (after a read batch, or a release).
     fn recharge_held(&self) {
         let partial = self.partial.take();
-        let now = partial.capacity() + self.decoder.borrow().held_bytes();
+        let now = memory::footprint(partial.capacity())
+            + memory::footprint(self.decoder.borrow().held_bytes());
         self.partial.set(partial);
         let before = self.held.replace(now);
         if now >= before {
@@ -484,6 +528,9 @@ impl Conn {
     fn enqueue(self: &Rc<Self>, shard: &Shard, frame: OutFrame) {
         self.charge_frame(&frame);
         self.out.borrow_mut().push_back(frame);
+        if self.queued.get() >= shard.config().max_queue || memory::over_limit() {
+            signal_queue_filled();
+        }
         self.mark_dirty(shard);
     }
 
@@ -578,6 +625,20 @@ impl Conn {
         }
         self.close(shard, code, reason);
         self.wake_drain_waiters();
+    }
+
+    /// Close a connection that does not drain what it is sent (PROTOCOL §2.1): its
+    /// backlog and its read-side buffers go at once, whatever it sends from now on is
+    /// discarded, and it gets `1008 "not reading"` (if even that cannot be written, the
+    /// close linger shuts the socket).
+    pub fn close_not_reading(self: &Rc<Self>, shard: &Shard) {
+        self.failed.set(true);
+        self.discarding.set(true);
+        self.unparsed.set(false);
+        self.partial.set(Vec::new());
+        self.decoder.borrow_mut().discard();
+        self.recharge_held();
+        self.close_discarding(shard, 1008, "not reading");
     }
 
     /// Send a heartbeat (or takeover-probe) ping, ahead of any backlog.
@@ -789,7 +850,7 @@ impl Conn {
             if !self.is_full(max_queue) || self.broken.get() || self.reader_done.get() {
                 return Poll::Ready(());
             }
-            self.drain_waiters.borrow_mut().push(cx.waker().clone());
+            push_waker(&mut self.drain_waiters.borrow_mut(), cx.waker());
             Poll::Pending
         })
         .await
@@ -839,9 +900,21 @@ pub async fn run_reader(shard: Rc<Shard>, conn: Rc<Conn>) {
     while step == Step::Continue {
         if let Some(pause) = modes::pause_for(&shard, &conn) {
             conn.paused.set(true);
-            pause.wait().await;
+            // Boxed: its timer would otherwise sit in every reader's future, idle or not
+            // (one allocation per pause, never per message).
+            let resumed = Box::pin(wait_paused(&shard, &pause)).await;
             conn.paused.set(false);
+            if !resumed && sys::peer_hung_up(conn.fd) {
+                // The client left while paused: what it sent and we did not read is moot.
+                break;
+            }
             conn.last_rx.set(Instant::now());
+            continue;
+        }
+        if conn.unparsed.get() {
+            // Frames already read wait in `partial`: decode them before reading more.
+            step = process_partial(&shard, &conn);
+            shard.flush_after_read();
             continue;
         }
         if conn.stream.readable(false).await.is_err() {
@@ -851,6 +924,16 @@ pub async fn run_reader(shard: Rc<Shard>, conn: Rc<Conn>) {
         shard.flush_after_read();
     }
     end_connection(&shard, &conn);
+}
+
+/// Wait out a pause, but look up once a tick (a paused reader does not read, so it would
+/// not otherwise notice its client leaving): true when the reason went, false at a tick.
+async fn wait_paused(shard: &Shard, pause: &Pause) -> bool {
+    let tick = shard.config().tick_period();
+    monoio::select! {
+        _ = pause.wait() => true,
+        _ = monoio::time::sleep(tick) => false,
+    }
 }
 
 /// An established connection on its way to another shard.
@@ -998,7 +1081,7 @@ fn read_chunks(shard: &Rc<Shard>, conn: &Rc<Conn>) -> Step {
         if step == Step::End {
             return Step::End;
         }
-        if short_read || modes::pause_for(shard, conn).is_some() {
+        if short_read || conn.unparsed.get() || modes::pause_for(shard, conn).is_some() {
             return Step::Continue;
         }
     }
@@ -1040,8 +1123,12 @@ fn process_partial(shard: &Rc<Shard>, conn: &Rc<Conn>) -> Step {
     step
 }
 
-/// Decode and dispatch every whole frame in `buf`, leaving only the unconsumed tail.
+/// Decode and dispatch the whole frames in `buf`, leaving only the unconsumed tail: a cut
+/// frame, or — when a message filled the queue it went to (`queue_filled`) — every frame
+/// after that message, so one read of tiny frames cannot queue more than one message past
+/// a bound (PROTOCOL §2.1). `conn.unparsed` tells which.
 fn process_buffer(shard: &Rc<Shard>, conn: &Rc<Conn>, buf: &mut Vec<u8>) -> Step {
+    conn.unparsed.set(false);
     if conn.discarding.get() {
         buf.clear();
         return Step::Continue;
@@ -1051,7 +1138,12 @@ fn process_buffer(shard: &Rc<Shard>, conn: &Rc<Conn>, buf: &mut Vec<u8>) -> Step
     let mut pos = 0;
     let mut step = Step::Continue;
     let mut decoder = conn.decoder.borrow_mut();
+    QUEUE_FILLED.set(false);
     while step == Step::Continue {
+        if QUEUE_FILLED.get() && pos < buf.len() {
+            conn.unparsed.set(true);
+            break;
+        }
         match decoder.decode(&mut buf[pos..], max_message) {
             Ok(None) => break,
             Ok(Some((event, used))) => {
@@ -1125,4 +1217,28 @@ fn on_close_frame(shard: &Rc<Shard>, conn: &Rc<Conn>, code: Option<u16>) -> Step
         conn.enqueue(shard, OutFrame::raw(echo));
     }
     Step::End
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws::payload::POOLED_MAX;
+
+    #[test]
+    fn an_empty_message_or_a_pong_is_not_free() {
+        let empty = OutFrame::message(OpCode::Binary, None, Payload::copy_of(b""), b"");
+        assert_eq!(empty.charge(), FRAME_SLOT + POOLED_MAX);
+        assert_eq!(OutFrame::charge_for(0), empty.charge());
+        let pong = OutFrame::message(OpCode::Pong, None, Payload::copy_of(b"p"), b"");
+        assert!(pong.is_pong() && pong.is_ping_or_pong());
+        assert!(pong.charge() > POOLED_MAX);
+        let ping = OutFrame::message(OpCode::Ping, None, Payload::empty(), b"");
+        assert!(ping.is_ping_or_pong() && !ping.is_pong());
+        assert_eq!(ping.charge(), FRAME_SLOT);
+        let close = OutFrame::raw(codec::encode_close(1000, ""));
+        assert!(!close.is_ping_or_pong());
+        let text = OutFrame::message(OpCode::Text, None, Payload::from(vec![b'x'; 4000]), b"");
+        assert!(!text.is_ping_or_pong());
+        assert!(text.charge() >= FRAME_SLOT + 4000);
+    }
 }

@@ -67,15 +67,15 @@ impl Payload {
         match self {
             Payload::Pooled(buf) => buf.capacity(),
             Payload::Shared(bytes) if bytes.is_empty() => 0,
-            Payload::Shared(bytes) => bytes.len() + SHARED_OVERHEAD,
-            Payload::Fanout(shared) => shared.len() + SHARED_OVERHEAD,
+            Payload::Shared(bytes) => crate::memory::footprint(bytes.len()) + SHARED_OVERHEAD,
+            Payload::Fanout(shared) => crate::memory::footprint(shared.len()) + SHARED_OVERHEAD,
         }
     }
 
     /// What `copy_of` a body of `len` bytes will occupy (`allocated` of the result).
     pub fn allocated_for(len: usize) -> usize {
         if len > POOLED_MAX {
-            len + SHARED_OVERHEAD
+            crate::memory::footprint(len) + SHARED_OVERHEAD
         } else {
             POOLED_MAX
         }

@@ -78,15 +78,16 @@ fn fan_out(shard: &Rc<Shard>, code: &Code, op: OpCode, payload: &[u8], read_at: 
         }
         let shared: Option<Rc<[u8]>> = (session.browsers.len() > 1).then(|| Rc::from(payload));
         for (_, browser) in &session.browsers {
-            if browser.queued_bytes() + payload.len() > max_queue {
-                overflowed.push(browser.clone());
-                continue;
-            }
             let body = match &shared {
                 Some(shared) => Payload::from(shared.clone()),
                 None => Payload::copy_of(payload),
             };
             let frame = OutFrame::message(op, None, body, b"");
+            // The queue is measured in charges (slot + allocation, PROTOCOL §2.1).
+            if browser.queued_bytes() + frame.charge() > max_queue {
+                overflowed.push(browser.clone());
+                continue;
+            }
             if !browser.send(shard, frame.relayed(read_at, MODE)) {
                 shard.stats.borrow_mut().dropped("ws_browser_closing");
             }
