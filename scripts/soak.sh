@@ -18,7 +18,7 @@
 #      (the load reports' only error is `close_1001`), and no ticket GET may have looked
 #      complete with the wrong bytes (ticket `corrupted` stays 0).
 #
-# With SOAK_ATTACKS=1 (off by default), the soak also runs hostile clients (issue 15,
+# With SOAK_ATTACKS=1 (the default; 0 turns them off), the soak also runs hostile clients (issue 15,
 # point 10): first a baseline phase of SOAK_BASELINE_SECONDS (default 20) with the same
 # healthy load and no attackers, then the main phase, where `shardrelay-load attack` runs
 # its six classes (lone pair sides flooding 1-byte and empty messages, pings never read,
@@ -68,8 +68,12 @@ RSS_SLACK_KIB=4096
 # ticket's TTL for a chaos ticket left unused (20 s) plus a sweep.
 SETTLE_SECONDS=40
 
-# Hostile clients beside the healthy load (see the header); off unless SOAK_ATTACKS=1.
-ATTACKS=${SOAK_ATTACKS:-0}
+# Hostile clients beside the healthy load (see the header); SOAK_ATTACKS=0 turns them off.
+ATTACKS=${SOAK_ATTACKS:-1}
+# The relay's --memory-limit in the soak: far above what the healthy load holds (tens of
+# MiB), so attackers bounded by their per-connection charges never push healthy clients
+# into the limit's 503s; the relay's RSS must stay within post-start + this limit.
+MEMORY_LIMIT_MIB=${SOAK_MEMORY_LIMIT_MIB:-128}
 BASELINE_SECONDS=${SOAK_BASELINE_SECONDS:-20}
 P99_FLOOR_US=${SOAK_P99_FLOOR_US:-1000}
 ATTACK_RSS_CEILING_KIB=${SOAK_ATTACK_RSS_CEILING_KIB:-1048576}
@@ -161,7 +165,7 @@ start_load() {
 
 # ---------------------------------------------------------------- 1. relay
 relay_start "$OUT/relay.log" --grace 1s --takeover-probe 2s --enable-echo \
-    --drain-timeout "${DRAIN_TIMEOUT}s" --log-level "${SOAK_LOG_LEVEL:-warn}"
+    --memory-limit "${MEMORY_LIMIT_MIB}MiB" --drain-timeout "${DRAIN_TIMEOUT}s" --log-level "${SOAK_LOG_LEVEL:-warn}"
 FD_START=$(fd_count)
 RSS_START=$(rss_kib)
 log "post-start: fds $FD_START, RSS $RSS_START KiB; soak ${SOAK_SECONDS}s, warm-up ${SOAK_WARMUP}s"
@@ -271,6 +275,15 @@ if [ "$ATTACKS" = 1 ]; then
     log "attack: exit $rc; relay RSS peak $RSS_PEAK KiB under attack; report:"
     sed 's/^/    /' "$OUT/attack.txt" >&2
     [ "$rc" -eq 0 ] || { failed=1; log "FAIL: the attack client did not run (see $OUT/attack.txt)"; }
+    # PROTOCOL §2.1: whatever clients do, RSS stays within the idle footprint plus
+    # --memory-limit.
+    RSS_BOUND=$((RSS_START + MEMORY_LIMIT_MIB * 1024))
+    if [ "$RSS_PEAK" -le "$RSS_BOUND" ]; then
+        log "attack: RSS peak $RSS_PEAK KiB within post-start $RSS_START KiB + --memory-limit ${MEMORY_LIMIT_MIB} MiB"
+    else
+        failed=1
+        log "FAIL: RSS peak $RSS_PEAK KiB over post-start $RSS_START KiB + --memory-limit ${MEMORY_LIMIT_MIB} MiB"
+    fi
     python3 - "$OUT" "$P99_FLOOR_US" "${BASELINE_NAMES[@]}" >&2 <<'EOF' || failed=1
 import json, sys
 out, floor, names = sys.argv[1], int(sys.argv[2]), sys.argv[3:]

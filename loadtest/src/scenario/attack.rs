@@ -12,8 +12,9 @@
 //!   relay closes them at its handshake timeout);
 //! * `health-flood` — `GET /health` from a few clients, paced.
 //!
-//! Every attack is bounded in connections and time, on loopback only (`--target` is
-//! checked by the CLI), and ends by resetting what it holds. An attack does not judge the
+//! Every attack is bounded in connections and time and ends by resetting what it holds.
+//! Like every command of the load generator it takes any `--target`: point it only at a
+//! relay you run (the project's own tests and soaks use loopback). An attack does not judge the
 //! relay: the soak judges it by its healthy clients and its resources. The report tallies
 //! what the relay answered (close codes, statuses, how floods ended); the exit code is 1
 //! only when an attack could not run at all (no action, or the relay stopped accepting).
