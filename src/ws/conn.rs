@@ -899,6 +899,8 @@ pub async fn run_reader(shard: Rc<Shard>, conn: Rc<Conn>) {
     }
     while step == Step::Continue {
         if let Some(pause) = modes::pause_for(&shard, &conn) {
+            // Counted once per pause (and per tick-long re-check), never per message.
+            shard.stats.borrow_mut().event("reads_paused");
             conn.paused.set(true);
             // Boxed: its timer would otherwise sit in every reader's future, idle or not
             // (one allocation per pause, never per message).
