@@ -74,6 +74,9 @@ ATTACKS=${SOAK_ATTACKS:-1}
 # MiB), so attackers bounded by their per-connection charges never push healthy clients
 # into the limit's 503s; the relay's RSS must stay within post-start + this limit.
 MEMORY_LIMIT_MIB=${SOAK_MEMORY_LIMIT_MIB:-128}
+# The attackers' own loopback address: per-address limits (the guessing budget, per-IP
+# rate) must hold them without touching the healthy clients on 127.0.0.1.
+ATTACK_SOURCE=${SOAK_ATTACK_SOURCE:-127.0.0.66}
 BASELINE_SECONDS=${SOAK_BASELINE_SECONDS:-20}
 P99_FLOOR_US=${SOAK_P99_FLOOR_US:-1000}
 ATTACK_RSS_CEILING_KIB=${SOAK_ATTACK_RSS_CEILING_KIB:-1048576}
@@ -218,7 +221,11 @@ start_load "$LOAD_WINDOW" "" 1MiB 5s
 CHAOS_PID=$!
 ATTACK_PID=""
 if [ "$ATTACKS" = 1 ]; then
-    "$LOAD_BIN" attack --target "$RELAY_PUBLIC" --duration "${LOAD_WINDOW}s" \
+    # niced: on a small shared box the attack client's own busy floods would otherwise
+    # take the healthy load generator's CPU, and its lateness would be charged to the
+    # relay. A real attacker runs on other machines; the relay's work for it still counts.
+    nice -n 19 "$LOAD_BIN" attack --target "$RELAY_PUBLIC" --duration "${LOAD_WINDOW}s" \
+        --source-ip "$ATTACK_SOURCE" \
         --classes "$ATTACK_CLASSES" --rate-percent "$RATE_PERCENT" \
         >"$OUT/attack.txt" 2>"$OUT/attack.log" &
     ATTACK_PID=$!
@@ -291,11 +298,12 @@ bad = False
 for base_name in names:
     name = base_name.removesuffix("-baseline")
     base = json.load(open(f"{out}/{base_name}.json"))["latency_us"]["p99"]
-    attacked = json.load(open(f"{out}/{name}.json"))["latency_us"]["p99"]
+    attacked_run = json.load(open(f"{out}/{name}.json"))["latency_us"]
+    attacked, measured = attacked_run["p99"], attacked_run["count"]
     limit = max(3 * base, base + floor)
-    ok = attacked <= limit
+    ok = measured > 0 and attacked <= limit
     bad |= not ok
-    print(f"  {name}: client p99 {attacked} us under attack, {base} us baseline "
+    print(f"  {name}: client p99 {attacked} us under attack ({measured} measured), {base} us baseline "
           f"(limit {limit} us) -> {'ok' if ok else 'FAIL'}")
 sys.exit(1 if bad else 0)
 EOF
@@ -309,6 +317,10 @@ poll 10 "relay fds back to the post-start level" fds_back ||
     { failed=1; log "FAIL: relay holds $(fd_count) fds, $FD_START after start"; }
 FD_END=$(fd_count)
 RSS_END=$(rss_kib)
+# After attackers, issue 15's criterion: back within 10 % of the pre-attack level plus
+# 16 MiB (the allocator keeps some of what an attack made it map; a leak would not stop
+# there over a 10-minute soak).
+[ "$ATTACKS" = 1 ] && RSS_SLACK_KIB=16384
 RSS_LIMIT=$((RSS_WARM + RSS_WARM / 10 + RSS_SLACK_KIB))
 log "RSS: post-start $RSS_START KiB, post-warm-up $RSS_WARM KiB, end $RSS_END KiB (limit $RSS_LIMIT KiB); fds $FD_START → $FD_END"
 [ "$RSS_END" -le "$RSS_LIMIT" ] || { failed=1; log "FAIL: RSS grew from $RSS_WARM KiB to $RSS_END KiB"; }

@@ -297,6 +297,11 @@ pub struct AttackArgs {
     /// Limit for a connect and for each blocking write or read.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub io_timeout: Duration,
+    /// Local IPv4 address every attacking socket binds to (e.g. 127.0.0.66), so that
+    /// per-address limits see the attackers apart from the healthy clients; the kernel
+    /// picks when absent.
+    #[arg(long)]
+    pub source_ip: Option<Ipv4Addr>,
 }
 
 /// What `attack` does to the relay.

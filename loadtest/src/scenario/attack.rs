@@ -74,6 +74,8 @@ pub struct Ctx {
     pub scale: f64,
     /// Route-key prefix, unique per run.
     pub tag: String,
+    /// Local address every socket binds to (`--source-ip`), if any.
+    pub source_ip: Option<std::net::Ipv4Addr>,
 }
 
 impl Ctx {
@@ -121,6 +123,7 @@ pub fn run(args: &AttackArgs) -> Result<i32, String> {
         io_timeout: args.io_timeout,
         scale: f64::from(args.rate_percent) / 100.0,
         tag: format!("attack-{}-", crate::plan::run_tag()),
+        source_ip: args.source_ip,
     };
     let mut handles = Vec::new();
     for &class in &args.classes {
@@ -175,6 +178,10 @@ pub fn connect(ctx: &Ctx, rcvbuf: usize) -> Result<TcpStream, ErrorKind> {
     if rcvbuf > 0 {
         // Before connect, so the window the peer sees is small from the first byte.
         let _ = socket.set_recv_buffer_size(rcvbuf);
+    }
+    if let Some(ip) = ctx.source_ip {
+        let local = SocketAddr::from((ip, 0));
+        socket.bind(&local.into()).map_err(|e| e.kind())?;
     }
     socket
         .connect_timeout(&ctx.target.into(), ctx.io_timeout)
