@@ -163,6 +163,12 @@ pub fn pause_for(shard: &Shard, conn: &Rc<Conn>) -> Option<Pause> {
     if !matches!(&*role, Role::Binary(_)) && conn.is_full(room) {
         return Some(Pause::Room(conn.clone(), room));
     }
+    if !matches!(&*role, Role::Binary(_)) && conn.owes_unwritten_pong() {
+        // Pings without reading the pongs: read no more of them until the pong is
+        // written (TCP back-pressure), so a ping flood cannot keep a shard decoding at
+        // wire speed; the stall clock closes the client if it never reads.
+        return Some(Pause::Room(conn.clone(), 1));
+    }
     let fed = match &*role {
         Role::Phone(phone) => server_id::binary_of(shard, phone),
         Role::Session(session) => session::peer_of(shard, session),
