@@ -374,6 +374,44 @@ fn pt1_a_ping_flood_from_a_client_that_never_reads_holds_one_pong() {
 }
 
 #[test]
+fn pt2_a_client_pinging_one_ping_per_write_without_reading_is_paused_then_closed_1008() {
+    let _serial = serial();
+    let relay = small_relay(&[]);
+    let mut ws = RawWs::connect(&relay, "/?pair=slow-pinger", "");
+    // One ping per write: each read then holds one ping, so each earns a pong, and the
+    // pongs (never read) fill the socket buffers. The relay then stops reading this
+    // client (TCP back-pressure), and the writes stall.
+    ws.stream
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let ping = client_frame(PING, &[7; 125], true);
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut stalled = false;
+    while Instant::now() < until {
+        if ws.stream.write_all(&ping).is_err() {
+            stalled = true;
+            break;
+        }
+    }
+    assert!(
+        stalled,
+        "the relay kept reading pings whose pongs were not read"
+    );
+    assert!(relay.total("/events/reads_paused") >= 1);
+    // The pong does not drain: the stall clock closes the client (the backlog of pongs
+    // already in the socket comes first, then the close, or just EOF).
+    relay.wait_total("/events/not_reading", 1);
+    let mut closes = None;
+    while let Some((b0, payload)) = ws.read_frame() {
+        if b0 & 0x0f == 0x8 {
+            closes = Some(u16::from_be_bytes([payload[0], payload[1]]));
+            break;
+        }
+    }
+    assert!(matches!(closes, None | Some(1008)), "{closes:?}");
+}
+
+#[test]
 fn pt1_half_sent_fragmented_messages_are_charged_and_bounded() {
     let _serial = serial();
     let relay = small_relay(&[]);
