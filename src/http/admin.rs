@@ -12,7 +12,7 @@ use crate::http::response;
 use crate::modes::ticket;
 use crate::shard::accept::{refuse, respond_and_close};
 use crate::shard::Shard;
-use crate::stats::{self, HealthCounts};
+use crate::stats::{self, HealthCounts, MetricsReport, ReportKind, ShardReport, StatsReport};
 
 /// Serve one admin-listener request.
 pub async fn serve(shard: &Rc<Shard>, stream: TcpStream, head: RequestHead, body: Vec<u8>) {
@@ -139,9 +139,16 @@ async fn serve_stats(shard: &Rc<Shard>, stream: TcpStream, head: &RequestHead) {
     let options = stats::JsonOptions {
         recorded: matches!(head.query_param("histograms"), Some(Ok(v)) if v == b"recorded"),
     };
-    let snaps = shard.gather_stats(reset).await;
+    let reports = shard.gather_stats(ReportKind::Stats, reset).await;
+    let reports: Vec<StatsReport> = reports
+        .into_iter()
+        .filter_map(|r| match r {
+            ShardReport::Stats(r) => Some(*r),
+            ShardReport::Metrics(_) => None,
+        })
+        .collect();
     let uptime = shard.global.started.elapsed().as_secs();
-    let body = stats::render_json_with(uptime, &snaps, options);
+    let body = stats::render_json_with(uptime, &reports, options);
     let resp = response::close_response(
         200,
         "application/json",
@@ -153,9 +160,16 @@ async fn serve_stats(shard: &Rc<Shard>, stream: TcpStream, head: &RequestHead) {
 
 /// `GET /metrics`.
 async fn serve_metrics(shard: &Rc<Shard>, stream: TcpStream) {
-    let snaps = shard.gather_stats(false).await;
+    let reports = shard.gather_stats(ReportKind::Metrics, false).await;
+    let reports: Vec<MetricsReport> = reports
+        .into_iter()
+        .filter_map(|r| match r {
+            ShardReport::Metrics(r) => Some(*r),
+            ShardReport::Stats(_) => None,
+        })
+        .collect();
     let uptime = shard.global.started.elapsed().as_secs();
-    let mut body = stats::render_prometheus(uptime, &snaps);
+    let mut body = stats::render_prometheus(uptime, &reports);
     let global = &shard.global;
     let facts = crate::process::ProcessFacts::collect(global.driver, global.max_connections);
     body.push_str(&crate::process::render_prometheus(&facts));

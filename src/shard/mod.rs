@@ -29,7 +29,7 @@ use crate::http::head::RequestHead;
 use crate::http::routes::Route;
 use crate::modes::{pair, server_id, session, session_ws, ticket};
 use crate::stats::HealthMirror;
-use crate::stats::{ShardStats, StatsSnapshot};
+use crate::stats::{ReportKind, ShardReport, ShardStats};
 use crate::ws::conn::{self, Conn, Flushed, READ_CHUNK};
 use inbox::{WakeReceiver, WakeSender};
 
@@ -126,12 +126,14 @@ pub enum InboxMsg {
     Adopt(Box<Handoff>),
     /// An established WebSocket moved here from another shard.
     Resume(Box<crate::ws::conn::Transfer>),
-    /// Send this shard's stats snapshot (after resetting its histograms if asked).
+    /// Send this shard's stats report (then reset its `/stats` histograms if asked).
     Snapshot {
+        /// Which report: `/stats` or `/metrics`.
+        kind: ReportKind,
         /// `?reset=1`.
         reset: bool,
-        /// Where the snapshot goes.
-        reply: WakeSender<StatsSnapshot>,
+        /// Where the report goes.
+        reply: WakeSender<ShardReport>,
     },
     /// Mint a ticket for a workspace this shard owns (asked by the admin shard).
     Mint {
@@ -353,12 +355,15 @@ impl Shard {
         monoio::spawn(conn::run_reader(self.clone(), conn));
     }
 
-    /// Gather every shard's stats snapshot over the inboxes (this shard's too).
-    pub async fn gather_stats(&self, reset: bool) -> Vec<StatsSnapshot> {
+    /// Gather every shard's stats report of `kind` over the inboxes (this shard's too).
+    /// Each shard reduces its histograms before replying (see `stats::Report`), so what
+    /// crosses is small whatever the traffic history.
+    pub async fn gather_stats(&self, kind: ReportKind, reset: bool) -> Vec<ShardReport> {
         let (tx, rx) = inbox::wake_channel();
         let mut expected = 0;
         for inbox in &self.global.inboxes {
             let msg = InboxMsg::Snapshot {
+                kind,
                 reset,
                 reply: tx.clone(),
             };
@@ -375,7 +380,7 @@ impl Shard {
                 _ => break,
             }
         }
-        snaps.sort_by_key(|s: &StatsSnapshot| s.shard);
+        snaps.sort_by_key(ShardReport::shard);
         snaps
     }
 
@@ -469,9 +474,9 @@ async fn shard_main(seed: ShardSeed) -> std::io::Result<()> {
         match msg {
             InboxMsg::Adopt(handoff) => accept::adopt(&shard, *handoff),
             InboxMsg::Resume(transfer) => crate::ws::conn::resume(&shard, *transfer),
-            InboxMsg::Snapshot { reset, reply } => {
+            InboxMsg::Snapshot { kind, reset, reply } => {
                 let mut stats = shard.stats.borrow_mut();
-                let snap = stats.snapshot();
+                let snap = stats.report(kind);
                 if reset {
                     stats.reset_histograms();
                 }
