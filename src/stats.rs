@@ -296,6 +296,7 @@ impl ShardStats {
         match kind {
             ReportKind::Stats => ShardReport::Stats(Box::new(self.stats_report())),
             ReportKind::Metrics => ShardReport::Metrics(Box::new(self.metrics_report())),
+            ReportKind::Coarse => ShardReport::Coarse(Box::new(self.coarse_report())),
         }
     }
 
@@ -441,12 +442,12 @@ impl HistogramMark {
 // * `/metrics`: [`PromBuckets`], the fixed Prometheus bucket counts, count and sum,
 //   kept at record time (~200 bytes a histogram, whatever was recorded: a scrape costs
 //   the same on a fresh relay and after billions of messages);
-// * `/stats`: [`Recorded`], the non-zero HDR buckets since the last reset, so totals
-//   stay exact (0.1 %) and `?histograms=recorded` needs no extra round trip: 16 bytes
-//   per distinct bucket hit, nothing for an empty histogram. Above
-//   [`SPARSE_MAX_SAMPLES`] samples the list could outgrow the histogram itself, so the
-//   (since-reset) HDR histogram is sent whole, as before: `/stats` on a busy relay still
-//   copies ~140 KB per histogram. Making that bounded too is left open (docs/benchmarks.md).
+// * plain `/stats`: two bounded rounds, [`CoarseReport`] then the fine counts of a few
+//   cells (see "`/stats` in two rounds" below): ~2.3 KB per histogram, then at most
+//   6 × 512 B, whatever the history; totals stay exact (0.1 %).
+// * `/stats?histograms=recorded`: [`Recorded`], the non-zero HDR buckets since the last
+//   reset (the caller asked for all of them): 16 bytes per distinct bucket hit, and above
+//   [`SPARSE_MAX_SAMPLES`] samples the (since-reset) HDR histogram whole, ~140 KB.
 
 /// The latency histograms of one report, in the form `H` the report needs.
 #[derive(Debug, Clone)]
@@ -479,8 +480,10 @@ pub type MetricsReport = Report<PromBuckets>;
 /// Which report a shard is asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReportKind {
-    /// For `/stats`.
+    /// For `/stats?histograms=recorded` (every recorded bucket).
     Stats,
+    /// Round 1 of a plain `/stats` read (see [`CoarseReport`]).
+    Coarse,
     /// For `/metrics`.
     Metrics,
 }
@@ -492,6 +495,8 @@ pub enum ShardReport {
     Stats(Box<StatsReport>),
     /// For `/metrics` (boxed: its fixed buckets make it ~900 bytes).
     Metrics(Box<MetricsReport>),
+    /// Round 1 of a plain `/stats` read.
+    Coarse(Box<CoarseReport>),
 }
 
 impl ShardReport {
@@ -500,6 +505,7 @@ impl ShardReport {
         match self {
             ShardReport::Stats(r) => r.tallies.shard,
             ShardReport::Metrics(r) => r.tallies.shard,
+            ShardReport::Coarse(r) => r.tallies.shard,
         }
     }
 }
@@ -932,7 +938,7 @@ struct JsonHistograms {
 
 /// A histogram's summary, all in microseconds (values are HDR bucket values: within
 /// 0.1 % of what was recorded). Every field is 0 for an empty histogram.
-#[derive(Serialize, Debug, PartialEq)]
+#[derive(Serialize, Debug, PartialEq, Clone)]
 struct JsonHistogram {
     /// Samples recorded.
     count: u64,
@@ -1521,6 +1527,428 @@ impl HealthCounts {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// `/stats` in two rounds: exact totals from a bounded exchange
+// ---------------------------------------------------------------------------------------
+//
+// Round 1 ([`ShardStats::coarse_report`]): each shard sends, per histogram since the
+// reset, its own summary (computed on the owning shard) and its counts in [`CELLS`]
+// fixed coarse cells of 64 HDR buckets each (2.2 KB). The reader merges the cells and
+// finds, for each figure of the totals (min, p50, p90, p99, p99.9, max), the one cell
+// holding that rank. Round 2 ([`ShardStats::fine_counts`]): each shard sends the 64
+// bucket counts of just those cells (at most 6 per histogram, 512 B each). The reader
+// then walks the merged buckets of the cell to the exact bucket: the same value a merged
+// HDR histogram gives. Samples recorded between the two rounds can move a rank by that
+// many samples; the value found is still a bucket of the right cell.
+
+/// Coarse cells per histogram: 32 linear cells of 64 µs below 2,048 µs, then 16 cells per
+/// power of two from 2^11 to 2^26 µs (HDR's 1,024 buckets per octave, 64 per cell);
+/// 2^26 µs exceeds the 60 s ceiling.
+pub const CELLS: usize = 32 + 15 * 16;
+
+/// HDR buckets per coarse cell.
+pub const CELL_BUCKETS: usize = 64;
+
+/// The lowest value of `cell` and the width of its buckets, in µs.
+fn cell_start(cell: usize) -> (u64, u64) {
+    if cell < 32 {
+        return ((cell * CELL_BUCKETS) as u64, 1);
+    }
+    let octave = 11 + (cell - 32) / 16;
+    let width = 1u64 << (octave - 10);
+    let start = (1u64 << octave) + ((cell - 32) % 16) as u64 * CELL_BUCKETS as u64 * width;
+    (start, width)
+}
+
+/// Which histogram of a shard: the overall three or a mode's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistId {
+    /// `forward`.
+    Forward,
+    /// `handshake`.
+    Handshake,
+    /// `handoff`.
+    Handoff,
+    /// `forward_by_mode[mode]`.
+    Mode(&'static str),
+}
+
+/// Round 1 for one histogram: the shard's own summary and its coarse cell counts.
+#[derive(Debug, Clone)]
+pub struct Coarse {
+    /// The shard's own figures (exact, computed where the histogram lives).
+    summary: JsonHistogram,
+    /// Samples per coarse cell.
+    cells: Box<[u64; CELLS]>,
+    /// The exact sum of the samples' bucket medians, for the merged mean.
+    median_sum: f64,
+}
+
+/// A shard's round-1 `/stats` contribution.
+pub type CoarseReport = Report<Coarse>;
+
+impl StatsSnapshot {
+    /// Histogram `id` since the reset (a copy only when a reset mark exists), or `None`
+    /// for a mode this shard has not seen.
+    fn since_view(&self, id: HistId) -> Option<std::borrow::Cow<'_, Histogram<u64>>> {
+        let mark = self.reset_mark.as_deref();
+        let (h, m) = match id {
+            HistId::Forward => (&self.forward, mark.map(|m| &m.forward)),
+            HistId::Handshake => (&self.handshake, mark.map(|m| &m.handshake)),
+            HistId::Handoff => (&self.handoff, mark.map(|m| &m.handoff)),
+            HistId::Mode(mode) => {
+                let (_, h) = self.forward_by_mode.iter().find(|(k, _)| *k == mode)?;
+                let m = mark.and_then(|m| m.forward_by_mode.iter().find(|(k, _)| *k == mode));
+                (h, m.map(|(_, h)| h))
+            }
+        };
+        let Some(m) = m else {
+            return Some(std::borrow::Cow::Borrowed(h));
+        };
+        let mut view = h.clone();
+        if view.subtract(m).is_err() {
+            view.reset();
+        }
+        Some(std::borrow::Cow::Owned(view))
+    }
+}
+
+impl Coarse {
+    /// Round 1 of `h`.
+    fn of(h: &Histogram<u64>) -> Self {
+        let mut cells = Box::new([0u64; CELLS]);
+        let mut median_sum = 0.0;
+        if !h.is_empty() {
+            for (cell, n) in cells.iter_mut().enumerate() {
+                let (start, width) = cell_start(cell);
+                *n = h.count_between(start, start + width * CELL_BUCKETS as u64 - 1);
+            }
+            median_sum = h.mean() * h.len() as f64;
+        }
+        Coarse {
+            summary: JsonHistogram::of_histogram(h, false),
+            cells,
+            median_sum,
+        }
+    }
+}
+
+impl ShardStats {
+    /// Round 1 of a `/stats` read (see the section notes above).
+    pub fn coarse_report(&self) -> CoarseReport {
+        let live = &self.live;
+        let of = |id| Coarse::of(&live.since_view(id).expect("the overall histograms exist"));
+        Report {
+            tallies: live.tallies.clone(),
+            latencies: Latencies {
+                forward: of(HistId::Forward),
+                handshake: of(HistId::Handshake),
+                handoff: of(HistId::Handoff),
+                forward_by_mode: live
+                    .forward_by_mode
+                    .iter()
+                    .map(|(mode, _)| (*mode, of(HistId::Mode(mode))))
+                    .collect(),
+            },
+        }
+    }
+
+    /// Round 2: the bucket counts (since the reset) of each asked cell, in order.
+    pub fn fine_counts(&self, asked: &[(HistId, usize)]) -> Vec<[u64; CELL_BUCKETS]> {
+        asked
+            .iter()
+            .map(|&(id, cell)| {
+                let mut out = [0u64; CELL_BUCKETS];
+                if let (Some(h), true) = (self.live.since_view(id), cell < CELLS) {
+                    let (start, width) = cell_start(cell);
+                    for (b, n) in out.iter_mut().enumerate() {
+                        *n = h.count_at(start + b as u64 * width);
+                    }
+                }
+                out
+            })
+            .collect()
+    }
+}
+
+/// The totals' figures to resolve per histogram, as ranks: min, p50, p90, p99, p99.9, max.
+const TOTAL_QUANTILES: [f64; 4] = [0.5, 0.9, 0.99, 0.999];
+
+/// The ranks (1-based) of min, the quantiles and max among `count` samples.
+fn target_ranks(count: u64) -> [u64; 6] {
+    let q = |q: f64| ((q * count as f64).ceil() as u64).max(1);
+    [
+        1,
+        q(TOTAL_QUANTILES[0]),
+        q(TOTAL_QUANTILES[1]),
+        q(TOTAL_QUANTILES[2]),
+        q(TOTAL_QUANTILES[3]),
+        count,
+    ]
+}
+
+/// Merged round-1 counts of one histogram over the shards.
+struct MergedCoarse {
+    /// Summed cell counts.
+    cells: Vec<u64>,
+    /// Samples in all.
+    count: u64,
+    /// Summed bucket-median sums.
+    median_sum: f64,
+}
+
+impl MergedCoarse {
+    /// Sum `parts`.
+    fn of<'a>(parts: impl IntoIterator<Item = &'a Coarse>) -> Self {
+        let mut cells = vec![0u64; CELLS];
+        let mut median_sum = 0.0;
+        for part in parts {
+            for (mine, theirs) in cells.iter_mut().zip(part.cells.iter()) {
+                *mine = mine.saturating_add(*theirs);
+            }
+            median_sum += part.median_sum;
+        }
+        let count = cells.iter().sum();
+        MergedCoarse {
+            cells,
+            count,
+            median_sum,
+        }
+    }
+
+    /// For each target rank: its cell and the samples in the cells below it.
+    fn locate(&self) -> Vec<(usize, u64)> {
+        if self.count == 0 {
+            return Vec::new();
+        }
+        target_ranks(self.count)
+            .iter()
+            .map(|&rank| {
+                let mut below = 0u64;
+                for (cell, &n) in self.cells.iter().enumerate() {
+                    if below + n >= rank {
+                        return (cell, below);
+                    }
+                    below += n;
+                }
+                (CELLS - 1, below)
+            })
+            .collect()
+    }
+}
+
+/// One histogram of the totals after round 1: its id, the merged cell counts and, per
+/// target rank, its cell and the samples below that cell.
+type PlannedHist = (HistId, MergedCoarse, Vec<(usize, u64)>);
+
+/// The `/stats` histograms of every shard after round 1, with what round 2 must fetch.
+pub struct StatsPlan {
+    /// Round-1 reports in shard order.
+    reports: Vec<CoarseReport>,
+    /// Every histogram of the totals: id, merged counts, located ranks.
+    hists: Vec<PlannedHist>,
+}
+
+impl StatsPlan {
+    /// Merge round 1.
+    pub fn new(reports: Vec<CoarseReport>) -> Self {
+        let mut ids = vec![HistId::Forward, HistId::Handshake, HistId::Handoff];
+        for r in &reports {
+            for (mode, _) in &r.latencies.forward_by_mode {
+                if !ids.contains(&HistId::Mode(mode)) {
+                    ids.push(HistId::Mode(mode));
+                }
+            }
+        }
+        let hists = ids
+            .into_iter()
+            .map(|id| {
+                let merged = MergedCoarse::of(reports.iter().filter_map(|r| r.latencies.get(id)));
+                let located = merged.locate();
+                (id, merged, located)
+            })
+            .collect();
+        StatsPlan { reports, hists }
+    }
+
+    /// The cells round 2 asks every shard for (deduplicated).
+    pub fn asked(&self) -> Vec<(HistId, usize)> {
+        let mut asked = Vec::new();
+        for (id, _, located) in &self.hists {
+            for &(cell, _) in located {
+                if !asked.contains(&(*id, cell)) {
+                    asked.push((*id, cell));
+                }
+            }
+        }
+        asked
+    }
+
+    /// The `/stats` body from round 2's replies (`fine[i]` answers `asked()` for one
+    /// shard; any number of shards).
+    pub fn render(&self, uptime_seconds: u64, fine: &[Vec<[u64; CELL_BUCKETS]>]) -> String {
+        let asked = self.asked();
+        let mut tallies = Tallies::empty();
+        for r in &self.reports {
+            tallies.absorb(&r.tallies);
+        }
+        let mut merged_fine = vec![[0u64; CELL_BUCKETS]; asked.len()];
+        for reply in fine {
+            for (mine, theirs) in merged_fine.iter_mut().zip(reply) {
+                for (a, b) in mine.iter_mut().zip(theirs) {
+                    *a = a.saturating_add(*b);
+                }
+            }
+        }
+        let totals_of = |id: HistId| {
+            let (_, merged, located) = self.hists.iter().find(|(k, _, _)| *k == id)?;
+            Some(resolve(merged, located, |cell| {
+                asked
+                    .iter()
+                    .position(|&a| a == (id, cell))
+                    .map(|i| &merged_fine[i])
+            }))
+        };
+        let empty = || JsonHistogram::of(&Recorded::default(), false);
+        let totals_latencies = Latencies {
+            forward: totals_of(HistId::Forward).unwrap_or_else(empty),
+            handshake: totals_of(HistId::Handshake).unwrap_or_else(empty),
+            handoff: totals_of(HistId::Handoff).unwrap_or_else(empty),
+            forward_by_mode: self
+                .hists
+                .iter()
+                .filter_map(|(id, _, _)| match id {
+                    HistId::Mode(m) => Some((*m, totals_of(*id).unwrap_or_else(empty))),
+                    _ => None,
+                })
+                .collect(),
+        };
+        let body = JsonBody {
+            uptime_seconds,
+            shards: self.reports.len(),
+            totals: JsonTallies::with_summaries(&tallies, totals_latencies),
+            per_shard: self
+                .reports
+                .iter()
+                .map(|r| JsonShard {
+                    shard: r.tallies.shard,
+                    tallies: JsonTallies::with_summaries(&r.tallies, r.latencies.summaries()),
+                })
+                .collect(),
+            allocations: allocations(),
+            memory: JsonMemory::now(),
+        };
+        // Cannot fail: see `render_json_with`.
+        serde_json::to_string(&body).expect("stats JSON serialises")
+    }
+}
+
+/// The totals' figures of one histogram: each located rank walked through the merged
+/// buckets of its cell (`fine(cell)`); min takes the bucket's lowest value, the others
+/// its highest, as `Histogram` does.
+fn resolve<'a>(
+    merged: &MergedCoarse,
+    located: &[(usize, u64)],
+    fine: impl Fn(usize) -> Option<&'a [u64; CELL_BUCKETS]>,
+) -> JsonHistogram {
+    if merged.count == 0 || located.len() != 6 {
+        return JsonHistogram::of(&Recorded::default(), false);
+    }
+    let ranks = target_ranks(merged.count);
+    let h = scale();
+    let value = |i: usize| {
+        let (cell, below) = located[i];
+        let (start, width) = cell_start(cell);
+        let mut seen = below;
+        let mut last = None;
+        if let Some(counts) = fine(cell) {
+            for (b, &n) in counts.iter().enumerate() {
+                if n > 0 {
+                    last = Some(b);
+                }
+                seen += n;
+                if n > 0 && seen >= ranks[i] {
+                    last = Some(b);
+                    break;
+                }
+            }
+        }
+        // Samples that moved between the rounds: fall back to the cell's last non-empty
+        // bucket (or its first), still inside the right cell.
+        start + last.unwrap_or(0) as u64 * width
+    };
+    let bucket = |i: usize| value(i);
+    JsonHistogram {
+        count: merged.count,
+        min: h.lowest_equivalent(bucket(0)),
+        p50: h.highest_equivalent(bucket(1)),
+        p90: h.highest_equivalent(bucket(2)),
+        p99: h.highest_equivalent(bucket(3)),
+        p999: h.highest_equivalent(bucket(4)),
+        max: h.highest_equivalent(bucket(5)),
+        mean: (merged.median_sum / merged.count as f64 * 100.0).round() / 100.0,
+        recorded: None,
+    }
+}
+
+impl<H> Latencies<H> {
+    /// Histogram `id`, if this shard has it.
+    fn get(&self, id: HistId) -> Option<&H> {
+        match id {
+            HistId::Forward => Some(&self.forward),
+            HistId::Handshake => Some(&self.handshake),
+            HistId::Handoff => Some(&self.handoff),
+            HistId::Mode(mode) => self
+                .forward_by_mode
+                .iter()
+                .find(|(k, _)| *k == mode)
+                .map(|(_, h)| h),
+        }
+    }
+}
+
+impl Latencies<Coarse> {
+    /// The shard's own summaries.
+    fn summaries(&self) -> Latencies<JsonHistogram> {
+        Latencies {
+            forward: self.forward.summary.clone(),
+            handshake: self.handshake.summary.clone(),
+            handoff: self.handoff.summary.clone(),
+            forward_by_mode: self
+                .forward_by_mode
+                .iter()
+                .map(|(m, c)| (*m, c.summary.clone()))
+                .collect(),
+        }
+    }
+}
+
+impl JsonTallies {
+    /// The JSON view of tallies with histogram summaries already made.
+    fn with_summaries(s: &Tallies, l: Latencies<JsonHistogram>) -> Self {
+        let mut out = JsonTallies::of(s, &Latencies::empty_recorded(), false);
+        out.histograms = JsonHistograms {
+            forward: l.forward,
+            handshake: l.handshake,
+            handoff: l.handoff,
+        };
+        out.forward_by_mode = l.forward_by_mode.into_iter().collect();
+        out
+    }
+}
+
+impl Latencies<Recorded> {
+    /// No samples, no modes.
+    fn empty_recorded() -> Self {
+        Latencies {
+            forward: Recorded::default(),
+            handshake: Recorded::default(),
+            handoff: Recorded::default(),
+            forward_by_mode: Vec::new(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1862,6 +2290,108 @@ mod tests {
         let sum: u64 = values.iter().sum();
         let got = sample_value(&s, "shardrelay_forward_latency_seconds_sum", &[]);
         assert!((got - sum as f64 / MICROS_PER_SECOND).abs() < 1e-6, "{got}");
+    }
+
+    /// Plain `/stats` through the two bounded rounds, as `http::admin` runs them.
+    fn two_rounds(shards: &[&ShardStats]) -> Value {
+        let plan = StatsPlan::new(shards.iter().map(|s| s.coarse_report()).collect());
+        let asked = plan.asked();
+        assert!(asked.len() <= 6 * (3 + 3), "at most 6 cells per histogram");
+        let fine: Vec<_> = shards.iter().map(|s| s.fine_counts(&asked)).collect();
+        serde_json::from_str(&plan.render(1, &fine)).unwrap()
+    }
+
+    /// #20 point 2: the bounded two-round `/stats` gives the merged HDR histogram's
+    /// exact figures for totals, and each shard's own for `per_shard`, with and without
+    /// a reset mark, for narrow and wide value ranges.
+    #[test]
+    fn scale_two_round_stats_totals_are_the_merged_histograms_figures() {
+        for (n, spread) in [(50usize, 40u64), (20_000, 5_000_000), (3_000, 60_000_000)] {
+            let mut shards = [busy_shard(0), busy_shard(1)];
+            let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ spread;
+            let mut next = move || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            };
+            shards[1].reset_histograms(); // shard 1 reports since a mark
+            for (i, s) in shards.iter_mut().enumerate() {
+                for _ in 0..n * (i + 1) {
+                    let v = 1 + next() % spread;
+                    s.record_forward(["pair", "echo"][(v % 2) as usize], v);
+                    s.record_handshake(v / 3);
+                }
+            }
+            let v = two_rounds(&[&shards[0], &shards[1]]);
+            // The reference: shard 0 whole, shard 1 minus its mark, merged by HDR.
+            let mut want = StatsSnapshot::merge(&[shards[0].snapshot()]);
+            let one = shards[1].snapshot();
+            for id in [HistId::Forward, HistId::Handshake, HistId::Mode("pair")] {
+                let mine = one.since_view(id).unwrap();
+                let total = match id {
+                    HistId::Forward => &mut want.forward,
+                    HistId::Handshake => &mut want.handshake,
+                    _ => want.mode_histogram("pair"),
+                };
+                merge_histogram(total, &mine);
+            }
+            let pair = want.mode_histogram("pair").clone();
+            let checks = [
+                (&v["totals"]["histograms"]["forward"], &want.forward),
+                (&v["totals"]["histograms"]["handshake"], &want.handshake),
+                (&v["totals"]["forward_by_mode"]["pair"], &pair),
+            ];
+            for (j, h) in checks {
+                let ctx = format!("n={n} spread={spread} {j}");
+                assert_eq!(j["count"].as_u64(), Some(h.len()), "{ctx}");
+                assert_eq!(j["min"].as_u64(), Some(h.min()), "{ctx}");
+                assert_eq!(j["max"].as_u64(), Some(h.max()), "{ctx}");
+                for (key, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999)] {
+                    assert_eq!(j[key].as_u64(), Some(h.value_at_quantile(q)), "{key} {ctx}");
+                }
+                let mean = j["mean"].as_f64().unwrap();
+                assert!((mean - h.mean()).abs() <= 0.01 + h.mean() * 1e-9, "{ctx}");
+            }
+            let own = shards[1].snapshot();
+            let fwd = own.since_view(HistId::Forward).unwrap();
+            assert_eq!(
+                v["per_shard"][1]["histograms"]["forward"]["p99"].as_u64(),
+                Some(fwd.value_at_quantile(0.99))
+            );
+            assert_eq!(v["per_shard"][0]["accepted"], 2);
+            assert_eq!(v["totals"]["accepted"], 4);
+        }
+        // Nothing recorded: zeros, and round 2 asks for nothing.
+        let fresh = ShardStats::new(0);
+        let plan = StatsPlan::new(vec![fresh.coarse_report()]);
+        assert!(plan.asked().is_empty());
+        let v: Value = serde_json::from_str(&plan.render(0, &[])).unwrap();
+        assert_eq!(v["totals"]["histograms"]["forward"]["count"], 0);
+        assert_eq!(v["totals"]["histograms"]["forward"]["p99"], 0);
+    }
+
+    /// The coarse cells tile the HDR buckets: each cell is 64 buckets of one width, and
+    /// cells follow each other without gap up to the 60 s ceiling.
+    #[test]
+    fn scale_coarse_cells_tile_the_hdr_buckets() {
+        let h = scale();
+        let mut next = 0u64;
+        for cell in 0..CELLS {
+            let (start, width) = cell_start(cell);
+            assert_eq!(start, next, "cell {cell}");
+            for b in 0..CELL_BUCKETS as u64 {
+                let v = start + b * width;
+                assert_eq!(h.lowest_equivalent(v), v, "cell {cell} bucket {b}");
+                assert_eq!(
+                    h.highest_equivalent(v),
+                    v + width - 1,
+                    "cell {cell} bucket {b}"
+                );
+            }
+            next = start + width * CELL_BUCKETS as u64;
+        }
+        assert!(next > HIST_HIGH_MICROS);
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::http::head::RequestHead;
 use crate::http::routes::Route;
 use crate::modes::{pair, server_id, session, session_ws, ticket};
 use crate::stats::HealthMirror;
-use crate::stats::{ReportKind, ShardReport, ShardStats};
+use crate::stats::{HistId, ReportKind, ShardReport, ShardStats, CELL_BUCKETS};
 use crate::ws::conn::{self, Conn, Flushed, READ_CHUNK};
 use inbox::{WakeReceiver, WakeSender};
 
@@ -134,6 +134,16 @@ pub enum InboxMsg {
         reset: bool,
         /// Where the report goes.
         reply: WakeSender<ShardReport>,
+    },
+    /// Round 2 of a plain `/stats` read: the bucket counts of the asked cells (then
+    /// reset the `/stats` histograms if the read asked for it).
+    Fine {
+        /// The cells, as `StatsPlan::asked` lists them.
+        asked: std::sync::Arc<Vec<(HistId, usize)>>,
+        /// `?reset=1`.
+        reset: bool,
+        /// Where the counts go.
+        reply: WakeSender<Vec<[u64; CELL_BUCKETS]>>,
     },
     /// Mint a ticket for a workspace this shard owns (asked by the admin shard).
     Mint {
@@ -384,6 +394,38 @@ impl Shard {
         snaps
     }
 
+    /// Round 2 of a plain `/stats` read over the inboxes (this shard's too): every
+    /// shard's bucket counts of the `asked` cells; resets after counting if asked.
+    pub async fn gather_fine(
+        &self,
+        asked: Vec<(HistId, usize)>,
+        reset: bool,
+    ) -> Vec<Vec<[u64; CELL_BUCKETS]>> {
+        let asked = std::sync::Arc::new(asked);
+        let (tx, rx) = inbox::wake_channel();
+        let mut expected = 0;
+        for inbox in &self.global.inboxes {
+            let msg = InboxMsg::Fine {
+                asked: asked.clone(),
+                reset,
+                reply: tx.clone(),
+            };
+            if inbox.send(msg) {
+                expected += 1;
+            }
+        }
+        drop(tx);
+        let mut replies = Vec::with_capacity(expected);
+        let deadline = Duration::from_secs(2);
+        while replies.len() < expected {
+            match monoio::time::timeout(deadline, rx.recv()).await {
+                Ok(Some(reply)) => replies.push(reply),
+                _ => break,
+            }
+        }
+        replies
+    }
+
     /// Remember a listener so shutdown can stop its accept loop.
     fn add_listener(&self, fd: RawFd) {
         self.listeners.borrow_mut().push(fd);
@@ -481,6 +523,18 @@ async fn shard_main(seed: ShardSeed) -> std::io::Result<()> {
                     stats.reset_histograms();
                 }
                 reply.send(snap);
+            }
+            InboxMsg::Fine {
+                asked,
+                reset,
+                reply,
+            } => {
+                let mut stats = shard.stats.borrow_mut();
+                let counts = stats.fine_counts(&asked);
+                if reset {
+                    stats.reset_histograms();
+                }
+                reply.send(counts);
             }
             InboxMsg::Mint { plan, reply } => {
                 reply.send(ticket::mint_here(&shard, &plan));
