@@ -4,7 +4,9 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use shardrelay::stats::{render_json, render_prometheus, ShardStats, StatsSnapshot};
+use shardrelay::stats::{
+    render_json, render_prometheus, ShardStats, StatsPlan, StatsSnapshot, CELLS,
+};
 
 /// Latencies cycled through so the histogram index is not a constant (µs, 1 .. ~60 ms).
 fn latencies() -> Vec<u64> {
@@ -111,11 +113,16 @@ fn scrape(c: &mut Criterion) {
         let m = shards[0].metrics_report();
         let metrics_bytes = std::mem::size_of_val(&m)
             + m.latencies.forward_by_mode.len() * std::mem::size_of_val(&m.latencies.forward);
+        let plan = StatsPlan::new(vec![shards[0].coarse_report()]);
+        let asked = plan.asked().len();
         eprintln!(
-            "{label}: per shard, old snapshot {} B, stats report {} B, metrics report {} B",
+            "{label}: per shard, old snapshot {} B, recorded report {} B, metrics report {} B, \
+             two-round stats {} B + {} B",
             snapshot_bytes(&shards[0]),
             stats_report_bytes(&shards[0]),
-            metrics_bytes
+            metrics_bytes,
+            std::mem::size_of::<shardrelay::stats::CoarseReport>() + 6 * (CELLS * 8 + 96),
+            asked * 64 * 8,
         );
         let stats = [shards[0].stats_report(), shards[1].stats_report()];
         let metrics = [shards[0].metrics_report(), shards[1].metrics_report()];
@@ -131,6 +138,19 @@ fn scrape(c: &mut Criterion) {
         });
         g.bench_function("stats_report", |b| {
             b.iter(|| black_box(shards[0].stats_report()))
+        });
+        g.bench_function("coarse_report", |b| {
+            b.iter(|| black_box(shards[0].coarse_report()))
+        });
+        // A whole plain `/stats` of 2 shards: both rounds and the render.
+        g.bench_function("two_round_stats_2_shards", |b| {
+            b.iter(|| {
+                let plan =
+                    StatsPlan::new(vec![shards[0].coarse_report(), shards[1].coarse_report()]);
+                let asked = plan.asked();
+                let fine = [shards[0].fine_counts(&asked), shards[1].fine_counts(&asked)];
+                black_box(plan.render(1, &fine))
+            })
         });
         g.bench_function("metrics_report", |b| {
             b.iter(|| black_box(shards[0].metrics_report()))
