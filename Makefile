@@ -3,7 +3,7 @@ CARGO ?= cargo
 ARGS ?=
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: all toolchain build release run test test-tools test-unit test-uring test-epoll test-conformance test-interop lint fmt bench bench-compare syscalls shard-scaling alloc-count loadtest clean
+.PHONY: all toolchain build release run test test-tools test-unit test-uring test-epoll test-conformance test-interop lint fmt bench bench-compare storm cpu-per-message baseline syscalls shard-scaling alloc-count loadtest clean
 
 all: build
 
@@ -70,6 +70,23 @@ bench-compare:
 syscalls:
 	$(CARGO) build --release -p shardrelay -p shardrelay-load
 	bash scripts/syscalls-per-message.sh
+
+## Connection storm (#20): 19,000 connections as fast as the relay accepts them, every
+## style, shardrelay beside the tokio baseline, then shaped by --per-ip-rate.
+storm: baseline
+	$(CARGO) build --release -p shardrelay -p shardrelay-load
+	bash scripts/storm.sh
+
+## Relay CPU per million forwarded messages at fixed rates, relay and load pinned apart,
+## shardrelay beside the tokio baseline and the raw-copy relay (PERF=1 adds a profile).
+cpu-per-message: baseline
+	$(CARGO) build --release -p shardrelay -p shardrelay-load
+	bash scripts/cpu-per-message.sh
+
+## The reference relays of benches/baseline (tokio baseline and --raw-copy), release.
+baseline:
+	$(CARGO) build --release --manifest-path benches/baseline/Cargo.toml \
+		--target-dir benches/baseline/target
 
 ## Allocations per relayed message (a counting-allocator build, --features alloc-count).
 alloc-count:

@@ -4,7 +4,9 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use shardrelay::stats::{render_json, render_prometheus, ShardStats};
+use shardrelay::stats::{
+    render_json, render_prometheus, ShardStats, StatsPlan, StatsSnapshot, CELLS,
+};
 
 /// Latencies cycled through so the histogram index is not a constant (µs, 1 .. ~60 ms).
 fn latencies() -> Vec<u64> {
@@ -60,27 +62,107 @@ fn hot_path(c: &mut Criterion) {
     g.finish();
 }
 
-/// What one `/stats` or `/metrics` request costs per shard (2 shards).
-fn scrape(c: &mut Criterion) {
+/// A shard that has recorded `n` forward and handshake latencies spread over 1 µs .. 60 ms
+/// (the "old relay" of #20 point 2), or none.
+fn shard_with(n: usize) -> ShardStats {
     let lat = latencies();
-    let mut shards = [warm_shard(), warm_shard()];
-    for (n, s) in shards.iter_mut().enumerate() {
-        for &v in &lat {
-            s.record_forward("pair", v + n as u64);
-            s.record_handshake(v);
-        }
+    let mut s = warm_shard();
+    for i in 0..n {
+        // Spread over the whole range and every sub-bucket: value = lat * (1 + i % 97).
+        let v = lat[i & 1023] * (1 + (i as u64 % 97)) % 60_000_000;
+        s.record_forward(["pair", "server_id", "session"][i % 3], v);
+        s.record_handshake(v / 3);
     }
-    let snaps = [shards[0].snapshot(), shards[1].snapshot()];
-    let mut g = c.benchmark_group("scrape");
-    g.throughput(Throughput::Elements(1));
-    g.bench_function("snapshot", |b| b.iter(|| black_box(shards[0].snapshot())));
-    g.bench_function("render_json_2_shards", |b| {
-        b.iter(|| black_box(render_json(1, &snaps)))
-    });
-    g.bench_function("render_prometheus_2_shards", |b| {
-        b.iter(|| black_box(render_prometheus(1, &snaps)))
-    });
-    g.finish();
+    s
+}
+
+/// Bytes one report puts across shards: the struct plus what its vectors own.
+fn stats_report_bytes(s: &ShardStats) -> usize {
+    let r = s.stats_report();
+    let l = &r.latencies;
+    let buckets = l.forward.buckets.len()
+        + l.handshake.buckets.len()
+        + l.handoff.buckets.len()
+        + l.forward_by_mode
+            .iter()
+            .map(|(_, r)| r.buckets.len())
+            .sum::<usize>();
+    std::mem::size_of_val(&r) + 16 * buckets + 24 * l.forward_by_mode.len()
+}
+
+/// Bytes the old full snapshot put across shards: every HDR histogram's count array.
+fn snapshot_bytes(s: &ShardStats) -> usize {
+    let snap = s.snapshot();
+    let hist = |h: &hdrhistogram::Histogram<u64>| h.distinct_values() * 8;
+    std::mem::size_of_val(&snap)
+        + hist(&snap.forward)
+        + hist(&snap.handshake)
+        + hist(&snap.handoff)
+        + snap
+            .forward_by_mode
+            .iter()
+            .map(|(_, h)| hist(h))
+            .sum::<usize>()
+}
+
+/// What one `/stats` or `/metrics` request costs per shard (2 shards), for a fresh relay
+/// and for one that has recorded millions of wide-range values.
+fn scrape(c: &mut Criterion) {
+    for (label, n) in [("fresh", 0usize), ("3M_wide", 3_000_000)] {
+        let shards = [shard_with(n), shard_with(n)];
+        let m = shards[0].metrics_report();
+        let metrics_bytes = std::mem::size_of_val(&m)
+            + m.latencies.forward_by_mode.len() * std::mem::size_of_val(&m.latencies.forward);
+        let plan = StatsPlan::new(vec![shards[0].coarse_report()]);
+        let asked = plan.asked().len();
+        eprintln!(
+            "{label}: per shard, old snapshot {} B, recorded report {} B, metrics report {} B, \
+             two-round stats {} B + {} B",
+            snapshot_bytes(&shards[0]),
+            stats_report_bytes(&shards[0]),
+            metrics_bytes,
+            std::mem::size_of::<shardrelay::stats::CoarseReport>() + 6 * (CELLS * 8 + 96),
+            asked * 64 * 8,
+        );
+        let stats = [shards[0].stats_report(), shards[1].stats_report()];
+        let metrics = [shards[0].metrics_report(), shards[1].metrics_report()];
+        let mut g = c.benchmark_group(format!("scrape_{label}"));
+        g.throughput(Throughput::Elements(1));
+        g.bench_function("old_snapshot_clone", |b| {
+            b.iter(|| black_box(shards[0].snapshot()))
+        });
+        // What the old path did per `/stats` beyond the clones: merge whole histograms.
+        let snaps = [shards[0].snapshot(), shards[1].snapshot()];
+        g.bench_function("old_merge_2_shards", |b| {
+            b.iter(|| black_box(StatsSnapshot::merge(&snaps)))
+        });
+        g.bench_function("stats_report", |b| {
+            b.iter(|| black_box(shards[0].stats_report()))
+        });
+        g.bench_function("coarse_report", |b| {
+            b.iter(|| black_box(shards[0].coarse_report()))
+        });
+        // A whole plain `/stats` of 2 shards: both rounds and the render.
+        g.bench_function("two_round_stats_2_shards", |b| {
+            b.iter(|| {
+                let plan =
+                    StatsPlan::new(vec![shards[0].coarse_report(), shards[1].coarse_report()]);
+                let asked = plan.asked();
+                let fine = [shards[0].fine_counts(&asked), shards[1].fine_counts(&asked)];
+                black_box(plan.render(1, &fine))
+            })
+        });
+        g.bench_function("metrics_report", |b| {
+            b.iter(|| black_box(shards[0].metrics_report()))
+        });
+        g.bench_function("render_json_2_shards", |b| {
+            b.iter(|| black_box(render_json(1, &stats)))
+        });
+        g.bench_function("render_prometheus_2_shards", |b| {
+            b.iter(|| black_box(render_prometheus(1, &metrics)))
+        });
+        g.finish();
+    }
 }
 
 criterion_group!(benches, hot_path, scrape);

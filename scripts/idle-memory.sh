@@ -33,6 +33,17 @@ public=$(grep -o 'public=[^ ]*' "$out/ready" | cut -d= -f2)
 admin=$(grep -o 'admin=[^ ]*' "$out/ready" | cut -d= -f2)
 rss() { awk '/VmRSS/ {print $2}' "/proc/$relay_pid/status"; }
 rss_parts() { awk '/RssAnon|RssFile/ {printf "%s %s ", $1, $2}' "/proc/$relay_pid/status"; }
+# Kernel side (machine-wide, so other work on the box shows up too): slab KiB, TCP
+# sockets in use and TCP socket-buffer pages (sockstat "mem"), and the same sample's
+# SUnreclaim. Loopback puts both ends of every connection on this host: 2 sockets each.
+kmem() {
+    local slab unrec inuse mem
+    slab=$(awk '/^Slab:/ {print $2}' /proc/meminfo)
+    unrec=$(awk '/^SUnreclaim:/ {print $2}' /proc/meminfo)
+    inuse=$(awk '/^TCP:/ {print $3}' /proc/net/sockstat)
+    mem=$(awk '/^TCP:/ {for (i = 1; i <= NF; i++) if ($i == "mem") print $(i + 1)}' /proc/net/sockstat)
+    echo "$slab $unrec $inuse $mem"
+}
 open_conns() {
     curl -s "http://$admin/stats" | python3 -c 'import json,sys; print(sum(json.load(sys.stdin)["totals"]["connections"].values()))'
 }
@@ -66,8 +77,15 @@ warm=${IDLE_WARM:-100}
 echo "fresh: $(rss_parts)"
 if [ "$warm" -gt 0 ]; then hold "$warm"; release; fi
 cold=$(rss); echo "warm ($warm opened and closed): $(rss_parts)"
-hold "$n"; first=$(rss); echo "with $n: $(rss_parts)"; release
+read -r slab0 unrec0 tcp0 pages0 <<<"$(kmem)"
+hold "$n"; first=$(rss); echo "with $n: $(rss_parts)"
+read -r slab1 unrec1 tcp1 pages1 <<<"$(kmem)"
+release
 closed=$(rss)
 hold "$n"; second=$(rss)
 echo "style=$style connections=$n warm=$warm rss_cold_kib=$cold rss_with_n_kib=$first per_conn_bytes=$(( (first - cold) * 1024 / n ))"
+echo "kernel (machine-wide deltas, both ends on loopback): slab_kib=$((slab1 - slab0))" \
+    "sunreclaim_kib=$((unrec1 - unrec0)) tcp_sockets=$((tcp1 - tcp0))" \
+    "tcp_buffer_pages=$((pages1 - pages0)) slab_bytes_per_conn=$(( (slab1 - slab0) * 1024 / n ))" \
+    "slab_bytes_per_socket=$(( (slab1 - slab0) * 1024 / (tcp1 - tcp0 > 0 ? tcp1 - tcp0 : 1) ))"
 echo "churn: rss_after_close_kib=$closed rss_with_n_again_kib=$second growth_kib=$(( second - first ))"

@@ -140,6 +140,12 @@ fn lookup<T: Copy + Default>(map: &[(&'static str, T)], name: &str) -> T {
 pub struct ShardStats {
     /// The tallies themselves, kept in snapshot form so a snapshot is one clone.
     live: StatsSnapshot,
+    /// The latencies again, in the fixed buckets `/metrics` exports (never reset;
+    /// `forward_by_mode` in the same order as `live`'s).
+    prom: Latencies<PromBuckets>,
+    /// The exact sums of `prom` at the last reset, so round 1 of `/stats` can give
+    /// exact since-reset sums.
+    reset_sums: Option<Latencies<u64>>,
     /// The few figures `/health` reports, copied out as they move so any shard can read
     /// them without asking this one (see [`HealthMirror`]).
     mirror: Arc<HealthMirror>,
@@ -156,7 +162,18 @@ impl ShardStats {
         let mut live = StatsSnapshot::empty();
         live.shard = shard;
         live.shards = 1;
-        ShardStats { live, mirror }
+        let prom = Latencies {
+            forward: PromBuckets::default(),
+            handshake: PromBuckets::default(),
+            handoff: PromBuckets::default(),
+            forward_by_mode: Vec::new(),
+        };
+        ShardStats {
+            live,
+            prom,
+            reset_sums: None,
+            mirror,
+        }
     }
 
     /// A connection of `kind` is now open on this shard.
@@ -234,25 +251,32 @@ impl ShardStats {
     #[inline]
     pub fn record_forward(&mut self, mode: &'static str, micros: u64) {
         self.live.forward.saturating_record(micros);
+        self.prom.forward.record(micros);
         let by_mode = &mut self.live.forward_by_mode;
-        match by_mode.iter_mut().find(|(k, _)| *k == mode) {
-            Some((_, h)) => h.saturating_record(micros),
+        let at = match by_mode.iter().position(|(k, _)| *k == mode) {
+            Some(at) => at,
             None => {
-                let mut h = new_histogram();
-                h.saturating_record(micros);
-                by_mode.push((mode, h));
+                by_mode.push((mode, new_histogram()));
+                self.prom
+                    .forward_by_mode
+                    .push((mode, PromBuckets::default()));
+                by_mode.len() - 1
             }
-        }
+        };
+        by_mode[at].1.saturating_record(micros);
+        self.prom.forward_by_mode[at].1.record(micros);
     }
 
     /// An HTTP/upgrade handshake took `micros`.
     pub fn record_handshake(&mut self, micros: u64) {
         self.live.handshake.saturating_record(micros);
+        self.prom.handshake.record(micros);
     }
 
     /// A handoff between shards took `micros` (send to adopt).
     pub fn record_handoff(&mut self, micros: u64) {
         self.live.handoff.saturating_record(micros);
+        self.prom.handoff.record(micros);
     }
 
     /// `?reset=1`: start a new `/stats` window. The histograms themselves keep every
@@ -260,6 +284,18 @@ impl ShardStats {
     /// they stand now is kept, and `/stats` reports the histograms minus the mark.
     /// Recording stays allocation-free: only the reset itself copies.
     pub fn reset_histograms(&mut self) {
+        let sum = |p: &PromBuckets| p.sum_micros;
+        self.reset_sums = Some(Latencies {
+            forward: sum(&self.prom.forward),
+            handshake: sum(&self.prom.handshake),
+            handoff: sum(&self.prom.handoff),
+            forward_by_mode: self
+                .prom
+                .forward_by_mode
+                .iter()
+                .map(|(m, p)| (*m, sum(p)))
+                .collect(),
+        });
         let live = &self.live;
         self.live.reset_mark = Some(Box::new(HistogramMark {
             forward: live.forward.clone(),
@@ -269,9 +305,32 @@ impl ShardStats {
         }));
     }
 
-    /// A copy of the tallies to send to whoever renders them.
+    /// A full copy of the tallies and histograms (tests and benches; the endpoints use
+    /// [`ShardStats::report`], which is a fraction of the size).
     pub fn snapshot(&self) -> StatsSnapshot {
         self.live.clone()
+    }
+
+    /// What this shard sends for `/stats` or `/metrics`.
+    pub fn report(&self, kind: ReportKind) -> ShardReport {
+        match kind {
+            ReportKind::Stats => ShardReport::Stats(Box::new(self.stats_report())),
+            ReportKind::Metrics => ShardReport::Metrics(Box::new(self.metrics_report())),
+            ReportKind::Coarse => ShardReport::Coarse(Box::new(self.coarse_report())),
+        }
+    }
+
+    /// This shard's `/stats` report (see [`StatsReport`]).
+    pub fn stats_report(&self) -> StatsReport {
+        self.live.stats_report()
+    }
+
+    /// This shard's `/metrics` report (see [`MetricsReport`]).
+    pub fn metrics_report(&self) -> MetricsReport {
+        Report {
+            tallies: self.live.tallies.clone(),
+            latencies: self.prom.clone(),
+        }
     }
 
     /// Open connections of `kind` on this shard.
@@ -285,13 +344,13 @@ impl ShardStats {
     }
 }
 
-/// One shard's tallies at one moment, or the sum of several (see [`StatsSnapshot::merge`]).
-/// Plain owned data, so it is `Send` and can cross the shard inboxes.
+/// The counters and gauges of one shard, or the sum of several: everything but the
+/// latency histograms. Small (a few hundred bytes), so it crosses shards as a copy.
 #[derive(Debug, Clone)]
-pub struct StatsSnapshot {
-    /// The shard this snapshot came from; 0 for a merged snapshot.
+pub struct Tallies {
+    /// The shard these came from; 0 for a merged value.
     pub shard: usize,
-    /// How many shards' snapshots this one covers: 1 for a shard's own, n after a merge.
+    /// How many shards these cover: 1 for a shard's own, n after a merge.
     pub shards: usize,
     /// Open connections, indexed in `ConnKind::ALL` order.
     pub connections: [u64; CONN_KINDS],
@@ -317,6 +376,15 @@ pub struct StatsSnapshot {
     pub events: Vec<(&'static str, u64)>,
     /// Registry sizes (this shard's share; may be negative, see `gauge_add`).
     pub gauges: Vec<(&'static str, i64)>,
+}
+
+/// One shard's live tallies with its full HDR histograms, or the sum of several (see
+/// [`StatsSnapshot::merge`]). This is what a shard keeps; what crosses shards for
+/// `/stats` and `/metrics` is a [`Report`], a fraction of the size.
+#[derive(Debug, Clone)]
+pub struct StatsSnapshot {
+    /// Counters and gauges (also reachable directly through `Deref`).
+    pub tallies: Tallies,
     /// Read-to-written latency of relayed messages, all modes, in µs.
     pub forward: Histogram<u64>,
     /// HTTP/upgrade handshake latency, in µs.
@@ -330,6 +398,19 @@ pub struct StatsSnapshot {
     /// `/metrics` keeps exporting everything, so a reset never makes a Prometheus
     /// histogram go backwards.
     pub reset_mark: Option<Box<HistogramMark>>,
+}
+
+impl std::ops::Deref for StatsSnapshot {
+    type Target = Tallies;
+    fn deref(&self) -> &Tallies {
+        &self.tallies
+    }
+}
+
+impl std::ops::DerefMut for StatsSnapshot {
+    fn deref_mut(&mut self) -> &mut Tallies {
+        &mut self.tallies
+    }
 }
 
 /// The latency histograms at one moment (see `StatsSnapshot::reset_mark`).
@@ -370,12 +451,282 @@ impl HistogramMark {
     }
 }
 
-/// `h -= mark`. The mark is an earlier state of the same histogram, so no count goes
-/// negative and `subtract` succeeds; were that ever violated, the histogram is emptied
-/// rather than reporting nonsense.
-fn subtract_histogram(h: &mut Histogram<u64>, mark: &Histogram<u64>) {
-    if h.subtract(mark).is_err() {
-        h.reset();
+// ---------------------------------------------------------------------------------------
+// Reports: what crosses shards for `/stats` and `/metrics`
+// ---------------------------------------------------------------------------------------
+//
+// A shard's HDR histograms are ~140 KB each (1 µs .. 60 s at three significant figures:
+// 17 408 u64 counts), and a shard keeps 3 + one per mode. Sending them whole made every
+// `/stats` read and `/metrics` scrape copy ~1.7 MB across shards. Instead the owning
+// shard reduces them to what the reader needs:
+// * `/metrics`: [`PromBuckets`], the fixed Prometheus bucket counts, count and sum,
+//   kept at record time (~200 bytes a histogram, whatever was recorded: a scrape costs
+//   the same on a fresh relay and after billions of messages);
+// * plain `/stats`: two bounded rounds, [`CoarseReport`] then the fine counts of a few
+//   cells (see "`/stats` in two rounds" below): ~2.3 KB per histogram, then at most
+//   6 × 512 B, whatever the history; totals stay exact (0.1 %).
+// * `/stats?histograms=recorded`: [`Recorded`], the non-zero HDR buckets since the last
+//   reset (the caller asked for all of them): 16 bytes per distinct bucket hit, and above
+//   [`SPARSE_MAX_SAMPLES`] samples the (since-reset) HDR histogram whole, ~140 KB.
+
+/// The latency histograms of one report, in the form `H` the report needs.
+#[derive(Debug, Clone)]
+pub struct Latencies<H> {
+    /// Read-to-written latency of relayed messages, all modes.
+    pub forward: H,
+    /// HTTP/upgrade handshake latency.
+    pub handshake: H,
+    /// Shard-to-shard handoff latency.
+    pub handoff: H,
+    /// `forward` split by rendezvous style, in first-seen order.
+    pub forward_by_mode: Vec<(&'static str, H)>,
+}
+
+/// What one shard sends to the shard rendering `/stats` or `/metrics`.
+#[derive(Debug, Clone)]
+pub struct Report<H> {
+    /// Counters and gauges.
+    pub tallies: Tallies,
+    /// Latencies, reduced on the owning shard.
+    pub latencies: Latencies<H>,
+}
+
+/// A shard's `/stats` contribution: histograms since the last reset, as recorded buckets.
+pub type StatsReport = Report<Recorded>;
+
+/// A shard's `/metrics` contribution: histograms since start, as Prometheus buckets.
+pub type MetricsReport = Report<PromBuckets>;
+
+/// Which report a shard is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportKind {
+    /// For `/stats?histograms=recorded` (every recorded bucket).
+    Stats,
+    /// Round 1 of a plain `/stats` read (see [`CoarseReport`]).
+    Coarse,
+    /// For `/metrics`.
+    Metrics,
+}
+
+/// Either report, as it crosses a shard inbox.
+#[derive(Debug, Clone)]
+pub enum ShardReport {
+    /// For `/stats` (boxed, as the other: the message stays one pointer wide).
+    Stats(Box<StatsReport>),
+    /// For `/metrics` (boxed: its fixed buckets make it ~900 bytes).
+    Metrics(Box<MetricsReport>),
+    /// Round 1 of a plain `/stats` read.
+    Coarse(Box<CoarseReport>),
+}
+
+impl ShardReport {
+    /// The shard it came from (for ordering replies).
+    pub fn shard(&self) -> usize {
+        match self {
+            ShardReport::Stats(r) => r.tallies.shard,
+            ShardReport::Metrics(r) => r.tallies.shard,
+            ShardReport::Coarse(r) => r.tallies.shard,
+        }
+    }
+}
+
+/// Above this many samples (since the reset) a histogram crosses shards whole instead
+/// of as a bucket list: 4,096 samples hit at most 4,096 buckets (64 KiB as a list), and
+/// listing a fuller histogram would cost more to build and merge than the ~140 KB copy.
+const SPARSE_MAX_SAMPLES: u64 = 4_096;
+
+/// A histogram's samples since the last reset, as they cross shards for `/stats`: the
+/// non-zero HDR buckets `(value, count)` in ascending value, where value is the bucket's
+/// highest equivalent value in µs (what `?histograms=recorded` lists); or, above
+/// [`SPARSE_MAX_SAMPLES`], the histogram itself.
+#[derive(Debug, Clone, Default)]
+pub struct Recorded {
+    /// The non-zero buckets, ascending (empty when `dense` holds the samples).
+    pub buckets: Vec<(u64, u64)>,
+    /// The whole histogram, when it holds more than [`SPARSE_MAX_SAMPLES`] samples.
+    pub dense: Option<Box<Histogram<u64>>>,
+}
+
+impl Recorded {
+    /// The samples of `h` minus those of `mark` (an earlier state of `h`).
+    fn since(h: &Histogram<u64>, mark: Option<&Histogram<u64>>) -> Self {
+        let samples = h.len().saturating_sub(mark.map_or(0, |m| m.len()));
+        if samples > SPARSE_MAX_SAMPLES {
+            let mut dense = h.clone();
+            if let Some(mark) = mark {
+                // The mark is an earlier state of `h`, so no count goes negative; were
+                // that ever violated, report nothing rather than nonsense.
+                if dense.subtract(mark).is_err() {
+                    dense.reset();
+                }
+            }
+            return Recorded {
+                buckets: Vec::new(),
+                dense: Some(Box::new(dense)),
+            };
+        }
+        if samples == 0 {
+            return Recorded::default();
+        }
+        let buckets = h
+            .iter_recorded()
+            .filter_map(|v| {
+                let value = v.value_iterated_to();
+                let before = mark.map_or(0, |m| m.count_at(value));
+                let n = v.count_at_value().saturating_sub(before);
+                (n > 0).then_some((value, n))
+            })
+            .collect();
+        Recorded {
+            buckets,
+            dense: None,
+        }
+    }
+
+    /// The sum of `parts`: a bucket list if every part is one, else a histogram.
+    fn merge<'a>(parts: impl IntoIterator<Item = &'a Recorded> + Clone) -> Recorded {
+        if parts.clone().into_iter().any(|r| r.dense.is_some()) {
+            let mut total = new_histogram();
+            for part in parts {
+                match &part.dense {
+                    Some(h) => merge_histogram(&mut total, h),
+                    None => {
+                        for &(v, n) in &part.buckets {
+                            total.saturating_record_n(v, n);
+                        }
+                    }
+                }
+            }
+            return Recorded {
+                buckets: Vec::new(),
+                dense: Some(Box::new(total)),
+            };
+        }
+        let mut all: Vec<(u64, u64)> = parts
+            .into_iter()
+            .flat_map(|r| r.buckets.iter().copied())
+            .collect();
+        all.sort_unstable_by_key(|&(v, _)| v);
+        let mut buckets: Vec<(u64, u64)> = Vec::with_capacity(all.len());
+        for (v, n) in all {
+            match buckets.last_mut() {
+                Some((last, sum)) if *last == v => *sum = sum.saturating_add(n),
+                _ => buckets.push((v, n)),
+            }
+        }
+        Recorded {
+            buckets,
+            dense: None,
+        }
+    }
+
+    /// Samples recorded.
+    pub fn count(&self) -> u64 {
+        match &self.dense {
+            Some(h) => h.len(),
+            None => self.buckets.iter().map(|&(_, n)| n).sum(),
+        }
+    }
+
+    /// The value at `quantile` (0 < q <= 1), as `Histogram::value_at_quantile` computes
+    /// it: the first bucket whose cumulative count reaches `ceil(q * count)`.
+    fn value_at_quantile(&self, quantile: f64, count: u64) -> u64 {
+        let target = ((quantile * count as f64).ceil() as u64).max(1);
+        let mut seen = 0u64;
+        for &(v, n) in &self.buckets {
+            seen += n;
+            if seen >= target {
+                return v;
+            }
+        }
+        self.buckets.last().map_or(0, |&(v, _)| v)
+    }
+}
+
+/// A histogram with the module's bounds and no samples, for the value arithmetic
+/// (`lowest_equivalent`, `median_equivalent`) that summarising [`Recorded`] buckets
+/// needs. Built once per process.
+fn scale() -> &'static Histogram<u64> {
+    static SCALE: std::sync::OnceLock<Histogram<u64>> = std::sync::OnceLock::new();
+    SCALE.get_or_init(new_histogram)
+}
+
+/// A histogram as `/metrics` exports it: counts per fixed bucket of
+/// [`PROM_BUCKETS_MICROS`] (plus `+Inf`), the sample count and the exact sum. Kept up to
+/// date at record time beside the HDR histogram (one comparison search over 22 bounds
+/// and three adds), so a scrape copies these ~200 bytes instead of walking or sending
+/// the HDR histogram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PromBuckets {
+    /// Samples per bucket (not cumulative), the last one being `+Inf`.
+    counts: [u64; PROM_BUCKETS_MICROS.len() + 1],
+    /// Samples recorded.
+    count: u64,
+    /// Sum of the samples in µs (clamped like the HDR histogram: at most 60 s each).
+    sum_micros: u64,
+}
+
+impl PromBuckets {
+    /// Count one sample of `micros` (clamped to the HDR range, as the HDR record is).
+    #[inline]
+    fn record(&mut self, micros: u64) {
+        let v = micros.min(HIST_HIGH_MICROS);
+        let at = PROM_BUCKETS_MICROS.partition_point(|&bound| bound < v);
+        self.counts[at] += 1;
+        self.count += 1;
+        self.sum_micros = self.sum_micros.saturating_add(v);
+    }
+}
+
+impl StatsSnapshot {
+    /// The `/stats` report: histograms since the last reset, as recorded buckets.
+    fn stats_report(&self) -> StatsReport {
+        let mark = self.reset_mark.as_deref();
+        let by_mode = |mode: &str| {
+            mark.and_then(|m| m.forward_by_mode.iter().find(|(k, _)| *k == mode))
+                .map(|(_, h)| h)
+        };
+        Report {
+            tallies: self.tallies.clone(),
+            latencies: Latencies {
+                forward: Recorded::since(&self.forward, mark.map(|m| &m.forward)),
+                handshake: Recorded::since(&self.handshake, mark.map(|m| &m.handshake)),
+                handoff: Recorded::since(&self.handoff, mark.map(|m| &m.handoff)),
+                forward_by_mode: self
+                    .forward_by_mode
+                    .iter()
+                    .map(|(mode, h)| (*mode, Recorded::since(h, by_mode(mode))))
+                    .collect(),
+            },
+        }
+    }
+}
+
+impl Latencies<Recorded> {
+    /// The bucket-wise sum of several shards' latencies; modes in first-seen order.
+    fn merge(parts: &[&Latencies<Recorded>]) -> Latencies<Recorded> {
+        let mut modes: Vec<&'static str> = Vec::new();
+        for part in parts {
+            for (mode, _) in &part.forward_by_mode {
+                if !modes.contains(mode) {
+                    modes.push(mode);
+                }
+            }
+        }
+        let of_mode = |mode: &str| {
+            Recorded::merge(parts.iter().filter_map(|p| {
+                p.forward_by_mode
+                    .iter()
+                    .find(|(k, _)| *k == mode)
+                    .map(|(_, r)| r)
+            }))
+        };
+        Latencies {
+            forward: Recorded::merge(parts.iter().map(|p| &p.forward)),
+            handshake: Recorded::merge(parts.iter().map(|p| &p.handshake)),
+            handoff: Recorded::merge(parts.iter().map(|p| &p.handoff)),
+            forward_by_mode: modes.iter().map(|&m| (m, of_mode(m))).collect(),
+        }
     }
 }
 
@@ -383,6 +734,57 @@ impl StatsSnapshot {
     /// All-zero tallies covering no shard.
     fn empty() -> Self {
         StatsSnapshot {
+            tallies: Tallies::empty(),
+            forward: new_histogram(),
+            handshake: new_histogram(),
+            handoff: new_histogram(),
+            forward_by_mode: Vec::new(),
+            reset_mark: None,
+        }
+    }
+
+    /// Totals across shards (histograms merged with `Histogram::add`; maps summed).
+    pub fn merge(snaps: &[StatsSnapshot]) -> StatsSnapshot {
+        let mut total = StatsSnapshot::empty();
+        for snap in snaps {
+            total.absorb(snap);
+        }
+        total
+    }
+
+    /// Add one snapshot into `self`.
+    fn absorb(&mut self, other: &StatsSnapshot) {
+        self.tallies.absorb(&other.tallies);
+        merge_histogram(&mut self.forward, &other.forward);
+        merge_histogram(&mut self.handshake, &other.handshake);
+        merge_histogram(&mut self.handoff, &other.handoff);
+        for (mode, h) in &other.forward_by_mode {
+            merge_histogram(self.mode_histogram(mode), h);
+        }
+        if let Some(mark) = &other.reset_mark {
+            self.reset_mark
+                .get_or_insert_with(|| Box::new(HistogramMark::empty()))
+                .absorb(mark);
+        }
+    }
+
+    /// The per-mode histogram for `mode`, created empty if missing.
+    fn mode_histogram(&mut self, mode: &'static str) -> &mut Histogram<u64> {
+        let at = match self.forward_by_mode.iter().position(|(k, _)| *k == mode) {
+            Some(at) => at,
+            None => {
+                self.forward_by_mode.push((mode, new_histogram()));
+                self.forward_by_mode.len() - 1
+            }
+        };
+        &mut self.forward_by_mode[at].1
+    }
+}
+
+impl Tallies {
+    /// All zero, covering no shard.
+    fn empty() -> Self {
+        Tallies {
             shard: 0,
             shards: 0,
             connections: [0; CONN_KINDS],
@@ -397,66 +799,15 @@ impl StatsSnapshot {
             dropped: Vec::new(),
             events: Vec::new(),
             gauges: Vec::new(),
-            forward: new_histogram(),
-            handshake: new_histogram(),
-            handoff: new_histogram(),
-            forward_by_mode: Vec::new(),
-            reset_mark: None,
         }
     }
 
-    /// The view `/stats` reports: histograms since the last reset (see `reset_mark`).
-    pub fn since_reset(&self) -> std::borrow::Cow<'_, StatsSnapshot> {
-        let Some(mark) = &self.reset_mark else {
-            return std::borrow::Cow::Borrowed(self);
-        };
-        let mut view = self.clone();
-        view.reset_mark = None;
-        subtract_histogram(&mut view.forward, &mark.forward);
-        subtract_histogram(&mut view.handshake, &mark.handshake);
-        subtract_histogram(&mut view.handoff, &mark.handoff);
-        for (mode, h) in &mut view.forward_by_mode {
-            if let Some((_, m)) = mark.forward_by_mode.iter().find(|(k, _)| k == mode) {
-                subtract_histogram(h, m);
-            }
-        }
-        std::borrow::Cow::Owned(view)
-    }
-
-    /// Totals across shards (histograms merged with `Histogram::add`; maps summed).
-    pub fn merge(snaps: &[StatsSnapshot]) -> StatsSnapshot {
-        let mut total = StatsSnapshot::empty();
-        for snap in snaps {
-            total.absorb(snap);
-        }
-        total
-    }
-
-    /// Add one snapshot into `self`.
-    fn absorb(&mut self, other: &StatsSnapshot) {
+    /// Add `other` into `self` (counts saturate, keyed maps merge by key).
+    fn absorb(&mut self, other: &Tallies) {
         self.shards += other.shards;
         for (mine, theirs) in self.connections.iter_mut().zip(other.connections) {
             *mine = mine.saturating_add(theirs);
         }
-        self.absorb_counters(other);
-        for &(name, n) in &other.gauges {
-            gauge_bump(&mut self.gauges, name, n);
-        }
-        merge_histogram(&mut self.forward, &other.forward);
-        merge_histogram(&mut self.handshake, &other.handshake);
-        merge_histogram(&mut self.handoff, &other.handoff);
-        for (mode, h) in &other.forward_by_mode {
-            merge_histogram(self.mode_histogram(mode), h);
-        }
-        if let Some(mark) = &other.reset_mark {
-            self.reset_mark
-                .get_or_insert_with(|| Box::new(HistogramMark::empty()))
-                .absorb(mark);
-        }
-    }
-
-    /// Add the plain and keyed counters of `other` into `self`.
-    fn absorb_counters(&mut self, other: &StatsSnapshot) {
         let add = |a: &mut u64, b: u64| *a = a.saturating_add(b);
         add(&mut self.accepted, other.accepted);
         add(&mut self.handoffs, other.handoffs);
@@ -474,18 +825,9 @@ impl StatsSnapshot {
                 bump(mine, name, n);
             }
         }
-    }
-
-    /// The per-mode histogram for `mode`, created empty if missing.
-    fn mode_histogram(&mut self, mode: &'static str) -> &mut Histogram<u64> {
-        let at = match self.forward_by_mode.iter().position(|(k, _)| *k == mode) {
-            Some(at) => at,
-            None => {
-                self.forward_by_mode.push((mode, new_histogram()));
-                self.forward_by_mode.len() - 1
-            }
-        };
-        &mut self.forward_by_mode[at].1
+        for &(name, n) in &other.gauges {
+            gauge_bump(&mut self.gauges, name, n);
+        }
     }
 
     /// Open connections of `kind`.
@@ -616,7 +958,7 @@ struct JsonHistograms {
 
 /// A histogram's summary, all in microseconds (values are HDR bucket values: within
 /// 0.1 % of what was recorded). Every field is 0 for an empty histogram.
-#[derive(Serialize, Debug, PartialEq)]
+#[derive(Serialize, Debug, PartialEq, Clone)]
 struct JsonHistogram {
     /// Samples recorded.
     count: u64,
@@ -642,11 +984,16 @@ struct JsonHistogram {
 }
 
 impl JsonHistogram {
-    /// Summarise `h`.
-    fn of(h: &Histogram<u64>) -> Self {
-        if h.is_empty() {
-            // hdrhistogram already returns 0 for most of these, but spelling it out keeps
-            // the contract independent of the crate's choices for an empty histogram.
+    /// Summarise `r` exactly as `Histogram`'s own methods would summarise the same
+    /// buckets (min is the lowest bucket's lowest value, the mean uses each bucket's
+    /// median value); with `recorded`, also list the buckets.
+    fn of(r: &Recorded, recorded: bool) -> Self {
+        if let Some(h) = &r.dense {
+            return JsonHistogram::of_histogram(h, recorded);
+        }
+        let count = r.count();
+        let recorded = recorded.then(|| r.buckets.clone());
+        let (Some(&(first, _)), Some(&(last, _))) = (r.buckets.first(), r.buckets.last()) else {
             return JsonHistogram {
                 count: 0,
                 min: 0,
@@ -656,8 +1003,38 @@ impl JsonHistogram {
                 p999: 0,
                 max: 0,
                 mean: 0.0,
-                recorded: None,
+                recorded,
             };
+        };
+        let h = scale();
+        let mean = r.buckets.iter().fold(0.0_f64, |total, &(v, n)| {
+            total + h.median_equivalent(v) as f64 * n as f64 / count as f64
+        });
+        JsonHistogram {
+            count,
+            min: h.lowest_equivalent(first),
+            p50: r.value_at_quantile(0.5, count),
+            p90: r.value_at_quantile(0.9, count),
+            p99: r.value_at_quantile(0.99, count),
+            p999: r.value_at_quantile(0.999, count),
+            max: last,
+            mean: (mean * 100.0).round() / 100.0,
+            recorded,
+        }
+    }
+}
+
+impl JsonHistogram {
+    /// Summarise a whole histogram with its own methods; with `recorded`, list its
+    /// buckets too.
+    fn of_histogram(h: &Histogram<u64>, recorded: bool) -> Self {
+        let list = recorded.then(|| {
+            h.iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                .collect()
+        });
+        if h.is_empty() {
+            return JsonHistogram::of(&Recorded::default(), recorded);
         }
         JsonHistogram {
             count: h.len(),
@@ -668,24 +1045,7 @@ impl JsonHistogram {
             p999: h.value_at_quantile(0.999),
             max: h.max(),
             mean: (h.mean() * 100.0).round() / 100.0,
-            recorded: None,
-        }
-    }
-
-    /// Summarise `h` and list its recorded values (see `recorded`).
-    fn with_recorded(h: &Histogram<u64>) -> Self {
-        let recorded = h
-            .iter_recorded()
-            .map(|v| {
-                (
-                    h.highest_equivalent(v.value_iterated_to()),
-                    v.count_at_value(),
-                )
-            })
-            .collect();
-        JsonHistogram {
-            recorded: Some(recorded),
-            ..JsonHistogram::of(h)
+            recorded: list,
         }
     }
 }
@@ -703,8 +1063,9 @@ fn json_map<T: Copy>(pairs: &[(&'static str, T)]) -> BTreeMap<&'static str, T> {
 }
 
 impl JsonTallies {
-    /// The JSON view of one snapshot.
-    fn of(s: &StatsSnapshot) -> Self {
+    /// The JSON view of one shard's (or the merged) tallies and latencies; `recorded`
+    /// lists the histograms' buckets too.
+    fn of(s: &Tallies, l: &Latencies<Recorded>, recorded: bool) -> Self {
         JsonTallies {
             connections: ConnKind::ALL
                 .iter()
@@ -722,54 +1083,46 @@ impl JsonTallies {
             events: json_map(&s.events),
             gauges: json_map(&s.gauges),
             histograms: JsonHistograms {
-                forward: JsonHistogram::of(&s.forward),
-                handshake: JsonHistogram::of(&s.handshake),
-                handoff: JsonHistogram::of(&s.handoff),
+                forward: JsonHistogram::of(&l.forward, recorded),
+                handshake: JsonHistogram::of(&l.handshake, recorded),
+                handoff: JsonHistogram::of(&l.handoff, recorded),
             },
-            forward_by_mode: s
+            forward_by_mode: l
                 .forward_by_mode
                 .iter()
-                .map(|(mode, h)| (*mode, JsonHistogram::of(h)))
+                .map(|(mode, r)| (*mode, JsonHistogram::of(r, recorded)))
                 .collect(),
         }
     }
 }
 
 /// The /stats body.
-pub fn render_json(uptime_seconds: u64, per_shard: &[StatsSnapshot]) -> String {
+pub fn render_json(uptime_seconds: u64, per_shard: &[StatsReport]) -> String {
     render_json_with(uptime_seconds, per_shard, JsonOptions::default())
 }
 
-/// The /stats body, with options.
+/// The /stats body, with options. Totals are the exact bucket-wise sums of the shards'
+/// recorded buckets, so their quantiles are those of one merged HDR histogram.
 pub fn render_json_with(
     uptime_seconds: u64,
-    per_shard: &[StatsSnapshot],
+    per_shard: &[StatsReport],
     options: JsonOptions,
 ) -> String {
-    let merged = StatsSnapshot::merge(per_shard);
-    let merged = merged.since_reset();
-    let mut totals = JsonTallies::of(&merged);
-    if options.recorded {
-        totals.histograms = JsonHistograms {
-            forward: JsonHistogram::with_recorded(&merged.forward),
-            handshake: JsonHistogram::with_recorded(&merged.handshake),
-            handoff: JsonHistogram::with_recorded(&merged.handoff),
-        };
-        totals.forward_by_mode = merged
-            .forward_by_mode
-            .iter()
-            .map(|(mode, h)| (*mode, JsonHistogram::with_recorded(h)))
-            .collect();
+    let mut tallies = Tallies::empty();
+    for r in per_shard {
+        tallies.absorb(&r.tallies);
     }
+    let parts: Vec<&Latencies<Recorded>> = per_shard.iter().map(|r| &r.latencies).collect();
+    let latencies = Latencies::merge(&parts);
     let body = JsonBody {
         uptime_seconds,
         shards: per_shard.len(),
-        totals,
+        totals: JsonTallies::of(&tallies, &latencies, options.recorded),
         per_shard: per_shard
             .iter()
-            .map(|s| JsonShard {
-                shard: s.shard,
-                tallies: JsonTallies::of(&s.since_reset()),
+            .map(|r| JsonShard {
+                shard: r.tallies.shard,
+                tallies: JsonTallies::of(&r.tallies, &r.latencies, false),
             })
             .collect(),
         allocations: allocations(),
@@ -790,9 +1143,10 @@ pub fn render_json_with(
 //
 // Latencies are Prometheus histograms in seconds, with fixed buckets
 // ([`PROM_BUCKETS_MICROS`]) so that series from every shard and every host can be summed
-// (`sum by (le) (rate(..._bucket[5m]))`, then `histogram_quantile`). The buckets are
-// derived from each shard's HDR histogram at scrape time, so recording stays one HDR
-// record. Exact quantiles (0.1 %) remain in `/stats`.
+// (`sum by (le) (rate(..._bucket[5m]))`, then `histogram_quantile`). Each shard counts
+// its samples into these buckets at record time ([`PromBuckets`]), beside its HDR
+// histogram, so a scrape copies a few hundred bytes per histogram whatever the traffic
+// history. Exact quantiles (0.1 %) remain in `/stats`.
 
 /// Prefix of every metric name.
 const PROM_PREFIX: &str = "shardrelay_";
@@ -810,7 +1164,7 @@ const PROM_BUCKETS_MICROS: [u64; 22] = [
 const MICROS_PER_SECOND: f64 = 1e6;
 
 /// A plain per-shard counter: (name without prefix, help, value).
-type CounterDef = (&'static str, &'static str, fn(&StatsSnapshot) -> u64);
+type CounterDef = (&'static str, &'static str, fn(&Tallies) -> u64);
 
 /// The unlabelled (apart from `shard`) counters.
 const PROM_COUNTERS: [CounterDef; 7] = [
@@ -850,7 +1204,7 @@ type KeyedDef = (
     &'static str,
     &'static str,
     &'static str,
-    fn(&StatsSnapshot) -> &[(&'static str, u64)],
+    fn(&Tallies) -> &[(&'static str, u64)],
 );
 
 /// The counters keyed by reason or name.
@@ -876,7 +1230,7 @@ const PROM_KEYED: [KeyedDef; 3] = [
 type HistogramDef = (
     &'static str,
     &'static str,
-    fn(&StatsSnapshot) -> &Histogram<u64>,
+    fn(&Latencies<PromBuckets>) -> &PromBuckets,
 );
 
 /// The overall latency histograms.
@@ -939,18 +1293,12 @@ impl PromWriter {
     }
 
     /// The `_bucket`, `_sum` and `_count` lines of one histogram series labelled
-    /// `labels`, in seconds. Each HDR bucket counts under the first `le` at or above its
-    /// lowest value, so a sample lands at most 0.1 % (the HDR resolution) off its bucket.
-    fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &Histogram<u64>) {
-        let mut counts = [0u64; PROM_BUCKETS_MICROS.len() + 1];
-        for v in h.iter_recorded() {
-            let value = h.lowest_equivalent(v.value_iterated_to());
-            let at = PROM_BUCKETS_MICROS.partition_point(|&bound| bound < value);
-            counts[at] += v.count_at_value();
-        }
+    /// `labels`, in seconds (the buckets were counted on the owning shard, see
+    /// [`PromBuckets::of`]).
+    fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &PromBuckets) {
         let bucket = format!("{name}_bucket");
         let mut cumulative = 0u64;
-        for (i, n) in counts.iter().enumerate() {
+        for (i, n) in h.counts.iter().enumerate() {
             cumulative += n;
             let le = match PROM_BUCKETS_MICROS.get(i) {
                 Some(&micros) => (micros as f64 / MICROS_PER_SECOND).to_string(),
@@ -961,11 +1309,9 @@ impl PromWriter {
             with_le.push(("le", &le));
             self.sample(&bucket, &with_le, cumulative);
         }
-        // HDR keeps no exact sum; mean × count uses each bucket's middle value, within
-        // 0.1 % of the true sum.
-        let sum = h.mean() * h.len() as f64 / MICROS_PER_SECOND;
+        let sum = h.sum_micros as f64 / MICROS_PER_SECOND;
         self.sample(&format!("{name}_sum"), labels, sum);
-        self.sample(&format!("{name}_count"), labels, h.len());
+        self.sample(&format!("{name}_count"), labels, h.count);
     }
 }
 
@@ -1024,15 +1370,17 @@ fn escape_help(out: &mut String, help: &str) {
 }
 
 /// A snapshot paired with its shard id spelled as a label value (formatted once).
-type LabelledShard<'a> = (&'a StatsSnapshot, String);
+type LabelledShard<'a> = (&'a MetricsReport, String);
 
 /// The /metrics body: Prometheus text exposition format 0.0.4.
-pub fn render_prometheus(uptime_seconds: u64, per_shard: &[StatsSnapshot]) -> String {
+pub fn render_prometheus(uptime_seconds: u64, per_shard: &[MetricsReport]) -> String {
     let mut w = PromWriter {
         out: String::with_capacity(4096 + 4096 * per_shard.len()),
     };
-    let shards: Vec<LabelledShard<'_>> =
-        per_shard.iter().map(|s| (s, s.shard.to_string())).collect();
+    let shards: Vec<LabelledShard<'_>> = per_shard
+        .iter()
+        .map(|s| (s, s.tallies.shard.to_string()))
+        .collect();
     write_process(&mut w, uptime_seconds, per_shard.len());
     write_counters(&mut w, &shards);
     write_gauges(&mut w, &shards);
@@ -1066,13 +1414,13 @@ fn write_counters(w: &mut PromWriter, shards: &[LabelledShard<'_>]) {
     for (name, help, get) in PROM_COUNTERS {
         w.family(name, "counter", help);
         for (s, id) in shards {
-            w.sample(name, &[("shard", id)], get(s));
+            w.sample(name, &[("shard", id)], get(&s.tallies));
         }
     }
     for (name, label, help, get) in PROM_KEYED {
         w.family(name, "counter", help);
         for (s, id) in shards {
-            for &(key, n) in get(s) {
+            for &(key, n) in get(&s.tallies) {
                 w.sample(name, &[("shard", id), (label, key)], n);
             }
         }
@@ -1085,7 +1433,7 @@ fn write_gauges(w: &mut PromWriter, shards: &[LabelledShard<'_>]) {
     for (s, id) in shards {
         for kind in ConnKind::ALL {
             let labels = [("shard", id.as_str()), ("kind", kind.name())];
-            w.sample("connections", &labels, s.connections(kind));
+            w.sample("connections", &labels, s.tallies.connections(kind));
         }
     }
     w.family(
@@ -1094,7 +1442,7 @@ fn write_gauges(w: &mut PromWriter, shards: &[LabelledShard<'_>]) {
         "Registry sizes (pairs, sessions, tickets, server slots): this shard's share.",
     );
     for (s, id) in shards {
-        for &(key, n) in &s.gauges {
+        for &(key, n) in &s.tallies.gauges {
             w.sample("registry", &[("shard", id), ("name", key)], n);
         }
     }
@@ -1105,7 +1453,7 @@ fn write_latencies(w: &mut PromWriter, shards: &[LabelledShard<'_>]) {
     for (name, help, get) in PROM_HISTOGRAMS {
         w.family(name, "histogram", help);
         for (s, id) in shards {
-            w.histogram(name, &[("shard", id)], get(s));
+            w.histogram(name, &[("shard", id)], get(&s.latencies));
         }
     }
     let by_mode = "forward_by_mode_latency_seconds";
@@ -1115,7 +1463,7 @@ fn write_latencies(w: &mut PromWriter, shards: &[LabelledShard<'_>]) {
         "Read-to-written latency of relayed messages by rendezvous style, in seconds.",
     );
     for (s, id) in shards {
-        for (mode, h) in &s.forward_by_mode {
+        for (mode, h) in &s.latencies.forward_by_mode {
             w.histogram(by_mode, &[("shard", id), ("mode", mode)], h);
         }
     }
@@ -1196,6 +1544,459 @@ impl HealthCounts {
         self.pairs = self.pairs.saturating_add(other.pairs);
         self.sessions = self.sessions.saturating_add(other.sessions);
         self.tickets = self.tickets.saturating_add(other.tickets);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// `/stats` in two rounds: exact totals from a bounded exchange
+// ---------------------------------------------------------------------------------------
+//
+// Round 1 ([`ShardStats::coarse_report`]): each shard sends, per histogram since the
+// reset, its own summary (computed on the owning shard) and its counts in [`CELLS`]
+// fixed coarse cells of 64 HDR buckets each (2.2 KB). The reader merges the cells and
+// finds, for each figure of the totals (min, p50, p90, p99, p99.9, max), the one cell
+// holding that rank. Round 2 ([`ShardStats::fine_counts`]): each shard sends the 64
+// bucket counts of just those cells (at most 6 per histogram, 512 B each). The reader
+// then walks the merged buckets of the cell to the exact bucket: the same value a merged
+// HDR histogram gives. Samples recorded between the two rounds can move a rank by that
+// many samples; the value found is still a bucket of the right cell.
+
+/// Coarse cells per histogram: 32 linear cells of 64 µs below 2,048 µs, then 16 cells per
+/// power of two from 2^11 to 2^26 µs (HDR's 1,024 buckets per octave, 64 per cell);
+/// 2^26 µs exceeds the 60 s ceiling.
+pub const CELLS: usize = 32 + 15 * 16;
+
+/// HDR buckets per coarse cell.
+pub const CELL_BUCKETS: usize = 64;
+
+/// The lowest value of `cell` and the width of its buckets, in µs.
+fn cell_start(cell: usize) -> (u64, u64) {
+    if cell < 32 {
+        return ((cell * CELL_BUCKETS) as u64, 1);
+    }
+    let octave = 11 + (cell - 32) / 16;
+    let width = 1u64 << (octave - 10);
+    let start = (1u64 << octave) + ((cell - 32) % 16) as u64 * CELL_BUCKETS as u64 * width;
+    (start, width)
+}
+
+/// Which histogram of a shard: the overall three or a mode's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistId {
+    /// `forward`.
+    Forward,
+    /// `handshake`.
+    Handshake,
+    /// `handoff`.
+    Handoff,
+    /// `forward_by_mode[mode]`.
+    Mode(&'static str),
+}
+
+/// Round 1 for one histogram: the shard's own summary and its coarse cell counts.
+#[derive(Debug, Clone)]
+pub struct Coarse {
+    /// The shard's own figures (exact, computed where the histogram lives).
+    summary: JsonHistogram,
+    /// Samples per coarse cell.
+    cells: Box<[u64; CELLS]>,
+    /// The exact sum of the samples since the reset (µs), for the merged mean.
+    sum_micros: u64,
+}
+
+/// A shard's round-1 `/stats` contribution.
+pub type CoarseReport = Report<Coarse>;
+
+impl StatsSnapshot {
+    /// Histogram `id` and its reset mark (if any), or `None` for a mode this shard has
+    /// not seen.
+    fn with_mark(&self, id: HistId) -> Option<(&Histogram<u64>, Option<&Histogram<u64>>)> {
+        let mark = self.reset_mark.as_deref();
+        Some(match id {
+            HistId::Forward => (&self.forward, mark.map(|m| &m.forward)),
+            HistId::Handshake => (&self.handshake, mark.map(|m| &m.handshake)),
+            HistId::Handoff => (&self.handoff, mark.map(|m| &m.handoff)),
+            HistId::Mode(mode) => {
+                let (_, h) = self.forward_by_mode.iter().find(|(k, _)| *k == mode)?;
+                let m = mark.and_then(|m| m.forward_by_mode.iter().find(|(k, _)| *k == mode));
+                (h, m.map(|(_, h)| h))
+            }
+        })
+    }
+
+    /// Histogram `id` since the reset (a copy only when a reset mark exists), or `None`
+    /// for a mode this shard has not seen.
+    fn since_view(&self, id: HistId) -> Option<std::borrow::Cow<'_, Histogram<u64>>> {
+        let (h, m) = self.with_mark(id)?;
+        let Some(m) = m else {
+            return Some(std::borrow::Cow::Borrowed(h));
+        };
+        let mut view = h.clone();
+        if view.subtract(m).is_err() {
+            view.reset();
+        }
+        Some(std::borrow::Cow::Owned(view))
+    }
+}
+
+impl Coarse {
+    /// Round 1 of `h` (since the reset), whose samples sum to `sum_micros`. One walk of
+    /// the count array per cell range and the quantiles' chunked scans: the cost follows
+    /// the histogram's size, not the samples or the distinct values recorded.
+    fn of(h: &Histogram<u64>, sum_micros: u64) -> Self {
+        let mut cells = Box::new([0u64; CELLS]);
+        let summary = if h.is_empty() {
+            JsonHistogram::of(&Recorded::default(), false)
+        } else {
+            for (cell, n) in cells.iter_mut().enumerate() {
+                let (start, width) = cell_start(cell);
+                *n = h.count_between(start, start + width * CELL_BUCKETS as u64 - 1);
+            }
+            JsonHistogram {
+                count: h.len(),
+                min: h.min(),
+                p50: h.value_at_quantile(0.5),
+                p90: h.value_at_quantile(0.9),
+                p99: h.value_at_quantile(0.99),
+                p999: h.value_at_quantile(0.999),
+                max: h.max(),
+                mean: (sum_micros as f64 / h.len() as f64 * 100.0).round() / 100.0,
+                recorded: None,
+            }
+        };
+        Coarse {
+            summary,
+            cells,
+            sum_micros,
+        }
+    }
+}
+
+impl ShardStats {
+    /// Round 1 of a `/stats` read (see the section notes above).
+    pub fn coarse_report(&self) -> CoarseReport {
+        let live = &self.live;
+        let of = |id: HistId| {
+            let view = live.since_view(id).expect("the histogram exists");
+            let now = self.prom.get(id).map_or(0, |p| p.sum_micros);
+            let then = self
+                .reset_sums
+                .as_ref()
+                .and_then(|r| r.get(id).copied())
+                .unwrap_or(0);
+            Coarse::of(&view, now.saturating_sub(then))
+        };
+        Report {
+            tallies: live.tallies.clone(),
+            latencies: Latencies {
+                forward: of(HistId::Forward),
+                handshake: of(HistId::Handshake),
+                handoff: of(HistId::Handoff),
+                forward_by_mode: live
+                    .forward_by_mode
+                    .iter()
+                    .map(|(mode, _)| (*mode, of(HistId::Mode(mode))))
+                    .collect(),
+            },
+        }
+    }
+
+    /// Round 2: the bucket counts (since the reset) of each asked cell, in order.
+    pub fn fine_counts(&self, asked: &[(HistId, usize)]) -> Vec<[u64; CELL_BUCKETS]> {
+        asked
+            .iter()
+            .map(|&(id, cell)| {
+                let mut out = [0u64; CELL_BUCKETS];
+                // Counts minus the mark's, bucket by bucket: no copy of the histogram.
+                if let (Some((h, mark)), true) = (self.live.with_mark(id), cell < CELLS) {
+                    let (start, width) = cell_start(cell);
+                    for (b, n) in out.iter_mut().enumerate() {
+                        let v = start + b as u64 * width;
+                        let before = mark.map_or(0, |m| m.count_at(v));
+                        *n = h.count_at(v).saturating_sub(before);
+                    }
+                }
+                out
+            })
+            .collect()
+    }
+}
+
+/// The totals' figures to resolve per histogram, as ranks: min, p50, p90, p99, p99.9, max.
+const TOTAL_QUANTILES: [f64; 4] = [0.5, 0.9, 0.99, 0.999];
+
+/// The ranks (1-based) of min, the quantiles and max among `count` samples.
+fn target_ranks(count: u64) -> [u64; 6] {
+    let q = |q: f64| ((q * count as f64).ceil() as u64).max(1);
+    [
+        1,
+        q(TOTAL_QUANTILES[0]),
+        q(TOTAL_QUANTILES[1]),
+        q(TOTAL_QUANTILES[2]),
+        q(TOTAL_QUANTILES[3]),
+        count,
+    ]
+}
+
+/// Merged round-1 counts of one histogram over the shards.
+struct MergedCoarse {
+    /// Summed cell counts.
+    cells: Vec<u64>,
+    /// Samples in all.
+    count: u64,
+    /// Summed exact sums, µs.
+    sum_micros: u64,
+}
+
+impl MergedCoarse {
+    /// Sum `parts`.
+    fn of<'a>(parts: impl IntoIterator<Item = &'a Coarse>) -> Self {
+        let mut cells = vec![0u64; CELLS];
+        let mut sum_micros = 0u64;
+        for part in parts {
+            for (mine, theirs) in cells.iter_mut().zip(part.cells.iter()) {
+                *mine = mine.saturating_add(*theirs);
+            }
+            sum_micros = sum_micros.saturating_add(part.sum_micros);
+        }
+        let count = cells.iter().sum();
+        MergedCoarse {
+            cells,
+            count,
+            sum_micros,
+        }
+    }
+
+    /// For each target rank: its cell and the samples in the cells below it.
+    fn locate(&self) -> Vec<(usize, u64)> {
+        if self.count == 0 {
+            return Vec::new();
+        }
+        target_ranks(self.count)
+            .iter()
+            .map(|&rank| {
+                let mut below = 0u64;
+                for (cell, &n) in self.cells.iter().enumerate() {
+                    if below + n >= rank {
+                        return (cell, below);
+                    }
+                    below += n;
+                }
+                (CELLS - 1, below)
+            })
+            .collect()
+    }
+}
+
+/// One histogram of the totals after round 1: its id, the merged cell counts and, per
+/// target rank, its cell and the samples below that cell.
+type PlannedHist = (HistId, MergedCoarse, Vec<(usize, u64)>);
+
+/// The `/stats` histograms of every shard after round 1, with what round 2 must fetch.
+pub struct StatsPlan {
+    /// Round-1 reports in shard order.
+    reports: Vec<CoarseReport>,
+    /// Every histogram of the totals: id, merged counts, located ranks.
+    hists: Vec<PlannedHist>,
+}
+
+impl StatsPlan {
+    /// Merge round 1.
+    pub fn new(reports: Vec<CoarseReport>) -> Self {
+        let mut ids = vec![HistId::Forward, HistId::Handshake, HistId::Handoff];
+        for r in &reports {
+            for (mode, _) in &r.latencies.forward_by_mode {
+                if !ids.contains(&HistId::Mode(mode)) {
+                    ids.push(HistId::Mode(mode));
+                }
+            }
+        }
+        let hists = ids
+            .into_iter()
+            .map(|id| {
+                let merged = MergedCoarse::of(reports.iter().filter_map(|r| r.latencies.get(id)));
+                let located = merged.locate();
+                (id, merged, located)
+            })
+            .collect();
+        StatsPlan { reports, hists }
+    }
+
+    /// The cells round 2 asks every shard for (deduplicated).
+    pub fn asked(&self) -> Vec<(HistId, usize)> {
+        let mut asked = Vec::new();
+        for (id, _, located) in &self.hists {
+            for &(cell, _) in located {
+                if !asked.contains(&(*id, cell)) {
+                    asked.push((*id, cell));
+                }
+            }
+        }
+        asked
+    }
+
+    /// The `/stats` body from round 2's replies (`fine[i]` answers `asked()` for one
+    /// shard; any number of shards).
+    pub fn render(&self, uptime_seconds: u64, fine: &[Vec<[u64; CELL_BUCKETS]>]) -> String {
+        let asked = self.asked();
+        let mut tallies = Tallies::empty();
+        for r in &self.reports {
+            tallies.absorb(&r.tallies);
+        }
+        let mut merged_fine = vec![[0u64; CELL_BUCKETS]; asked.len()];
+        for reply in fine {
+            for (mine, theirs) in merged_fine.iter_mut().zip(reply) {
+                for (a, b) in mine.iter_mut().zip(theirs) {
+                    *a = a.saturating_add(*b);
+                }
+            }
+        }
+        let totals_of = |id: HistId| {
+            let (_, merged, located) = self.hists.iter().find(|(k, _, _)| *k == id)?;
+            Some(resolve(merged, located, |cell| {
+                asked
+                    .iter()
+                    .position(|&a| a == (id, cell))
+                    .map(|i| &merged_fine[i])
+            }))
+        };
+        let empty = || JsonHistogram::of(&Recorded::default(), false);
+        let totals_latencies = Latencies {
+            forward: totals_of(HistId::Forward).unwrap_or_else(empty),
+            handshake: totals_of(HistId::Handshake).unwrap_or_else(empty),
+            handoff: totals_of(HistId::Handoff).unwrap_or_else(empty),
+            forward_by_mode: self
+                .hists
+                .iter()
+                .filter_map(|(id, _, _)| match id {
+                    HistId::Mode(m) => Some((*m, totals_of(*id).unwrap_or_else(empty))),
+                    _ => None,
+                })
+                .collect(),
+        };
+        let body = JsonBody {
+            uptime_seconds,
+            shards: self.reports.len(),
+            totals: JsonTallies::with_summaries(&tallies, totals_latencies),
+            per_shard: self
+                .reports
+                .iter()
+                .map(|r| JsonShard {
+                    shard: r.tallies.shard,
+                    tallies: JsonTallies::with_summaries(&r.tallies, r.latencies.summaries()),
+                })
+                .collect(),
+            allocations: allocations(),
+            memory: JsonMemory::now(),
+        };
+        // Cannot fail: see `render_json_with`.
+        serde_json::to_string(&body).expect("stats JSON serialises")
+    }
+}
+
+/// The totals' figures of one histogram: each located rank walked through the merged
+/// buckets of its cell (`fine(cell)`); min takes the bucket's lowest value, the others
+/// its highest, as `Histogram` does.
+fn resolve<'a>(
+    merged: &MergedCoarse,
+    located: &[(usize, u64)],
+    fine: impl Fn(usize) -> Option<&'a [u64; CELL_BUCKETS]>,
+) -> JsonHistogram {
+    if merged.count == 0 || located.len() != 6 {
+        return JsonHistogram::of(&Recorded::default(), false);
+    }
+    let ranks = target_ranks(merged.count);
+    let h = scale();
+    let value = |i: usize| {
+        let (cell, below) = located[i];
+        let (start, width) = cell_start(cell);
+        let mut seen = below;
+        let mut last = None;
+        if let Some(counts) = fine(cell) {
+            for (b, &n) in counts.iter().enumerate() {
+                if n > 0 {
+                    last = Some(b);
+                }
+                seen += n;
+                if n > 0 && seen >= ranks[i] {
+                    last = Some(b);
+                    break;
+                }
+            }
+        }
+        // Samples that moved between the rounds: fall back to the cell's last non-empty
+        // bucket (or its first), still inside the right cell.
+        start + last.unwrap_or(0) as u64 * width
+    };
+    let bucket = |i: usize| value(i);
+    JsonHistogram {
+        count: merged.count,
+        min: h.lowest_equivalent(bucket(0)),
+        p50: h.highest_equivalent(bucket(1)),
+        p90: h.highest_equivalent(bucket(2)),
+        p99: h.highest_equivalent(bucket(3)),
+        p999: h.highest_equivalent(bucket(4)),
+        max: h.highest_equivalent(bucket(5)),
+        mean: (merged.sum_micros as f64 / merged.count as f64 * 100.0).round() / 100.0,
+        recorded: None,
+    }
+}
+
+impl<H> Latencies<H> {
+    /// Histogram `id`, if this shard has it.
+    fn get(&self, id: HistId) -> Option<&H> {
+        match id {
+            HistId::Forward => Some(&self.forward),
+            HistId::Handshake => Some(&self.handshake),
+            HistId::Handoff => Some(&self.handoff),
+            HistId::Mode(mode) => self
+                .forward_by_mode
+                .iter()
+                .find(|(k, _)| *k == mode)
+                .map(|(_, h)| h),
+        }
+    }
+}
+
+impl Latencies<Coarse> {
+    /// The shard's own summaries.
+    fn summaries(&self) -> Latencies<JsonHistogram> {
+        Latencies {
+            forward: self.forward.summary.clone(),
+            handshake: self.handshake.summary.clone(),
+            handoff: self.handoff.summary.clone(),
+            forward_by_mode: self
+                .forward_by_mode
+                .iter()
+                .map(|(m, c)| (*m, c.summary.clone()))
+                .collect(),
+        }
+    }
+}
+
+impl JsonTallies {
+    /// The JSON view of tallies with histogram summaries already made.
+    fn with_summaries(s: &Tallies, l: Latencies<JsonHistogram>) -> Self {
+        let mut out = JsonTallies::of(s, &Latencies::empty_recorded(), false);
+        out.histograms = JsonHistograms {
+            forward: l.forward,
+            handshake: l.handshake,
+            handoff: l.handoff,
+        };
+        out.forward_by_mode = l.forward_by_mode.into_iter().collect();
+        out
+    }
+}
+
+impl Latencies<Recorded> {
+    /// No samples, no modes.
+    fn empty_recorded() -> Self {
+        Latencies {
+            forward: Recorded::default(),
+            handshake: Recorded::default(),
+            handoff: Recorded::default(),
+            forward_by_mode: Vec::new(),
+        }
     }
 }
 
@@ -1381,7 +2182,7 @@ mod tests {
 
     #[test]
     fn recorded_lists_only_in_totals_and_only_when_asked() {
-        let snaps = [busy_shard(0).snapshot(), busy_shard(1).snapshot()];
+        let snaps = [busy_shard(0).stats_report(), busy_shard(1).stats_report()];
         let plain: Value = serde_json::from_str(&render_json(1, &snaps)).unwrap();
         assert!(plain["totals"]["histograms"]["forward"]
             .get("recorded")
@@ -1405,30 +2206,245 @@ mod tests {
         let mut s = busy_shard(0);
         let before = s.snapshot().forward.len();
         s.reset_histograms();
-        let snap = s.snapshot();
-        assert_eq!(snap.accepted, 2);
-        assert_eq!(snap.messages_out, 2);
-        assert_eq!(lookup(&snap.rejected, "not_found"), 2);
-        assert_eq!(snap.connections(ConnKind::Phone), 2);
-        let view = snap.since_reset();
-        assert!(view.forward.is_empty() && view.handshake.is_empty());
-        assert!(view.handoff.is_empty());
-        assert_eq!(view.forward_by_mode.len(), 2, "mode histograms are kept");
-        assert!(view.forward_by_mode.iter().all(|(_, h)| h.is_empty()));
+        let report = s.stats_report();
+        assert_eq!(report.tallies.accepted, 2);
+        assert_eq!(report.tallies.messages_out, 2);
+        assert_eq!(lookup(&report.tallies.rejected, "not_found"), 2);
+        assert_eq!(report.tallies.connections(ConnKind::Phone), 2);
+        let l = &report.latencies;
+        assert!(l.forward.buckets.is_empty() && l.handshake.buckets.is_empty());
+        assert!(l.handoff.buckets.is_empty());
+        assert_eq!(l.forward_by_mode.len(), 2, "mode histograms are kept");
+        assert!(l.forward_by_mode.iter().all(|(_, r)| r.buckets.is_empty()));
         assert_eq!(
-            snap.forward.len(),
+            s.metrics_report().latencies.forward.count,
             before,
             "the exported histogram keeps its samples"
         );
         s.record_forward("pair", 9);
-        let merged = StatsSnapshot::merge(&[s.snapshot(), busy_shard(1).snapshot()]);
-        let view = merged.since_reset();
+        s.record_forward("echo", 5); // a mode first seen after the reset
+        let reports = [s.stats_report(), busy_shard(1).stats_report()];
+        let v: Value = serde_json::from_str(&render_json(1, &reports)).unwrap();
         assert_eq!(
-            view.forward.len(),
-            1 + before,
-            "one new sample plus shard 1's"
+            v["totals"]["histograms"]["forward"]["count"].as_u64(),
+            Some(2 + before),
+            "two new samples plus shard 1's"
         );
-        assert_eq!(merged.forward.len(), 1 + 2 * before);
+        assert_eq!(v["totals"]["forward_by_mode"]["pair"]["count"], 2);
+        assert_eq!(v["per_shard"][0]["forward_by_mode"]["pair"]["count"], 1);
+        assert_eq!(v["per_shard"][0]["forward_by_mode"]["echo"]["count"], 1);
+        assert_eq!(
+            v["per_shard"][0]["forward_by_mode"]["server_id"]["count"],
+            0
+        );
+        let metrics = s.metrics_report();
+        assert_eq!(metrics.latencies.forward.count, before + 2);
+    }
+
+    /// Point 2 of #20: what crosses shards per `/stats` or `/metrics` read does not grow
+    /// with the number of samples recorded; for `/metrics` it is fixed whatever the
+    /// values, for `/stats` it grows only with the distinct buckets hit.
+    #[test]
+    fn scale_reports_do_not_grow_with_traffic_history() {
+        let fresh = busy_shard(0);
+        let mut old = busy_shard(0);
+        for i in 0..1_000_000u64 {
+            old.record_forward("pair", 10 + i % 3);
+        }
+        let (a, b) = (fresh.metrics_report(), old.metrics_report());
+        assert_eq!(
+            std::mem::size_of_val(&a.latencies.forward),
+            std::mem::size_of_val(&b.latencies.forward)
+        );
+        assert_eq!(b.latencies.forward.count, 1_000_003);
+        let (a, b) = (fresh.stats_report(), old.stats_report());
+        assert_eq!(a.latencies.forward.buckets.len(), 3, "10, 20 and 1000 µs");
+        assert!(a.latencies.forward.dense.is_none());
+        assert!(a.latencies.handoff.dense.is_none());
+        // Past SPARSE_MAX_SAMPLES the histogram crosses whole (the one cost that still
+        // follows the history; see the module notes).
+        assert!(b.latencies.forward.dense.is_some());
+        assert_eq!(b.latencies.forward.count(), 1_000_003);
+        let mut few = busy_shard(0);
+        for i in 0..1_000u64 {
+            few.record_forward("pair", 10 + i % 3);
+        }
+        let r = few.stats_report();
+        assert_eq!(r.latencies.forward.buckets.len(), 5, "plus 11 and 12 µs");
+        assert_eq!(r.latencies.forward.count(), 1_003);
+    }
+
+    /// Point 2 of #20: the reduced reports render exactly what the full HDR histograms
+    /// say — quantiles, min, max and mean of merged shards, and Prometheus buckets.
+    #[test]
+    fn scale_reports_render_what_the_full_histograms_say() {
+        // 3,000 samples a shard cross as bucket lists, 20,000 as whole histograms, and
+        // 3,000 + 20,000 mixes the two; every way must match the merged HDR histogram.
+        for (n0, n1) in [(3_000, 3_000), (20_000, 20_000), (3_000, 20_000)] {
+            check_reports_match_histograms(n0, n1);
+        }
+    }
+
+    /// Shard 0 records `n0` wide-range samples, shard 1 `n1`; the rendered totals must be
+    /// the merged HDR histogram's figures.
+    fn check_reports_match_histograms(n0: usize, n1: usize) {
+        let lat = |seed: u64, n: usize| {
+            let mut x = seed;
+            (0..n).map(move |_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                1 + x % 5_000_000
+            })
+        };
+        let mut shards = [ShardStats::new(0), ShardStats::new(1)];
+        for (n, s) in shards.iter_mut().enumerate() {
+            for v in lat(0x9E37_79B9 + n as u64, [n0, n1][n]) {
+                s.record_forward("pair", v);
+                s.record_handshake(v / 7);
+            }
+        }
+        let merged = StatsSnapshot::merge(&[shards[0].snapshot(), shards[1].snapshot()]);
+        let reports = [shards[0].stats_report(), shards[1].stats_report()];
+        let v: Value = serde_json::from_str(&render_json(1, &reports)).unwrap();
+        for (name, h) in [
+            ("forward", &merged.forward),
+            ("handshake", &merged.handshake),
+        ] {
+            let j = &v["totals"]["histograms"][name];
+            assert_eq!(j["count"].as_u64(), Some(h.len()), "{name}");
+            assert_eq!(j["min"].as_u64(), Some(h.min()), "{name}");
+            assert_eq!(j["max"].as_u64(), Some(h.max()), "{name}");
+            for (key, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999)] {
+                assert_eq!(
+                    j[key].as_u64(),
+                    Some(h.value_at_quantile(q)),
+                    "{name} {key}"
+                );
+            }
+            let mean = (h.mean() * 100.0).round() / 100.0;
+            assert!((j["mean"].as_f64().unwrap() - mean).abs() < 0.011, "{name}");
+        }
+        let body = render_prometheus(1, &[shards[0].metrics_report()]);
+        let s = scrape(&body);
+        let b = histogram_buckets(&s, "shardrelay_forward_latency_seconds", &[]);
+        let values: Vec<u64> = lat(0x9E37_79B9, n0).collect();
+        for (le, count) in b {
+            let want = if le.is_finite() {
+                let micros = (le * MICROS_PER_SECOND).round() as u64;
+                values.iter().filter(|&&v| v <= micros).count()
+            } else {
+                values.len()
+            };
+            assert_eq!(count, want as f64, "le={le}");
+        }
+        let sum: u64 = values.iter().sum();
+        let got = sample_value(&s, "shardrelay_forward_latency_seconds_sum", &[]);
+        assert!((got - sum as f64 / MICROS_PER_SECOND).abs() < 1e-6, "{got}");
+    }
+
+    /// Plain `/stats` through the two bounded rounds, as `http::admin` runs them.
+    fn two_rounds(shards: &[&ShardStats]) -> Value {
+        let plan = StatsPlan::new(shards.iter().map(|s| s.coarse_report()).collect());
+        let asked = plan.asked();
+        assert!(asked.len() <= 6 * (3 + 3), "at most 6 cells per histogram");
+        let fine: Vec<_> = shards.iter().map(|s| s.fine_counts(&asked)).collect();
+        serde_json::from_str(&plan.render(1, &fine)).unwrap()
+    }
+
+    /// #20 point 2: the bounded two-round `/stats` gives the merged HDR histogram's
+    /// exact figures for totals, and each shard's own for `per_shard`, with and without
+    /// a reset mark, for narrow and wide value ranges.
+    #[test]
+    fn scale_two_round_stats_totals_are_the_merged_histograms_figures() {
+        for (n, spread) in [(50usize, 40u64), (20_000, 5_000_000), (3_000, 60_000_000)] {
+            let mut shards = [busy_shard(0), busy_shard(1)];
+            let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ spread;
+            let mut next = move || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            };
+            shards[1].reset_histograms(); // shard 1 reports since a mark
+            for (i, s) in shards.iter_mut().enumerate() {
+                for _ in 0..n * (i + 1) {
+                    let v = 1 + next() % spread;
+                    s.record_forward(["pair", "echo"][(v % 2) as usize], v);
+                    s.record_handshake(v / 3);
+                }
+            }
+            let v = two_rounds(&[&shards[0], &shards[1]]);
+            // The reference: shard 0 whole, shard 1 minus its mark, merged by HDR.
+            let mut want = StatsSnapshot::merge(&[shards[0].snapshot()]);
+            let one = shards[1].snapshot();
+            for id in [HistId::Forward, HistId::Handshake, HistId::Mode("pair")] {
+                let mine = one.since_view(id).unwrap();
+                let total = match id {
+                    HistId::Forward => &mut want.forward,
+                    HistId::Handshake => &mut want.handshake,
+                    _ => want.mode_histogram("pair"),
+                };
+                merge_histogram(total, &mine);
+            }
+            let pair = want.mode_histogram("pair").clone();
+            let checks = [
+                (&v["totals"]["histograms"]["forward"], &want.forward),
+                (&v["totals"]["histograms"]["handshake"], &want.handshake),
+                (&v["totals"]["forward_by_mode"]["pair"], &pair),
+            ];
+            for (j, h) in checks {
+                let ctx = format!("n={n} spread={spread} {j}");
+                assert_eq!(j["count"].as_u64(), Some(h.len()), "{ctx}");
+                assert_eq!(j["min"].as_u64(), Some(h.min()), "{ctx}");
+                assert_eq!(j["max"].as_u64(), Some(h.max()), "{ctx}");
+                for (key, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999)] {
+                    assert_eq!(j[key].as_u64(), Some(h.value_at_quantile(q)), "{key} {ctx}");
+                }
+                // The mean is exact (sum ÷ count); HDR's uses bucket medians, so the two
+                // agree within the buckets' 0.1 %.
+                let mean = j["mean"].as_f64().unwrap();
+                assert!((mean - h.mean()).abs() <= 0.01 + h.mean() * 1e-3, "{ctx}");
+            }
+            let own = shards[1].snapshot();
+            let fwd = own.since_view(HistId::Forward).unwrap();
+            assert_eq!(
+                v["per_shard"][1]["histograms"]["forward"]["p99"].as_u64(),
+                Some(fwd.value_at_quantile(0.99))
+            );
+            assert_eq!(v["per_shard"][0]["accepted"], 2);
+            assert_eq!(v["totals"]["accepted"], 4);
+        }
+        // Nothing recorded: zeros, and round 2 asks for nothing.
+        let fresh = ShardStats::new(0);
+        let plan = StatsPlan::new(vec![fresh.coarse_report()]);
+        assert!(plan.asked().is_empty());
+        let v: Value = serde_json::from_str(&plan.render(0, &[])).unwrap();
+        assert_eq!(v["totals"]["histograms"]["forward"]["count"], 0);
+        assert_eq!(v["totals"]["histograms"]["forward"]["p99"], 0);
+    }
+
+    /// The coarse cells tile the HDR buckets: each cell is 64 buckets of one width, and
+    /// cells follow each other without gap up to the 60 s ceiling.
+    #[test]
+    fn scale_coarse_cells_tile_the_hdr_buckets() {
+        let h = scale();
+        let mut next = 0u64;
+        for cell in 0..CELLS {
+            let (start, width) = cell_start(cell);
+            assert_eq!(start, next, "cell {cell}");
+            for b in 0..CELL_BUCKETS as u64 {
+                let v = start + b * width;
+                assert_eq!(h.lowest_equivalent(v), v, "cell {cell} bucket {b}");
+                assert_eq!(
+                    h.highest_equivalent(v),
+                    v + width - 1,
+                    "cell {cell} bucket {b}"
+                );
+            }
+            next = start + width * CELL_BUCKETS as u64;
+        }
+        assert!(next > HIST_HIGH_MICROS);
     }
 
     #[test]
@@ -1467,7 +2483,7 @@ mod tests {
 
     #[test]
     fn json_has_exactly_the_contract_shape() {
-        let snaps = [busy_shard(0).snapshot(), busy_shard(1).snapshot()];
+        let snaps = [busy_shard(0).stats_report(), busy_shard(1).stats_report()];
         let v: Value = serde_json::from_str(&render_json(42, &snaps)).unwrap();
         // `allocations` exists only in the counting build (`--features alloc-count`).
         let mut top = vec!["memory", "per_shard", "shards", "totals", "uptime_seconds"];
@@ -1511,7 +2527,7 @@ mod tests {
         let mut b = busy_shard(1);
         b.rejected("over_capacity");
         b.gauge_add("pairs", -3);
-        let snaps = [busy_shard(0).snapshot(), b.snapshot()];
+        let snaps = [busy_shard(0).stats_report(), b.stats_report()];
         let v: Value = serde_json::from_str(&render_json(1, &snaps)).unwrap();
         let t = &v["totals"];
         assert_eq!(t["accepted"], 4);
@@ -1612,7 +2628,7 @@ mod tests {
     fn prometheus_parses_and_has_per_shard_samples() {
         let mut b = busy_shard(1);
         b.record_forward("pair", 2000);
-        let body = render_prometheus(77, &[busy_shard(0).snapshot(), b.snapshot()]);
+        let body = render_prometheus(77, &[busy_shard(0).metrics_report(), b.metrics_report()]);
         let s = scrape(&body);
         assert_eq!(sample_value(&s, "shardrelay_uptime_seconds", &[]), 77.0);
         assert_eq!(sample_value(&s, "shardrelay_shards", &[]), 2.0);
@@ -1660,7 +2676,13 @@ mod tests {
 
     #[test]
     fn prometheus_families_have_help_and_type_and_are_contiguous() {
-        let body = render_prometheus(1, &[busy_shard(0).snapshot(), busy_shard(1).snapshot()]);
+        let body = render_prometheus(
+            1,
+            &[
+                busy_shard(0).metrics_report(),
+                busy_shard(1).metrics_report(),
+            ],
+        );
         let s = scrape(&body);
         let mut seen: Vec<String> = Vec::new();
         let mut current = String::new();
@@ -1690,7 +2712,7 @@ mod tests {
 
     #[test]
     fn prometheus_of_empty_histograms_reports_zero_buckets_and_count() {
-        let body = render_prometheus(0, &[ShardStats::new(0).snapshot()]);
+        let body = render_prometheus(0, &[ShardStats::new(0).metrics_report()]);
         let s = scrape(&body);
         let b = histogram_buckets(&s, "shardrelay_handoff_latency_seconds", &[]);
         assert!(b.iter().all(|(_, c)| *c == 0.0), "{b:?}");
@@ -1702,7 +2724,7 @@ mod tests {
     fn prometheus_label_values_are_escaped() {
         let mut s = ShardStats::new(0);
         s.dropped("a\"b\\c\nd");
-        let body = render_prometheus(0, &[s.snapshot()]);
+        let body = render_prometheus(0, &[s.metrics_report()]);
         let line = body
             .lines()
             .find(|l| l.starts_with("shardrelay_dropped_total{"))

@@ -125,3 +125,82 @@ fn json_logs_are_one_object_per_line_with_lifecycle_events_and_no_token() {
     }
     assert!(!logs.contains(token));
 }
+
+/// #20 point 2: shards now send reduced reports (recorded buckets for `/stats`, fixed
+/// Prometheus buckets for `/metrics`) instead of whole HDR histograms. The renderings
+/// must still agree with each other and with the traffic: totals are the sum of the
+/// shards, `/metrics` keeps every sample across a `/stats` reset, and the recorded
+/// list sums to the count.
+#[test]
+fn scale_stats_and_metrics_agree_after_reduced_reports_and_a_reset() {
+    let relay = Relay::start(&["--shards", "2", "--enable-echo"]);
+    let mut socks: Vec<_> = (0..4).map(|_| relay.ws("/v1/echo", &[]).unwrap()).collect();
+    let mut exchange = |n: usize| {
+        for ws in socks.iter_mut() {
+            for i in 0..n {
+                ws.send(Message::text(format!("{i}"))).unwrap();
+                let _ = next_message(ws);
+            }
+        }
+    };
+    exchange(3);
+    relay.wait_total("/histograms/forward/count", 12);
+    assert_eq!(relay.admin_get("/stats?reset=1").status, 200);
+    exchange(2);
+    relay.wait_total("/histograms/forward/count", 8);
+    let stats: serde_json::Value =
+        serde_json::from_str(&relay.admin_get("/stats?histograms=recorded").body_text()).unwrap();
+    let forward = &stats["totals"]["histograms"]["forward"];
+    assert_eq!(forward["count"], 8, "only the samples since the reset");
+    let per_shard: u64 = stats["per_shard"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["histograms"]["forward"]["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(per_shard, 8);
+    let recorded: u64 = forward["recorded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|pair| pair[1].as_u64().unwrap())
+        .sum();
+    assert_eq!(recorded, 8);
+    let min = forward["min"].as_u64().unwrap();
+    let max = forward["max"].as_u64().unwrap();
+    let p50 = forward["p50"].as_u64().unwrap();
+    assert!(min <= p50 && p50 <= max, "{forward}");
+    assert_eq!(
+        stats["totals"]["forward_by_mode"]["echo"]["count"], 8,
+        "{stats}"
+    );
+    let text = relay.admin_get("/metrics").body_text();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let metric_count: f64 = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "shardrelay_forward_latency_seconds_count")
+        .map(|s| match s.value {
+            prometheus_parse::Value::Untyped(v)
+            | prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v) => v,
+            ref other => panic!("{other:?}"),
+        })
+        .sum();
+    assert_eq!(
+        metric_count, 20.0,
+        "/metrics keeps every sample across a reset"
+    );
+    let inf: f64 = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "shardrelay_forward_latency_seconds")
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Histogram(b) => {
+                b.iter().find(|b| b.less_than.is_infinite()).unwrap().count
+            }
+            other => panic!("{other:?}"),
+        })
+        .sum();
+    assert_eq!(inf, 20.0);
+}

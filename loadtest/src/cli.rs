@@ -126,6 +126,17 @@ pub struct Common {
     /// `direct round trip`.
     #[arg(long)]
     pub direct_probe: bool,
+    /// Accept (and unmask) masked frames from the relay instead of failing: only for
+    /// the raw-copy reference relay (`shardrelay-baseline --raw-copy`), which copies one
+    /// side's client frames to the other byte for byte.
+    #[arg(long)]
+    pub accept_masked: bool,
+    /// Retry an upgrade the relay refused with `429` (its `--per-ip-rate`), after a
+    /// backoff of 50 ms doubling to 2 s with jitter, as a well-behaved client does in a
+    /// reconnect storm; the connect latency then counts from the first attempt. The ramp
+    /// still ends at --setup-timeout.
+    #[arg(long)]
+    pub retry_rate_limited: bool,
 }
 
 /// `server-id` flags.

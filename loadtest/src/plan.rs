@@ -187,6 +187,9 @@ pub struct Net {
     pub source_ips: Vec<IpAddr>,
     /// Limit for one connect plus upgrade.
     pub connect_timeout: Duration,
+    /// `--retry-rate-limited`: a `429` (the relay's `--per-ip-rate`) is retried after a
+    /// backoff instead of failing the connection.
+    pub retry_rate_limited: bool,
 }
 
 /// Everything a run needs, validated.
@@ -292,6 +295,9 @@ impl Plan {
 
     /// Fills in defaults from the shared flags.
     fn assemble(style: Style, idle: bool, common: Common) -> Self {
+        if common.accept_masked {
+            crate::ws::frame::set_accept_masked();
+        }
         let default_size = match style {
             Style::Ticket { .. } => DEFAULT_TICKET_SIZE,
             _ => DEFAULT_MESSAGE_SIZE,
@@ -315,6 +321,7 @@ impl Plan {
                 admin_token: common.admin_token,
                 source_ips: common.source_ips.map(|s| s.0).unwrap_or_default(),
                 connect_timeout: common.connect_timeout,
+                retry_rate_limited: common.retry_rate_limited,
             },
             workers: workers.max(1),
             pace,

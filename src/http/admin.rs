@@ -12,7 +12,10 @@ use crate::http::response;
 use crate::modes::ticket;
 use crate::shard::accept::{refuse, respond_and_close};
 use crate::shard::Shard;
-use crate::stats::{self, HealthCounts};
+use crate::stats::{
+    self, CoarseReport, HealthCounts, MetricsReport, ReportKind, ShardReport, StatsPlan,
+    StatsReport,
+};
 
 /// Serve one admin-listener request.
 pub async fn serve(shard: &Rc<Shard>, stream: TcpStream, head: RequestHead, body: Vec<u8>) {
@@ -133,15 +136,42 @@ fn health_body(shard: &Shard, counts: &HealthCounts) -> String {
     )
 }
 
-/// `GET /stats[?reset=1][&histograms=recorded]`.
+/// `GET /stats[?reset=1][&histograms=recorded]`: two bounded rounds over the shards,
+/// or one round of every recorded bucket when those were asked for.
 async fn serve_stats(shard: &Rc<Shard>, stream: TcpStream, head: &RequestHead) {
     let reset = matches!(head.query_param("reset"), Some(Ok(v)) if v == b"1" || v == b"true");
     let options = stats::JsonOptions {
         recorded: matches!(head.query_param("histograms"), Some(Ok(v)) if v == b"recorded"),
     };
-    let snaps = shard.gather_stats(reset).await;
     let uptime = shard.global.started.elapsed().as_secs();
-    let body = stats::render_json_with(uptime, &snaps, options);
+    let body = if options.recorded {
+        // Every recorded bucket was asked for: one round, the buckets themselves.
+        let reports: Vec<StatsReport> = shard
+            .gather_stats(ReportKind::Stats, reset)
+            .await
+            .into_iter()
+            .filter_map(|r| match r {
+                ShardReport::Stats(r) => Some(*r),
+                _ => None,
+            })
+            .collect();
+        stats::render_json_with(uptime, &reports, options)
+    } else {
+        // Two bounded rounds (see `stats::StatsPlan`); the reset, if asked, happens in
+        // the second, after the counts it answers.
+        let reports: Vec<CoarseReport> = shard
+            .gather_stats(ReportKind::Coarse, false)
+            .await
+            .into_iter()
+            .filter_map(|r| match r {
+                ShardReport::Coarse(r) => Some(*r),
+                _ => None,
+            })
+            .collect();
+        let plan = StatsPlan::new(reports);
+        let fine = shard.gather_fine(plan.asked(), reset).await;
+        plan.render(uptime, &fine)
+    };
     let resp = response::close_response(
         200,
         "application/json",
@@ -153,9 +183,16 @@ async fn serve_stats(shard: &Rc<Shard>, stream: TcpStream, head: &RequestHead) {
 
 /// `GET /metrics`.
 async fn serve_metrics(shard: &Rc<Shard>, stream: TcpStream) {
-    let snaps = shard.gather_stats(false).await;
+    let reports = shard.gather_stats(ReportKind::Metrics, false).await;
+    let reports: Vec<MetricsReport> = reports
+        .into_iter()
+        .filter_map(|r| match r {
+            ShardReport::Metrics(r) => Some(*r),
+            _ => None,
+        })
+        .collect();
     let uptime = shard.global.started.elapsed().as_secs();
-    let mut body = stats::render_prometheus(uptime, &snaps);
+    let mut body = stats::render_prometheus(uptime, &reports);
     let global = &shard.global;
     let facts = crate::process::ProcessFacts::collect(global.driver, global.max_connections);
     body.push_str(&crate::process::render_prometheus(&facts));

@@ -29,7 +29,7 @@ use crate::http::head::RequestHead;
 use crate::http::routes::Route;
 use crate::modes::{pair, server_id, session, session_ws, ticket};
 use crate::stats::HealthMirror;
-use crate::stats::{ShardStats, StatsSnapshot};
+use crate::stats::{HistId, ReportKind, ShardReport, ShardStats, CELL_BUCKETS};
 use crate::ws::conn::{self, Conn, Flushed, READ_CHUNK};
 use inbox::{WakeReceiver, WakeSender};
 
@@ -126,12 +126,24 @@ pub enum InboxMsg {
     Adopt(Box<Handoff>),
     /// An established WebSocket moved here from another shard.
     Resume(Box<crate::ws::conn::Transfer>),
-    /// Send this shard's stats snapshot (after resetting its histograms if asked).
+    /// Send this shard's stats report (then reset its `/stats` histograms if asked).
     Snapshot {
+        /// Which report: `/stats` or `/metrics`.
+        kind: ReportKind,
         /// `?reset=1`.
         reset: bool,
-        /// Where the snapshot goes.
-        reply: WakeSender<StatsSnapshot>,
+        /// Where the report goes.
+        reply: WakeSender<ShardReport>,
+    },
+    /// Round 2 of a plain `/stats` read: the bucket counts of the asked cells (then
+    /// reset the `/stats` histograms if the read asked for it).
+    Fine {
+        /// The cells, as `StatsPlan::asked` lists them.
+        asked: std::sync::Arc<Vec<(HistId, usize)>>,
+        /// `?reset=1`.
+        reset: bool,
+        /// Where the counts go.
+        reply: WakeSender<Vec<[u64; CELL_BUCKETS]>>,
     },
     /// Mint a ticket for a workspace this shard owns (asked by the admin shard).
     Mint {
@@ -353,12 +365,15 @@ impl Shard {
         monoio::spawn(conn::run_reader(self.clone(), conn));
     }
 
-    /// Gather every shard's stats snapshot over the inboxes (this shard's too).
-    pub async fn gather_stats(&self, reset: bool) -> Vec<StatsSnapshot> {
+    /// Gather every shard's stats report of `kind` over the inboxes (this shard's too).
+    /// Each shard reduces its histograms before replying (see `stats::Report`), so what
+    /// crosses is small whatever the traffic history.
+    pub async fn gather_stats(&self, kind: ReportKind, reset: bool) -> Vec<ShardReport> {
         let (tx, rx) = inbox::wake_channel();
         let mut expected = 0;
         for inbox in &self.global.inboxes {
             let msg = InboxMsg::Snapshot {
+                kind,
                 reset,
                 reply: tx.clone(),
             };
@@ -375,8 +390,40 @@ impl Shard {
                 _ => break,
             }
         }
-        snaps.sort_by_key(|s: &StatsSnapshot| s.shard);
+        snaps.sort_by_key(ShardReport::shard);
         snaps
+    }
+
+    /// Round 2 of a plain `/stats` read over the inboxes (this shard's too): every
+    /// shard's bucket counts of the `asked` cells; resets after counting if asked.
+    pub async fn gather_fine(
+        &self,
+        asked: Vec<(HistId, usize)>,
+        reset: bool,
+    ) -> Vec<Vec<[u64; CELL_BUCKETS]>> {
+        let asked = std::sync::Arc::new(asked);
+        let (tx, rx) = inbox::wake_channel();
+        let mut expected = 0;
+        for inbox in &self.global.inboxes {
+            let msg = InboxMsg::Fine {
+                asked: asked.clone(),
+                reset,
+                reply: tx.clone(),
+            };
+            if inbox.send(msg) {
+                expected += 1;
+            }
+        }
+        drop(tx);
+        let mut replies = Vec::with_capacity(expected);
+        let deadline = Duration::from_secs(2);
+        while replies.len() < expected {
+            match monoio::time::timeout(deadline, rx.recv()).await {
+                Ok(Some(reply)) => replies.push(reply),
+                _ => break,
+            }
+        }
+        replies
     }
 
     /// Remember a listener so shutdown can stop its accept loop.
@@ -469,13 +516,25 @@ async fn shard_main(seed: ShardSeed) -> std::io::Result<()> {
         match msg {
             InboxMsg::Adopt(handoff) => accept::adopt(&shard, *handoff),
             InboxMsg::Resume(transfer) => crate::ws::conn::resume(&shard, *transfer),
-            InboxMsg::Snapshot { reset, reply } => {
+            InboxMsg::Snapshot { kind, reset, reply } => {
                 let mut stats = shard.stats.borrow_mut();
-                let snap = stats.snapshot();
+                let snap = stats.report(kind);
                 if reset {
                     stats.reset_histograms();
                 }
                 reply.send(snap);
+            }
+            InboxMsg::Fine {
+                asked,
+                reset,
+                reply,
+            } => {
+                let mut stats = shard.stats.borrow_mut();
+                let counts = stats.fine_counts(&asked);
+                if reset {
+                    stats.reset_histograms();
+                }
+                reply.send(counts);
             }
             InboxMsg::Mint { plan, reply } => {
                 reply.send(ticket::mint_here(&shard, &plan));

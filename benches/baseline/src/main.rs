@@ -8,9 +8,12 @@
 //! * `registry` — the shared route table and the guards that leave it.
 //! * `conn` — one connection: upgrade, route, a reader loop and a writer task.
 //! * `admin` — `/health` and `/stats` on the admin listener.
+//! * `raw` — `--raw-copy`: handshake then a plain byte copy between pair sides, the
+//!   floor for CPU per message (#20 point 4).
 
 mod admin;
 mod conn;
+mod raw;
 mod registry;
 
 use std::net::SocketAddr;
@@ -29,6 +32,10 @@ struct Cli {
     /// Admin listener: `/health` and `/stats`.
     #[arg(long, default_value = "127.0.0.1:9090")]
     admin_listen: SocketAddr,
+    /// Be the raw-copy reference instead: pair upgrades only, then `copy_bidirectional`
+    /// between the two sides (frames stay masked; see `raw`).
+    #[arg(long)]
+    raw_copy: bool,
 }
 
 #[tokio::main]
@@ -51,12 +58,17 @@ async fn run(cli: Cli) -> std::io::Result<()> {
     );
     tokio::spawn(admin::serve(admin));
     let registry = Arc::new(registry::Registry::default());
+    let raw_pairs = Arc::new(raw::RawPairs::default());
     loop {
         match public.accept().await {
             Ok((socket, _)) => {
                 // Small relayed messages must not wait for Nagle.
                 socket.set_nodelay(true)?;
-                tokio::spawn(conn::serve(socket, Arc::clone(&registry)));
+                if cli.raw_copy {
+                    tokio::spawn(raw::serve(socket, Arc::clone(&raw_pairs)));
+                } else {
+                    tokio::spawn(conn::serve(socket, Arc::clone(&registry)));
+                }
             }
             Err(why) => {
                 // Out of descriptors, most likely: back off instead of spinning.

@@ -14,6 +14,7 @@ pub mod ticket;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use crate::conn::{self, LiveGuard, Outbox, ReadEnd, WsReader};
 use crate::local::Signal;
@@ -21,6 +22,7 @@ use crate::net::{self, ConnectError};
 use crate::plan::Style;
 use crate::stream::{Sender, StreamState};
 use crate::worker::WorkerCtx;
+use crate::ws::handshake::HandshakeError;
 
 /// A unit's connections and the senders that will drive them.
 #[derive(Default)]
@@ -110,9 +112,7 @@ pub async fn open_link<F>(
 where
     F: FnMut(&Link, bool, &[u8]) + 'static,
 {
-    let net = &ctx.plan.net;
-    let source = ctx.sources.pick();
-    let upgraded = net::open_ws(net.target, source, path, headers, net.connect_timeout).await?;
+    let upgraded = open_ws_retrying(ctx, path, headers).await?;
     ctx.stats.connected(upgraded.micros);
     let outbox = Outbox::new(ctx.outbox_limit());
     let reader = conn::start(upgraded, &outbox, ctx.read_chunk(), ctx.plan.idle);
@@ -131,6 +131,41 @@ where
         on_message,
     ));
     Ok(link)
+}
+
+/// First backoff after a `429` with `--retry-rate-limited`.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+/// Longest backoff between retries.
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// One upgrade; with `--retry-rate-limited`, a `429` is retried after a jittered,
+/// doubling backoff (the micros then count from the first attempt).
+async fn open_ws_retrying(
+    ctx: &Rc<WorkerCtx>,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<net::Upgraded, ConnectError> {
+    let net = &ctx.plan.net;
+    let started = Instant::now();
+    let mut backoff = RETRY_FIRST;
+    loop {
+        let source = ctx.sources.pick();
+        match net::open_ws(net.target, source, path, headers, net.connect_timeout).await {
+            Err(ConnectError::Handshake(HandshakeError::Status(429))) if net.retry_rate_limited => {
+                // Jitter in [backoff/2, backoff): clients that were refused together
+                // must not come back together.
+                let nanos = backoff.as_nanos() as u64;
+                let jitter = getrandom::u64().unwrap_or(0) % (nanos / 2).max(1);
+                monoio::time::sleep(Duration::from_nanos(nanos / 2 + jitter)).await;
+                backoff = (backoff * 2).min(RETRY_MAX);
+            }
+            Ok(mut upgraded) => {
+                upgraded.micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                return Ok(upgraded);
+            }
+            Err(other) => return Err(other),
+        }
+    }
 }
 
 /// Feeds every message of one connection to `on_message` until it ends.

@@ -3,6 +3,7 @@
 //! in, events come out, so the codec is unit-tested without sockets.
 
 use std::io::Cursor;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
@@ -93,6 +94,16 @@ pub enum FrameError {
     ReservedOpcode,
 }
 
+/// `--accept-masked`: take masked frames from the server (and unmask them) instead of
+/// failing the connection. Only for the raw-copy reference relay (`shardrelay-baseline
+/// --raw-copy`), which forwards the other side's client frames byte for byte.
+static ACCEPT_MASKED: AtomicBool = AtomicBool::new(false);
+
+/// Turn on `--accept-masked` for this process.
+pub fn set_accept_masked() {
+    ACCEPT_MASKED.store(true, Ordering::Relaxed);
+}
+
 /// Appends one final, masked client frame carrying `payload` to `out`.
 pub fn encode_frame(out: &mut Vec<u8>, op: SendOp, payload: &[u8], mask: [u8; 4]) {
     out.push(0x80 | op.bits());
@@ -155,6 +166,8 @@ pub struct WsDecoder {
     assembled_pending: bool,
     /// Largest message accepted: bounds what one connection can make us buffer.
     max_message: usize,
+    /// Take masked frames (see `ACCEPT_MASKED`); read from the flag at construction.
+    accept_masked: bool,
 }
 
 /// One parsed frame header with where its payload sits in `buf`.
@@ -177,6 +190,7 @@ impl WsDecoder {
             assembled: Vec::new(),
             assembled_pending: false,
             max_message,
+            accept_masked: ACCEPT_MASKED.load(Ordering::Relaxed),
         }
     }
 
@@ -264,12 +278,17 @@ impl WsDecoder {
         let Some((header, len)) = parsed else {
             return Ok(None);
         };
-        check_header(&header, len, self.max_message)?;
+        check_header(&header, len, self.max_message, self.accept_masked)?;
         // `check_header` bounded `len` by `max_message`, a usize.
         let from = self.start + cursor.position() as usize;
         let to = from + len as usize;
         if self.buf.len() < to {
             return Ok(None);
+        }
+        // Only with `--accept-masked` (check_header refused it otherwise). Unmasked once:
+        // `start` moves past the frame before the next `locate`.
+        if let Some(mask) = header.mask {
+            apply_mask(&mut self.buf[from..to], mask);
         }
         Ok(Some(Located { header, from, to }))
     }
@@ -329,11 +348,16 @@ fn control_kind(control: Control, payload: &[u8]) -> Result<EventKind, FrameErro
 }
 
 /// Rejects what a server may not send or what we will not buffer.
-fn check_header(header: &FrameHeader, len: u64, max: usize) -> Result<(), FrameError> {
+fn check_header(
+    header: &FrameHeader,
+    len: u64,
+    max: usize,
+    accept_masked: bool,
+) -> Result<(), FrameError> {
     if header.rsv1 || header.rsv2 || header.rsv3 {
         return Err(FrameError::ReservedBits);
     }
-    if header.mask.is_some() {
+    if header.mask.is_some() && !accept_masked {
         return Err(FrameError::Masked);
     }
     if let OpCode::Control(_) = header.opcode {
@@ -498,6 +522,23 @@ mod tests {
         let mut dec = WsDecoder::new(16, 256);
         dec.push(&masked);
         assert_eq!(next(&mut dec).unwrap_err(), FrameError::Masked);
+    }
+
+    #[test]
+    fn accept_masked_unmasks_what_a_raw_copy_relay_forwards() {
+        let mut masked = Vec::new();
+        encode_frame(&mut masked, SendOp::Binary, b"hello raw copy", [9, 8, 7, 6]);
+        encode_frame(&mut masked, SendOp::Text, b"second", [1, 2, 3, 4]);
+        let mut dec = WsDecoder::new(16, 256);
+        dec.accept_masked = true;
+        dec.push(&masked[..5]);
+        assert_eq!(next(&mut dec).unwrap(), None, "a partial frame waits");
+        dec.push(&masked[5..]);
+        assert_eq!(
+            next(&mut dec).unwrap(),
+            Some(WsEvent::Binary(b"hello raw copy"))
+        );
+        assert_eq!(next(&mut dec).unwrap(), Some(WsEvent::Text(b"second")));
     }
 
     #[test]
