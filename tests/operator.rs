@@ -4,8 +4,8 @@
 //! Grafana dashboard (a3), the `shardrelay stats` screen under tmux (a4), packaging:
 //! sd_notify, the systemd unit, completions, man page, Containerfile, toolchain check
 //! (a5), and one short bounded `shardrelay-load` run on loopback (a6). Test names carry
-//! the acceptance point numbers. Tools (promtool, tmux, systemd-analyze) come from
-//! `scripts/install-test-tools.sh`; a test whose tool is missing says SKIPPED loudly (under `CI` it fails).
+//! the acceptance point numbers. Tools (promtool, prometheus, tmux, systemd-analyze) come
+//! from `scripts/install-test-tools.sh`; a test whose tool is missing says SKIPPED loudly (under `CI` it fails).
 
 mod common;
 
