@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Tools the operator tests use, from Debian's packages: promtool (package `prometheus`)
-# for `promtool check metrics` / `check rules`, tmux for the `shardrelay stats` screen
+# Tools the operator tests use, from Debian's packages: promtool and the prometheus
+# server (package `prometheus`) for `promtool check metrics` / `check rules` and for
+# evaluating every dashboard query against a scraped relay, tmux for the `shardrelay stats` screen
 # test, and systemd's `systemd-analyze` for the unit file check. Idempotent: installs
 # only what is missing; needs root for apt-get (without it, says what is missing and
 # exits 0, and the tests that need a tool print a loud SKIPPED line).
 set -euo pipefail
 
 need=()
-command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || need+=(prometheus)
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 [ ${#need[@]} -eq 0 ] && { echo "test tools: all present"; exit 0; }

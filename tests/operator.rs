@@ -4,8 +4,8 @@
 //! Grafana dashboard (a3), the `shardrelay stats` screen under tmux (a4), packaging:
 //! sd_notify, the systemd unit, completions, man page, Containerfile, toolchain check
 //! (a5), and one short bounded `shardrelay-load` run on loopback (a6). Test names carry
-//! the issue's acceptance point numbers. Tools (promtool, tmux, systemd-analyze) come from
-//! `scripts/install-test-tools.sh`; a test whose tool is missing says SKIPPED loudly (under `CI` it fails).
+//! the issue's acceptance point numbers. Tools (promtool, prometheus, tmux, systemd-analyze) come
+//! from `scripts/install-test-tools.sh`; a test whose tool is missing says SKIPPED loudly (under `CI` it fails).
 
 mod common;
 
@@ -759,6 +759,226 @@ fn a3_every_dashboard_query_names_a_metric_the_relay_exports() {
     let (ok, out) = run_promtool(&["check", "rules", file.to_str().unwrap()], None);
     let _ = std::fs::remove_file(&file);
     assert!(ok, "promtool check rules:\n{out}\n{rules}");
+}
+
+/// A `prometheus` server of this test's own (temp config and storage), killed and its
+/// directory removed on drop, so a panicking test leaves nothing running.
+struct Prometheus {
+    /// The server process.
+    child: Child,
+    /// Its web/API address.
+    addr: SocketAddr,
+    /// Config file and TSDB directory.
+    dir: std::path::PathBuf,
+}
+
+impl Prometheus {
+    /// Start scraping `target`'s `/metrics` every second, or `None` (after a loud
+    /// message) when `prometheus` is not installed.
+    fn start(target: SocketAddr) -> Option<Prometheus> {
+        let found = Command::new("prometheus")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            skip_or_fail(
+                "dashboard queries in Prometheus: prometheus is not installed. \
+                 Run scripts/install-test-tools.sh (Debian package `prometheus`).",
+            );
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!("shardrelay-prom-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+                 scrape_configs:\n  - job_name: shardrelay\n    static_configs:\n      \
+                 - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap();
+        // A free port: bind port 0, read it, release it (Prometheus does not report the
+        // port it bound for `:0`).
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--log.level=warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
+            .spawn()
+            .expect("start prometheus");
+        Some(Prometheus { child, addr, dir })
+    }
+
+    /// Evaluate `expr` now through `/api/v1/query`; `None` while the server is not up.
+    fn query(&self, expr: &str) -> Option<Value> {
+        let mut stream = TcpStream::connect(self.addr).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let request = format!(
+            "GET /api/v1/query?query={} HTTP/1.0\r\nHost: {}\r\n\r\n",
+            percent_encode(expr),
+            self.addr
+        );
+        stream.write_all(request.as_bytes()).ok()?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).ok()?;
+        let response = parse_response(&raw);
+        serde_json::from_slice(&response.body).ok()
+    }
+
+    /// Fail the test, with Prometheus' log, if the server has exited (say its port was
+    /// taken between our probe and its bind).
+    fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            let log = std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default();
+            panic!("prometheus exited ({status}):\n{log}");
+        }
+    }
+
+    /// The series of an instant query that must succeed.
+    fn series(&self, expr: &str) -> Vec<Value> {
+        let answer = self
+            .query(expr)
+            .unwrap_or_else(|| panic!("no answer from prometheus for {expr}"));
+        assert_eq!(answer["status"], "success", "{expr}: {answer}");
+        answer["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Percent-encode a query-string value (RFC 3986 unreserved characters pass).
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Grafana's variables in a dashboard query replaced by concrete values: a rate window of
+/// ten 1 s scrapes, and every instance.
+fn concrete_query(expr: &str) -> String {
+    expr.replace("$__rate_interval", "10s")
+        .replace("$__interval", "10s")
+        .replace("$instance", ".*")
+        .replace("${instance}", ".*")
+}
+
+/// The rendezvous styles a relayed message is timed under (`mode` of
+/// `shardrelay_forward_by_mode_latency_seconds`), each shown by the dashboard.
+const FORWARD_STYLES: [&str; 5] = ["echo", "pair", "server_id", "session", "session_ws"];
+
+/// One relayed message in each style `drive_connections` does not relay: a phone to its
+/// binary (server-id), a browser to its host (session), and `/ws` both ways.
+fn relay_in_every_style(relay: &Relay) {
+    let mut binary = relay.binary("dash-sid");
+    let mut phone = relay.phone("dash-sid", "t");
+    phone.send(Message::text(r#"{"hello":true}"#)).unwrap();
+    assert!(next_text(&mut binary).contains(r#""frame":{"hello":true}"#));
+    close_with(&mut phone, 1000);
+    let mut host = relay.ws("/mac", &[]).expect("host upgrade");
+    let reg: Value = serde_json::from_str(&next_text(&mut host)).unwrap();
+    let code = reg["code"].as_str().expect("code");
+    let mut browser = relay.ws(&format!("/browser?code={code}"), &[]).unwrap();
+    let joined: Value = serde_json::from_str(&next_text(&mut browser)).unwrap();
+    assert_eq!(joined["type"], "joined", "{joined}");
+    let _ = next_text(&mut host);
+    let data = r#"{"type":"data","payload":"dash"}"#;
+    browser.send(Message::text(data)).unwrap();
+    assert_eq!(next_text(&mut host), data);
+    close_with(&mut browser, 1000);
+    exercise_session_ws(relay);
+}
+
+#[test]
+fn a3_every_dashboard_query_returns_data_from_a_running_relay_in_prometheus() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/packaging/grafana/shardrelay.json"
+    );
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    // Traffic of every style (echo, pair, server-id), a refusal, a drop, on two shards.
+    let (relay, _) = busy_relay_metrics();
+    relay_in_every_style(&relay);
+    for style in FORWARD_STYLES {
+        relay.wait_total(&format!("/forward_by_mode/{style}/count"), 1);
+    }
+    let Some(mut prometheus) = Prometheus::start(relay.admin) else {
+        return;
+    };
+    // Up, and at least three scrapes in the last 10 s, so every 10 s `rate()` has two
+    // samples.
+    let deadline = std::time::Instant::now() + Duration::from_secs(25);
+    loop {
+        prometheus.assert_running();
+        let scrapes = prometheus
+            .query("count_over_time(up{job=\"shardrelay\"}[10s]) >= 3 and up == 1")
+            .and_then(|a| a["data"]["result"].as_array().map(Vec::len));
+        if scrapes == Some(1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "prometheus never scraped the relay three times: {scrapes:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut evaluated = 0;
+    let mut empty = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = concrete_query(target["expr"].as_str().expect("expr"));
+            assert!(!expr.contains('$'), "an unreplaced variable in {expr}");
+            let series = prometheus.series(&expr).len();
+            eprintln!("{series} series: {expr}");
+            if series == 0 {
+                empty.push(format!("{}: {expr}", panel["title"]));
+            }
+            evaluated += 1;
+        }
+    }
+    assert!(evaluated >= 20, "{evaluated}");
+    // The by-style panel shows every style, not just some.
+    let by_style = "sum by (mode) (shardrelay_forward_by_mode_latency_seconds_count)";
+    let mut styles: Vec<String> = prometheus
+        .series(by_style)
+        .iter()
+        .filter_map(|s| s["metric"]["mode"].as_str().map(str::to_owned))
+        .collect();
+    styles.sort();
+    assert_eq!(styles, FORWARD_STYLES, "{by_style}");
+    assert!(
+        empty.is_empty(),
+        "queries with no data:\n{}",
+        empty.join("\n")
+    );
+    eprintln!("{evaluated} dashboard queries returned data");
 }
 
 // ------------------------------------------------------------------ 4. shardrelay stats
