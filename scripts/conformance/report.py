@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Read Autobahn|Testsuite's reports/index.json, print a summary, optionally write
-docs/conformance.md, and exit 1 unless every case run is OK, NON-STRICT or INFORMATIONAL.
+docs/conformance.md, and exit 1 unless every case run is OK, NON-STRICT or INFORMATIONAL
+(or 2.10 answered for its latest ping only, as PROTOCOL §2.1 asks: see LATEST_PING_ONLY).
 
 Cases 12.* and 13.* (permessage-deflate) are excluded from the run; should any appear
 they are listed but do not fail the check.
@@ -12,7 +13,7 @@ import json
 import os
 import sys
 
-PASSING = ("OK", "NON-STRICT", "INFORMATIONAL")
+PASSING = ("OK", "NON-STRICT", "INFORMATIONAL", "LATEST-PING-ONLY")
 EXCLUDED_PREFIXES = ("12.", "13.")
 
 # Autobahn's top-level case groups, for the per-section table.
@@ -29,6 +30,31 @@ SECTIONS = {
     "12": "WebSocket compression (excluded)",
     "13": "WebSocket compression (excluded)",
 }
+
+
+# The one place the wire contract asks for less than Autobahn checks: PROTOCOL §2.1 has
+# the relay answer the most recent ping only (RFC 6455 §5.5.3 allows it) and hold at most
+# one pong, so that a client pinging without reading cannot make it queue pongs. Case
+# 2.10 sends 10 pings in one burst and wants 10 pongs ("not required by the Spec", says
+# its expectation). It counts as passing, as LATEST-PING-ONLY, when the pongs that came
+# are the suite's own payloads in order, the last ping's among them, and the close is
+# clean; anything else still fails.
+LATEST_PING_ONLY = ("2.10",)
+LATEST_PING_ONLY_BEHAVIOR = "LATEST-PING-ONLY"
+
+
+def latest_ping_only(detail, entry):
+    """True when a FAILED 2.10 differs from OK only by missing pongs for earlier pings."""
+    expected = (detail.get("expected") or {}).get("OK") or []
+    received = detail.get("received") or []
+    if not expected or not received or entry.get("behaviorClose") != "OK":
+        return False
+    if any(len(e) != 2 or e[0] != "pong" for e in received):
+        return False
+    if received[-1] != expected[-1]:
+        return False
+    positions = [expected.index(e) for e in received if e in expected]
+    return len(positions) == len(received) and positions == sorted(set(positions))
 
 
 def case_key(case_id):
@@ -73,6 +99,10 @@ def main():
     for case_id in sorted(cases, key=case_key):
         entry = cases[case_id]
         behavior = entry.get("behavior", "?")
+        if (case_id in LATEST_PING_ONLY and behavior == "FAILED"
+                and latest_ping_only(load_case(reports_dir, entry), entry)):
+            behavior = LATEST_PING_ONLY_BEHAVIOR
+            entry = dict(entry, behavior=behavior)
         if case_id.startswith(EXCLUDED_PREFIXES):
             excluded.append(case_id)
             continue
@@ -110,7 +140,7 @@ def main():
         print("no cases ran", file=sys.stderr)
         return 1
     if failing:
-        print("%d case(s) not OK/NON-STRICT/INFORMATIONAL: %s" % (
+        print("%d case(s) not OK/NON-STRICT/INFORMATIONAL/LATEST-PING-ONLY: %s" % (
             len(failing), " ".join(c for c, _ in failing)), file=sys.stderr)
         return 1
     return 0
@@ -129,7 +159,7 @@ def write_doc(args, total, by_behavior, by_close, per_section, notable, failing,
         "",
         "| | |",
         "|---|---|",
-        "| result | **%s**: %d cases run, every one OK, NON-STRICT or INFORMATIONAL is required |" % (verdict, total),
+        "| result | **%s**: %d cases run, every one OK, NON-STRICT, INFORMATIONAL or (2.10) LATEST-PING-ONLY is required |" % (verdict, total),
         "| relay version | %s |" % args.version,
         "| driver | %s (the relay's default choice on the machine that ran it) |" % args.driver,
         "| date | %s |" % now,
@@ -178,7 +208,10 @@ def write_doc(args, total, by_behavior, by_close, per_section, notable, failing,
             "at that very frame or chop; the relay fails it (1007) once it validates the",
             "message, which the suite accepts. INFORMATIONAL: the spec leaves the outcome open",
             "(7.1.6: a close right behind a large message; 7.13.*: close codes 5000 and 65535,",
-            "which the relay answers with 1002).",
+            "which the relay answers with 1002). LATEST-PING-ONLY (2.10): ten pings in one",
+            "burst get one pong, for the last; PROTOCOL §2.1 asks exactly that (RFC 6455",
+            "§5.5.3 allows it) so that a client cannot make the relay queue pongs; the suite",
+            "itself says answering every ping is not required by the spec.",
         ]
     if failing:
         lines += ["", "## Failing cases", "", "| case | behaviour | close | description |", "|---|---|---|---|"]
