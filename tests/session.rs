@@ -397,34 +397,52 @@ fn a_joined_browser_closed_for_too_many_attempts_frees_its_host() {
     join(&mut h, &mut next, &code);
 }
 
-/// Which shard holds each host: open hosts one by one and watch the per-shard gauge.
+/// Per-shard `sessions` gauges.
+fn session_gauges(relay: &Relay) -> [i64; 2] {
+    let stats = relay.stats();
+    let mut gauges = [0i64; 2];
+    for (i, slot) in gauges.iter_mut().enumerate() {
+        *slot = stats["per_shard"][i]["gauges"]["sessions"]
+            .as_i64()
+            .unwrap_or(0);
+    }
+    gauges
+}
+
+/// Two hosts whose codes live on different shards (in either order). A host's code is
+/// minted on the shard that accepted it, and the shards share one accept queue: with
+/// epoll the same shard can win many accepts in a row, so hosts are opened two at a
+/// time (while one shard takes the first, the other is free for the second) and the
+/// per-shard gauge tells where each pair went.
 fn host_on_each_shard(relay: &Relay) -> Vec<(Ws, String)> {
     let mut found: Vec<Option<(Ws, String)>> = vec![None, None];
     let mut extra = Vec::new();
-    let mut before = [0i64; 2];
+    let mut before = session_gauges(relay);
     for _ in 0..64 {
+        let (first, second) = std::thread::scope(|s| {
+            let other = s.spawn(|| host(relay));
+            let first = host(relay);
+            (first, other.join().expect("host thread"))
+        });
+        let mut after = [0i64; 2];
+        wait_until("both hosts' gauges", || {
+            after = session_gauges(relay);
+            after.iter().sum::<i64>() == before.iter().sum::<i64>() + 2
+        });
+        let grew = [after[0] - before[0], after[1] - before[1]];
+        before = after;
+        if grew == [1, 1] {
+            return vec![first, second];
+        }
+        let shard = usize::from(grew[1] == 2);
+        if found[shard].is_none() {
+            found[shard] = Some(first);
+        } else {
+            extra.push(first.0);
+        }
+        extra.push(second.0);
         if found.iter().all(Option::is_some) {
             break;
-        }
-        let (ws, code) = host(relay);
-        let mut after = [0i64; 2];
-        wait_until("the host's gauge", || {
-            let stats = relay.stats();
-            for (i, slot) in after.iter_mut().enumerate() {
-                *slot = stats["per_shard"][i]["gauges"]["sessions"]
-                    .as_i64()
-                    .unwrap_or(0);
-            }
-            after.iter().sum::<i64>() == before.iter().sum::<i64>() + 1
-        });
-        let shard = (0..2)
-            .find(|&i| after[i] > before[i])
-            .expect("a shard grew");
-        before = after;
-        if found[shard].is_none() {
-            found[shard] = Some((ws, code));
-        } else {
-            extra.push(ws);
         }
     }
     found
