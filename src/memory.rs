@@ -265,3 +265,23 @@ mod tests {
         assert_eq!(share(10, 1000), 1000);
     }
 }
+
+#[cfg(test)]
+mod allocator_tests {
+    use super::ALLOCATOR_PURGE_DELAY_MS;
+    use crate::sys::{allocator_purge_delay, set_allocator_purge_delay};
+
+    #[test]
+    fn allocator_purge_delay_is_where_we_expect() {
+        // mimalloc v3's default, unless the environment overrides it.
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            let before = allocator_purge_delay();
+            assert!(
+                before == 1000 || before == ALLOCATOR_PURGE_DELAY_MS,
+                "option 15 is not purge_delay: {before}"
+            );
+        }
+        set_allocator_purge_delay(ALLOCATOR_PURGE_DELAY_MS);
+        assert_eq!(allocator_purge_delay(), ALLOCATOR_PURGE_DELAY_MS);
+    }
+}

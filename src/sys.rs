@@ -284,25 +284,3 @@ pub fn peer_hung_up(fd: RawFd) -> bool {
     let n = unsafe { libc::poll(&mut pfd, 1, 0) };
     n > 0 && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
 }
-
-#[cfg(test)]
-mod allocator_tests {
-    use super::*;
-
-    #[test]
-    fn allocator_purge_delay_is_where_we_expect() {
-        // mimalloc v3's default, unless the environment overrides it.
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-            let before = allocator_purge_delay();
-            assert!(
-                before == 1000 || before == crate::memory::ALLOCATOR_PURGE_DELAY_MS,
-                "option 15 is not purge_delay: {before}"
-            );
-        }
-        set_allocator_purge_delay(crate::memory::ALLOCATOR_PURGE_DELAY_MS);
-        assert_eq!(
-            allocator_purge_delay(),
-            crate::memory::ALLOCATOR_PURGE_DELAY_MS
-        );
-    }
-}
