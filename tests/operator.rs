@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::{Child, ChildStderr, Command, Stdio};
@@ -36,29 +36,8 @@ fn start_with_raw_stderr(args: &[&str]) -> (Relay, ChildStderr) {
 }
 
 /// Read the ready line of a started relay and wrap it in the harness type.
-fn adopt(mut child: Child) -> Relay {
-    let stdout = child.stdout.take().expect("stdout piped");
-    let mut reader = BufReader::new(stdout);
-    let mut ready = String::new();
-    reader.read_line(&mut ready).expect("read ready line");
-    std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = reader.read_to_string(&mut rest);
-    });
-    assert!(ready.starts_with("shardrelay: listening"), "{ready:?}");
-    let field = |name: &str| -> SocketAddr {
-        ready
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(name))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {ready:?}"))
-    };
-    Relay {
-        public: field("public="),
-        admin: field("admin="),
-        child,
-        logs: Arc::new(Mutex::new(String::new())),
-    }
+fn adopt(child: Child) -> Relay {
+    Relay::adopt(child, Arc::new(Mutex::new(String::new())))
 }
 
 /// Some traffic of several kinds, each checked end to end (echo, pair, server-id).

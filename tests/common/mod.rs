@@ -83,6 +83,12 @@ impl Relay {
                 line.clear();
             }
         });
+        Relay::adopt(child, logs)
+    }
+
+    /// Read a started relay's ready line (its stdout) and wrap it, with `logs` as what
+    /// its stderr has said (empty when the caller keeps stderr itself).
+    pub fn adopt(mut child: Child, logs: Arc<Mutex<String>>) -> Relay {
         let stdout = child.stdout.take().expect("stdout piped");
         let mut reader = BufReader::new(stdout);
         let mut ready = String::new();
