@@ -9,6 +9,7 @@
 //! connection or registry change; never per message).
 
 pub mod accept;
+pub mod admin;
 pub mod inbox;
 pub mod tick;
 
@@ -320,7 +321,7 @@ impl Shard {
     }
 
     /// Flush every connection with queued frames: one vectored write each; sockets that
-    /// push back get a drain task.
+    /// push back get a writer task (`conn::write_when_ready`).
     pub fn flush_dirty(self: &Rc<Self>) {
         self.reads_unflushed.set(0);
         loop {
