@@ -8,6 +8,8 @@
 //! * [`plan`] — flags checked and turned into a run: units, streams, pacing.
 //! * [`run`] — main thread: start workers, ramp, progress line, join, report.
 //! * [`worker`] — one pinned thread + monoio runtime per core; ramp, traffic, drain.
+//! * [`ctx`] — a worker's shared context (plan, clock, recorder, streams) and its
+//!   [`ctx::Control`] link to the main thread; what the scenarios receive.
 //! * [`scenario`] — per style: how a unit's connections are set up and read.
 //! * [`stream`] — a measured sender→receiver stream; open/closed-loop sender.
 //! * [`probe`] — the measured message: stream, sequence, send time, CRC-32.
@@ -30,6 +32,7 @@ pub mod cli;
 pub mod clock;
 pub mod compare;
 pub mod conn;
+pub mod ctx;
 pub mod direct;
 pub mod hgrm;
 pub mod http;
