@@ -34,6 +34,7 @@ pub fn command(command: Command) -> Result<i32, String> {
     match command {
         Command::Chaos(args) => crate::scenario::chaos::run(&args),
         Command::Attack(args) => crate::scenario::attack::run(&args),
+        Command::Measure(args) => crate::measure::run(&args),
         other => Plan::from_command(other).and_then(run),
     }
 }
