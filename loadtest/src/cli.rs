@@ -285,6 +285,37 @@ pub enum MeasureCommand {
     /// binary's `idle`), report the RSS delta per connection, the kernel's side, and
     /// any growth across a close-and-reopen churn.
     IdleMemory(IdleMemoryArgs),
+    /// Run a load command (after `--`) and record in --json the relay's CPU over it,
+    /// the command's own CPU and the rest of the machine's; exits with its code.
+    CpuDuring(CpuDuringArgs),
+    /// Print bench-compare's table from runs' `TAG.json` and `TAG.cpu.json`
+    /// (TAG: SCENARIO.PACE.RELAY); exit 1 when any load run did not exit 0.
+    BenchTable(BenchTableArgs),
+}
+
+/// `measure cpu-during` flags.
+#[derive(Debug, Args)]
+pub struct CpuDuringArgs {
+    /// The relay whose CPU is measured.
+    #[arg(long)]
+    pub pid: u32,
+    /// Where the figures go.
+    #[arg(long)]
+    pub json: PathBuf,
+    /// The load command and its arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+/// `measure bench-table` flags.
+#[derive(Debug, Args)]
+pub struct BenchTableArgs {
+    /// Where the runs' files are.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// The runs, in table order.
+    #[arg(required = true)]
+    pub tags: Vec<String>,
 }
 
 /// `measure relay-wait` flags.

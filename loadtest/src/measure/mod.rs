@@ -6,8 +6,10 @@
 //! * [`relay`] — wait for a `/stats` condition, print one `/stats` figure.
 //! * [`watch`] — sample a relay's RSS and descriptors while a load runs.
 //! * [`verdict`] — checks over finished runs' `--json` reports.
+//! * [`bench`] — CPU over a load run, and bench-compare's table.
 //! * [`idle_memory`] — idle memory per connection, and its growth across churn.
 
+pub mod bench;
 pub mod idle_memory;
 pub mod relay;
 pub mod verdict;
@@ -26,6 +28,8 @@ pub fn run(args: &MeasureArgs) -> Result<i32, String> {
         MeasureCommand::P99VsBaseline(a) => verdict::p99_vs_baseline(a),
         MeasureCommand::ShutdownCloses(a) => verdict::shutdown_closes(a),
         MeasureCommand::IdleMemory(a) => idle_memory::run(a),
+        MeasureCommand::CpuDuring(a) => bench::cpu_during(a),
+        MeasureCommand::BenchTable(a) => bench::bench_table(a),
     }
 }
 

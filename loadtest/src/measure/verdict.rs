@@ -30,8 +30,14 @@ pub struct ReportView {
 pub struct LatencyView {
     /// Samples in the measured window.
     pub count: u64,
+    /// Median, µs.
+    #[serde(default)]
+    pub p50: u64,
     /// 99th percentile, µs.
     pub p99: u64,
+    /// 99.9th percentile, µs.
+    #[serde(default)]
+    pub p999: u64,
 }
 
 /// `integrity`.
@@ -55,6 +61,9 @@ pub struct ConnectionsView {
 /// `throughput`.
 #[derive(Debug, Default, Deserialize)]
 pub struct ThroughputView {
+    /// Messages (or transfers) received per second in the measured window.
+    #[serde(default)]
+    pub messages_per_s: f64,
     /// Messages (or transfers) received.
     #[serde(default)]
     pub received: u64,
@@ -117,8 +126,11 @@ pub fn shutdown_closes(args: &ReportsArgs) -> Result<i32, String> {
         bad |= !ok;
         let what = if name.starts_with("ticket") {
             format!(
-                "transfers ok {}, integrity {:?}, errors {:?}",
-                run.throughput.received, run.integrity, run.errors
+                "transfers ok {}, corrupted {}, misrouted {}, errors {:?}",
+                run.throughput.received,
+                run.integrity.corrupted,
+                run.integrity.misrouted,
+                run.errors
             )
         } else {
             format!(
