@@ -291,6 +291,37 @@ pub enum MeasureCommand {
     /// Print bench-compare's table from runs' `TAG.json` and `TAG.cpu.json`
     /// (TAG: SCENARIO.PACE.RELAY); exit 1 when any load run did not exit 0.
     BenchTable(BenchTableArgs),
+    /// Record in --json a relay's CPU over a --window starting now.
+    CpuWindow(CpuWindowArgs),
+    /// Print cpu-per-message's table (relay CPU-s per million forwarded messages, and
+    /// against the raw-copy relay) from runs' `TAG.json` and `TAG.window.json` (TAG:
+    /// RELAY.STYLE.RATE).
+    CpuTable(CpuTableArgs),
+}
+
+/// `measure cpu-window` flags.
+#[derive(Debug, Args)]
+pub struct CpuWindowArgs {
+    /// The relay.
+    #[arg(long)]
+    pub pid: u32,
+    /// How long to measure.
+    #[arg(long, value_parser = parse_duration)]
+    pub window: Duration,
+    /// Where the figures go.
+    #[arg(long)]
+    pub json: PathBuf,
+}
+
+/// `measure cpu-table` flags.
+#[derive(Debug, Args)]
+pub struct CpuTableArgs {
+    /// Where the runs' files are.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// The runs, in table order.
+    #[arg(required = true)]
+    pub tags: Vec<String>,
 }
 
 /// `measure cpu-during` flags.

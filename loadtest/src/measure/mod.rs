@@ -7,9 +7,11 @@
 //! * [`watch`] — sample a relay's RSS and descriptors while a load runs.
 //! * [`verdict`] — checks over finished runs' `--json` reports.
 //! * [`bench`] — CPU over a load run, and bench-compare's table.
+//! * [`cpu_per_message`] — relay CPU over a window, and CPU-s per million messages.
 //! * [`idle_memory`] — idle memory per connection, and its growth across churn.
 
 pub mod bench;
+pub mod cpu_per_message;
 pub mod idle_memory;
 pub mod relay;
 pub mod verdict;
@@ -30,6 +32,8 @@ pub fn run(args: &MeasureArgs) -> Result<i32, String> {
         MeasureCommand::IdleMemory(a) => idle_memory::run(a),
         MeasureCommand::CpuDuring(a) => bench::cpu_during(a),
         MeasureCommand::BenchTable(a) => bench::bench_table(a),
+        MeasureCommand::CpuWindow(a) => cpu_per_message::cpu_window(a),
+        MeasureCommand::CpuTable(a) => cpu_per_message::cpu_table(a),
     }
 }
 

@@ -23,6 +23,9 @@ pub struct ReportView {
     pub connections: ConnectionsView,
     /// Throughput figures.
     pub throughput: ThroughputView,
+    /// The exit code the run's report implies.
+    #[serde(default)]
+    pub exit_code: i32,
 }
 
 /// `latency_us`.
@@ -43,6 +46,9 @@ pub struct LatencyView {
 /// `integrity`.
 #[derive(Debug, Default, Deserialize, PartialEq, Eq)]
 pub struct IntegrityView {
+    /// Messages lost.
+    #[serde(default)]
+    pub lost: u64,
     /// Bodies or messages that arrived with the wrong bytes.
     #[serde(default)]
     pub corrupted: u64,
