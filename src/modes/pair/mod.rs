@@ -8,9 +8,10 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use crate::modes::Role;
+use crate::modes::{Conn, Pause};
 use crate::shard::Shard;
 use crate::ws::codec::{MessageKind, OpCode};
-use crate::ws::conn::{Conn, OutFrame, Pause};
+use crate::ws::conn::OutFrame;
 use crate::ws::payload::Payload;
 use registry::{Ahead, Arrived, Toward};
 pub use registry::{Full, Side};

@@ -16,10 +16,11 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::logging::escaped;
+use crate::modes::Conn;
 use crate::modes::Role;
 use crate::shard::Shard;
 use crate::ws::codec::{MessageKind, OpCode};
-use crate::ws::conn::{Conn, OutFrame, Overflow};
+use crate::ws::conn::{OutFrame, Overflow};
 use crate::ws::payload::Payload;
 use registry::{Claim, Left, PhoneRefusal};
 

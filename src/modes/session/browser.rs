@@ -8,9 +8,9 @@ use super::code::Code;
 use super::messages::{ErrorCode, Message};
 use super::registry::{after_failed_join, is_a_guess, join_step, JoinStep};
 use super::{reply, set_role, BrowserRole, Resume, SessionRole};
+use crate::modes::Conn;
 use crate::modes::Role;
 use crate::shard::Shard;
-use crate::ws::conn::Conn;
 
 /// `join`: answered here when this shard owns the code, else the browser moves there.
 /// An address past its guessing budget gets `RATE_LIMITED` and the code is not tried.
@@ -33,7 +33,7 @@ pub(super) fn join(shard: &Rc<Shard>, conn: &Rc<Conn>, role: BrowserRole, typed:
         client: role.client,
         failed_joins: role.failed_joins,
     };
-    conn.request_transfer(owner, crate::modes::Resume::Session(resume));
+    conn.request_move(owner, crate::modes::Resume::Session(resume));
     shard.stats.borrow_mut().event("browser_handoffs");
 }
 

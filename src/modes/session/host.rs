@@ -7,9 +7,9 @@ use super::code::{self, Code};
 use super::messages::{ErrorCode, Message};
 use super::registry::Removed;
 use super::{reply, set_role, SessionRole};
+use crate::modes::Conn;
 use crate::modes::Role;
 use crate::shard::Shard;
-use crate::ws::conn::Conn;
 
 /// A fresh code this shard owns and no live host holds.
 pub(super) fn mint(shard: &Shard) -> Option<Code> {
