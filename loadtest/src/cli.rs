@@ -297,6 +297,38 @@ pub enum MeasureCommand {
     /// against the raw-copy relay) from runs' `TAG.json` and `TAG.window.json` (TAG:
     /// RELAY.STYLE.RATE).
     CpuTable(CpuTableArgs),
+    /// Allocations per relayed message of a counting-allocator relay (`alloc-count`
+    /// build) under a running load: one table row.
+    AllocPerMessage(AllocArgs),
+}
+
+/// `measure alloc-per-message` flags.
+#[derive(Debug, Args)]
+pub struct AllocArgs {
+    /// The relay's admin listener.
+    #[arg(long, value_parser = parse_target)]
+    pub admin: SocketAddr,
+    /// The relay (it must stay alive).
+    #[arg(long)]
+    pub pid: u32,
+    /// The running load; the idle reads wait until it has ended.
+    #[arg(long)]
+    pub load_pid: u32,
+    /// After traffic starts, before the window.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// The measured window.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub window: Duration,
+    /// For the row: the style.
+    #[arg(long)]
+    pub style: String,
+    /// For the row: the offered rate.
+    #[arg(long)]
+    pub rate: String,
+    /// For the row: the connection count.
+    #[arg(long, default_value_t = 100)]
+    pub connections: usize,
 }
 
 /// `measure cpu-window` flags.

@@ -224,6 +224,13 @@ pub fn total(stats: &Value, counter: &str) -> Option<u64> {
     }
 }
 
+/// The counting allocator's `(count, bytes)` so far (`allocations` at the top level of
+/// `/stats`); `None` unless the relay is an `alloc-count` build.
+pub fn allocations(stats: &Value) -> Option<(u64, u64)> {
+    let a = stats.get("allocations")?;
+    Some((a.get("count")?.as_u64()?, a.get("bytes")?.as_u64()?))
+}
+
 /// A `{name: number}` object at `pointer` (empty when absent).
 fn number_map(stats: &Value, pointer: &str) -> BTreeMap<String, u64> {
     stats
@@ -290,5 +297,8 @@ mod tests {
         assert_eq!(total(&stats, "rejected"), Some(7));
         assert_eq!(total(&stats, "nonesuch"), None);
         assert_eq!(open_connections(&serde_json::json!({})), 0);
+        assert_eq!(allocations(&stats), None);
+        let counted = serde_json::json!({"allocations":{"count":10,"bytes":640}});
+        assert_eq!(allocations(&counted), Some((10, 640)));
     }
 }
