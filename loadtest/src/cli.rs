@@ -300,6 +300,49 @@ pub enum MeasureCommand {
     /// Allocations per relayed message of a counting-allocator relay (`alloc-count`
     /// build) under a running load: one table row.
     AllocPerMessage(AllocArgs),
+    /// Relay CPU, wall time and RSS per plain HTTP request (one connection each), for
+    /// each --phase in turn; with --ratio-to, each phase's CPU against one of them.
+    RequestCost(RequestCostArgs),
+    /// One line: a load run's throughput and client latency (its --json report) beside
+    /// the relay's forward histogram now.
+    RunSummary(RunSummaryArgs),
+}
+
+/// `measure request-cost` flags.
+#[derive(Debug, Args)]
+pub struct RequestCostArgs {
+    /// The relay (its CPU and RSS are read from /proc).
+    #[arg(long)]
+    pub pid: u32,
+    /// The listener the requests go to (public or admin).
+    #[arg(long, value_parser = parse_target)]
+    pub addr: SocketAddr,
+    /// Requests per phase (split evenly over the clients).
+    #[arg(long, default_value_t = 1000)]
+    pub requests: usize,
+    /// Client threads.
+    #[arg(long, default_value_t = 1)]
+    pub clients: usize,
+    /// `NAME=PATH:STATUS`, e.g. `404=/no-such-path:404`; repeatable, run in order.
+    #[arg(long = "phase", required = true)]
+    pub phases: Vec<String>,
+    /// Print each phase's CPU per request as a ratio to this phase's.
+    #[arg(long)]
+    pub ratio_to: Option<String>,
+}
+
+/// `measure run-summary` flags.
+#[derive(Debug, Args)]
+pub struct RunSummaryArgs {
+    /// The line's label.
+    #[arg(long)]
+    pub label: String,
+    /// The run's `--json` report.
+    #[arg(long)]
+    pub report: PathBuf,
+    /// The relay's admin listener.
+    #[arg(long, value_parser = parse_target)]
+    pub admin: SocketAddr,
 }
 
 /// `measure alloc-per-message` flags.

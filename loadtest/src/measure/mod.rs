@@ -5,6 +5,7 @@
 //!
 //! * [`relay`] — wait for a `/stats` condition, print one `/stats` figure.
 //! * [`watch`] — sample a relay's RSS and descriptors while a load runs.
+//! * [`requests`] — relay CPU per plain HTTP request; a load run's summary line.
 //! * [`verdict`] — checks over finished runs' `--json` reports.
 //! * [`alloc`] — allocations per relayed message (a counting-allocator relay).
 //! * [`bench`] — CPU over a load run, and bench-compare's table.
@@ -16,6 +17,7 @@ pub mod bench;
 pub mod cpu_per_message;
 pub mod idle_memory;
 pub mod relay;
+pub mod requests;
 pub mod verdict;
 pub mod watch;
 
@@ -37,6 +39,8 @@ pub fn run(args: &MeasureArgs) -> Result<i32, String> {
         MeasureCommand::CpuWindow(a) => cpu_per_message::cpu_window(a),
         MeasureCommand::CpuTable(a) => cpu_per_message::cpu_table(a),
         MeasureCommand::AllocPerMessage(a) => alloc::run(a),
+        MeasureCommand::RequestCost(a) => requests::request_cost(a),
+        MeasureCommand::RunSummary(a) => requests::run_summary(a),
     }
 }
 
