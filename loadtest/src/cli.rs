@@ -306,6 +306,20 @@ pub enum MeasureCommand {
     /// One line: a load run's throughput and client latency (its --json report) beside
     /// the relay's forward histogram now.
     RunSummary(RunSummaryArgs),
+    /// Print the connection storm's table from runs' `TAG.json` and `TAG.ticks`
+    /// (TAG: LABEL.STYLE; ticks: the relay's CPU ticks before and once all were up).
+    StormTable(StormTableArgs),
+}
+
+/// `measure storm-table` flags.
+#[derive(Debug, Args)]
+pub struct StormTableArgs {
+    /// Where the runs' files are.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// The runs, in table order.
+    #[arg(required = true)]
+    pub tags: Vec<String>,
 }
 
 /// `measure request-cost` flags.
