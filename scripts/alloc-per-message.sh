@@ -23,7 +23,8 @@
 # SOAK_LOAD_BIN (load generator; default the workspace's release build), CARGO,
 # CARGO_TARGET_DIR, SHARDRELAY_DRIVER (reaches the relay).
 # Bounded: per style, ramp (≤ 20 s) + 3 s warm-up + SECONDS + 3 s; the load generator's
-# own --duration ends it even if this script is killed.
+# own --duration ends it even if this script is killed. What is read and computed is
+# `shardrelay-load measure alloc-per-message`; this script builds and starts processes.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/relay.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/relay.sh"
@@ -62,15 +63,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# "allocations bytes messages_out" from one /stats read.
-sample() {
-    curl -fsS --max-time 5 "http://$RELAY_ADMIN/stats" | python3 -c 'import json, sys
-s = json.load(sys.stdin)
-if "allocations" not in s:
-    sys.exit("/stats has no allocations: not an alloc-count build")
-print(s["allocations"]["count"], s["allocations"]["bytes"], s["totals"]["messages_out"])'
-}
-
 printf '%-10s %7s %6s %6s %10s | %10s %10s | %s\n' style rate conns secs forwarded \
     "allocs/msg" "bytes/msg" "one /stats read"
 for style in "${styles[@]}"; do
@@ -88,34 +80,12 @@ for style in "${styles[@]}"; do
         --rate "$RATE" --size "$SIZE" --warmup "${WARMUP}s" --duration "$((WINDOW + 3))s" \
         --no-relay-stats >"$OUT/load.txt" 2>&1 &
     LOAD_PID=$!
-    # Wait (bounded) until traffic flows, then let the warm-up pass.
-    deadline=$((SECONDS + 20))
-    until [ "$(sample | cut -d' ' -f3)" -gt 0 ]; do
-        [ $SECONDS -lt $deadline ] || die "no traffic through the relay ($style)"
-        relay_alive
-        sleep 0.2
-    done
-    sleep "$WARMUP"
-    start=$(sample)
-    sleep "$WINDOW"
-    end=$(sample)
-    relay_alive
+    # The measurement (loadtest/src/measure/alloc.rs): wait until traffic flows, the
+    # warm-up, the window's two reads, then, once the load has ended, the idle reads.
+    "$LOAD_BIN" measure alloc-per-message --admin "$RELAY_ADMIN" --pid "$RELAY_PID" \
+        --load-pid "$LOAD_PID" --warmup "${WARMUP}s" --window "${WINDOW}s" \
+        --style "$style" --rate "$RATE" || { relay_alive; die "measuring $style failed"; }
     wait "$LOAD_PID" || die "load run failed ($style): $(tail -n 3 "$OUT/load.txt")"
     LOAD_PID=""
-    idle=("$(sample)" "$(sample)" "$(sample)" "$(sample)")
     relay_stop
-    python3 - "$style" "$RATE" "$WINDOW" "$start" "$end" "${idle[@]}" <<'EOF'
-import sys
-style, rate, window = sys.argv[1:4]
-s, e, *idle = ([int(x) for x in v.split()] for v in sys.argv[4:])
-# One /stats read on the idle relay: the smallest of three back-to-back differences.
-read_c, read_b = min((b[0] - a[0], b[1] - a[1]) for a, b in zip(idle, idle[1:]))
-n = e[2] - s[2]
-if n <= 0:
-    sys.exit(f"{style}: no messages written in the window")
-per_c = (e[0] - s[0] - read_c) / n
-per_b = (e[1] - s[1] - read_b) / n
-print(f"{style:<10} {rate:>7} {100:>6} {window:>6} {n:>10} | {per_c:>10.4f} {per_b:>10.1f} | "
-      f"{read_c} allocations, {read_b} B")
-EOF
 done

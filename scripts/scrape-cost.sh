@@ -7,6 +7,8 @@
 # of each endpoint (one connection per read, as scrapers do), the relay's utime+stime
 # read before and after; `shardrelay-load pair --rate RATE` for WINDOW s with no scraper,
 # then again with `curl /metrics` and `curl /stats` every second; READS reads again.
+# The reads, the CPU figures and the summaries are `shardrelay-load measure`
+# (request-cost, run-summary, relay-figure).
 # Env: READS (default 1000), RATE (20000), WINDOW (10), SHARDRELAY_BIN, LOAD_BIN.
 # Loopback only; bounded: 4 × READS reads and two WINDOW-second loads.
 set -euo pipefail
@@ -24,32 +26,11 @@ trap '[ -n "$SCRAPER" ] && kill "$SCRAPER" 2>/dev/null; relay_cleanup; rm -rf "$
 relay_build
 relay_start "$OUT/relay.log" --shards "${SCRAPE_SHARDS:-2}" --log-level warn
 
+measure() { "$LOAD_BIN" measure "$@"; }
+
 reads() {  # reads LABEL: READS reads of each endpoint; relay CPU µs/read, wall µs/read, bytes
-    python3 - "$RELAY_PID" "$RELAY_ADMIN" "$READS" "$1" <<'PY'
-import os, socket, sys, time
-pid, admin, n, label = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-host, port = admin.rsplit(":", 1)
-tick = os.sysconf("SC_CLK_TCK")
-def cpu():
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / tick
-def get(path):
-    s = socket.create_connection((host, int(port)))
-    s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-    data = b""
-    while chunk := s.recv(65536):
-        data += chunk
-    s.close()
-    return len(data)
-for path in ["/stats", "/metrics"]:
-    c0, t0 = cpu(), time.perf_counter()
-    size = 0
-    for _ in range(n):
-        size = get(path)
-    c1, t1 = cpu(), time.perf_counter()
-    print(f"{label:6} {path:9} relay CPU {1e6 * (c1 - c0) / n:7.1f} us/read, "
-          f"wall {1e6 * (t1 - t0) / n:7.1f} us/read, body+head {size} B")
-PY
+    measure request-cost --pid "$RELAY_PID" --addr "$RELAY_ADMIN" --requests "$READS" \
+        --phase "$1 /stats=/stats:200" --phase "$1 /metrics=/metrics:200"
 }
 
 load() {  # load LABEL: a pair run; prints its p50/p99/p999, throughput, relay forward p99
@@ -57,9 +38,7 @@ load() {  # load LABEL: a pair run; prints its p50/p99/p999, throughput, relay f
     "$LOAD_BIN" pair --target "$RELAY_PUBLIC" --admin "$RELAY_ADMIN" --pairs 100 --rate "$RATE" \
         --size 64 --warmup 2s --duration "${WINDOW}s" --drain 2s --json "$OUT/$1.json" \
         >"$OUT/$1.txt" 2>&1 || true
-    local fwd
-    fwd=$(curl -fsS "http://$RELAY_ADMIN/stats" | jq -c '.totals.histograms.forward | {count, p50, p99, p999}')
-    jq -r --arg l "$1" --arg f "$fwd" '"\($l): \(.throughput.messages_per_s | floor) rt/s, client p50 \(.latency_us.p50) p99 \(.latency_us.p99) p999 \(.latency_us.p999) us; relay forward (this run) \($f)"' "$OUT/$1.json"
+    measure run-summary --label "$1" --report "$OUT/$1.json" --admin "$RELAY_ADMIN"
 }
 
 reads fresh
@@ -73,5 +52,6 @@ SCRAPER=$!
 load scraped
 kill "$SCRAPER" 2>/dev/null || true
 SCRAPER=""
-curl -fsS "http://$RELAY_ADMIN/stats" | jq -r '"recorded: forward \(.totals.histograms.forward.count), handshake \(.totals.histograms.handshake.count)"'
+echo "recorded: forward $(measure relay-figure --admin "$RELAY_ADMIN" histograms.forward.count)," \
+    "handshake $(measure relay-figure --admin "$RELAY_ADMIN" histograms.handshake.count)"
 reads busy

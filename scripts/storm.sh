@@ -34,7 +34,7 @@ PER_IP_RATE=${PER_IP_RATE:-200}
 RELAY_CPU=${RELAY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 OUT=${OUT_DIR:-$TARGET_DIR/storm/$(date -u +%Y%m%dT%H%M%SZ)}
-TICKS=$(getconf CLK_TCK)
+TAGS=()
 RELAY_PID=""
 LOAD_PID=""
 
@@ -53,7 +53,7 @@ stop() {
 trap stop EXIT
 trap 'exit 130' INT TERM
 
-ticks() { local f; read -r -a f <"/proc/$1/stat"; echo $((f[13] + f[14])); }
+ticks() { "$LOAD" measure proc --pid "$1" cpu-ticks; }
 
 # start NAME LOG EXTRA...: a fresh relay pinned to RELAY_CPU; sets RELAY_PID, PUBLIC, ADMIN.
 start() {
@@ -76,7 +76,8 @@ start() {
     ADMIN=$(grep -o 'admin=[^ ]*' "$log" | head -n1 | cut -d= -f2)
 }
 
-# run_case LABEL RELAY STYLE [RELAY FLAGS...]: one row of results.tsv.
+# run_case LABEL RELAY STYLE [RELAY FLAGS...]: one run (TAG.json, TAG.ticks); the table is
+# `shardrelay-load measure storm-table` (loadtest/src/measure/storm.rs).
 run_case() {
     local label=$1 relay=$2 style=$3 tag="$1.$3"
     shift 3
@@ -104,23 +105,16 @@ run_case() {
     [ -n "$t1" ] || t1=$(ticks "$RELAY_PID")
     stop
     [ -s "$OUT/$tag.json" ] || die "$tag: no report (exit $rc; $OUT/$tag.txt)"
-    jq -r --arg l "$label" --arg s "$style" --arg rc "$rc" \
-        --argjson cpu "$(awk -v t=$((t1 - t0)) -v hz="$TICKS" 'BEGIN { print t / hz }')" \
-        '[$l, $s, .connections.up, .connections.failed, .connections.ramp_s,
-          .connections.per_s, $cpu, (if $cpu > 0 then .connections.up / $cpu else 0 end),
-          .connections.connect_us.p50, .connections.connect_us.p99,
-          .connections.connect_us.max, (.errors | tostring), $rc] | @tsv' \
-        "$OUT/$tag.json" >>"$OUT/results.tsv"
+    echo "$t0 $t1" >"$OUT/$tag.ticks"
+    TAGS+=("$tag")
 }
 
 main() {
-    command -v jq >/dev/null || die "jq is required"
     for bin in "$SHARDRELAY" "$LOAD" "$BASELINE"; do
         [ -x "$bin" ] || die "$bin missing (cargo build --release; baseline: make bench-compare builds it)"
     done
     [ "$N" -le 19500 ] || die "N=$N: the relay and the load each hold N descriptors (limit $(ulimit -n))"
     mkdir -p "$OUT"
-    : >"$OUT/results.tsv"
     local style
     for style in "${STYLE_LIST[@]}"; do
         log "storm: $N × $style on shardrelay"
@@ -137,12 +131,7 @@ main() {
     echo "storm $(date -u +%Y-%m-%dT%H:%M:%SZ): $N connections per case from $SOURCES;" \
         "relay on CPU $RELAY_CPU, load on CPU $LOAD_CPU; shaped: --per-ip-rate $PER_IP_RATE;" \
         "load average $(cut -d' ' -f1-3 /proc/loadavg)"
-    awk -F'\t' 'BEGIN { printf "%-10s %-9s %6s %6s %7s %7s %6s %9s %8s %8s %8s %4s %s\n",
-            "relay", "style", "up", "failed", "ramp s", "conn/s", "CPU s", "upg/CPU-s",
-            "p50 us", "p99 us", "max us", "exit", "errors" }
-        { printf "%-10s %-9s %6s %6s %7.2f %7.0f %6.2f %9.0f %8s %8s %8s %4s %s\n",
-            $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13, $12 }' \
-        "$OUT/results.tsv" | tee "$OUT/table.txt"
+    "$LOAD" measure storm-table --dir "$OUT" "${TAGS[@]}" | tee "$OUT/table.txt"
     echo "reports: $OUT"
 }
 

@@ -297,6 +297,95 @@ pub enum MeasureCommand {
     /// against the raw-copy relay) from runs' `TAG.json` and `TAG.window.json` (TAG:
     /// RELAY.STYLE.RATE).
     CpuTable(CpuTableArgs),
+    /// Allocations per relayed message of a counting-allocator relay (`alloc-count`
+    /// build) under a running load: one table row.
+    AllocPerMessage(AllocArgs),
+    /// Relay CPU, wall time and RSS per plain HTTP request (one connection each), for
+    /// each --phase in turn; with --ratio-to, each phase's CPU against one of them.
+    RequestCost(RequestCostArgs),
+    /// One line: a load run's throughput and client latency (its --json report) beside
+    /// the relay's forward histogram now.
+    RunSummary(RunSummaryArgs),
+    /// Print the connection storm's table from runs' `TAG.json` and `TAG.ticks`
+    /// (TAG: LABEL.STYLE; ticks: the relay's CPU ticks before and once all were up).
+    StormTable(StormTableArgs),
+}
+
+/// `measure storm-table` flags.
+#[derive(Debug, Args)]
+pub struct StormTableArgs {
+    /// Where the runs' files are.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// The runs, in table order.
+    #[arg(required = true)]
+    pub tags: Vec<String>,
+}
+
+/// `measure request-cost` flags.
+#[derive(Debug, Args)]
+pub struct RequestCostArgs {
+    /// The relay (its CPU and RSS are read from /proc).
+    #[arg(long)]
+    pub pid: u32,
+    /// The listener the requests go to (public or admin).
+    #[arg(long, value_parser = parse_target)]
+    pub addr: SocketAddr,
+    /// Requests per phase (split evenly over the clients).
+    #[arg(long, default_value_t = 1000)]
+    pub requests: usize,
+    /// Client threads.
+    #[arg(long, default_value_t = 1)]
+    pub clients: usize,
+    /// `NAME=PATH:STATUS`, e.g. `404=/no-such-path:404`; repeatable, run in order.
+    #[arg(long = "phase", required = true)]
+    pub phases: Vec<String>,
+    /// Print each phase's CPU per request as a ratio to this phase's.
+    #[arg(long)]
+    pub ratio_to: Option<String>,
+}
+
+/// `measure run-summary` flags.
+#[derive(Debug, Args)]
+pub struct RunSummaryArgs {
+    /// The line's label.
+    #[arg(long)]
+    pub label: String,
+    /// The run's `--json` report.
+    #[arg(long)]
+    pub report: PathBuf,
+    /// The relay's admin listener.
+    #[arg(long, value_parser = parse_target)]
+    pub admin: SocketAddr,
+}
+
+/// `measure alloc-per-message` flags.
+#[derive(Debug, Args)]
+pub struct AllocArgs {
+    /// The relay's admin listener.
+    #[arg(long, value_parser = parse_target)]
+    pub admin: SocketAddr,
+    /// The relay (it must stay alive).
+    #[arg(long)]
+    pub pid: u32,
+    /// The running load; the idle reads wait until it has ended.
+    #[arg(long)]
+    pub load_pid: u32,
+    /// After traffic starts, before the window.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// The measured window.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub window: Duration,
+    /// For the row: the style.
+    #[arg(long)]
+    pub style: String,
+    /// For the row: the offered rate.
+    #[arg(long)]
+    pub rate: String,
+    /// For the row: the connection count.
+    #[arg(long, default_value_t = 100)]
+    pub connections: usize,
 }
 
 /// `measure cpu-window` flags.

@@ -20,16 +20,28 @@ pub enum Figure {
     Connections(String),
     /// A cumulative totals counter (`messages_out`, `accepted`, `rejected`, …).
     Counter(String),
+    /// Samples recorded in a latency histogram (`histograms.forward.count`).
+    HistogramCount(String),
 }
 
 impl Figure {
-    /// Parses `open`, `registered`, `connections.KIND` or a counter name.
+    /// Parses `open`, `registered`, `connections.KIND`, `histograms.NAME.count` or a
+    /// counter name.
     pub fn parse(text: &str) -> Result<Figure, String> {
         let valid =
             |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         match text {
             "open" => Ok(Figure::Open),
             "registered" => Ok(Figure::Registered),
+            _ if text.starts_with("histograms.") => {
+                match text
+                    .strip_prefix("histograms.")
+                    .and_then(|t| t.strip_suffix(".count"))
+                {
+                    Some(name) if valid(name) => Ok(Figure::HistogramCount(name.to_owned())),
+                    _ => Err(format!("`{text}`: expected histograms.NAME.count")),
+                }
+            }
             _ => match text.strip_prefix("connections.") {
                 Some(kind) if valid(kind) => Ok(Figure::Connections(kind.to_owned())),
                 None if valid(text) => Ok(Figure::Counter(text.to_owned())),
@@ -47,6 +59,9 @@ impl Figure {
             Figure::Registered => Some(relay_stats::registered(stats)),
             Figure::Connections(kind) => Some(relay_stats::connections_of(stats, kind)),
             Figure::Counter(name) => relay_stats::total(stats, name),
+            Figure::HistogramCount(name) => {
+                relay_stats::histogram_figures(stats, name).map(|h| h.count)
+            }
         }
     }
 }
@@ -58,6 +73,7 @@ impl fmt::Display for Figure {
             Figure::Registered => f.write_str("registered"),
             Figure::Connections(kind) => write!(f, "connections.{kind}"),
             Figure::Counter(name) => f.write_str(name),
+            Figure::HistogramCount(name) => write!(f, "histograms.{name}.count"),
         }
     }
 }
@@ -170,6 +186,15 @@ mod tests {
         assert!(met("connections.ticket_get<1"));
         assert!(met("messages_out>8") && !met("messages_out>9"));
         assert!(!met("no_such_counter>=0"), "a missing counter never meets");
+        let hist = serde_json::json!({"totals":{"histograms":{"forward":{"count":7}}}});
+        assert_eq!(
+            Figure::parse("histograms.forward.count").unwrap().of(&hist),
+            Some(7)
+        );
+        assert_eq!(
+            Figure::parse("histograms.handoff.count").unwrap().of(&hist),
+            None
+        );
         assert_eq!(
             Condition::parse("connections.phone >= 80")
                 .unwrap()
@@ -183,6 +208,7 @@ mod tests {
         for bad in [
             "open",
             "open=0",
+            "histograms.forward.p99==1",
             "open==-1",
             "open==x",
             "connections.==1",

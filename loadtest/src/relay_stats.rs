@@ -224,6 +224,38 @@ pub fn total(stats: &Value, counter: &str) -> Option<u64> {
     }
 }
 
+/// The counting allocator's `(count, bytes)` so far (`allocations` at the top level of
+/// `/stats`); `None` unless the relay is an `alloc-count` build.
+pub fn allocations(stats: &Value) -> Option<(u64, u64)> {
+    let a = stats.get("allocations")?;
+    Some((a.get("count")?.as_u64()?, a.get("bytes")?.as_u64()?))
+}
+
+/// The summary figures of one `totals.histograms.<name>` (µs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HistogramFigures {
+    /// Samples recorded.
+    pub count: u64,
+    /// Median.
+    pub p50: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+}
+
+/// `totals.histograms.<name>`'s figures; `None` when the relay has no such histogram.
+pub fn histogram_figures(stats: &Value, name: &str) -> Option<HistogramFigures> {
+    let h = histogram(stats, name)?;
+    let field = |k: &str| h.get(k).and_then(Value::as_u64).unwrap_or(0);
+    Some(HistogramFigures {
+        count: field("count"),
+        p50: field("p50"),
+        p99: field("p99"),
+        p999: field("p999"),
+    })
+}
+
 /// A `{name: number}` object at `pointer` (empty when absent).
 fn number_map(stats: &Value, pointer: &str) -> BTreeMap<String, u64> {
     stats
@@ -290,5 +322,13 @@ mod tests {
         assert_eq!(total(&stats, "rejected"), Some(7));
         assert_eq!(total(&stats, "nonesuch"), None);
         assert_eq!(open_connections(&serde_json::json!({})), 0);
+        assert_eq!(allocations(&stats), None);
+        let with_hist = serde_json::json!({"totals":{"histograms":{"forward":
+            {"count":5,"p50":10,"p99":20,"p999":30}}}});
+        let h = histogram_figures(&with_hist, "forward").unwrap();
+        assert_eq!((h.count, h.p50, h.p99, h.p999), (5, 10, 20, 30));
+        assert_eq!(histogram_figures(&with_hist, "handoff"), None);
+        let counted = serde_json::json!({"allocations":{"count":10,"bytes":640}});
+        assert_eq!(allocations(&counted), Some((10, 640)));
     }
 }

@@ -5,15 +5,21 @@
 //!
 //! * [`relay`] — wait for a `/stats` condition, print one `/stats` figure.
 //! * [`watch`] — sample a relay's RSS and descriptors while a load runs.
+//! * [`requests`] — relay CPU per plain HTTP request; a load run's summary line.
+//! * [`storm`] — the connection storm's table.
 //! * [`verdict`] — checks over finished runs' `--json` reports.
+//! * [`alloc`] — allocations per relayed message (a counting-allocator relay).
 //! * [`bench`] — CPU over a load run, and bench-compare's table.
 //! * [`cpu_per_message`] — relay CPU over a window, and CPU-s per million messages.
 //! * [`idle_memory`] — idle memory per connection, and its growth across churn.
 
+pub mod alloc;
 pub mod bench;
 pub mod cpu_per_message;
 pub mod idle_memory;
 pub mod relay;
+pub mod requests;
+pub mod storm;
 pub mod verdict;
 pub mod watch;
 
@@ -34,6 +40,10 @@ pub fn run(args: &MeasureArgs) -> Result<i32, String> {
         MeasureCommand::BenchTable(a) => bench::bench_table(a),
         MeasureCommand::CpuWindow(a) => cpu_per_message::cpu_window(a),
         MeasureCommand::CpuTable(a) => cpu_per_message::cpu_table(a),
+        MeasureCommand::AllocPerMessage(a) => alloc::run(a),
+        MeasureCommand::RequestCost(a) => requests::request_cost(a),
+        MeasureCommand::RunSummary(a) => requests::run_summary(a),
+        MeasureCommand::StormTable(a) => storm::storm_table(a),
     }
 }
 

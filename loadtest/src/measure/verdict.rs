@@ -62,6 +62,32 @@ pub struct IntegrityView {
 pub struct ConnectionsView {
     /// Connections that came up.
     pub up: u64,
+    /// Attempts (units) that failed.
+    #[serde(default)]
+    pub failed: u64,
+    /// Seconds the ramp took.
+    #[serde(default)]
+    pub ramp_s: f64,
+    /// Connections per second over the ramp.
+    #[serde(default)]
+    pub per_s: f64,
+    /// TCP connect plus upgrade, µs.
+    #[serde(default)]
+    pub connect_us: ConnectView,
+}
+
+/// `connections.connect_us`.
+#[derive(Debug, Default, Deserialize)]
+pub struct ConnectView {
+    /// Median.
+    #[serde(default)]
+    pub p50: u64,
+    /// 99th percentile.
+    #[serde(default)]
+    pub p99: u64,
+    /// Largest.
+    #[serde(default)]
+    pub max: u64,
 }
 
 /// `throughput`.
