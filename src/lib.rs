@@ -17,6 +17,8 @@
 //! * `watch`   — the `shardrelay stats` terminal view.
 //! * `manual`  — shell completions and the man page, generated from the CLI.
 //! * `sys`     — the only unsafe code: raw socket calls and descriptor moves.
+//! * `timer`   — a hierarchical timing wheel: deadlines that cost what expires, not what
+//!   is registered.
 //! * `alloc_count` — (feature `alloc-count` only) the counting allocator of the
 //!   allocations-per-message benchmark.
 #![deny(unreachable_pub)]
@@ -36,5 +38,6 @@ pub mod server;
 pub mod shard;
 pub mod stats;
 pub mod sys;
+pub mod timer;
 pub mod watch;
 pub mod ws;
