@@ -76,21 +76,27 @@ pub struct Wheel<K> {
 }
 
 /// What an owner of one deadline remembers about its entry in a wheel: the generation
-/// of the live entry and the tick it fires at. 16 bytes. A fired entry whose generation
-/// differs is stale (superseded by an earlier one, or cancelled) and is ignored.
+/// of the live entry and the tick it fires at — plus one spare mark for the owner's own
+/// bookkeeping (a shard lists a connection for a look at its next tick with it), which
+/// sits in what would otherwise be padding: 16 bytes in all. A fired entry whose
+/// generation differs is stale (superseded by an earlier one, or cancelled) and is
+/// ignored.
 #[derive(Debug)]
 pub struct Armed {
+    /// Tick the live entry fires at; [`Armed::NONE`] when no entry is live.
+    due: Cell<u64>,
     /// Generation of the live entry.
     generation: Cell<u32>,
-    /// Its tick; [`Armed::NONE`] when no entry is live.
-    due: Cell<u64>,
+    /// The owner's mark (see [`Armed::mark`]); 0 until set.
+    mark: Cell<u32>,
 }
 
 impl Default for Armed {
     fn default() -> Self {
         Armed {
-            generation: Cell::new(0),
             due: Cell::new(Armed::NONE),
+            generation: Cell::new(0),
+            mark: Cell::new(0),
         }
     }
 }
@@ -124,6 +130,16 @@ impl Armed {
         self.due.set(Armed::NONE);
         self.generation.set(self.generation.get().wrapping_add(1));
     }
+
+    /// Set the owner's mark to `mark`: true if it was something else.
+    pub fn mark(&self, mark: u32) -> bool {
+        self.mark.replace(mark) != mark
+    }
+
+    /// True when the owner's mark is `mark`.
+    pub fn is_marked(&self, mark: u32) -> bool {
+        self.mark.get() == mark
+    }
 }
 
 impl<K> Wheel<K> {
@@ -139,6 +155,11 @@ impl<K> Wheel<K> {
             len: 0,
             next_gen: 0,
         }
+    }
+
+    /// Where tick 0 begins.
+    pub fn origin(&self) -> Instant {
+        self.origin
     }
 
     /// Entries registered and not yet fired (stale ones included).
@@ -367,6 +388,16 @@ mod tests {
         let fired = fire(&mut wheel, origin, 50);
         assert_eq!(fired.len(), 1);
         assert!(!owner.fire(fired[0]), "the superseded entry is stale");
+    }
+
+    #[test]
+    fn an_owner_carries_16_bytes_and_its_mark() {
+        assert_eq!(std::mem::size_of::<Armed>(), 16);
+        let owner = Armed::default();
+        assert!(!owner.is_marked(1));
+        assert!(owner.mark(1));
+        assert!(!owner.mark(1), "already marked");
+        assert!(owner.is_marked(1));
     }
 
     #[test]
