@@ -18,6 +18,8 @@
 //! * `manual`  — shell completions and the man page, generated from the CLI.
 //! * `sys`     — the unsafe code: raw socket calls and descriptor moves (besides
 //!   `alloc_count`'s counting allocator, built only with the `alloc-count` feature).
+//! * `timer`   — a hierarchical timing wheel: deadlines that cost what expires, not what
+//!   is registered.
 //! * `alloc_count` — (feature `alloc-count` only) the counting allocator of the
 //!   allocations-per-message benchmark.
 #![deny(unreachable_pub)]
@@ -38,5 +40,6 @@ pub mod server;
 pub mod shard;
 pub mod stats;
 pub mod sys;
+pub mod timer;
 pub mod watch;
 pub mod ws;

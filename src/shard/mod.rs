@@ -12,6 +12,7 @@ pub mod accept;
 pub mod admin;
 pub mod inbox;
 pub mod tick;
+pub mod timers;
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
@@ -213,6 +214,9 @@ pub struct Shard {
     pub shutting_down: Cell<bool>,
     /// Listening sockets of this shard, shut down to stop their accept loops.
     listeners: RefCell<Vec<RawFd>>,
+    /// The connections' deadlines and the next tick's list (`timers`): what the tick
+    /// looks at, instead of every connection.
+    pub timers: timers::ConnTimers,
 }
 
 impl Shard {
@@ -223,6 +227,7 @@ impl Shard {
         let server_id_settings = server_id::Settings::from(&global.config);
         let pair_settings = pair::Settings::from(&global.config);
         let session_settings = session::Settings::from(&global.config);
+        let tick_period = global.config.tick_period();
         Rc::new(Shard {
             id,
             global,
@@ -241,6 +246,7 @@ impl Shard {
             tickets: RefCell::new(ticket::Registry::default()),
             shutting_down: Cell::new(false),
             listeners: RefCell::new(Vec::new()),
+            timers: timers::ConnTimers::new(Instant::now(), tick_period),
         })
     }
 
@@ -269,6 +275,9 @@ impl Shard {
     pub fn track(&self, conn: &Rc<Conn>) {
         let key = self.conns.borrow_mut().insert(conn.clone());
         conn.key.set(key);
+        self.timers
+            .arm(conn, conn.last_rx.get() + self.config().ping_interval);
+        self.timers.list(conn);
     }
 
     /// Forget a finished connection (its socket closes when the last `Rc` goes).
@@ -282,6 +291,9 @@ impl Shard {
 
     /// Note a connection with queued frames.
     pub fn mark_dirty(&self, conn: Rc<Conn>) {
+        // Once per flush, not per frame: the tick looks at it next (a queue to drain, a
+        // ring to give back).
+        self.timers.list(&conn);
         self.dirty.borrow_mut().push(conn);
     }
 
@@ -483,6 +495,9 @@ impl Host<Role> for Shard {
         modes::pause_for(self, conn)
     }
     fn on_activity(self: &Rc<Self>, conn: &Rc<Conn>) {
+        // Once per read batch: the tick looks at it next (buffers to give back once
+        // quiet); its heartbeat entry re-arms itself lazily.
+        self.timers.list(conn);
         modes::on_activity(self, conn)
     }
     fn on_message(
@@ -649,8 +664,10 @@ mod tests {
     use super::*;
 
     /// What every upgraded connection carries besides its reader task: 328 B before its
-    /// flags became one `Life` value (PROTOCOL §2.1 idle-memory budget). It must not grow.
-    const CONN_SIZE_MAX: usize = 328;
+    /// flags became one `Life` value (PROTOCOL §2.1 idle-memory budget), plus the 16 B of
+    /// its timing-wheel entry's `Armed` (issue 20: the tick no longer walks every
+    /// connection). It must not grow further.
+    const CONN_SIZE_MAX: usize = 344;
 
     #[test]
     fn an_idle_connection_is_no_bigger_than_before_the_split() {

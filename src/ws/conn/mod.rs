@@ -51,6 +51,7 @@ use crate::memory;
 use crate::net::ConnPermit;
 use crate::stats::{ConnKind, ShardStats};
 use crate::sys;
+use crate::timer::Armed;
 use crate::ws::codec::{Decoder, MessageKind};
 
 pub use life::{Life, Phase};
@@ -193,6 +194,9 @@ pub struct Conn<R: Rendezvous> {
     pub ping_pending: Cell<bool>,
     /// The reader is paused by back-pressure (the heartbeat leaves it alone).
     pub paused: Cell<bool>,
+    /// This connection's entry in its shard's timing wheel (its next heartbeat or close
+    /// deadline), and the shard's mark for its next-tick list (`shard::timers`).
+    pub timer: Armed,
     /// The close code the client sent (1005 when its close frame had none); None while
     /// it has sent none, which a peer reads as 1006.
     pub peer_close: Cell<Option<u16>>,
@@ -256,6 +260,7 @@ impl<R: Rendezvous> Conn<R> {
             last_rx: Cell::new(Instant::now()),
             ping_pending: Cell::new(false),
             paused: Cell::new(false),
+            timer: Armed::default(),
             peer_close: Cell::new(None),
             failed: Cell::new(false),
             partial: Cell::new(Vec::new()),
@@ -371,8 +376,9 @@ mod tests {
     #[test]
     fn the_connection_layer_alone_fits_in_its_budget() {
         // The relay's own `Conn<Role>` is pinned in `shard` (`CONN_SIZE_MAX`); this is
-        // the layer's part, whatever the style state above it.
+        // the layer's part, whatever the style state above it (280 B, plus the 16 B of
+        // the timing wheel's `Armed`).
         let size = std::mem::size_of::<Conn<NoRole>>();
-        assert!(size <= 280, "Conn<()> grew to {size} B");
+        assert!(size <= 296, "Conn<()> grew to {size} B");
     }
 }
