@@ -29,67 +29,10 @@ const HIST_HIGH_MICROS: u64 = 60_000_000;
 /// Significant figures the histograms keep (0.1 % relative error).
 const HIST_SIGFIG: u8 = 3;
 
-/// Kinds of open connection, for the `connections` object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnKind {
-    /// A binary holding, or claiming, a server-id slot.
-    Binary,
-    /// A phone attached to a server-id slot.
-    Phone,
-    /// One end of a pair.
-    Pair,
-    /// The host of a session.
-    SessionHost,
-    /// A browser joined to a session.
-    SessionBrowser,
-    /// The uploading end of a ticket.
-    TicketPut,
-    /// The downloading end of a ticket.
-    TicketGet,
-    /// The diagnostic echo route.
-    Echo,
-    /// A connection still in its HTTP/upgrade handshake.
-    Handshake,
-}
+pub use shardrelay_stats_model::{ConnKind, Dropped, Event, Gauge, Key, Rejected, Style};
 
 /// How many [`ConnKind`]s there are: the length of the per-kind counter array.
-const CONN_KINDS: usize = 9;
-
-impl ConnKind {
-    /// Every kind, in the order the renderings list them.
-    pub const ALL: [ConnKind; CONN_KINDS] = [
-        ConnKind::Binary,
-        ConnKind::Phone,
-        ConnKind::Pair,
-        ConnKind::SessionHost,
-        ConnKind::SessionBrowser,
-        ConnKind::TicketPut,
-        ConnKind::TicketGet,
-        ConnKind::Echo,
-        ConnKind::Handshake,
-    ];
-
-    /// The kind's key in `/stats` `connections` and its `kind` label in `/metrics`.
-    pub fn name(self) -> &'static str {
-        match self {
-            ConnKind::Binary => "binary",
-            ConnKind::Phone => "phone",
-            ConnKind::Pair => "pair",
-            ConnKind::SessionHost => "session_host",
-            ConnKind::SessionBrowser => "session_browser",
-            ConnKind::TicketPut => "ticket_put",
-            ConnKind::TicketGet => "ticket_get",
-            ConnKind::Echo => "echo",
-            ConnKind::Handshake => "handshake",
-        }
-    }
-
-    /// Slot in the per-kind counter array. The discriminants are the declaration order,
-    /// which is also the order of `ALL`, so every kind has a distinct slot below 9.
-    fn index(self) -> usize {
-        self as usize
-    }
-}
+const CONN_KINDS: usize = ConnKind::COUNT;
 
 /// A fresh latency histogram with the module's bounds.
 fn new_histogram() -> Histogram<u64> {
@@ -111,29 +54,93 @@ fn merge_histogram(into: &mut Histogram<u64>, from: &Histogram<u64>) {
     }
 }
 
-/// `counters[name] += 1`, adding the key on first use. Few keys per map, so a linear
-/// search beats hashing; keys are compared by content because equal string literals in
-/// different crates need not share an address.
-fn bump(counters: &mut Vec<(&'static str, u64)>, name: &'static str, by: u64) {
-    match counters.iter_mut().find(|(k, _)| *k == name) {
-        Some((_, n)) => *n = n.saturating_add(by),
-        None => counters.push((name, by)),
+/// A value a [`Counts`] adds up: saturating, so a counter never wraps.
+pub trait Tally: Copy + Default + PartialEq + std::fmt::Debug {
+    /// `self + by`, saturating.
+    fn plus(self, by: Self) -> Self;
+}
+
+impl Tally for u64 {
+    #[inline]
+    fn plus(self, by: u64) -> u64 {
+        self.saturating_add(by)
     }
 }
 
-/// `gauges[name] += delta`, adding the key on first use.
-fn gauge_bump(gauges: &mut Vec<(&'static str, i64)>, name: &'static str, delta: i64) {
-    match gauges.iter_mut().find(|(k, _)| *k == name) {
-        Some((_, n)) => *n = n.saturating_add(delta),
-        None => gauges.push((name, delta)),
+impl Tally for i64 {
+    #[inline]
+    fn plus(self, by: i64) -> i64 {
+        self.saturating_add(by)
     }
 }
 
-/// Value of `name` in a keyed map, 0 when absent.
-fn lookup<T: Copy + Default>(map: &[(&'static str, T)], name: &str) -> T {
-    map.iter()
-        .find(|(k, _)| *k == name)
-        .map_or_else(T::default, |(_, v)| *v)
+/// Counters (or gauges) keyed by the enum `K`: one slot per key, indexed by the key's
+/// discriminant (no string matching on the hot path), plus the keys in the order they
+/// were first counted, which is the order `/metrics` lists them in. A key never
+/// counted is absent from both renderings, as it always was.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Counts<K: Key, T: Tally> {
+    /// The value of every key, by [`Key::index`] (the default for keys never counted).
+    values: Box<[T]>,
+    /// The keys counted so far, in first-counted order.
+    order: Vec<K>,
+    /// Bit `i` set when the key of index `i` is in `order` (every key enum has at most
+    /// 64 keys, checked in [`Counts::new`]).
+    seen: u64,
+}
+
+impl<K: Key, T: Tally> Default for Counts<K, T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: Key, T: Tally> Counts<K, T> {
+    /// Nothing counted.
+    pub fn new() -> Self {
+        const { assert!(K::COUNT <= 64, "a key enum may have at most 64 keys") };
+        Counts {
+            values: vec![T::default(); K::COUNT].into_boxed_slice(),
+            order: Vec::new(),
+            seen: 0,
+        }
+    }
+
+    /// `self[key] += by`; the key becomes present even if `by` is zero.
+    #[inline]
+    pub fn add(&mut self, key: K, by: T) {
+        let at = key.index();
+        let bit = 1u64 << at;
+        if self.seen & bit == 0 {
+            self.seen |= bit;
+            self.order.push(key);
+        }
+        if let Some(v) = self.values.get_mut(at) {
+            *v = v.plus(by);
+        }
+    }
+
+    /// The value of `key` (the default if never counted).
+    pub fn get(&self, key: K) -> T {
+        self.values.get(key.index()).copied().unwrap_or_default()
+    }
+
+    /// Whether `key` was ever counted.
+    pub fn contains(&self, key: K) -> bool {
+        self.seen & (1u64 << key.index()) != 0
+    }
+
+    /// The counted keys and their values, in first-counted order.
+    pub fn iter(&self) -> impl Iterator<Item = (K, T)> + '_ {
+        self.order.iter().map(|&k| (k, self.get(k)))
+    }
+
+    /// Add every counted key of `other` into `self`.
+    pub fn absorb(&mut self, other: &Counts<K, T>) {
+        for (k, v) in other.iter() {
+            self.add(k, v);
+        }
+    }
 }
 
 /// One shard's live tallies. Owned by the shard's thread; see the module doc.
@@ -206,27 +213,29 @@ impl ShardStats {
         self.live.adopted = self.live.adopted.saturating_add(1);
     }
 
-    /// A connection refused before upgrade, e.g. `"head_too_large"`, `"not_found"`.
-    pub fn rejected(&mut self, reason: &'static str) {
-        bump(&mut self.live.rejected, reason, 1);
+    /// A connection refused before upgrade (or a WebSocket closed for a protocol fault).
+    #[inline]
+    pub fn rejected(&mut self, reason: Rejected) {
+        self.live.rejected.add(reason, 1);
     }
 
-    /// A message not forwarded, e.g. `"text_in_pair"`, `"unknown_conn_id"`.
-    pub fn dropped(&mut self, reason: &'static str) {
-        bump(&mut self.live.dropped, reason, 1);
+    /// A message not forwarded.
+    #[inline]
+    pub fn dropped(&mut self, reason: Dropped) {
+        self.live.dropped.add(reason, 1);
     }
 
-    /// Any other named counter (`codes_minted`, `joins_ok`, …).
-    pub fn event(&mut self, name: &'static str) {
-        bump(&mut self.live.events, name, 1);
+    /// Any other named counter.
+    #[inline]
+    pub fn event(&mut self, event: Event) {
+        self.live.events.add(event, 1);
     }
 
-    /// Move a registry-size gauge (`pairs`, `sessions`, `tickets`, `server_slots`). One
-    /// shard may add what another removes, so a shard's value can go below zero; the
-    /// sum over shards is the registry's size.
-    pub fn gauge_add(&mut self, name: &'static str, delta: i64) {
-        gauge_bump(&mut self.live.gauges, name, delta);
-        self.mirror.gauge(name, self.live.gauge(name));
+    /// Move a registry-size gauge. One shard may add what another removes, so a shard's
+    /// value can go below zero; the sum over shards is the registry's size.
+    pub fn gauge_add(&mut self, gauge: Gauge, delta: i64) {
+        self.live.gauges.add(gauge, delta);
+        self.mirror.gauge(gauge, self.live.gauge(gauge));
     }
 
     /// A message of `bytes` payload bytes was read from a client.
@@ -249,7 +258,7 @@ impl ShardStats {
     /// `mode`. Records into the overall `forward` histogram and the mode's own, which is
     /// created (the only allocation) the first time the mode is seen.
     #[inline]
-    pub fn record_forward(&mut self, mode: &'static str, micros: u64) {
+    pub fn record_forward(&mut self, mode: Style, micros: u64) {
         self.live.forward.saturating_record(micros);
         self.prom.forward.record(micros);
         let by_mode = &mut self.live.forward_by_mode;
@@ -338,9 +347,9 @@ impl ShardStats {
         self.live.connections(kind)
     }
 
-    /// This shard's share of gauge `name` (0 if never moved).
-    pub fn gauge(&self, name: &str) -> i64 {
-        self.live.gauge(name)
+    /// This shard's share of gauge `gauge` (0 if never moved).
+    pub fn gauge(&self, gauge: Gauge) -> i64 {
+        self.live.gauge(gauge)
     }
 }
 
@@ -361,7 +370,7 @@ pub struct Tallies {
     /// Connections adopted from another shard.
     pub adopted: u64,
     /// Connections refused before upgrade, by reason.
-    pub rejected: Vec<(&'static str, u64)>,
+    pub rejected: Counts<Rejected, u64>,
     /// Messages read from clients.
     pub messages_in: u64,
     /// Messages written to clients.
@@ -371,11 +380,11 @@ pub struct Tallies {
     /// Payload bytes written to clients.
     pub bytes_out: u64,
     /// Messages not forwarded, by reason.
-    pub dropped: Vec<(&'static str, u64)>,
+    pub dropped: Counts<Dropped, u64>,
     /// Other named counters.
-    pub events: Vec<(&'static str, u64)>,
+    pub events: Counts<Event, u64>,
     /// Registry sizes (this shard's share; may be negative, see `gauge_add`).
-    pub gauges: Vec<(&'static str, i64)>,
+    pub gauges: Counts<Gauge, i64>,
 }
 
 /// One shard's live tallies with its full HDR histograms, or the sum of several (see
@@ -392,7 +401,7 @@ pub struct StatsSnapshot {
     /// Shard-to-shard handoff latency, in µs.
     pub handoff: Histogram<u64>,
     /// `forward` split by rendezvous style, in first-seen order.
-    pub forward_by_mode: Vec<(&'static str, Histogram<u64>)>,
+    pub forward_by_mode: Vec<(Style, Histogram<u64>)>,
     /// The histograms as they stood at the last `/stats?reset=1`, if any: `/stats`
     /// reports what was recorded since (the histograms minus this mark), while
     /// `/metrics` keeps exporting everything, so a reset never makes a Prometheus
@@ -423,7 +432,7 @@ pub struct HistogramMark {
     /// `handoff` at the mark.
     handoff: Histogram<u64>,
     /// `forward_by_mode` at the mark.
-    forward_by_mode: Vec<(&'static str, Histogram<u64>)>,
+    forward_by_mode: Vec<(Style, Histogram<u64>)>,
 }
 
 impl HistogramMark {
@@ -445,7 +454,7 @@ impl HistogramMark {
         for (mode, h) in &other.forward_by_mode {
             match self.forward_by_mode.iter_mut().find(|(m, _)| m == mode) {
                 Some((_, mine)) => merge_histogram(mine, h),
-                None => self.forward_by_mode.push((mode, h.clone())),
+                None => self.forward_by_mode.push((*mode, h.clone())),
             }
         }
     }
@@ -479,7 +488,7 @@ pub struct Latencies<H> {
     /// Shard-to-shard handoff latency.
     pub handoff: H,
     /// `forward` split by rendezvous style, in first-seen order.
-    pub forward_by_mode: Vec<(&'static str, H)>,
+    pub forward_by_mode: Vec<(Style, H)>,
 }
 
 /// What one shard sends to the shard rendering `/stats` or `/metrics`.
@@ -682,7 +691,7 @@ impl StatsSnapshot {
     /// The `/stats` report: histograms since the last reset, as recorded buckets.
     fn stats_report(&self) -> StatsReport {
         let mark = self.reset_mark.as_deref();
-        let by_mode = |mode: &str| {
+        let by_mode = |mode: Style| {
             mark.and_then(|m| m.forward_by_mode.iter().find(|(k, _)| *k == mode))
                 .map(|(_, h)| h)
         };
@@ -695,7 +704,7 @@ impl StatsSnapshot {
                 forward_by_mode: self
                     .forward_by_mode
                     .iter()
-                    .map(|(mode, h)| (*mode, Recorded::since(h, by_mode(mode))))
+                    .map(|(mode, h)| (*mode, Recorded::since(h, by_mode(*mode))))
                     .collect(),
             },
         }
@@ -705,15 +714,15 @@ impl StatsSnapshot {
 impl Latencies<Recorded> {
     /// The bucket-wise sum of several shards' latencies; modes in first-seen order.
     fn merge(parts: &[&Latencies<Recorded>]) -> Latencies<Recorded> {
-        let mut modes: Vec<&'static str> = Vec::new();
+        let mut modes: Vec<Style> = Vec::new();
         for part in parts {
             for (mode, _) in &part.forward_by_mode {
                 if !modes.contains(mode) {
-                    modes.push(mode);
+                    modes.push(*mode);
                 }
             }
         }
-        let of_mode = |mode: &str| {
+        let of_mode = |mode: Style| {
             Recorded::merge(parts.iter().filter_map(|p| {
                 p.forward_by_mode
                     .iter()
@@ -759,7 +768,7 @@ impl StatsSnapshot {
         merge_histogram(&mut self.handshake, &other.handshake);
         merge_histogram(&mut self.handoff, &other.handoff);
         for (mode, h) in &other.forward_by_mode {
-            merge_histogram(self.mode_histogram(mode), h);
+            merge_histogram(self.mode_histogram(*mode), h);
         }
         if let Some(mark) = &other.reset_mark {
             self.reset_mark
@@ -769,7 +778,7 @@ impl StatsSnapshot {
     }
 
     /// The per-mode histogram for `mode`, created empty if missing.
-    fn mode_histogram(&mut self, mode: &'static str) -> &mut Histogram<u64> {
+    fn mode_histogram(&mut self, mode: Style) -> &mut Histogram<u64> {
         let at = match self.forward_by_mode.iter().position(|(k, _)| *k == mode) {
             Some(at) => at,
             None => {
@@ -791,14 +800,14 @@ impl Tallies {
             accepted: 0,
             handoffs: 0,
             adopted: 0,
-            rejected: Vec::new(),
+            rejected: Counts::new(),
             messages_in: 0,
             messages_out: 0,
             bytes_in: 0,
             bytes_out: 0,
-            dropped: Vec::new(),
-            events: Vec::new(),
-            gauges: Vec::new(),
+            dropped: Counts::new(),
+            events: Counts::new(),
+            gauges: Counts::new(),
         }
     }
 
@@ -816,18 +825,10 @@ impl Tallies {
         add(&mut self.messages_out, other.messages_out);
         add(&mut self.bytes_in, other.bytes_in);
         add(&mut self.bytes_out, other.bytes_out);
-        for (mine, theirs) in [
-            (&mut self.rejected, &other.rejected),
-            (&mut self.dropped, &other.dropped),
-            (&mut self.events, &other.events),
-        ] {
-            for &(name, n) in theirs {
-                bump(mine, name, n);
-            }
-        }
-        for &(name, n) in &other.gauges {
-            gauge_bump(&mut self.gauges, name, n);
-        }
+        self.rejected.absorb(&other.rejected);
+        self.dropped.absorb(&other.dropped);
+        self.events.absorb(&other.events);
+        self.gauges.absorb(&other.gauges);
     }
 
     /// Open connections of `kind`.
@@ -835,9 +836,9 @@ impl Tallies {
         self.connections[kind.index()]
     }
 
-    /// Gauge `name` (0 if never moved).
-    pub fn gauge(&self, name: &str) -> i64 {
-        lookup(&self.gauges, name)
+    /// Gauge `gauge` (0 if never moved).
+    pub fn gauge(&self, gauge: Gauge) -> i64 {
+        self.gauges.get(gauge)
     }
 }
 
@@ -1058,8 +1059,8 @@ pub struct JsonOptions {
 }
 
 /// A keyed counter list as a sorted JSON object.
-fn json_map<T: Copy>(pairs: &[(&'static str, T)]) -> BTreeMap<&'static str, T> {
-    pairs.iter().copied().collect()
+fn json_map<K: Key, T: Tally>(counts: &Counts<K, T>) -> BTreeMap<&'static str, T> {
+    counts.iter().map(|(k, v)| (k.name(), v)).collect()
 }
 
 impl JsonTallies {
@@ -1090,7 +1091,7 @@ impl JsonTallies {
             forward_by_mode: l
                 .forward_by_mode
                 .iter()
-                .map(|(mode, r)| (*mode, JsonHistogram::of(r, recorded)))
+                .map(|(mode, r)| (mode.name(), JsonHistogram::of(r, recorded)))
                 .collect(),
         }
     }
@@ -1197,33 +1198,6 @@ const PROM_COUNTERS: [CounterDef; 7] = [
         "Payload bytes written to clients.",
         |s| s.bytes_out,
     ),
-];
-
-/// A keyed per-shard counter family: (name without prefix, label, help, map).
-type KeyedDef = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&Tallies) -> &[(&'static str, u64)],
-);
-
-/// The counters keyed by reason or name.
-const PROM_KEYED: [KeyedDef; 3] = [
-    (
-        "rejected_total",
-        "reason",
-        "Connections refused before upgrade, by reason.",
-        |s| s.rejected.as_slice(),
-    ),
-    (
-        "dropped_total",
-        "reason",
-        "Messages not forwarded, by reason.",
-        |s| s.dropped.as_slice(),
-    ),
-    ("events_total", "name", "Other named events.", |s| {
-        s.events.as_slice()
-    }),
 ];
 
 /// A latency histogram family: (name without prefix, help, histogram).
@@ -1417,12 +1391,42 @@ fn write_counters(w: &mut PromWriter, shards: &[LabelledShard<'_>]) {
             w.sample(name, &[("shard", id)], get(&s.tallies));
         }
     }
-    for (name, label, help, get) in PROM_KEYED {
-        w.family(name, "counter", help);
-        for (s, id) in shards {
-            for &(key, n) in get(&s.tallies) {
-                w.sample(name, &[("shard", id), (label, key)], n);
-            }
+    write_keyed(
+        w,
+        shards,
+        ("rejected_total", "reason"),
+        "Connections refused before upgrade, by reason.",
+        |s| &s.rejected,
+    );
+    write_keyed(
+        w,
+        shards,
+        ("dropped_total", "reason"),
+        "Messages not forwarded, by reason.",
+        |s| &s.dropped,
+    );
+    write_keyed(
+        w,
+        shards,
+        ("events_total", "name"),
+        "Other named events.",
+        |s| &s.events,
+    );
+}
+
+/// A counter family keyed by reason or name: (name without prefix, label), help, and
+/// the counts; keys in the order each shard first counted them.
+fn write_keyed<K: Key>(
+    w: &mut PromWriter,
+    shards: &[LabelledShard<'_>],
+    (name, label): (&str, &str),
+    help: &str,
+    get: fn(&Tallies) -> &Counts<K, u64>,
+) {
+    w.family(name, "counter", help);
+    for (s, id) in shards {
+        for (key, n) in get(&s.tallies).iter() {
+            w.sample(name, &[("shard", id), (label, key.name())], n);
         }
     }
 }
@@ -1431,7 +1435,7 @@ fn write_counters(w: &mut PromWriter, shards: &[LabelledShard<'_>]) {
 fn write_gauges(w: &mut PromWriter, shards: &[LabelledShard<'_>]) {
     w.family("connections", "gauge", "Open connections, by kind.");
     for (s, id) in shards {
-        for kind in ConnKind::ALL {
+        for &kind in ConnKind::ALL {
             let labels = [("shard", id.as_str()), ("kind", kind.name())];
             w.sample("connections", &labels, s.tallies.connections(kind));
         }
@@ -1442,8 +1446,8 @@ fn write_gauges(w: &mut PromWriter, shards: &[LabelledShard<'_>]) {
         "Registry sizes (pairs, sessions, tickets, server slots): this shard's share.",
     );
     for (s, id) in shards {
-        for &(key, n) in &s.tallies.gauges {
-            w.sample("registry", &[("shard", id), ("name", key)], n);
+        for (key, n) in s.tallies.gauges.iter() {
+            w.sample("registry", &[("shard", id), ("name", key.name())], n);
         }
     }
 }
@@ -1464,7 +1468,7 @@ fn write_latencies(w: &mut PromWriter, shards: &[LabelledShard<'_>]) {
     );
     for (s, id) in shards {
         for (mode, h) in &s.latencies.forward_by_mode {
-            w.histogram(by_mode, &[("shard", id), ("mode", mode)], h);
+            w.histogram(by_mode, &[("shard", id), ("mode", mode.name())], h);
         }
     }
 }
@@ -1498,13 +1502,13 @@ impl HealthMirror {
         slot.store(open, Ordering::Relaxed);
     }
 
-    /// This shard's share of gauge `name` is now `value` (other gauges are ignored).
-    pub fn gauge(&self, name: &str, value: i64) {
-        let slot = match name {
-            "pairs" => &self.pairs,
-            "sessions" => &self.sessions,
-            "tickets" => &self.tickets,
-            _ => return,
+    /// This shard's share of `gauge` is now `value` (other gauges are ignored).
+    pub fn gauge(&self, gauge: Gauge, value: i64) {
+        let slot = match gauge {
+            Gauge::Pairs => &self.pairs,
+            Gauge::Sessions => &self.sessions,
+            Gauge::Tickets => &self.tickets,
+            Gauge::ServerSlots | Gauge::WsSessions => return,
         };
         slot.store(value, Ordering::Relaxed);
     }
@@ -1590,7 +1594,7 @@ pub enum HistId {
     /// `handoff`.
     Handoff,
     /// `forward_by_mode[mode]`.
-    Mode(&'static str),
+    Mode(Style),
 }
 
 /// Round 1 for one histogram: the shard's own summary and its coarse cell counts.
@@ -1695,7 +1699,7 @@ impl ShardStats {
                 forward_by_mode: live
                     .forward_by_mode
                     .iter()
-                    .map(|(mode, _)| (*mode, of(HistId::Mode(mode))))
+                    .map(|(mode, _)| (*mode, of(HistId::Mode(*mode))))
                     .collect(),
             },
         }
@@ -1806,8 +1810,8 @@ impl StatsPlan {
         let mut ids = vec![HistId::Forward, HistId::Handshake, HistId::Handoff];
         for r in &reports {
             for (mode, _) in &r.latencies.forward_by_mode {
-                if !ids.contains(&HistId::Mode(mode)) {
-                    ids.push(HistId::Mode(mode));
+                if !ids.contains(&HistId::Mode(*mode)) {
+                    ids.push(HistId::Mode(*mode));
                 }
             }
         }
@@ -1983,7 +1987,11 @@ impl JsonTallies {
             handshake: l.handshake,
             handoff: l.handoff,
         };
-        out.forward_by_mode = l.forward_by_mode.into_iter().collect();
+        out.forward_by_mode = l
+            .forward_by_mode
+            .into_iter()
+            .map(|(m, h)| (m.name(), h))
+            .collect();
         out
     }
 }
@@ -2012,22 +2020,22 @@ mod tests {
         s.accepted();
         s.handed_off();
         s.adopted();
-        s.rejected("not_found");
-        s.rejected("not_found");
-        s.rejected("head_too_large");
-        s.dropped("unknown_conn_id");
-        s.event("codes_minted");
-        s.gauge_add("pairs", 3);
-        s.gauge_add("pairs", -1);
+        s.rejected(Rejected::NotFound);
+        s.rejected(Rejected::NotFound);
+        s.rejected(Rejected::HeadTooLarge);
+        s.dropped(Dropped::UnknownConnId);
+        s.event(Event::CodesMinted);
+        s.gauge_add(Gauge::Pairs, 3);
+        s.gauge_add(Gauge::Pairs, -1);
         s.conn_opened(ConnKind::Binary);
         s.conn_opened(ConnKind::Phone);
         s.conn_opened(ConnKind::Phone);
         s.message_in(100);
         s.message_out(40);
         s.message_out(60);
-        s.record_forward("server_id", 10);
-        s.record_forward("server_id", 20);
-        s.record_forward("pair", 1000);
+        s.record_forward(Style::ServerId, 10);
+        s.record_forward(Style::ServerId, 20);
+        s.record_forward(Style::Pair, 1000);
         s.record_handshake(500);
         s.record_handoff(7);
         s
@@ -2054,13 +2062,13 @@ mod tests {
         assert_eq!(snap.accepted, 2);
         assert_eq!(snap.handoffs, 1);
         assert_eq!(snap.adopted, 1);
-        assert_eq!(lookup(&snap.rejected, "not_found"), 2);
-        assert_eq!(lookup(&snap.rejected, "head_too_large"), 1);
-        assert_eq!(lookup(&snap.dropped, "unknown_conn_id"), 1);
-        assert_eq!(lookup(&snap.events, "codes_minted"), 1);
-        assert_eq!(snap.gauge("pairs"), 2);
-        assert_eq!(snap.gauge("sessions"), 0);
-        assert_eq!(s.gauge("pairs"), 2);
+        assert_eq!(snap.rejected.get(Rejected::NotFound), 2);
+        assert_eq!(snap.rejected.get(Rejected::HeadTooLarge), 1);
+        assert_eq!(snap.dropped.get(Dropped::UnknownConnId), 1);
+        assert_eq!(snap.events.get(Event::CodesMinted), 1);
+        assert_eq!(snap.gauge(Gauge::Pairs), 2);
+        assert_eq!(snap.gauge(Gauge::Sessions), 0);
+        assert_eq!(s.gauge(Gauge::Pairs), 2);
         assert_eq!(snap.connections(ConnKind::Phone), 2);
         assert_eq!(s.connections(ConnKind::Binary), 1);
         assert_eq!(snap.connections(ConnKind::Echo), 0);
@@ -2069,7 +2077,7 @@ mod tests {
         assert_eq!(snap.forward.len(), 3);
         assert_eq!((snap.forward.min(), snap.forward.max()), (10, 1000));
         assert_eq!(snap.forward_by_mode.len(), 2);
-        assert_eq!(snap.forward_by_mode[0].0, "server_id");
+        assert_eq!(snap.forward_by_mode[0].0, Style::ServerId);
         assert_eq!(snap.forward_by_mode[0].1.len(), 2);
         assert_eq!(snap.forward_by_mode[1].1.max(), 1000);
         assert_eq!((snap.handshake.len(), snap.handshake.max()), (1, 500));
@@ -2077,14 +2085,35 @@ mod tests {
     }
 
     #[test]
-    fn keys_match_by_content_not_address() {
-        let mut s = ShardStats::new(0);
-        let owned = String::from("not_found");
-        // A &'static str with the same text at a different address.
-        let leaked: &'static str = Box::leak(owned.into_boxed_str());
-        s.rejected("not_found");
-        s.rejected(leaked);
-        assert_eq!(s.snapshot().rejected, vec![("not_found", 2)]);
+    fn counts_list_keys_in_first_counted_order_and_absorb_by_key() {
+        let mut a: Counts<Rejected, u64> = Counts::new();
+        a.add(Rejected::PairFull, 1);
+        a.add(Rejected::NotFound, 2);
+        a.add(Rejected::PairFull, 1);
+        let order: Vec<_> = a.iter().collect();
+        assert_eq!(order, [(Rejected::PairFull, 2), (Rejected::NotFound, 2)]);
+        assert!(!a.contains(Rejected::Unauthorized));
+        assert_eq!(a.get(Rejected::Unauthorized), 0);
+        let mut b: Counts<Rejected, u64> = Counts::new();
+        b.add(Rejected::Unauthorized, 1);
+        b.absorb(&a);
+        let order: Vec<_> = b.iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            order,
+            [
+                Rejected::Unauthorized,
+                Rejected::PairFull,
+                Rejected::NotFound
+            ]
+        );
+        let mut g: Counts<Gauge, i64> = Counts::new();
+        g.add(Gauge::Pairs, 1);
+        g.add(Gauge::Pairs, -1);
+        assert!(
+            g.contains(Gauge::Pairs),
+            "a gauge back at zero is still listed"
+        );
+        assert_eq!(g.iter().collect::<Vec<_>>(), [(Gauge::Pairs, 0)]);
     }
 
     #[test]
@@ -2101,7 +2130,7 @@ mod tests {
     #[test]
     fn out_of_range_latencies_clamp_instead_of_failing() {
         let mut s = ShardStats::new(0);
-        s.record_forward("echo", u64::MAX);
+        s.record_forward(Style::Echo, u64::MAX);
         s.record_handshake(0);
         s.record_handoff(HIST_HIGH_MICROS * 10);
         let snap = s.snapshot();
@@ -2118,20 +2147,20 @@ mod tests {
     #[test]
     fn steady_state_recording_does_not_grow_any_buffer() {
         let mut s = ShardStats::new(0);
-        s.record_forward("pair", 5);
-        s.rejected("x");
+        s.record_forward(Style::Pair, 5);
+        s.rejected(Rejected::NotFound);
         let modes_cap = s.live.forward_by_mode.capacity();
-        let rejected_cap = s.live.rejected.capacity();
+        let rejected_cap = s.live.rejected.order.capacity();
         let slots = s.live.forward.distinct_values();
         let mode_slots = s.live.forward_by_mode[0].1.distinct_values();
         for v in [0, 1, 999, 123_456, HIST_HIGH_MICROS, u64::MAX] {
-            s.record_forward("pair", v);
+            s.record_forward(Style::Pair, v);
             s.message_in(v as usize);
             s.message_out(7);
-            s.rejected("x");
+            s.rejected(Rejected::NotFound);
         }
         assert_eq!(s.live.forward_by_mode.capacity(), modes_cap);
-        assert_eq!(s.live.rejected.capacity(), rejected_cap);
+        assert_eq!(s.live.rejected.order.capacity(), rejected_cap);
         assert_eq!(s.live.forward.distinct_values(), slots);
         assert_eq!(s.live.forward_by_mode[0].1.distinct_values(), mode_slots);
     }
@@ -2140,21 +2169,21 @@ mod tests {
     fn merge_sums_counters_and_merges_histograms() {
         let a = busy_shard(0);
         let mut b = busy_shard(1);
-        b.rejected("over_capacity");
-        b.record_forward("echo", 40_000);
+        b.rejected(Rejected::OverCapacity);
+        b.record_forward(Style::Echo, 40_000);
         b.record_handshake(3);
-        b.gauge_add("sessions", 5);
+        b.gauge_add(Gauge::Sessions, 5);
         b.conn_closed(ConnKind::Phone);
         let total = StatsSnapshot::merge(&[a.snapshot(), b.snapshot()]);
         assert_eq!(total.shards, 2);
         assert_eq!(total.accepted, 4);
         assert_eq!(total.handoffs, 2);
         assert_eq!(total.adopted, 2);
-        assert_eq!(lookup(&total.rejected, "not_found"), 4);
-        assert_eq!(lookup(&total.rejected, "over_capacity"), 1);
-        assert_eq!(lookup(&total.dropped, "unknown_conn_id"), 2);
-        assert_eq!(total.gauge("pairs"), 4);
-        assert_eq!(total.gauge("sessions"), 5);
+        assert_eq!(total.rejected.get(Rejected::NotFound), 4);
+        assert_eq!(total.rejected.get(Rejected::OverCapacity), 1);
+        assert_eq!(total.dropped.get(Dropped::UnknownConnId), 2);
+        assert_eq!(total.gauge(Gauge::Pairs), 4);
+        assert_eq!(total.gauge(Gauge::Sessions), 5);
         assert_eq!(total.connections(ConnKind::Phone), 3);
         assert_eq!((total.bytes_in, total.bytes_out), (200, 200));
         assert_eq!(total.forward.len(), 7);
@@ -2162,13 +2191,13 @@ mod tests {
         assert_eq!(total.forward.min(), 10);
         assert_eq!((total.handshake.len(), total.handshake.min()), (3, 3));
         assert_eq!(total.handshake.max(), 500);
-        let mode = |m: &str| {
+        let mode = |m: Style| {
             let (_, h) = total.forward_by_mode.iter().find(|(k, _)| *k == m).unwrap();
             (h.len(), h.max())
         };
-        assert_eq!(mode("server_id"), (4, 20));
-        assert_eq!(mode("pair"), (2, 1000));
-        assert_eq!(mode("echo").0, 1);
+        assert_eq!(mode(Style::ServerId), (4, 20));
+        assert_eq!(mode(Style::Pair), (2, 1000));
+        assert_eq!(mode(Style::Echo).0, 1);
     }
 
     #[test]
@@ -2209,7 +2238,7 @@ mod tests {
         let report = s.stats_report();
         assert_eq!(report.tallies.accepted, 2);
         assert_eq!(report.tallies.messages_out, 2);
-        assert_eq!(lookup(&report.tallies.rejected, "not_found"), 2);
+        assert_eq!(report.tallies.rejected.get(Rejected::NotFound), 2);
         assert_eq!(report.tallies.connections(ConnKind::Phone), 2);
         let l = &report.latencies;
         assert!(l.forward.buckets.is_empty() && l.handshake.buckets.is_empty());
@@ -2221,8 +2250,8 @@ mod tests {
             before,
             "the exported histogram keeps its samples"
         );
-        s.record_forward("pair", 9);
-        s.record_forward("echo", 5); // a mode first seen after the reset
+        s.record_forward(Style::Pair, 9);
+        s.record_forward(Style::Echo, 5); // a mode first seen after the reset
         let reports = [s.stats_report(), busy_shard(1).stats_report()];
         let v: Value = serde_json::from_str(&render_json(1, &reports)).unwrap();
         assert_eq!(
@@ -2249,7 +2278,7 @@ mod tests {
         let fresh = busy_shard(0);
         let mut old = busy_shard(0);
         for i in 0..1_000_000u64 {
-            old.record_forward("pair", 10 + i % 3);
+            old.record_forward(Style::Pair, 10 + i % 3);
         }
         let (a, b) = (fresh.metrics_report(), old.metrics_report());
         assert_eq!(
@@ -2267,7 +2296,7 @@ mod tests {
         assert_eq!(b.latencies.forward.count(), 1_000_003);
         let mut few = busy_shard(0);
         for i in 0..1_000u64 {
-            few.record_forward("pair", 10 + i % 3);
+            few.record_forward(Style::Pair, 10 + i % 3);
         }
         let r = few.stats_report();
         assert_eq!(r.latencies.forward.buckets.len(), 5, "plus 11 and 12 µs");
@@ -2300,7 +2329,7 @@ mod tests {
         let mut shards = [ShardStats::new(0), ShardStats::new(1)];
         for (n, s) in shards.iter_mut().enumerate() {
             for v in lat(0x9E37_79B9 + n as u64, [n0, n1][n]) {
-                s.record_forward("pair", v);
+                s.record_forward(Style::Pair, v);
                 s.record_handshake(v / 7);
             }
         }
@@ -2370,7 +2399,7 @@ mod tests {
             for (i, s) in shards.iter_mut().enumerate() {
                 for _ in 0..n * (i + 1) {
                     let v = 1 + next() % spread;
-                    s.record_forward(["pair", "echo"][(v % 2) as usize], v);
+                    s.record_forward([Style::Pair, Style::Echo][(v % 2) as usize], v);
                     s.record_handshake(v / 3);
                 }
             }
@@ -2378,16 +2407,20 @@ mod tests {
             // The reference: shard 0 whole, shard 1 minus its mark, merged by HDR.
             let mut want = StatsSnapshot::merge(&[shards[0].snapshot()]);
             let one = shards[1].snapshot();
-            for id in [HistId::Forward, HistId::Handshake, HistId::Mode("pair")] {
+            for id in [
+                HistId::Forward,
+                HistId::Handshake,
+                HistId::Mode(Style::Pair),
+            ] {
                 let mine = one.since_view(id).unwrap();
                 let total = match id {
                     HistId::Forward => &mut want.forward,
                     HistId::Handshake => &mut want.handshake,
-                    _ => want.mode_histogram("pair"),
+                    _ => want.mode_histogram(Style::Pair),
                 };
                 merge_histogram(total, &mine);
             }
-            let pair = want.mode_histogram("pair").clone();
+            let pair = want.mode_histogram(Style::Pair).clone();
             let checks = [
                 (&v["totals"]["histograms"]["forward"], &want.forward),
                 (&v["totals"]["histograms"]["handshake"], &want.handshake),
@@ -2525,8 +2558,8 @@ mod tests {
     #[test]
     fn json_values_are_the_merged_and_per_shard_tallies() {
         let mut b = busy_shard(1);
-        b.rejected("over_capacity");
-        b.gauge_add("pairs", -3);
+        b.rejected(Rejected::OverCapacity);
+        b.gauge_add(Gauge::Pairs, -3);
         let snaps = [busy_shard(0).stats_report(), b.stats_report()];
         let v: Value = serde_json::from_str(&render_json(1, &snaps)).unwrap();
         let t = &v["totals"];
@@ -2627,7 +2660,7 @@ mod tests {
     #[test]
     fn prometheus_parses_and_has_per_shard_samples() {
         let mut b = busy_shard(1);
-        b.record_forward("pair", 2000);
+        b.record_forward(Style::Pair, 2000);
         let body = render_prometheus(77, &[busy_shard(0).metrics_report(), b.metrics_report()]);
         let s = scrape(&body);
         assert_eq!(sample_value(&s, "shardrelay_uptime_seconds", &[]), 77.0);
@@ -2722,29 +2755,23 @@ mod tests {
 
     #[test]
     fn prometheus_label_values_are_escaped() {
-        let mut s = ShardStats::new(0);
-        s.dropped("a\"b\\c\nd");
-        let body = render_prometheus(0, &[s.metrics_report()]);
-        let line = body
-            .lines()
-            .find(|l| l.starts_with("shardrelay_dropped_total{"))
-            .unwrap();
-        assert_eq!(
-            line,
-            r#"shardrelay_dropped_total{shard="0",reason="a\"b\\c\nd"} 1"#
-        );
-        // Still one line per sample, and the parser still reads the sample.
-        assert_eq!(
-            body.lines()
-                .filter(|l| l.contains("dropped_total{"))
-                .count(),
-            1
-        );
-        let parsed = scrape(&body);
-        assert!(parsed
-            .samples
-            .iter()
-            .any(|x| x.metric == "shardrelay_dropped_total"));
+        let mut out = String::new();
+        escape_label_value(&mut out, "a\"b\\c\nd");
+        assert_eq!(out, r#"a\"b\\c\nd"#);
+        // Every key the relay counts is a plain label value that needs no escaping.
+        let names = (Rejected::ALL.iter().map(|k| k.name()))
+            .chain(Dropped::ALL.iter().map(|k| k.name()))
+            .chain(Event::ALL.iter().map(|k| k.name()))
+            .chain(Gauge::ALL.iter().map(|k| k.name()))
+            .chain(Style::ALL.iter().map(|k| k.name()))
+            .chain(ConnKind::ALL.iter().map(|k| k.name()));
+        for name in names {
+            assert!(
+                name.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "{name}"
+            );
+        }
     }
 
     #[test]
@@ -2762,5 +2789,94 @@ mod tests {
             v.write_to(&mut out);
             assert_eq!(out, text);
         }
+    }
+}
+
+/// The renderings pinned byte for byte against bodies captured before the metric keys
+/// became enums (the Grafana dashboard, `promtool` checks and jq scripts read them).
+#[cfg(test)]
+mod golden {
+    use super::*;
+
+    /// Two shards with a bit of everything, keys counted in a mixed order.
+    fn shards() -> [ShardStats; 2] {
+        let mk = |id| {
+            let mut s = ShardStats::new(id);
+            s.accepted();
+            s.handed_off();
+            s.adopted();
+            s.rejected(Rejected::NotFound);
+            s.rejected(Rejected::HeadTooLarge);
+            s.rejected(Rejected::NotFound);
+            s.dropped(Dropped::UnknownConnId);
+            s.dropped(Dropped::TextInPair);
+            s.event(Event::PairsMatched);
+            s.event(Event::CodesMinted);
+            s.event(Event::Takeovers);
+            s.gauge_add(Gauge::Sessions, 2);
+            s.gauge_add(Gauge::Pairs, 1);
+            s.gauge_add(Gauge::Pairs, -1);
+            s.conn_opened(ConnKind::Phone);
+            s.conn_opened(ConnKind::Binary);
+            s.message_in(10);
+            s.message_out(20);
+            s.record_forward(Style::Session, 30);
+            s.record_forward(Style::Pair, 1000);
+            s.record_forward(Style::Echo, 7);
+            s.record_handshake(300);
+            s.record_handoff(12);
+            s
+        };
+        let a = mk(0);
+        let mut b = mk(1);
+        b.event(Event::AcceptErrors);
+        b.record_forward(Style::ServerId, 99);
+        [a, b]
+    }
+
+    /// `body` with the process-wide memory figures (other tests move them) as captured.
+    fn pinned_memory(body: &str, json: bool) -> String {
+        let (used, limit) = (crate::memory::used(), crate::memory::limit());
+        if json {
+            body.replace(
+                &format!(r#""memory":{{"used_bytes":{used},"limit_bytes":{limit}}}"#),
+                r#""memory":{"used_bytes":0,"limit_bytes":0}"#,
+            )
+        } else {
+            body.replace(
+                &format!("shardrelay_memory_used_bytes {used}\n"),
+                "shardrelay_memory_used_bytes 0\n",
+            )
+            .replace(
+                &format!("shardrelay_memory_limit_bytes {limit}\n"),
+                "shardrelay_memory_limit_bytes 0\n",
+            )
+        }
+    }
+
+    #[test]
+    fn stats_and_metrics_bodies_are_byte_identical_to_the_pinned_ones() {
+        if cfg!(feature = "alloc-count") {
+            return; // that build adds `allocations`, which the pinned body lacks
+        }
+        let [a, b] = shards();
+        let recorded = render_json_with(
+            5,
+            &[a.stats_report(), b.stats_report()],
+            JsonOptions { recorded: true },
+        );
+        let want = include_str!("stats/golden/stats_recorded.json");
+        assert_eq!(pinned_memory(&recorded, true), want);
+        let plan = StatsPlan::new(vec![a.coarse_report(), b.coarse_report()]);
+        let asked = plan.asked();
+        let fine = vec![a.fine_counts(&asked), b.fine_counts(&asked)];
+        let plain = plan.render(5, &fine);
+        assert_eq!(
+            pinned_memory(&plain, true),
+            include_str!("stats/golden/stats.json")
+        );
+        let metrics = render_prometheus(5, &[a.metrics_report(), b.metrics_report()]);
+        let want = include_str!("stats/golden/metrics.txt");
+        assert_eq!(pinned_memory(&metrics, false), want);
     }
 }

@@ -8,12 +8,13 @@ use std::time::Instant;
 
 use crate::modes::Role;
 use crate::shard::Shard;
+use crate::stats::{Dropped, Event, Gauge, Style};
 use crate::ws::codec::{MessageKind, OpCode};
 use crate::ws::conn::{Arrival, Conn, OutFrame, Pause};
 use crate::ws::payload::Payload;
 
 /// The style's name in `/stats` (`forward_by_mode`).
-const MODE: &str = "pair";
+const MODE: Style = Style::Pair;
 
 /// The pairs this shard owns.
 #[derive(Debug, Default)]
@@ -135,8 +136,8 @@ pub fn on_upgrade(shard: &Rc<Shard>, conn: Rc<Conn>, code: Vec<u8>, leftover: Ve
             None => {
                 reg.pairs.insert(code.clone(), new_pair(conn.clone()));
                 let mut stats = shard.stats.borrow_mut();
-                stats.gauge_add("pairs", 1);
-                stats.event("pairs_created");
+                stats.gauge_add(Gauge::Pairs, 1);
+                stats.event(Event::PairsCreated);
                 Side::A
             }
             Some(pair) => {
@@ -179,7 +180,7 @@ fn join(shard: &Rc<Shard>, pair: &mut Pair, conn: &Rc<Conn>, side: Side) {
         }
         waiting.arrival.release();
     }
-    shard.stats.borrow_mut().event("pairs_matched");
+    shard.stats.borrow_mut().event(Event::PairsMatched);
 }
 
 /// A message from one side: binary goes to the peer verbatim (or waits for it), text is
@@ -193,7 +194,7 @@ pub fn on_message(
     read_at: Instant,
 ) {
     if kind == MessageKind::Text {
-        shard.stats.borrow_mut().dropped("text_in_pair");
+        shard.stats.borrow_mut().dropped(Dropped::TextInPair);
         return;
     }
     let mut reg = shard.pairs.borrow_mut();
@@ -240,7 +241,7 @@ pub fn on_gone(shard: &Rc<Shard>, conn: &Rc<Conn>, role: PairRole) {
     let Some(pair) = shard.pairs.borrow_mut().pairs.remove(&role.code) else {
         return;
     };
-    shard.stats.borrow_mut().gauge_add("pairs", -1);
+    shard.stats.borrow_mut().gauge_add(Gauge::Pairs, -1);
     pair.release_waiter();
     let Some(peer) = pair.side(role.side.other()) else {
         return;
@@ -285,7 +286,7 @@ fn close_over_share(shard: &Rc<Shard>, now: Instant) {
         }
     }
     for lone in over {
-        shard.stats.borrow_mut().event("not_reading");
+        shard.stats.borrow_mut().event(Event::NotReading);
         lone.close_not_reading(shard);
     }
 }
@@ -308,8 +309,8 @@ fn expire(shard: &Rc<Shard>, now: Instant) {
         let Some(pair) = reg.pairs.remove(&code) else {
             continue;
         };
-        shard.stats.borrow_mut().gauge_add("pairs", -1);
-        shard.stats.borrow_mut().event("pairs_expired");
+        shard.stats.borrow_mut().gauge_add(Gauge::Pairs, -1);
+        shard.stats.borrow_mut().event(Event::PairsExpired);
         pair.release_waiter();
         for side in [Side::A, Side::B] {
             if let Some(lone) = pair.side(side) {

@@ -17,12 +17,13 @@ use serde_json::value::RawValue;
 use crate::logging::escaped;
 use crate::modes::Role;
 use crate::shard::Shard;
+use crate::stats::{Dropped, Event, Gauge, Style};
 use crate::ws::codec::{MessageKind, OpCode};
 use crate::ws::conn::{Conn, OutFrame, Overflow};
 use crate::ws::payload::Payload;
 
 /// The rendezvous style's name in `/stats` (`forward_by_mode`).
-const MODE: &str = "server_id";
+const MODE: Style = Style::ServerId;
 
 /// Closing the envelope a phone's message is embedded in.
 const ENVELOPE_SUFFIX: &[u8] = b"}";
@@ -121,7 +122,7 @@ pub fn on_binary(shard: &Rc<Shard>, conn: Rc<Conn>, server_id: &str, leftover: V
         match reg.slots.get_mut(&sid) {
             None => {
                 reg.slots.insert(sid.clone(), new_slot(conn.clone()));
-                shard.stats.borrow_mut().gauge_add("server_slots", 1);
+                shard.stats.borrow_mut().gauge_add(Gauge::ServerSlots, 1);
                 set_holder(&conn, &sid);
                 tracing::debug!(shard = shard.id, server_id = %escaped(&sid), "binary claimed server-id");
             }
@@ -132,7 +133,7 @@ pub fn on_binary(shard: &Rc<Shard>, conn: Rc<Conn>, server_id: &str, leftover: V
             Some(slot) if slot.claimant.is_some() => {
                 *conn.role.borrow_mut() = Role::Detached;
                 conn.close(shard, 4409, "server-id already claimed");
-                shard.stats.borrow_mut().event("claims_refused");
+                shard.stats.borrow_mut().event(Event::ClaimsRefused);
             }
             Some(slot) => start_probe(shard, slot, &conn, &sid, now),
         }
@@ -169,7 +170,7 @@ fn take_over(shard: &Rc<Shard>, slot: &mut ServerSlot, newcomer: &Rc<Conn>, sid:
     slot.grace_until = None;
     slot.claimant = None;
     set_holder(newcomer, sid);
-    shard.stats.borrow_mut().event("takeovers");
+    shard.stats.borrow_mut().event(Event::Takeovers);
 }
 
 /// A second binary for a live slot: ping the holder and wait up to `--takeover-probe`.
@@ -211,7 +212,7 @@ pub fn on_incumbent_answered(shard: &Rc<Shard>, holder: &Rc<Conn>) {
     if let Some((claimant, _)) = slot.claimant.take() {
         *claimant.role.borrow_mut() = Role::Detached;
         claimant.close(shard, 4409, "server-id already claimed");
-        shard.stats.borrow_mut().event("claims_refused");
+        shard.stats.borrow_mut().event(Event::ClaimsRefused);
     }
 }
 
@@ -235,11 +236,11 @@ pub fn on_phone(
         match sid.and_then(|sid| Some((reg.slots.get_mut(&sid)?, sid))) {
             None => {
                 conn.close(shard, 4404, "no server with that id");
-                shard.stats.borrow_mut().event("phones_no_server");
+                shard.stats.borrow_mut().event(Event::PhonesNoServer);
             }
             Some((slot, _)) if slot.phones.len() >= max_phones => {
                 conn.close(shard, 4429, "too many phones for server-id");
-                shard.stats.borrow_mut().event("phones_over_cap");
+                shard.stats.borrow_mut().event(Event::PhonesOverCap);
             }
             Some((slot, sid)) => {
                 let (conn_id, role) = attach_phone(slot, sid);
@@ -297,13 +298,13 @@ pub fn on_phone_message(
     read_at: Instant,
 ) {
     if !is_json(kind, payload) {
-        shard.stats.borrow_mut().dropped("phone_not_json");
+        shard.stats.borrow_mut().dropped(Dropped::PhoneNotJson);
         conn.failed.set(true);
         conn.close(shard, 1007, "message is not JSON");
         return;
     }
     let Some(binary) = holder_of(shard, &phone.server_id) else {
-        shard.stats.borrow_mut().dropped("slot_in_grace");
+        shard.stats.borrow_mut().dropped(Dropped::SlotInGrace);
         return;
     };
     let frame = OutFrame::message(
@@ -313,7 +314,7 @@ pub fn on_phone_message(
         ENVELOPE_SUFFIX,
     );
     if !binary.send(shard, frame.relayed(read_at, MODE)) {
-        shard.stats.borrow_mut().dropped("binary_closing");
+        shard.stats.borrow_mut().dropped(Dropped::BinaryClosing);
     }
 }
 
@@ -426,12 +427,12 @@ pub fn on_binary_message(
     read_at: Instant,
 ) {
     if !binary.holds {
-        shard.stats.borrow_mut().dropped("claim_pending");
+        shard.stats.borrow_mut().dropped(Dropped::ClaimPending);
         return;
     }
     match parse_envelope(kind, payload) {
-        None => shard.stats.borrow_mut().dropped("malformed_envelope"),
-        Some(Command::PushWake) => shard.stats.borrow_mut().event("push_wake"),
+        None => shard.stats.borrow_mut().dropped(Dropped::MalformedEnvelope),
+        Some(Command::PushWake) => shard.stats.borrow_mut().event(Event::PushWake),
         Some(Command::ToPhone {
             conn_id,
             frame,
@@ -457,7 +458,7 @@ fn to_phone(
             .cloned()
     };
     let Some(phone) = phone else {
-        shard.stats.borrow_mut().dropped("unknown_conn_id");
+        shard.stats.borrow_mut().dropped(Dropped::UnknownConnId);
         return;
     };
     if let Some(frame) = frame {
@@ -479,7 +480,7 @@ fn deliver_to_phone(
     read_at: Instant,
 ) {
     if phone.queued_bytes() + OutFrame::charge_for(bytes.len()) > shard.config().max_queue {
-        shard.stats.borrow_mut().dropped("phone_backlog_full");
+        shard.stats.borrow_mut().dropped(Dropped::PhoneBacklogFull);
         let role = detach_phone(shard, &binary.server_id, phone);
         if let (Some(holder), Some(role)) = (holder_of(shard, &binary.server_id), role) {
             send_close_notice(shard, &holder, &role, 1011);
@@ -490,7 +491,7 @@ fn deliver_to_phone(
     }
     let frame = OutFrame::message(OpCode::Text, None, Payload::copy_of(bytes), b"");
     if !phone.send(shard, frame.relayed(read_at, MODE)) {
-        shard.stats.borrow_mut().dropped("phone_closing");
+        shard.stats.borrow_mut().dropped(Dropped::PhoneClosing);
     }
 }
 
@@ -580,7 +581,7 @@ pub fn tick(shard: &Rc<Shard>, now: Instant) {
     }
     for sid in expired {
         reg.slots.remove(&sid);
-        shard.stats.borrow_mut().gauge_add("server_slots", -1);
+        shard.stats.borrow_mut().gauge_add(Gauge::ServerSlots, -1);
         tracing::debug!(shard = shard.id, server_id = %escaped(&sid), "grace window expired");
     }
 }

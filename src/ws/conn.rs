@@ -34,7 +34,7 @@ use crate::memory;
 use crate::modes::{self, Resume, Role};
 use crate::shard::InboxMsg;
 use crate::shard::{ConnPermit, Shard};
-use crate::stats::ConnKind;
+use crate::stats::{ConnKind, Rejected, Style};
 use crate::sys;
 use crate::ws::codec::{self, Decoder, Event, OpCode};
 use crate::ws::payload::Payload;
@@ -116,7 +116,7 @@ pub struct OutFrame {
     /// When the message this frame carries was read, for the `forward` histogram.
     read_at: Option<Instant>,
     /// The rendezvous style, for the per-mode `forward` histogram.
-    mode: &'static str,
+    mode: Option<Style>,
 }
 
 impl OutFrame {
@@ -137,7 +137,7 @@ impl OutFrame {
             body,
             suffix,
             read_at: None,
-            mode: "",
+            mode: None,
         }
     }
 
@@ -150,14 +150,14 @@ impl OutFrame {
             body: Payload::from(frame),
             suffix: b"",
             read_at: None,
-            mode: "",
+            mode: None,
         }
     }
 
     /// Mark this frame as a relayed message read at `read_at` in rendezvous style `mode`.
-    pub fn relayed(mut self, read_at: Instant, mode: &'static str) -> Self {
+    pub fn relayed(mut self, read_at: Instant, mode: Style) -> Self {
         self.read_at = Some(read_at);
-        self.mode = mode;
+        self.mode = Some(mode);
         self
     }
 
@@ -730,10 +730,10 @@ impl Conn {
             }
             n -= left;
             self.front_written.set(0);
-            if let Some(read_at) = front.read_at {
+            if let (Some(read_at), Some(mode)) = (front.read_at, front.mode) {
                 let now = *now.get_or_insert_with(Instant::now);
                 let micros = now.saturating_duration_since(read_at).as_micros() as u64;
-                stats.record_forward(front.mode, micros);
+                stats.record_forward(mode, micros);
                 stats.message_out(front.body.len());
             }
             if let Some(sent) = out.pop_front() {
@@ -911,7 +911,10 @@ pub async fn run_reader(shard: Rc<Shard>, conn: Rc<Conn>) {
     while step == Step::Continue {
         if let Some(pause) = modes::pause_for(&shard, &conn) {
             // Counted once per pause (and per tick-long re-check), never per message.
-            shard.stats.borrow_mut().event("reads_paused");
+            shard
+                .stats
+                .borrow_mut()
+                .event(crate::stats::Event::ReadsPaused);
             conn.paused.set(true);
             // Boxed: its timer would otherwise sit in every reader's future, idle or not
             // (one allocation per pause, never per message).
@@ -1187,9 +1190,9 @@ fn on_protocol_error(shard: &Rc<Shard>, conn: &Rc<Conn>, code: u16) {
     conn.failed.set(true);
     conn.discarding.set(true);
     shard.stats.borrow_mut().rejected(match code {
-        1007 => "invalid_utf8",
-        1009 => "message_too_big",
-        _ => "protocol_error",
+        1007 => Rejected::InvalidUtf8,
+        1009 => Rejected::MessageTooBig,
+        _ => Rejected::ProtocolError,
     });
     let reason = match code {
         1007 => "invalid UTF-8",

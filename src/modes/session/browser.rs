@@ -9,6 +9,7 @@ use super::messages::{ErrorCode, Message};
 use super::{reply, set_role, BrowserRole, CodeState, Resume, SessionRole};
 use crate::modes::Role;
 use crate::shard::Shard;
+use crate::stats::Event;
 use crate::ws::conn::Conn;
 
 /// Failed joins one connection may make (PROTOCOL §5): the 5th closes it. Guessing across
@@ -39,7 +40,7 @@ pub(super) fn join(shard: &Rc<Shard>, conn: &Rc<Conn>, role: BrowserRole, typed:
         failed_joins: role.failed_joins,
     };
     conn.request_transfer(owner, crate::modes::Resume::Session(resume));
-    shard.stats.borrow_mut().event("browser_handoffs");
+    shard.stats.borrow_mut().event(Event::BrowserHandoffs);
 }
 
 /// Join `code`, which this shard owns.
@@ -50,7 +51,7 @@ pub(super) fn join_here(shard: &Rc<Shard>, conn: &Rc<Conn>, mut role: BrowserRol
     };
     role.joined = Some(code);
     set_role(conn, SessionRole::Browser(role));
-    shard.stats.borrow_mut().event("joins_ok");
+    shard.stats.borrow_mut().event(Event::JoinsOk);
     let joined = Message::Joined {
         session_id: uuid::Uuid::new_v4().hyphenated().to_string().into(),
     }
@@ -90,10 +91,10 @@ pub(super) fn fail_join(
     error: ErrorCode,
 ) {
     shard.stats.borrow_mut().event(match error {
-        ErrorCode::InvalidCode => "joins_invalid_code",
-        ErrorCode::ExpiredCode => "joins_expired_code",
-        ErrorCode::RateLimited => "joins_rate_limited",
-        _ => "joins_already_joined",
+        ErrorCode::InvalidCode => Event::JoinsInvalidCode,
+        ErrorCode::ExpiredCode => Event::JoinsExpiredCode,
+        ErrorCode::RateLimited => Event::JoinsRateLimited,
+        _ => Event::JoinsAlreadyJoined,
     });
     if error != ErrorCode::RateLimited {
         shard.global.failed_join(role.client);
@@ -103,7 +104,7 @@ pub(super) fn fail_join(
     if role.failed_joins < MAX_FAILED_JOINS {
         return set_role(conn, SessionRole::Browser(role));
     }
-    shard.stats.borrow_mut().event("joins_too_many");
+    shard.stats.borrow_mut().event(Event::JoinsTooMany);
     if let Some(code) = role.joined {
         leave(shard, conn, code);
     }

@@ -8,6 +8,7 @@ use super::messages::{ErrorCode, Message};
 use super::{reply, set_role, CodeState, HostEntry, SessionRole};
 use crate::modes::Role;
 use crate::shard::Shard;
+use crate::stats::{Event, Gauge};
 use crate::ws::conn::Conn;
 
 /// A fresh code this shard owns and no live host holds.
@@ -16,7 +17,7 @@ pub(super) fn mint(shard: &Shard) -> Option<Code> {
     let code = code::mint_owned(shard, &code::SESSION, |c| reg.hosts.contains_key(c));
     drop(reg);
     if code.is_some() {
-        shard.stats.borrow_mut().event("codes_minted");
+        shard.stats.borrow_mut().event(Event::CodesMinted);
     }
     code
 }
@@ -78,7 +79,7 @@ pub(super) fn register(shard: &Rc<Shard>, conn: &Rc<Conn>, old: Code) {
 /// code was in.
 pub(super) fn remove_host(shard: &Shard, host: &Rc<Conn>, code: &Code) -> Option<CodeState> {
     let entry = take_entry(shard, host, code)?;
-    shard.stats.borrow_mut().gauge_add("sessions", -1);
+    shard.stats.borrow_mut().gauge_add(Gauge::Sessions, -1);
     Some(entry.state)
 }
 

@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use crate::modes::Role;
 use crate::shard::Shard;
+use crate::stats::{Dropped, Event, Gauge, Style};
 use crate::ws::codec::{MessageKind, OpCode};
 use crate::ws::conn::{Conn, OutFrame};
 use crate::ws::payload::Payload;
@@ -27,7 +28,7 @@ use host::{
 use messages::{ErrorCode, Invalid, Message};
 
 /// The style's name in `/stats` (`forward_by_mode`).
-const MODE: &str = "session";
+const MODE: Style = Style::Session;
 
 /// The codes this shard minted, and their deadlines.
 #[derive(Debug, Default)]
@@ -150,7 +151,7 @@ pub fn on_host(shard: &Rc<Shard>, conn: Rc<Conn>, leftover: Vec<u8>) {
     match mint(shard) {
         Some(code) => {
             open_code(shard, &conn, code);
-            shard.stats.borrow_mut().gauge_add("sessions", 1);
+            shard.stats.borrow_mut().gauge_add(Gauge::Sessions, 1);
             set_role(&conn, SessionRole::Host { code });
             send_registered(shard, &conn, &code);
         }
@@ -217,7 +218,10 @@ pub fn on_message(
     let message = match parsed {
         Ok(message) => message,
         Err(why) => {
-            shard.stats.borrow_mut().dropped("session_invalid_message");
+            shard
+                .stats
+                .borrow_mut()
+                .dropped(Dropped::SessionInvalidMessage);
             let text = ErrorCode::InvalidMessage.with_detail(&why.to_string());
             return reply(shard, conn, text);
         }
@@ -230,7 +234,10 @@ pub fn on_message(
         }
         (_, Message::Data { .. }) => forward(shard, conn, role, payload, read_at),
         (_, other) => {
-            shard.stats.borrow_mut().dropped("session_invalid_message");
+            shard
+                .stats
+                .borrow_mut()
+                .dropped(Dropped::SessionInvalidMessage);
             let side = match role {
                 SessionRole::Host { .. } => "host",
                 SessionRole::Browser(_) => "browser",
@@ -299,14 +306,14 @@ pub fn on_gone(shard: &Rc<Shard>, conn: &Rc<Conn>, role: SessionRole) {
 /// within a further TTL are closed with 4408.
 pub fn tick(shard: &Rc<Shard>, now: Instant) {
     for host in expire_due(shard, now) {
-        shard.stats.borrow_mut().event("codes_expired");
+        shard.stats.borrow_mut().event(Event::CodesExpired);
         reply(shard, &host, ErrorCode::ExpiredCode.to_text());
     }
     for host in close_due(shard, now) {
         *host.role.borrow_mut() = Role::Detached;
         let mut stats = shard.stats.borrow_mut();
-        stats.gauge_add("sessions", -1);
-        stats.event("hosts_expired");
+        stats.gauge_add(Gauge::Sessions, -1);
+        stats.event(Event::HostsExpired);
         drop(stats);
         host.close(shard, 4408, "code expired");
     }
@@ -315,7 +322,7 @@ pub fn tick(shard: &Rc<Shard>, now: Instant) {
 /// `data`: the exact text goes to the joined peer.
 fn forward(shard: &Shard, conn: &Rc<Conn>, role: &SessionRole, text: &[u8], read_at: Instant) {
     let Some(peer) = joined_peer(shard, conn, role) else {
-        shard.stats.borrow_mut().dropped("session_not_joined");
+        shard.stats.borrow_mut().dropped(Dropped::SessionNotJoined);
         return reply(shard, conn, ErrorCode::NotJoined.to_text());
     };
     let frame = OutFrame::message(OpCode::Text, None, Payload::copy_of(text), b"");

@@ -10,7 +10,7 @@ use super::{browser, reply, reply_owned, set_kind, set_role, WsRole, WsSession, 
 use crate::modes::session::code::{self, Code};
 use crate::modes::Role;
 use crate::shard::Shard;
-use crate::stats::ConnKind;
+use crate::stats::{ConnKind, Dropped, Event, Gauge};
 use crate::ws::codec::{MessageKind, OpCode};
 use crate::ws::conn::{Conn, OutFrame};
 use crate::ws::payload::Payload;
@@ -34,8 +34,8 @@ pub(super) fn register(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     shard.session_ws.borrow_mut().sessions.insert(code, session);
     {
         let mut stats = shard.stats.borrow_mut();
-        stats.event("ws_codes_minted");
-        stats.gauge_add("ws_sessions", 1);
+        stats.event(Event::WsCodesMinted);
+        stats.gauge_add(Gauge::WsSessions, 1);
     }
     set_kind(shard, conn, ConnKind::SessionHost);
     set_role(conn, WsRole::Mac { code });
@@ -55,7 +55,7 @@ pub(super) fn on_message(
         MessageKind::Binary => fan_out(shard, code, OpCode::Binary, payload, read_at),
         MessageKind::Text => match messages::parse(payload) {
             Some(Control::SessionEvent) => fan_out(shard, code, OpCode::Text, payload, read_at),
-            _ => shard.stats.borrow_mut().dropped("ws_mac_text_ignored"),
+            _ => shard.stats.borrow_mut().dropped(Dropped::WsMacTextIgnored),
         },
     }
 }
@@ -74,7 +74,7 @@ fn fan_out(shard: &Rc<Shard>, code: &Code, op: OpCode, payload: &[u8], read_at: 
             return;
         };
         if session.browsers.is_empty() {
-            return shard.stats.borrow_mut().dropped("ws_no_browsers");
+            return shard.stats.borrow_mut().dropped(Dropped::WsNoBrowsers);
         }
         let shared: Option<Rc<[u8]>> = (session.browsers.len() > 1).then(|| Rc::from(payload));
         for (_, browser) in &session.browsers {
@@ -89,7 +89,7 @@ fn fan_out(shard: &Rc<Shard>, code: &Code, op: OpCode, payload: &[u8], read_at: 
                 continue;
             }
             if !browser.send(shard, frame.relayed(read_at, MODE)) {
-                shard.stats.borrow_mut().dropped("ws_browser_closing");
+                shard.stats.borrow_mut().dropped(Dropped::WsBrowserClosing);
             }
         }
     }
@@ -112,7 +112,7 @@ pub(super) fn gone(shard: &Rc<Shard>, conn: &Rc<Conn>, code: &Code) {
     let Some(session) = session else {
         return;
     };
-    shard.stats.borrow_mut().gauge_add("ws_sessions", -1);
+    shard.stats.borrow_mut().gauge_add(Gauge::WsSessions, -1);
     for (_, browser) in session.browsers {
         *browser.role.borrow_mut() = Role::Detached;
         reply(shard, &browser, messages::ERROR_SESSION_DISCONNECTED);
