@@ -241,7 +241,7 @@ pub(super) fn write_process(w: &mut PromWriter, uptime_seconds: u64, shards: usi
     w.sample("uptime_seconds", &[], uptime_seconds);
     w.family("shards", "gauge", "Shards that answered this scrape.");
     w.sample("shards", &[], shards as u64);
-    let memory = JsonMemory::now();
+    let memory = memory_now();
     w.family(
         "memory_used_bytes",
         "gauge",

@@ -106,7 +106,7 @@ impl Coarse {
     pub(super) fn of(h: &Histogram<u64>, sum_micros: u64) -> Self {
         let mut cells = Box::new([0u64; CELLS]);
         let summary = if h.is_empty() {
-            JsonHistogram::of(&Recorded::default(), false)
+            JsonHistogram::empty()
         } else {
             for (cell, n) in cells.iter_mut().enumerate() {
                 let (start, width) = cell_start(cell);
@@ -320,7 +320,7 @@ impl StatsPlan {
                     .map(|i| &merged_fine[i])
             }))
         };
-        let empty = || JsonHistogram::of(&Recorded::default(), false);
+        let empty = || JsonHistogram::empty();
         let totals_latencies = Latencies {
             forward: totals_of(HistId::Forward).unwrap_or_else(empty),
             handshake: totals_of(HistId::Handshake).unwrap_or_else(empty),
@@ -336,18 +336,18 @@ impl StatsPlan {
         };
         let body = JsonBody {
             uptime_seconds,
-            shards: self.reports.len(),
-            totals: JsonTallies::with_summaries(&tallies, totals_latencies),
+            shards: self.reports.len() as u64,
+            totals: json_tallies_with(&tallies, totals_latencies),
             per_shard: self
                 .reports
                 .iter()
                 .map(|r| JsonShard {
-                    shard: r.tallies.shard,
-                    tallies: JsonTallies::with_summaries(&r.tallies, r.latencies.summaries()),
+                    shard: r.tallies.shard as u64,
+                    tallies: json_tallies_with(&r.tallies, r.latencies.summaries()),
                 })
                 .collect(),
             allocations: allocations(),
-            memory: JsonMemory::now(),
+            memory: memory_now(),
         };
         // Cannot fail: see `render_json_with`.
         serde_json::to_string(&body).expect("stats JSON serialises")
@@ -363,7 +363,7 @@ pub(super) fn resolve<'a>(
     fine: impl Fn(usize) -> Option<&'a [u64; CELL_BUCKETS]>,
 ) -> JsonHistogram {
     if merged.count == 0 || located.len() != 6 {
-        return JsonHistogram::of(&Recorded::default(), false);
+        return JsonHistogram::empty();
     }
     let ranks = target_ranks(merged.count);
     let h = scale();
