@@ -14,6 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+#[allow(unused_imports)] // each test file uses its own share of the model
+pub use shardrelay_stats_model::{
+    ConnKind, Dropped, Event, Gauge, Histogram, Rejected, ShardTallies, Stats, Style, Tallies,
+};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::http::HeaderValue;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -186,11 +190,39 @@ impl Relay {
         raw_http(self.admin, req.as_bytes())
     }
 
-    /// `/stats` as JSON.
+    /// `/stats` as JSON. Every read is also checked against the typed model (see
+    /// [`Relay::stats_typed`]): a body with a key the model lacks, or without one it
+    /// has, fails the test that read it.
     pub fn stats(&self) -> Value {
         let resp = self.admin_get("/stats");
         assert_eq!(resp.status, 200, "stats: {}", resp.body_text());
-        serde_json::from_slice(&resp.body).expect("stats JSON")
+        let value: Value = serde_json::from_slice(&resp.body).expect("stats JSON");
+        typed_stats(&value);
+        value
+    }
+
+    /// `GET path` (a `/stats` URL) as the typed model shared with the relay, the stats
+    /// view and the load generator: unknown or missing keys fail.
+    pub fn stats_at(&self, path: &str) -> Stats {
+        let resp = self.admin_get(path);
+        assert_eq!(resp.status, 200, "{path}: {}", resp.body_text());
+        serde_json::from_slice(&resp.body)
+            .unwrap_or_else(|e| panic!("{path} does not fit the typed model: {e}"))
+    }
+
+    /// `/stats` as the typed model.
+    pub fn stats_typed(&self) -> Stats {
+        self.stats_at("/stats")
+    }
+
+    /// The `totals` of `/stats`, typed.
+    pub fn totals(&self) -> Tallies {
+        self.stats_typed().totals
+    }
+
+    /// Wait until the typed `/stats` totals satisfy `cond` (`what` names it on timeout).
+    pub fn wait_totals(&self, what: &str, mut cond: impl FnMut(&Tallies) -> bool) {
+        wait_until(what, || cond(&self.totals()));
     }
 
     /// `/health` as JSON.
@@ -201,6 +233,7 @@ impl Relay {
     }
 
     /// A counter from `/stats` totals, by JSON pointer (e.g. `/dropped/unknown_conn_id`).
+    /// Prefer [`Relay::totals`] and the key enums in new tests.
     pub fn total(&self, pointer: &str) -> u64 {
         self.stats()["totals"]
             .pointer(pointer)
@@ -247,6 +280,17 @@ impl Drop for Relay {
 
 /// A blocking WebSocket client.
 pub type Ws = WebSocket<TcpStream>;
+
+/// `value` (a `/stats` body) as the typed model; panics, naming the mismatch, when the
+/// body has a key the model lacks or lacks one it has.
+pub fn typed_stats(value: &Value) -> Stats {
+    let stats: Stats = serde_json::from_value(value.clone())
+        .unwrap_or_else(|e| panic!("/stats does not fit the typed model: {e}"));
+    // Nothing dropped on the way in: the model written back out is the body read.
+    let back = serde_json::to_value(&stats).expect("model serialises");
+    assert_eq!(&back, value, "/stats and its typed model differ");
+    stats
+}
 
 /// Poll `cond` every few milliseconds until it holds, failing the test after 10 s.
 pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
