@@ -6,8 +6,9 @@
 //! * [`Stats`] and its parts: the `/stats` body (PROTOCOL §7). Field order is the body's
 //!   key order and the maps are keyed by enums ordered by name, so serialising a value
 //!   gives the exact bytes the relay has always sent; every struct rejects unknown fields
-//!   and none has a default, so a body that gained or lost a key fails to parse instead
-//!   of being read half-right.
+//!   and no field has a serde default (bar the optional `allocations` and `recorded`),
+//!   so a body that gained or lost a key fails to parse instead of being read half-right.
+//!   (`Default` builds an all-zero value, for tests and for clients that start empty.)
 //!
 //! This crate depends on serde alone: the load generator uses it without pulling in the
 //! relay (its runtime, parsers and allocator).
@@ -21,7 +22,7 @@ use serde::{Deserialize, Serialize};
 pub use keys::{ConnKind, Dropped, Event, Gauge, Key, Rejected, Style};
 
 /// The `/stats` body.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Stats {
     /// Seconds since the process started.
@@ -40,7 +41,7 @@ pub struct Stats {
 }
 
 /// `memory`: what clients make the relay hold, against `--memory-limit`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Memory {
     /// Bytes charged now (queues, early messages, read buffers, heads, ticket windows).
@@ -50,7 +51,7 @@ pub struct Memory {
 }
 
 /// `allocations` in an `alloc-count` build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Allocations {
     /// Allocations and reallocations since the process started.
@@ -60,7 +61,7 @@ pub struct Allocations {
 }
 
 /// One entry of `per_shard`: the shard id, then the same keys as `totals`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ShardTallies {
     /// The shard id.
     pub shard: u64,
@@ -70,7 +71,7 @@ pub struct ShardTallies {
 }
 
 /// The counter, gauge and histogram keys shared by `totals` and each `per_shard` entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tallies {
     /// Open connections by kind (every kind present, zeros included).
@@ -136,7 +137,7 @@ impl Tallies {
 }
 
 /// The `histograms` object.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Histograms {
     /// Read-to-written latency of relayed messages.
@@ -189,7 +190,7 @@ impl Histograms {
 
 /// A histogram's summary, all in microseconds (values are HDR bucket values: within
 /// 0.1 % of what was recorded). Every field is 0 for an empty histogram.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Histogram {
     /// Samples recorded.
