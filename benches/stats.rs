@@ -5,7 +5,8 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use shardrelay::stats::{
-    render_json, render_prometheus, ShardStats, StatsPlan, StatsSnapshot, CELLS,
+    render_json, render_prometheus, Dropped, Event, ShardStats, StatsPlan, StatsSnapshot, Style,
+    CELLS,
 };
 
 /// Latencies cycled through so the histogram index is not a constant (µs, 1 .. ~60 ms).
@@ -25,8 +26,19 @@ fn latencies() -> Vec<u64> {
 /// A shard that has already seen its modes, as in steady state.
 fn warm_shard() -> ShardStats {
     let mut s = ShardStats::new(0);
-    for mode in ["server_id", "pair", "session"] {
+    for mode in [Style::ServerId, Style::Pair, Style::Session] {
         s.record_forward(mode, 10);
+    }
+    // A few reasons and events already counted, as on a relay that has run a while.
+    for reason in [
+        Dropped::UnknownConnId,
+        Dropped::TextInPair,
+        Dropped::PhoneBacklogFull,
+    ] {
+        s.dropped(reason);
+    }
+    for event in [Event::PairsCreated, Event::PairsMatched, Event::NotReading] {
+        s.event(event);
     }
     s
 }
@@ -48,16 +60,23 @@ fn hot_path(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) & 1023;
             // The last of three modes: the worst case of the linear mode search.
-            s.record_forward(black_box("session"), black_box(lat[i]));
+            s.record_forward(black_box(Style::Session), black_box(lat[i]));
         })
     });
     g.bench_function("relayed_message", |b| {
         b.iter(|| {
             i = (i + 1) & 1023;
             s.message_in(black_box(100));
-            s.record_forward(black_box("server_id"), black_box(lat[i]));
+            s.record_forward(black_box(Style::ServerId), black_box(lat[i]));
             s.message_out(black_box(100));
         })
+    });
+    g.bench_function("dropped", |b| {
+        // The last reason counted: the worst case of the old by-name search.
+        b.iter(|| s.dropped(black_box(Dropped::PhoneBacklogFull)))
+    });
+    g.bench_function("event", |b| {
+        b.iter(|| s.event(black_box(Event::NotReading)))
     });
     g.finish();
 }
@@ -70,7 +89,7 @@ fn shard_with(n: usize) -> ShardStats {
     for i in 0..n {
         // Spread over the whole range and every sub-bucket: value = lat * (1 + i % 97).
         let v = lat[i & 1023] * (1 + (i as u64 % 97)) % 60_000_000;
-        s.record_forward(["pair", "server_id", "session"][i % 3], v);
+        s.record_forward([Style::Pair, Style::ServerId, Style::Session][i % 3], v);
         s.record_handshake(v / 3);
     }
     s

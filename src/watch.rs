@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use serde_json::Value;
+use shardrelay_stats_model::{ConnKind, Dropped, HistogramName, Key, Rejected, Stats};
 
 /// Limit for connecting to the admin listener (per resolved address).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -24,8 +24,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest `/stats` body read (the recorded lists of a busy relay stay far below).
 const MAX_STATS_BYTES: u64 = 16 << 20;
-/// The latency histograms shown.
-const HISTOGRAMS: [&str; 3] = ["forward", "handshake", "handoff"];
 /// Terminal control: cursor home, clear screen.
 const CLEAR_SCREEN: &str = "\x1b[H\x1b[2J";
 
@@ -94,7 +92,7 @@ pub fn load_token(
 /// Show `count` screens (0 = forever), one per interval, surviving fetch failures.
 pub fn run(options: &WatchOptions) -> Result<(), WatchError> {
     let terminal = std::io::stdout().is_terminal();
-    let mut previous: Option<(Value, Instant)> = None;
+    let mut previous: Option<(Stats, Instant)> = None;
     let mut shown = 0;
     loop {
         let screen = match fetch_stats(&options.admin, options.token.as_deref()) {
@@ -126,15 +124,14 @@ pub fn run(options: &WatchOptions) -> Result<(), WatchError> {
 }
 
 /// Whether `now` comes from a relay restarted since `before` was taken.
-fn restarted(before: &Value, now: &Value) -> bool {
-    let n = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_u64).unwrap_or(0);
-    n(now, "/uptime_seconds") < n(before, "/uptime_seconds")
-        || n(now, "/totals/accepted") < n(before, "/totals/accepted")
+fn restarted(before: &Stats, now: &Stats) -> bool {
+    now.uptime_seconds < before.uptime_seconds || now.totals.accepted < before.totals.accepted
 }
 
 /// One `GET /stats?histograms=recorded` over a plain blocking socket, trying each
-/// address `admin` resolves to.
-pub fn fetch_stats(admin: &str, token: Option<&str>) -> Result<Value, WatchError> {
+/// address `admin` resolves to; the body read as the typed model shared with the relay
+/// (a body that does not fit it is a fetch error naming the mismatch).
+pub fn fetch_stats(admin: &str, token: Option<&str>) -> Result<Stats, WatchError> {
     let fail = |why: String| WatchError::Fetch {
         addr: admin.to_owned(),
         why,
@@ -165,7 +162,8 @@ pub fn fetch_stats(admin: &str, token: Option<&str>) -> Result<Value, WatchError
             status: head.lines().next().unwrap_or_default().to_owned(),
         });
     }
-    serde_json::from_str(body).map_err(|e| fail(e.to_string()))
+    serde_json::from_str(body)
+        .map_err(|e| fail(format!("the body does not fit the /stats model: {e}")))
 }
 
 /// Connect to the first address of `admin` that answers.
@@ -194,13 +192,13 @@ pub struct Interval {
     /// Shards that answered.
     pub shards: u64,
     /// Open connections by kind (now).
-    pub connections: Vec<(String, u64)>,
+    pub connections: Vec<(ConnKind, u64)>,
     /// Counter increases (`accepted` less this tool's own fetch).
     pub counters: BTreeMap<&'static str, u64>,
     /// Refusals by reason: (this interval, since start).
-    pub rejected: Vec<(String, u64, u64)>,
+    pub rejected: Vec<(Rejected, u64, u64)>,
     /// Drops by reason: (this interval, since start).
-    pub dropped: Vec<(String, u64, u64)>,
+    pub dropped: Vec<(Dropped, u64, u64)>,
     /// Latency over the interval by histogram, µs: count, p50, p90, p99, p99.9, max.
     pub latency: Vec<(&'static str, [u64; 6])>,
 }
@@ -208,21 +206,18 @@ pub struct Interval {
 impl Interval {
     /// The view of `now` against `before`, taken `elapsed` earlier (no `before`: since
     /// the relay started).
-    pub fn between(before: Option<&Value>, now: &Value, elapsed: Duration) -> Interval {
-        let n = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_u64).unwrap_or(0);
-        let grew = |p: &str| n(now, p).saturating_sub(before.map_or(0, |b| n(b, p)));
-        let uptime = n(now, "/uptime_seconds");
+    pub fn between(before: Option<&Stats>, now: &Stats, elapsed: Duration) -> Interval {
+        let (t, earlier) = (&now.totals, before.map(|b| &b.totals));
+        let grew = |get: fn(&shardrelay_stats_model::Tallies) -> u64| {
+            get(t).saturating_sub(earlier.map_or(0, get))
+        };
         let mut counters = BTreeMap::new();
-        for name in [
-            "accepted",
-            "handoffs",
-            "messages_in",
-            "messages_out",
-            "bytes_in",
-            "bytes_out",
-        ] {
-            counters.insert(name, grew(&format!("/totals/{name}")));
-        }
+        counters.insert("accepted", grew(|t| t.accepted));
+        counters.insert("handoffs", grew(|t| t.handoffs));
+        counters.insert("messages_in", grew(|t| t.messages_in));
+        counters.insert("messages_out", grew(|t| t.messages_out));
+        counters.insert("bytes_in", grew(|t| t.bytes_in));
+        counters.insert("bytes_out", grew(|t| t.bytes_out));
         // Our own /stats fetch is one accepted admin connection per interval.
         if let Some(accepted) = counters.get_mut("accepted") {
             *accepted = accepted.saturating_sub(1);
@@ -233,15 +228,15 @@ impl Interval {
             } else {
                 0.0
             },
-            uptime,
-            shards: n(now, "/shards"),
-            connections: kinds(now),
+            uptime: now.uptime_seconds,
+            shards: now.shards,
+            connections: t.connections.iter().map(|(&k, &n)| (k, n)).collect(),
             counters,
-            rejected: reasons(before, now, "rejected"),
-            dropped: reasons(before, now, "dropped"),
-            latency: HISTOGRAMS
+            rejected: reasons(&t.rejected, earlier.map(|e| &e.rejected)),
+            dropped: reasons(&t.dropped, earlier.map(|e| &e.dropped)),
+            latency: HistogramName::ALL
                 .iter()
-                .map(|&name| (name, interval_latency(before, now, name)))
+                .map(|&name| (name.name(), interval_latency(before, now, name)))
                 .collect(),
         }
     }
@@ -259,59 +254,32 @@ impl Interval {
     }
 }
 
-/// Open connections by kind from `totals.connections`.
-fn kinds(now: &Value) -> Vec<(String, u64)> {
-    now.pointer("/totals/connections")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// A keyed counter map's reasons: (reason, this interval, since start).
-fn reasons(before: Option<&Value>, now: &Value, map: &str) -> Vec<(String, u64, u64)> {
-    let Some(reasons) = now
-        .pointer(&format!("/totals/{map}"))
-        .and_then(Value::as_object)
-    else {
-        return Vec::new();
-    };
-    reasons
-        .iter()
-        .map(|(reason, total)| {
-            let total = total.as_u64().unwrap_or(0);
-            let earlier = before
-                .and_then(|b| b.pointer(&format!("/totals/{map}/{reason}")))
-                .and_then(Value::as_u64)
-                .unwrap_or(0);
-            (reason.clone(), total.saturating_sub(earlier), total)
+fn reasons<K: Key + Ord>(
+    now: &BTreeMap<K, u64>,
+    before: Option<&BTreeMap<K, u64>>,
+) -> Vec<(K, u64, u64)> {
+    now.iter()
+        .map(|(&reason, &total)| {
+            let earlier = before.and_then(|b| b.get(&reason)).copied().unwrap_or(0);
+            (reason, total.saturating_sub(earlier), total)
         })
         .collect()
 }
 
-/// A histogram's recorded values (µs → count).
-fn recorded(stats: &Value, name: &str) -> BTreeMap<u64, u64> {
+/// A histogram's recorded values (µs → count); empty without a `recorded` list.
+fn recorded(stats: &Stats, name: HistogramName) -> BTreeMap<u64, u64> {
     let mut out: BTreeMap<u64, u64> = BTreeMap::new();
-    let pointer = format!("/totals/histograms/{name}/recorded");
-    for pair in stats
-        .pointer(&pointer)
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if let (Some(v), Some(c)) = (pair[0].as_u64(), pair[1].as_u64()) {
-            let count = out.entry(v).or_insert(0);
-            *count = count.saturating_add(c);
-        }
+    let list = stats.totals.histograms.get(name).recorded.as_deref();
+    for &(v, c) in list.unwrap_or_default() {
+        let count = out.entry(v).or_insert(0);
+        *count = count.saturating_add(c);
     }
     out
 }
 
 /// count, p50, p90, p99, p99.9 and max (µs) of what `name` recorded in the interval.
-fn interval_latency(before: Option<&Value>, now: &Value, name: &str) -> [u64; 6] {
+fn interval_latency(before: Option<&Stats>, now: &Stats, name: HistogramName) -> [u64; 6] {
     let earlier = before.map(|b| recorded(b, name)).unwrap_or_default();
     // Cannot fail: constant bounds hdrhistogram accepts (1 µs .. 60 s, 3 figures), the
     // relay's own.
@@ -384,7 +352,7 @@ pub fn render_screen(options: &WatchOptions, view: &Interval) -> String {
 }
 
 /// A reason table: `reason  this interval  since start`.
-fn render_reasons(out: &mut String, title: &str, rows: &[(String, u64, u64)]) {
+fn render_reasons<K: std::fmt::Display>(out: &mut String, title: &str, rows: &[(K, u64, u64)]) {
     let _ = writeln!(out, "{title:<18} {:>10} {:>12}", "interval", "since start");
     if rows.is_empty() {
         let _ = writeln!(out, "  (none)");
@@ -404,7 +372,6 @@ pub fn render_line(view: &Interval) -> String {
         .map(|(k, n)| format!("{k} {n}"))
         .collect();
     let total: u64 = view.connections.iter().map(|(_, n)| n).sum();
-    let sum = |rows: &[(String, u64, u64)]| rows.iter().map(|r| r.1).sum::<u64>();
     let mut latency = String::new();
     for (name, [_, p50, _, p99, _, max]) in &view.latency {
         let _ = write!(latency, " | {name} p50 {p50} p99 {p99} max {max}");
@@ -416,9 +383,14 @@ pub fn render_line(view: &Interval) -> String {
         view.rate("accepted"),
         view.rate("messages_in"),
         view.rate("messages_out"),
-        sum(&view.rejected),
-        sum(&view.dropped),
+        in_interval(&view.rejected),
+        in_interval(&view.dropped),
     )
+}
+
+/// The sum of a reason table's interval column.
+fn in_interval<K>(rows: &[(K, u64, u64)]) -> u64 {
+    rows.iter().map(|r| r.1).sum()
 }
 
 /// What is shown while the relay cannot be reached.
@@ -441,25 +413,41 @@ fn render_unreachable(options: &WatchOptions, error: &WatchError, terminal: bool
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use shardrelay_stats_model::Histogram as Summary;
 
-    fn snapshot(uptime: u64, accepted: u64, not_found: u64, recorded: Value) -> Value {
-        json!({"uptime_seconds": uptime, "shards": 2, "totals": {
-            "connections": {"binary": 1, "phone": 3, "pair": 0},
-            "accepted": accepted, "messages_in": accepted * 10,
-            "rejected": {"not_found": not_found}, "dropped": {},
-            "histograms": {"forward": {"recorded": recorded}}}})
+    fn snapshot(uptime: u64, accepted: u64, not_found: u64, recorded: &[(u64, u64)]) -> Stats {
+        let mut s = Stats {
+            uptime_seconds: uptime,
+            shards: 2,
+            ..Stats::default()
+        };
+        let t = &mut s.totals;
+        t.connections = [
+            (ConnKind::Binary, 1),
+            (ConnKind::Phone, 3),
+            (ConnKind::Pair, 0),
+        ]
+        .into_iter()
+        .collect();
+        t.accepted = accepted;
+        t.messages_in = accepted * 10;
+        t.rejected.insert(Rejected::NotFound, not_found);
+        t.histograms.forward = Summary {
+            recorded: Some(recorded.to_vec()),
+            ..Summary::default()
+        };
+        s
     }
 
     #[test]
     fn the_interval_is_the_difference_and_excludes_our_own_fetch() {
-        let before = snapshot(10, 5, 1, json!([[1000, 50]]));
-        let now = snapshot(12, 9, 4, json!([[1000, 50], [10, 9], [20, 1]]));
+        let before = snapshot(10, 5, 1, &[(1000, 50)]);
+        let now = snapshot(12, 9, 4, &[(1000, 50), (10, 9), (20, 1)]);
         let view = Interval::between(Some(&before), &now, Duration::from_secs(2));
         assert_eq!(view.seconds, 2.0);
         assert_eq!(view.counters["accepted"], 3, "4 accepted less our fetch");
         assert_eq!(view.rate("messages_in"), 20);
-        assert_eq!(view.rejected, vec![("not_found".to_owned(), 3, 4)]);
+        assert_eq!(view.rejected, vec![(Rejected::NotFound, 3, 4)]);
         let (_, forward) = view.latency[0];
         assert_eq!(
             forward,
@@ -475,15 +463,15 @@ mod tests {
 
     #[test]
     fn a_restart_starts_a_new_baseline() {
-        let before = snapshot(100, 50, 0, json!([]));
-        let after = snapshot(1, 1, 0, json!([]));
+        let before = snapshot(100, 50, 0, &[]);
+        let after = snapshot(1, 1, 0, &[]);
         assert!(restarted(&before, &after));
-        assert!(!restarted(&before, &snapshot(101, 51, 0, json!([]))));
+        assert!(!restarted(&before, &snapshot(101, 51, 0, &[])));
     }
 
     #[test]
     fn compact_lines_are_one_line_each() {
-        let view = Interval::between(None, &snapshot(3, 2, 0, json!([[7, 2]])), Duration::ZERO);
+        let view = Interval::between(None, &snapshot(3, 2, 0, &[(7, 2)]), Duration::ZERO);
         let line = render_line(&view);
         assert_eq!(line.lines().count(), 1);
         assert!(line.contains("conns 4 (binary 1, phone 3)"), "{line}");

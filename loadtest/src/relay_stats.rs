@@ -2,6 +2,11 @@
 //! blocking HTTP/1.1, `Connection: close`) at the start and at the end of the measured
 //! window, and the difference of the two: the relay's latency histograms and counters
 //! over that window only (no warm-up, no earlier runs, nobody's histograms reset).
+//!
+//! Bodies are read through the relay's typed model (`shardrelay-stats-model`, the crate
+//! the relay serialises `/stats` with): [`fetch`] refuses a body that does not fit it, and
+//! [`Window`] is computed from typed values. The `Value` accessors stay for callers that
+//! pick a figure by a name given at run time.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -10,8 +15,9 @@ use std::time::Duration;
 use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+pub use shardrelay_stats_model::{self as model, HistogramName, Stats};
 
 use crate::http::{self, Dechunker, Framing};
 use crate::stats::LatencySummary;
@@ -21,17 +27,21 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest `/stats` body accepted (per-shard sections for many shards fit easily).
 const MAX_STATS_BYTES: u64 = 16 << 20;
 /// The histograms PROTOCOL §7 promises under `totals.histograms`.
-pub const RELAY_HISTOGRAMS: [&str; 3] = ["forward", "handshake", "handoff"];
-/// The `totals` counters differenced over the window.
-const WINDOW_COUNTERS: [&str; 5] = [
-    "accepted",
-    "messages_in",
-    "messages_out",
-    "bytes_in",
-    "bytes_out",
+pub const RELAY_HISTOGRAMS: [&str; 3] = [
+    HistogramName::Forward.name(),
+    HistogramName::Handshake.name(),
+    HistogramName::Handoff.name(),
 ];
-/// The `totals` counter maps differenced over the window (summed over their keys).
-const WINDOW_COUNTER_MAPS: [&str; 2] = ["rejected", "dropped"];
+/// A `totals` counter differenced over the window: its name and how to read it.
+type WindowCounter = (&'static str, fn(&model::Tallies) -> u64);
+/// The `totals` counters differenced over the window.
+const WINDOW_COUNTERS: [WindowCounter; 5] = [
+    ("accepted", |t| t.accepted),
+    ("messages_in", |t| t.messages_in),
+    ("messages_out", |t| t.messages_out),
+    ("bytes_in", |t| t.bytes_in),
+    ("bytes_out", |t| t.bytes_out),
+];
 /// Bounds of the histograms rebuilt from `recorded` lists: the relay's own.
 const HIST_LOW_MICROS: u64 = 1;
 /// Upper bound (60 s), as the relay's.
@@ -50,56 +60,73 @@ pub struct Window {
 }
 
 impl Window {
-    /// `end - start`. Histograms without a `recorded` list in either snapshot (an
-    /// older relay) are left out.
+    /// `end - start`, read through the typed model; a snapshot that does not fit it
+    /// gives an empty window (the report then shows the since-start rows).
     pub fn between(start: &Value, end: &Value) -> Window {
+        match (typed(start), typed(end)) {
+            (Ok(start), Ok(end)) => Window::of(&start, &end),
+            _ => Window::default(),
+        }
+    }
+
+    /// `end - start`. Histograms without a `recorded` list in either snapshot are left
+    /// out.
+    pub fn of(start: &Stats, end: &Stats) -> Window {
         let mut window = Window::default();
-        for name in RELAY_HISTOGRAMS {
+        for name in HistogramName::ALL {
             let (Some(a), Some(b)) = (recorded(start, name), recorded(end, name)) else {
                 continue;
             };
             let delta = difference(&a, &b);
             window
                 .histograms
-                .insert(name.to_owned(), LatencySummary::of(&delta));
+                .insert(name.name().to_owned(), LatencySummary::of(&delta));
         }
-        let counter = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_u64).unwrap_or(0);
-        for name in WINDOW_COUNTERS {
-            let p = format!("/totals/{name}");
-            let mut grew = counter(end, &p).saturating_sub(counter(start, &p));
+        let (s, e) = (&start.totals, &end.totals);
+        for (name, get) in WINDOW_COUNTERS {
+            let mut grew = get(e).saturating_sub(get(s));
             if name == "accepted" {
                 // The end snapshot's own admin connection is not load.
                 grew = grew.saturating_sub(1);
             }
             window.counters.insert(name.to_owned(), grew);
         }
-        for map in WINDOW_COUNTER_MAPS {
-            let mut sum = 0;
-            if let Some(reasons) = end
-                .pointer(&format!("/totals/{map}"))
-                .and_then(Value::as_object)
-            {
-                for reason in reasons.keys() {
-                    let p = format!("/totals/{map}/{reason}");
-                    let grew = counter(end, &p).saturating_sub(counter(start, &p));
-                    sum += grew;
-                    if grew > 0 {
-                        window.counters.insert(format!("{map}.{reason}"), grew);
-                    }
-                }
-            }
-            window.counters.insert(map.to_owned(), sum);
-        }
+        window.reasons("rejected", &s.rejected, &e.rejected);
+        window.reasons("dropped", &s.dropped, &e.dropped);
         window
+    }
+
+    /// A reason map's growth: `map.<reason>` for each reason that grew, `map` their sum.
+    fn reasons<K: model::Key + Ord>(
+        &mut self,
+        map: &str,
+        start: &BTreeMap<K, u64>,
+        end: &BTreeMap<K, u64>,
+    ) {
+        let mut sum = 0;
+        for (reason, &n) in end {
+            let grew = n.saturating_sub(start.get(reason).copied().unwrap_or(0));
+            sum += grew;
+            if grew > 0 {
+                self.counters
+                    .insert(format!("{map}.{}", reason.name()), grew);
+            }
+        }
+        self.counters.insert(map.to_owned(), sum);
     }
 }
 
+/// A `/stats` body as the typed model; an error names what does not fit (a key the
+/// model lacks, or one it has missing).
+pub fn typed(stats: &Value) -> Result<Stats, String> {
+    Stats::deserialize(stats).map_err(|e| format!("/stats does not fit the typed model: {e}"))
+}
+
 /// A histogram's `recorded` list (`[[µs, count], …]`) as a value → count map.
-fn recorded(stats: &Value, name: &str) -> Option<BTreeMap<u64, u64>> {
-    let list = histogram(stats, name)?.get("recorded")?.as_array()?;
+fn recorded(stats: &Stats, name: HistogramName) -> Option<BTreeMap<u64, u64>> {
+    let list = stats.totals.histograms.get(name).recorded.as_ref()?;
     let mut out = BTreeMap::new();
-    for pair in list {
-        let (value, count) = (pair.get(0)?.as_u64()?, pair.get(1)?.as_u64()?);
+    for &(value, count) in list {
         *out.entry(value).or_insert(0) += count;
     }
     Some(out)
@@ -120,7 +147,8 @@ fn difference(start: &BTreeMap<u64, u64>, end: &BTreeMap<u64, u64>) -> Histogram
     h
 }
 
-/// Fetches and parses `/stats` with the histograms' `recorded` lists (for [`Window`]).
+/// Fetches and parses `/stats` with the histograms' `recorded` lists (for [`Window`]),
+/// checked against the typed model (see [`typed`]).
 pub fn fetch(admin: SocketAddr, token: Option<&str>) -> Result<Value, String> {
     fetch_path(admin, token, "/stats?histograms=recorded")
 }
@@ -181,7 +209,9 @@ fn parse_response(raw: &[u8]) -> Result<Value, String> {
             body
         }
     };
-    serde_json::from_slice(&body).map_err(|e| format!("bad JSON: {e}"))
+    let value: Value = serde_json::from_slice(&body).map_err(|e| format!("bad JSON: {e}"))?;
+    typed(&value)?;
+    Ok(value)
 }
 
 /// `totals.histograms.<name>` of a `/stats` body, if present.
@@ -272,10 +302,30 @@ fn number_map(stats: &Value, pointer: &str) -> BTreeMap<String, u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use model::{Dropped, Histogram as Summary};
+
+    /// A whole `/stats` body (every key) whose totals are shaped by `f`.
+    fn body(f: impl FnOnce(&mut model::Tallies)) -> Stats {
+        let mut stats = Stats::default();
+        f(&mut stats.totals);
+        stats
+    }
+
+    /// A summary with only a `recorded` list.
+    fn listed(recorded: &[(u64, u64)]) -> Summary {
+        Summary {
+            recorded: Some(recorded.to_vec()),
+            ..Summary::default()
+        }
+    }
 
     #[test]
     fn parses_length_and_chunked_bodies() {
-        let body = r#"{"totals":{"histograms":{"forward":{"count":3,"p50":10}}}}"#;
+        let stats = body(|t| {
+            t.histograms.forward.count = 3;
+            t.histograms.forward.p50 = 10;
+        });
+        let body = serde_json::to_string(&stats).unwrap();
         let plain = format!(
             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
@@ -287,25 +337,49 @@ mod tests {
             body.len()
         );
         assert_eq!(parse_response(chunked.as_bytes()).unwrap(), value);
-        assert!(histogram(&value, "handoff").is_none());
+        assert!(histogram(&value, "nope").is_none());
         assert!(parse_response(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n").is_err());
     }
 
     #[test]
+    fn a_body_that_does_not_fit_the_model_is_refused() {
+        let body = r#"{"totals":{"histograms":{"forward":{"count":3,"p50":10}}}}"#;
+        let plain = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let err = parse_response(plain.as_bytes()).unwrap_err();
+        assert!(err.contains("typed model"), "{err}");
+    }
+
+    #[test]
     fn the_window_is_the_end_snapshot_minus_the_start() {
-        let start = serde_json::json!({"totals":{"messages_in":100,"dropped":{"full":2},
-            "histograms":{"forward":{"recorded":[[10,50],[1000,50]]}}}});
-        let end = serde_json::json!({"totals":{"messages_in":160,"dropped":{"full":5,"x":1},
-            "histograms":{"forward":{"recorded":[[10,50],[1000,50],[20,60]]},
-                          "handshake":{"recorded":[[5,1]]}}}});
-        let w = Window::between(&start, &end);
+        let start = body(|t| {
+            t.messages_in = 100;
+            t.dropped.insert(Dropped::PhoneBacklogFull, 2);
+            t.histograms.forward = listed(&[(10, 50), (1000, 50)]);
+        });
+        let end = body(|t| {
+            t.messages_in = 160;
+            t.dropped.insert(Dropped::PhoneBacklogFull, 5);
+            t.dropped.insert(Dropped::TextInPair, 1);
+            t.histograms.forward = listed(&[(10, 50), (1000, 50), (20, 60)]);
+            t.histograms.handshake = listed(&[(5, 1)]);
+        });
+        let as_value = |s: &Stats| serde_json::to_value(s).unwrap();
+        let w = Window::between(&as_value(&start), &as_value(&end));
         let fwd = &w.histograms["forward"];
         // Only the 60 samples at 20 µs are in the window; warm-up's 1000 µs are not.
         assert_eq!((fwd.count, fwd.p99, fwd.max), (60, 20, 20));
         assert!(!w.histograms.contains_key("handshake"), "no start list");
         assert_eq!(w.counters["messages_in"], 60);
         assert_eq!(w.counters["dropped"], 4);
-        assert_eq!(w.counters["dropped.full"], 3);
+        assert_eq!(w.counters["dropped.phone_backlog_full"], 3);
+        assert_eq!(w.counters["dropped.text_in_pair"], 1);
+        let partial = serde_json::json!({"totals": {"messages_in": 1}});
+        assert!(Window::between(&partial, &as_value(&end))
+            .counters
+            .is_empty());
     }
 
     #[test]

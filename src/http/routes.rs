@@ -5,6 +5,7 @@
 use crate::config::Config;
 use crate::http::head::{Method, RequestHead};
 use crate::http::response;
+use crate::stats::Rejected;
 
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +87,7 @@ impl Route {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     /// Counted under `rejected` in `/stats`.
-    pub reason: &'static str,
+    pub reason: Rejected,
     /// The whole HTTP response.
     pub response: Vec<u8>,
 }
@@ -94,14 +95,14 @@ pub struct Refusal {
 impl Refusal {
     fn not_found() -> Self {
         Refusal {
-            reason: "not_found",
+            reason: Rejected::NotFound,
             response: response::close_response(404, "text/plain", &[], b"not found\n"),
         }
     }
 
     fn method_not_allowed(allow: &str) -> Self {
         Refusal {
-            reason: "method_not_allowed",
+            reason: Rejected::MethodNotAllowed,
             response: response::close_response(
                 405,
                 "text/plain",
@@ -114,13 +115,13 @@ impl Refusal {
     /// A third connection for a pair that has both sides (arc-relay's 409).
     pub fn pair_full() -> Self {
         Refusal {
-            reason: "pair_full",
+            reason: Rejected::PairFull,
             response: response::close_response(409, "text/plain", &[], b"pair is full"),
         }
     }
 
     /// A malformed request parameter: `400` with a short body.
-    fn bad_request(reason: &'static str, body: &'static str) -> Self {
+    fn bad_request(reason: Rejected, body: &'static str) -> Self {
         Refusal {
             reason,
             response: response::close_response(400, "text/plain", &[], body.as_bytes()),
@@ -130,7 +131,7 @@ impl Refusal {
     /// A missing or mis-shaped ticket: `401`.
     fn bad_ticket() -> Self {
         Refusal {
-            reason: "bad_ticket",
+            reason: Rejected::BadTicket,
             response: response::close_response(
                 401,
                 "application/json",
@@ -143,7 +144,7 @@ impl Refusal {
     /// A required header is missing or empty: `400` with an empty body (pyrycode's shape).
     fn missing_header() -> Self {
         Refusal {
-            reason: "missing_header",
+            reason: Rejected::MissingHeader,
             response: response::close_response(400, "text/plain", &[], b""),
         }
     }
@@ -214,7 +215,7 @@ fn pair_code(head: &RequestHead) -> Result<Vec<u8>, Refusal> {
     match head.query_param("pair") {
         Some(Ok(code)) if !code.is_empty() && code.len() <= MAX_PAIR_CODE => Ok(code),
         _ => Err(Refusal::bad_request(
-            "bad_pair_code",
+            Rejected::BadPairCode,
             "pair code must be 1-256 bytes\n",
         )),
     }
@@ -227,12 +228,12 @@ fn session_code(head: &RequestHead) -> Result<Option<String>, Refusal> {
         Some(Ok(code)) => match String::from_utf8(code) {
             Ok(code) if !code.is_empty() => Ok(Some(code.to_ascii_uppercase())),
             _ => Err(Refusal::bad_request(
-                "bad_session_code",
+                Rejected::BadSessionCode,
                 "bad session code\n",
             )),
         },
         Some(Err(_)) => Err(Refusal::bad_request(
-            "bad_session_code",
+            Rejected::BadSessionCode,
             "bad session code\n",
         )),
     }

@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::modes::Conn;
 use crate::modes::Role;
 use crate::shard::Shard;
+use crate::stats::Style;
 use crate::ws::codec::{MessageKind, OpCode};
 use crate::ws::conn::OutFrame;
 use crate::ws::payload::Payload;
@@ -30,5 +31,5 @@ pub fn on_message(
         MessageKind::Binary => OpCode::Binary,
     };
     let frame = OutFrame::message(op, None, Payload::copy_of(payload), b"");
-    conn.send(shard, frame.relayed(read_at, "echo"));
+    conn.send(shard, frame.relayed(read_at, Style::Echo));
 }

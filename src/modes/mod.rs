@@ -17,6 +17,7 @@ use std::time::Instant;
 use crate::http::head::RequestHead;
 use crate::http::routes::{Refusal, Route};
 use crate::shard::Shard;
+use crate::stats::Dropped;
 use crate::ws::codec::MessageKind;
 use crate::ws::conn::Rendezvous;
 
@@ -99,7 +100,7 @@ pub fn on_upgrade(
         Route::SessionWs => session_ws::on_upgrade(shard, conn, leftover),
         Route::Health | Route::TicketPut { .. } | Route::TicketGet { .. } => {
             // Never upgraded: accept.rs serves these as plain HTTP.
-            shard.stats.borrow_mut().dropped("not_websocket");
+            shard.stats.borrow_mut().dropped(Dropped::NotWebsocket);
         }
     }
 }
@@ -148,7 +149,7 @@ pub fn on_message(
             drop(role);
             session_ws::on_message(shard, conn, ws, kind, payload, read_at);
         }
-        Role::Pending | Role::Detached => shard.stats.borrow_mut().dropped("detached"),
+        Role::Pending | Role::Detached => shard.stats.borrow_mut().dropped(Dropped::Detached),
     }
 }
 

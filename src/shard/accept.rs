@@ -20,7 +20,7 @@ use crate::modes::Conn;
 use crate::net::{self, Linger};
 use crate::shard::admin;
 use crate::shard::{ConnPermit, Handoff, InboxMsg, Shard, Upgrade};
-use crate::stats::ConnKind;
+use crate::stats::{ConnKind, Event, Rejected};
 use crate::sys;
 
 /// Which listener a connection came through.
@@ -120,7 +120,7 @@ impl AcceptErrors {
             self.unlogged = 0;
             self.logged_at = Some(now);
         }
-        shard.stats.borrow_mut().event("accept_errors");
+        shard.stats.borrow_mut().event(Event::AcceptErrors);
         self.backoff = (self.backoff * 2).clamp(ACCEPT_BACKOFF, ACCEPT_BACKOFF_MAX);
         self.backoff
     }
@@ -145,8 +145,12 @@ enum Admission {
 /// no head is read and no descriptor is held past this loop turn.
 fn refuse_at_accept(shard: &Shard, stream: &TcpStream, refusal: Admission) {
     let (reason, status, body): (_, _, &[u8]) = match refusal {
-        Admission::OverCapacity => ("over_capacity", 503, b"over capacity\n"),
-        Admission::RateLimited => ("rate_limited", 429, b"too many connection attempts\n"),
+        Admission::OverCapacity => (Rejected::OverCapacity, 503, b"over capacity\n"),
+        Admission::RateLimited => (
+            Rejected::RateLimited,
+            429,
+            b"too many connection attempts\n",
+        ),
     };
     shard.stats.borrow_mut().rejected(reason);
     let resp = response::close_response(status, "text/plain", &[], body);
@@ -174,7 +178,10 @@ async fn serve_new(
     let read = monoio::time::timeout(timeout, read_head(&shard, &stream)).await;
     let (head, leftover) = match read {
         Err(_) => {
-            shard.stats.borrow_mut().rejected("handshake_timeout");
+            shard
+                .stats
+                .borrow_mut()
+                .rejected(Rejected::HandshakeTimeout);
             return;
         }
         Ok(Err(HeadFailure::Closed)) => return,
@@ -250,7 +257,13 @@ async fn route_public(
         match upgrade::check_upgrade(&head) {
             Ok(key) => key,
             Err(refusal) => {
-                return Box::pin(refuse(shard, stream, "bad_upgrade", refusal.response())).await
+                return Box::pin(refuse(
+                    shard,
+                    stream,
+                    Rejected::BadUpgrade,
+                    refusal.response(),
+                ))
+                .await
             }
         }
     } else {
@@ -259,9 +272,9 @@ async fn route_public(
     if matches!(route, Route::SessionJoin { code: Some(_) })
         && !shard.global.may_try_code(peer.ip())
     {
-        shard.stats.borrow_mut().event("joins_rate_limited");
+        shard.stats.borrow_mut().event(Event::JoinsRateLimited);
         let resp = response::close_response(429, "text/plain", &[], b"too many failed joins\n");
-        return Box::pin(refuse(shard, stream, "join_rate_limited", resp)).await;
+        return Box::pin(refuse(shard, stream, Rejected::JoinRateLimited, resp)).await;
     }
     let Some(permit) = permit else {
         // Public connections always carry a permit; an admin one never gets here.
@@ -339,12 +352,12 @@ async fn serve_here(shard: &Rc<Shard>, stream: TcpStream, request: Upgrade) {
 async fn upgrade_here(shard: &Rc<Shard>, stream: TcpStream, request: Upgrade) {
     if shard.shutting_down.get() {
         let resp = response::close_response(503, "text/plain", &[], b"shutting down\n");
-        return Box::pin(refuse(shard, stream, "shutting_down", resp)).await;
+        return Box::pin(refuse(shard, stream, Rejected::ShuttingDown, resp)).await;
     }
     if crate::memory::over_limit() {
         // PROTOCOL §2.1: at the memory limit no new WebSocket is taken on.
         let resp = response::close_response(503, "text/plain", &[], b"memory limit\n");
-        return Box::pin(refuse(shard, stream, "memory_limit", resp)).await;
+        return Box::pin(refuse(shard, stream, Rejected::MemoryLimit, resp)).await;
     }
     if let Some(refusal) = modes::refusal_before_upgrade(shard, &request.route) {
         return Box::pin(refuse(shard, stream, refusal.reason, refusal.response)).await;
@@ -355,7 +368,7 @@ async fn upgrade_here(shard: &Rc<Shard>, stream: TcpStream, request: Upgrade) {
         Err(e) => {
             // The runtime could not register the socket; the client sees it close.
             tracing::warn!(shard = shard.id, error = %e, "could not register an upgraded socket");
-            shard.stats.borrow_mut().rejected("register_failed");
+            shard.stats.borrow_mut().rejected(Rejected::RegisterFailed);
             return;
         }
     };
@@ -422,20 +435,20 @@ async fn read_head(
 }
 
 /// The stats reason for a head error.
-fn head_error_name(err: HeadError) -> &'static str {
+fn head_error_name(err: HeadError) -> Rejected {
     match err {
-        HeadError::HeadTooLarge { .. } => "head_too_large",
-        HeadError::TooManyHeaders { .. } => "too_many_headers",
-        HeadError::HeaderValueTooLong { .. } => "header_value_too_long",
-        HeadError::Malformed => "malformed_head",
-        HeadError::DuplicateContentLength => "duplicate_content_length",
-        HeadError::BadContentLength => "bad_content_length",
-        HeadError::DuplicateTransferEncoding => "duplicate_transfer_encoding",
+        HeadError::HeadTooLarge { .. } => Rejected::HeadTooLarge,
+        HeadError::TooManyHeaders { .. } => Rejected::TooManyHeaders,
+        HeadError::HeaderValueTooLong { .. } => Rejected::HeaderValueTooLong,
+        HeadError::Malformed => Rejected::MalformedHead,
+        HeadError::DuplicateContentLength => Rejected::DuplicateContentLength,
+        HeadError::BadContentLength => Rejected::BadContentLength,
+        HeadError::DuplicateTransferEncoding => Rejected::DuplicateTransferEncoding,
     }
 }
 
 /// Answer with a plain HTTP response, count the rejection, and close.
-pub async fn refuse(shard: &Shard, stream: TcpStream, reason: &'static str, resp: Vec<u8>) {
+pub async fn refuse(shard: &Shard, stream: TcpStream, reason: Rejected, resp: Vec<u8>) {
     shard.stats.borrow_mut().rejected(reason);
     respond_and_close(stream, &resp).await;
 }

@@ -16,7 +16,7 @@ use crate::modes::ticket;
 use crate::shard::accept::{refuse, respond_and_close};
 use crate::shard::Shard;
 use crate::stats::{
-    self, CoarseReport, HealthCounts, MetricsReport, ReportKind, ShardReport, StatsPlan,
+    self, CoarseReport, HealthCounts, MetricsReport, Rejected, ReportKind, ShardReport, StatsPlan,
     StatsReport,
 };
 
@@ -31,7 +31,7 @@ pub async fn serve(shard: &Rc<Shard>, stream: TcpStream, head: RequestHead, body
             &[("WWW-Authenticate", "Bearer")],
             br#"{"error":"admin token required"}"#,
         );
-        return refuse(shard, stream, "unauthorized", resp).await;
+        return refuse(shard, stream, Rejected::Unauthorized, resp).await;
     }
     let known = matches!(
         path,
@@ -39,7 +39,7 @@ pub async fn serve(shard: &Rc<Shard>, stream: TcpStream, head: RequestHead, body
     );
     if !known {
         let resp = response::close_response(404, "text/plain", &[], b"not found\n");
-        return refuse(shard, stream, "not_found", resp).await;
+        return refuse(shard, stream, Rejected::NotFound, resp).await;
     }
     let allowed = if path == "/v1/tickets" {
         Method::Post
@@ -58,7 +58,7 @@ pub async fn serve(shard: &Rc<Shard>, stream: TcpStream, head: RequestHead, body
             &[("Allow", allow)],
             b"method not allowed\n",
         );
-        return refuse(shard, stream, "method_not_allowed", resp).await;
+        return refuse(shard, stream, Rejected::MethodNotAllowed, resp).await;
     }
     match path {
         "/v1/tickets" => ticket::mint(shard, stream, &head, body).await,
@@ -199,7 +199,7 @@ mod health_tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::stats::{ConnKind, HealthMirror, ShardStats};
+    use crate::stats::{ConnKind, Gauge, HealthMirror, ShardStats};
 
     #[test]
     fn the_mirror_follows_the_shards_own_tallies() {
@@ -212,16 +212,16 @@ mod health_tests {
         stats.conn_closed(ConnKind::Phone);
         stats.conn_closed(ConnKind::Phone); // a double close saturates, as the tally does
         stats.conn_opened(ConnKind::Pair); // not a /health figure
-        stats.gauge_add("pairs", 2);
-        stats.gauge_add("sessions", -1); // another shard will add it back
-        stats.gauge_add("tickets", 1);
-        stats.gauge_add("server_slots", 5); // not a /health figure
+        stats.gauge_add(Gauge::Pairs, 2);
+        stats.gauge_add(Gauge::Sessions, -1); // another shard will add it back
+        stats.gauge_add(Gauge::Tickets, 1);
+        stats.gauge_add(Gauge::ServerSlots, 5); // not a /health figure
         let want = HealthCounts {
             binaries: stats.connections(ConnKind::Binary),
             phones: stats.connections(ConnKind::Phone),
-            pairs: stats.gauge("pairs"),
-            sessions: stats.gauge("sessions"),
-            tickets: stats.gauge("tickets"),
+            pairs: stats.gauge(Gauge::Pairs),
+            sessions: stats.gauge(Gauge::Sessions),
+            tickets: stats.gauge(Gauge::Tickets),
         };
         assert_eq!(mirror.read(), want);
         assert_eq!(

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use crate::modes;
 use crate::modes::Conn;
 use crate::shard::Shard;
+use crate::stats::Event;
 use crate::ws::conn::Phase;
 
 /// How long a closing connection may take to finish the close handshake before its
@@ -47,7 +48,7 @@ fn tick_once(shard: &Rc<Shard>, now: Instant) {
 /// written, its socket is shut down once the close linger passes. Readers paused on its
 /// queue resume.
 fn close_not_reading(shard: &Rc<Shard>, conn: &Rc<Conn>) {
-    shard.stats.borrow_mut().event("not_reading");
+    shard.stats.borrow_mut().event(Event::NotReading);
     tracing::debug!(shard = shard.id, peer = %conn.peer(), kind = conn.kind.get().name(), "closing a connection that does not read");
     conn.close_not_reading(shard);
 }
@@ -109,7 +110,10 @@ fn check(shard: &Rc<Shard>, conn: &Rc<Conn>, now: Instant, share: Option<usize>)
                 // The ping left within a tick of its due time: a full pong timeout
                 // after the latest it can have left.
                 if quiet >= cfg.ping_interval + period + cfg.pong_timeout {
-                    shard.stats.borrow_mut().event("heartbeat_timeouts");
+                    shard
+                        .stats
+                        .borrow_mut()
+                        .event(crate::stats::Event::HeartbeatTimeouts);
                     conn.failed.set(true);
                     conn.close_discarding(shard, 1011, "heartbeat timeout");
                 }

@@ -14,6 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+#[allow(unused_imports)] // each test file uses its own share of the model
+pub use shardrelay_stats_model::{
+    ConnKind, Dropped, Event, Gauge, Histogram, Rejected, ShardTallies, Stats, Style, Tallies,
+};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::http::HeaderValue;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -186,11 +190,39 @@ impl Relay {
         raw_http(self.admin, req.as_bytes())
     }
 
-    /// `/stats` as JSON.
+    /// `/stats` as JSON. Every read is also checked against the typed model (see
+    /// [`Relay::stats_typed`]): a body with a key the model lacks, or without one it
+    /// has, fails the test that read it.
     pub fn stats(&self) -> Value {
         let resp = self.admin_get("/stats");
         assert_eq!(resp.status, 200, "stats: {}", resp.body_text());
-        serde_json::from_slice(&resp.body).expect("stats JSON")
+        let value: Value = serde_json::from_slice(&resp.body).expect("stats JSON");
+        typed_stats(&value);
+        value
+    }
+
+    /// `GET path` (a `/stats` URL) as the typed model shared with the relay, the stats
+    /// view and the load generator: unknown or missing keys fail.
+    pub fn stats_at(&self, path: &str) -> Stats {
+        let resp = self.admin_get(path);
+        assert_eq!(resp.status, 200, "{path}: {}", resp.body_text());
+        serde_json::from_slice(&resp.body)
+            .unwrap_or_else(|e| panic!("{path} does not fit the typed model: {e}"))
+    }
+
+    /// `/stats` as the typed model.
+    pub fn stats_typed(&self) -> Stats {
+        self.stats_at("/stats")
+    }
+
+    /// The `totals` of `/stats`, typed.
+    pub fn totals(&self) -> Tallies {
+        self.stats_typed().totals
+    }
+
+    /// Wait until the typed `/stats` totals satisfy `cond` (`what` names it on timeout).
+    pub fn wait_totals(&self, what: &str, mut cond: impl FnMut(&Tallies) -> bool) {
+        wait_until(what, || cond(&self.totals()));
     }
 
     /// `/health` as JSON.
@@ -200,12 +232,11 @@ impl Relay {
         serde_json::from_slice(&resp.body).expect("health JSON")
     }
 
-    /// A counter from `/stats` totals, by JSON pointer (e.g. `/dropped/unknown_conn_id`).
+    /// A figure from `/stats` totals, by JSON pointer (e.g. `/dropped/unknown_conn_id`),
+    /// read through the typed model: see [`total_of`]. New tests can use
+    /// [`Relay::totals`] and the key enums directly.
     pub fn total(&self, pointer: &str) -> u64 {
-        self.stats()["totals"]
-            .pointer(pointer)
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
+        total_of(&self.totals(), pointer)
     }
 
     /// Wait until a `/stats` totals counter reaches `at_least`.
@@ -247,6 +278,71 @@ impl Drop for Relay {
 
 /// A blocking WebSocket client.
 pub type Ws = WebSocket<TcpStream>;
+
+/// `value` (a `/stats` body) as the typed model; panics, naming the mismatch, when the
+/// body has a key the model lacks or lacks one it has.
+pub fn typed_stats(value: &Value) -> Stats {
+    let stats: Stats = serde_json::from_value(value.clone())
+        .unwrap_or_else(|e| panic!("/stats does not fit the typed model: {e}"));
+    // Nothing dropped on the way in: the model written back out is the body read.
+    let back = serde_json::to_value(&stats).expect("model serialises");
+    assert_eq!(&back, value, "/stats and its typed model differ");
+    stats
+}
+
+/// Figure `pointer` of typed totals `t`, 0 when not counted yet. A key name the model
+/// does not know (`/events/pairs_matchd`) panics at once instead of reading 0 forever;
+/// a negative gauge reads 0, as it did when read as JSON `u64`.
+pub fn total_of(t: &Tallies, pointer: &str) -> u64 {
+    fn key<K>(kind: &str, name: &str, from: fn(&str) -> Option<K>) -> K {
+        from(name).unwrap_or_else(|| panic!("/stats has no {kind} named `{name}`"))
+    }
+    let parts: Vec<&str> = pointer.trim_start_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["accepted"] => t.accepted,
+        ["handoffs"] => t.handoffs,
+        ["adopted"] => t.adopted,
+        ["messages_in"] => t.messages_in,
+        ["messages_out"] => t.messages_out,
+        ["bytes_in"] => t.bytes_in,
+        ["bytes_out"] => t.bytes_out,
+        ["connections", k] => t.connections(key("connection kind", k, ConnKind::from_name)),
+        ["rejected", k] => t.rejected(key("rejected reason", k, Rejected::from_name)),
+        ["dropped", k] => t.dropped(key("dropped reason", k, Dropped::from_name)),
+        ["events", k] => t.event(key("event", k, Event::from_name)),
+        ["gauges", k] => u64::try_from(t.gauge(key("gauge", k, Gauge::from_name))).unwrap_or(0),
+        ["forward_by_mode", style, field] => {
+            let style = key("style", style, Style::from_name);
+            t.forward_by_mode
+                .get(&style)
+                .map_or(0, |h| histogram_field(h, field))
+        }
+        ["histograms", name, field] => {
+            let h = match *name {
+                "forward" => &t.histograms.forward,
+                "handshake" => &t.histograms.handshake,
+                "handoff" => &t.histograms.handoff,
+                other => panic!("/stats has no histogram named `{other}`"),
+            };
+            histogram_field(h, field)
+        }
+        _ => panic!("`{pointer}` is not a /stats totals figure"),
+    }
+}
+
+/// One integer field of a histogram summary.
+fn histogram_field(h: &Histogram, field: &str) -> u64 {
+    match field {
+        "count" => h.count,
+        "min" => h.min,
+        "p50" => h.p50,
+        "p90" => h.p90,
+        "p99" => h.p99,
+        "p999" => h.p999,
+        "max" => h.max,
+        other => panic!("a /stats histogram has no integer field `{other}`"),
+    }
+}
 
 /// Poll `cond` every few milliseconds until it holds, failing the test after 10 s.
 pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {

@@ -10,6 +10,7 @@ use std::time::Instant;
 use crate::modes::Role;
 use crate::modes::{Conn, Pause};
 use crate::shard::Shard;
+use crate::stats::Style;
 use crate::ws::codec::{MessageKind, OpCode};
 use crate::ws::conn::OutFrame;
 use crate::ws::payload::Payload;
@@ -17,7 +18,7 @@ use registry::{Ahead, Arrived, Toward};
 pub use registry::{Full, Side};
 
 /// The style's name in `/stats` (`forward_by_mode`).
-const MODE: &str = "pair";
+const MODE: Style = Style::Pair;
 
 /// The pairs this shard owns, holding its connections.
 pub type Registry = registry::Registry<Rc<Conn>>;
@@ -49,8 +50,8 @@ pub fn on_upgrade(shard: &Rc<Shard>, conn: Rc<Conn>, code: Vec<u8>, leftover: Ve
     let side = match arrived {
         Ok(Arrived::First) => {
             let mut stats = shard.stats.borrow_mut();
-            stats.gauge_add("pairs", 1);
-            stats.event("pairs_created");
+            stats.gauge_add(crate::stats::Gauge::Pairs, 1);
+            stats.event(crate::stats::Event::PairsCreated);
             Side::A
         }
         Ok(Arrived::Matched { side, waiting }) => {
@@ -59,7 +60,10 @@ pub fn on_upgrade(shard: &Rc<Shard>, conn: Rc<Conn>, code: Vec<u8>, leftover: Ve
                     conn.send(shard, OutFrame::message(OpCode::Binary, None, body, b""));
                 });
             }
-            shard.stats.borrow_mut().event("pairs_matched");
+            shard
+                .stats
+                .borrow_mut()
+                .event(crate::stats::Event::PairsMatched);
             side
         }
         Err(Full) => {
@@ -86,7 +90,10 @@ pub fn on_message(
     read_at: Instant,
 ) {
     if kind == MessageKind::Text {
-        shard.stats.borrow_mut().dropped("text_in_pair");
+        shard
+            .stats
+            .borrow_mut()
+            .dropped(crate::stats::Dropped::TextInPair);
         return;
     }
     let mut reg = shard.pairs.borrow_mut();
@@ -126,7 +133,10 @@ pub fn on_gone(shard: &Rc<Shard>, conn: &Rc<Conn>, role: PairRole) {
     let Some(peer) = shard.pairs.borrow_mut().leave(&role.code, role.side) else {
         return;
     };
-    shard.stats.borrow_mut().gauge_add("pairs", -1);
+    shard
+        .stats
+        .borrow_mut()
+        .gauge_add(crate::stats::Gauge::Pairs, -1);
     let Some(peer) = peer else {
         return;
     };
@@ -153,7 +163,10 @@ fn close_over_share(shard: &Rc<Shard>, now: Instant) {
     let share = crate::modes::pressure_share(shard);
     let over = shard.pairs.borrow_mut().over_share(now, share);
     for lone in over {
-        shard.stats.borrow_mut().event("not_reading");
+        shard
+            .stats
+            .borrow_mut()
+            .event(crate::stats::Event::NotReading);
         lone.close_not_reading(shard);
     }
 }
@@ -162,8 +175,14 @@ fn close_over_share(shard: &Rc<Shard>, now: Instant) {
 fn expire(shard: &Rc<Shard>, now: Instant) {
     let expired = shard.pairs.borrow_mut().expire(now);
     for _ in 0..expired.pairs {
-        shard.stats.borrow_mut().gauge_add("pairs", -1);
-        shard.stats.borrow_mut().event("pairs_expired");
+        shard
+            .stats
+            .borrow_mut()
+            .gauge_add(crate::stats::Gauge::Pairs, -1);
+        shard
+            .stats
+            .borrow_mut()
+            .event(crate::stats::Event::PairsExpired);
     }
     for lone in expired.sides {
         *lone.role.borrow_mut() = Role::Detached;

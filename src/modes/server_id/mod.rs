@@ -19,13 +19,14 @@ use crate::logging::escaped;
 use crate::modes::Conn;
 use crate::modes::Role;
 use crate::shard::Shard;
+use crate::stats::{Dropped, Event, Gauge, Style};
 use crate::ws::codec::{MessageKind, OpCode};
 use crate::ws::conn::{OutFrame, Overflow};
 use crate::ws::payload::Payload;
 use registry::{Claim, Left, PhoneRefusal};
 
 /// The rendezvous style's name in `/stats` (`forward_by_mode`).
-const MODE: &str = "server_id";
+const MODE: Style = Style::ServerId;
 
 /// Closing the envelope a phone's message is embedded in.
 const ENVELOPE_SUFFIX: &[u8] = b"}";
@@ -90,7 +91,7 @@ pub fn on_binary(shard: &Rc<Shard>, conn: Rc<Conn>, server_id: &str, leftover: V
         .claim(&sid, &conn, Instant::now());
     match claim {
         Claim::New => {
-            shard.stats.borrow_mut().gauge_add("server_slots", 1);
+            shard.stats.borrow_mut().gauge_add(Gauge::ServerSlots, 1);
             set_holder(&conn, &sid);
             tracing::debug!(shard = shard.id, server_id = %escaped(&sid), "binary claimed server-id");
         }
@@ -120,7 +121,7 @@ fn took_over(shard: &Rc<Shard>, newcomer: &Rc<Conn>, sid: &Rc<str>, evicted: Vec
         phone.close(shard, 4404, "binary reclaimed server-id");
     }
     set_holder(newcomer, sid);
-    shard.stats.borrow_mut().event("takeovers");
+    shard.stats.borrow_mut().event(Event::Takeovers);
 }
 
 /// A claim refused while another waits on the holder's probe, or after the holder
@@ -128,7 +129,10 @@ fn took_over(shard: &Rc<Shard>, newcomer: &Rc<Conn>, sid: &Rc<str>, evicted: Vec
 fn refuse_claim(shard: &Rc<Shard>, claimant: &Rc<Conn>) {
     *claimant.role.borrow_mut() = Role::Detached;
     claimant.close(shard, 4409, "server-id already claimed");
-    shard.stats.borrow_mut().event("claims_refused");
+    shard
+        .stats
+        .borrow_mut()
+        .event(crate::stats::Event::ClaimsRefused);
 }
 
 /// A second binary for a live slot: ping the holder; the newcomer waits up to
@@ -178,11 +182,17 @@ pub fn on_phone(
     match attached {
         Err(PhoneRefusal::NoServer) => {
             conn.close(shard, 4404, "no server with that id");
-            shard.stats.borrow_mut().event("phones_no_server");
+            shard
+                .stats
+                .borrow_mut()
+                .event(crate::stats::Event::PhonesNoServer);
         }
         Err(PhoneRefusal::OverCap) => {
             conn.close(shard, 4429, "too many phones for server-id");
-            shard.stats.borrow_mut().event("phones_over_cap");
+            shard
+                .stats
+                .borrow_mut()
+                .event(crate::stats::Event::PhonesOverCap);
         }
         Ok((sid, conn_id)) => {
             tracing::debug!(
@@ -230,13 +240,13 @@ pub fn on_phone_message(
     read_at: Instant,
 ) {
     if !is_json(kind, payload) {
-        shard.stats.borrow_mut().dropped("phone_not_json");
+        shard.stats.borrow_mut().dropped(Dropped::PhoneNotJson);
         conn.failed.set(true);
         conn.close(shard, 1007, "message is not JSON");
         return;
     }
     let Some(binary) = holder_of(shard, &phone.server_id) else {
-        shard.stats.borrow_mut().dropped("slot_in_grace");
+        shard.stats.borrow_mut().dropped(Dropped::SlotInGrace);
         return;
     };
     let frame = OutFrame::message(
@@ -246,7 +256,7 @@ pub fn on_phone_message(
         ENVELOPE_SUFFIX,
     );
     if !binary.send(shard, frame.relayed(read_at, MODE)) {
-        shard.stats.borrow_mut().dropped("binary_closing");
+        shard.stats.borrow_mut().dropped(Dropped::BinaryClosing);
     }
 }
 
@@ -359,12 +369,12 @@ pub fn on_binary_message(
     read_at: Instant,
 ) {
     if !binary.holds {
-        shard.stats.borrow_mut().dropped("claim_pending");
+        shard.stats.borrow_mut().dropped(Dropped::ClaimPending);
         return;
     }
     match parse_envelope(kind, payload) {
-        None => shard.stats.borrow_mut().dropped("malformed_envelope"),
-        Some(Command::PushWake) => shard.stats.borrow_mut().event("push_wake"),
+        None => shard.stats.borrow_mut().dropped(Dropped::MalformedEnvelope),
+        Some(Command::PushWake) => shard.stats.borrow_mut().event(Event::PushWake),
         Some(Command::ToPhone {
             conn_id,
             frame,
@@ -387,7 +397,7 @@ fn to_phone(
         reg.phone(&binary.server_id, conn_id).cloned()
     };
     let Some(phone) = phone else {
-        shard.stats.borrow_mut().dropped("unknown_conn_id");
+        shard.stats.borrow_mut().dropped(Dropped::UnknownConnId);
         return;
     };
     if let Some(frame) = frame {
@@ -409,7 +419,7 @@ fn deliver_to_phone(
     read_at: Instant,
 ) {
     if phone.queued_bytes() + OutFrame::charge_for(bytes.len()) > shard.config().max_queue {
-        shard.stats.borrow_mut().dropped("phone_backlog_full");
+        shard.stats.borrow_mut().dropped(Dropped::PhoneBacklogFull);
         let role = detach_phone(shard, &binary.server_id, phone);
         if let (Some(holder), Some(role)) = (holder_of(shard, &binary.server_id), role) {
             send_close_notice(shard, &holder, &role, 1011);
@@ -420,7 +430,7 @@ fn deliver_to_phone(
     }
     let frame = OutFrame::message(OpCode::Text, None, Payload::copy_of(bytes), b"");
     if !phone.send(shard, frame.relayed(read_at, MODE)) {
-        shard.stats.borrow_mut().dropped("phone_closing");
+        shard.stats.borrow_mut().dropped(Dropped::PhoneClosing);
     }
 }
 
@@ -498,7 +508,7 @@ pub fn tick(shard: &Rc<Shard>, now: Instant) {
             *phone.role.borrow_mut() = Role::Detached;
             phone.close(shard, 1011, "binary did not reconnect");
         }
-        shard.stats.borrow_mut().gauge_add("server_slots", -1);
+        shard.stats.borrow_mut().gauge_add(Gauge::ServerSlots, -1);
         tracing::debug!(shard = shard.id, server_id = %escaped(&expired.server_id), "grace window expired");
     }
 }

@@ -11,6 +11,7 @@ use super::{reply, set_role, BrowserRole, Resume, SessionRole};
 use crate::modes::Conn;
 use crate::modes::Role;
 use crate::shard::Shard;
+use crate::stats::Event;
 
 /// `join`: answered here when this shard owns the code, else the browser moves there.
 /// An address past its guessing budget gets `RATE_LIMITED` and the code is not tried.
@@ -34,7 +35,10 @@ pub(super) fn join(shard: &Rc<Shard>, conn: &Rc<Conn>, role: BrowserRole, typed:
         failed_joins: role.failed_joins,
     };
     conn.request_move(owner, crate::modes::Resume::Session(resume));
-    shard.stats.borrow_mut().event("browser_handoffs");
+    shard
+        .stats
+        .borrow_mut()
+        .event(crate::stats::Event::BrowserHandoffs);
 }
 
 /// Join `code`, which this shard owns.
@@ -49,7 +53,7 @@ pub(super) fn join_here(shard: &Rc<Shard>, conn: &Rc<Conn>, mut role: BrowserRol
     };
     role.joined = Some(code);
     set_role(conn, SessionRole::Browser(role));
-    shard.stats.borrow_mut().event("joins_ok");
+    shard.stats.borrow_mut().event(Event::JoinsOk);
     let joined = Message::Joined {
         session_id: uuid::Uuid::new_v4().hyphenated().to_string().into(),
     }
@@ -68,10 +72,10 @@ pub(super) fn fail_join(
     error: ErrorCode,
 ) {
     shard.stats.borrow_mut().event(match error {
-        ErrorCode::InvalidCode => "joins_invalid_code",
-        ErrorCode::ExpiredCode => "joins_expired_code",
-        ErrorCode::RateLimited => "joins_rate_limited",
-        _ => "joins_already_joined",
+        ErrorCode::InvalidCode => Event::JoinsInvalidCode,
+        ErrorCode::ExpiredCode => Event::JoinsExpiredCode,
+        ErrorCode::RateLimited => Event::JoinsRateLimited,
+        _ => Event::JoinsAlreadyJoined,
     });
     if is_a_guess(error) {
         shard.global.failed_join(role.client);
@@ -82,7 +86,7 @@ pub(super) fn fail_join(
     if !closes {
         return set_role(conn, SessionRole::Browser(role));
     }
-    shard.stats.borrow_mut().event("joins_too_many");
+    shard.stats.borrow_mut().event(Event::JoinsTooMany);
     if let Some(code) = role.joined {
         leave(shard, conn, code);
     }

@@ -10,6 +10,7 @@ use super::{reply, set_role, SessionRole};
 use crate::modes::Conn;
 use crate::modes::Role;
 use crate::shard::Shard;
+use crate::stats::Event;
 
 /// A fresh code this shard owns and no live host holds.
 pub(super) fn mint(shard: &Shard) -> Option<Code> {
@@ -17,7 +18,7 @@ pub(super) fn mint(shard: &Shard) -> Option<Code> {
     let code = code::mint_owned(shard, &code::SESSION, |c| reg.is_live(c));
     drop(reg);
     if code.is_some() {
-        shard.stats.borrow_mut().event("codes_minted");
+        shard.stats.borrow_mut().event(Event::CodesMinted);
     }
     code
 }
@@ -72,6 +73,9 @@ pub(super) fn remove_host(
     code: &Code,
 ) -> Option<Removed<Rc<Conn>>> {
     let removed = shard.sessions.borrow_mut().remove(code, host)?;
-    shard.stats.borrow_mut().gauge_add("sessions", -1);
+    shard
+        .stats
+        .borrow_mut()
+        .gauge_add(crate::stats::Gauge::Sessions, -1);
     Some(removed)
 }

@@ -17,6 +17,7 @@ use std::time::Instant;
 use crate::modes::Conn;
 use crate::modes::Role;
 use crate::shard::Shard;
+use crate::stats::{Dropped, Event, Gauge, Style};
 use crate::ws::codec::{MessageKind, OpCode};
 use crate::ws::conn::OutFrame;
 use crate::ws::payload::Payload;
@@ -26,7 +27,7 @@ use host::{mint, open_code, refuse_mint, register, remove_host, send_registered}
 use messages::{ErrorCode, Invalid, Message};
 
 /// The style's name in `/stats` (`forward_by_mode`).
-const MODE: &str = "session";
+const MODE: Style = Style::Session;
 
 /// The codes this shard minted, holding its connections.
 pub type Registry = registry::Registry<Rc<Conn>>;
@@ -73,7 +74,7 @@ pub fn on_host(shard: &Rc<Shard>, conn: Rc<Conn>, leftover: Vec<u8>) {
     match mint(shard) {
         Some(code) => {
             open_code(shard, &conn, code);
-            shard.stats.borrow_mut().gauge_add("sessions", 1);
+            shard.stats.borrow_mut().gauge_add(Gauge::Sessions, 1);
             set_role(&conn, SessionRole::Host { code });
             send_registered(shard, &conn, &code);
         }
@@ -140,7 +141,10 @@ pub fn on_message(
     let message = match parsed {
         Ok(message) => message,
         Err(why) => {
-            shard.stats.borrow_mut().dropped("session_invalid_message");
+            shard
+                .stats
+                .borrow_mut()
+                .dropped(Dropped::SessionInvalidMessage);
             let text = ErrorCode::InvalidMessage.with_detail(&why.to_string());
             return reply(shard, conn, text);
         }
@@ -153,7 +157,10 @@ pub fn on_message(
         }
         (_, Message::Data { .. }) => forward(shard, conn, role, payload, read_at),
         (_, other) => {
-            shard.stats.borrow_mut().dropped("session_invalid_message");
+            shard
+                .stats
+                .borrow_mut()
+                .dropped(Dropped::SessionInvalidMessage);
             let side = match role {
                 SessionRole::Host { .. } => "host",
                 SessionRole::Browser(_) => "browser",
@@ -217,15 +224,18 @@ pub fn on_gone(shard: &Rc<Shard>, conn: &Rc<Conn>, role: SessionRole) {
 pub fn tick(shard: &Rc<Shard>, now: Instant) {
     let expired = shard.sessions.borrow_mut().expire_due(now);
     for host in expired {
-        shard.stats.borrow_mut().event("codes_expired");
+        shard
+            .stats
+            .borrow_mut()
+            .event(crate::stats::Event::CodesExpired);
         reply(shard, &host, ErrorCode::ExpiredCode.to_text());
     }
     let closed = shard.sessions.borrow_mut().close_due(now);
     for host in closed {
         *host.role.borrow_mut() = Role::Detached;
         let mut stats = shard.stats.borrow_mut();
-        stats.gauge_add("sessions", -1);
-        stats.event("hosts_expired");
+        stats.gauge_add(Gauge::Sessions, -1);
+        stats.event(Event::HostsExpired);
         drop(stats);
         host.close(shard, 4408, "code expired");
     }
@@ -234,7 +244,7 @@ pub fn tick(shard: &Rc<Shard>, now: Instant) {
 /// `data`: the exact text goes to the joined peer.
 fn forward(shard: &Shard, conn: &Rc<Conn>, role: &SessionRole, text: &[u8], read_at: Instant) {
     let Some(peer) = joined_peer(shard, conn, role) else {
-        shard.stats.borrow_mut().dropped("session_not_joined");
+        shard.stats.borrow_mut().dropped(Dropped::SessionNotJoined);
         return reply(shard, conn, ErrorCode::NotJoined.to_text());
     };
     let frame = OutFrame::message(OpCode::Text, None, Payload::copy_of(text), b"");

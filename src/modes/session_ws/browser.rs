@@ -14,7 +14,7 @@ use crate::modes::session::code::{self, Alphabet, Code};
 use crate::modes::Conn;
 use crate::modes::Role;
 use crate::shard::Shard;
-use crate::stats::ConnKind;
+use crate::stats::{ConnKind, Dropped, Event};
 use crate::ws::codec::{MessageKind, OpCode};
 use crate::ws::conn::{OutFrame, Overflow};
 use crate::ws::payload::Payload;
@@ -68,12 +68,12 @@ impl AuthFailure {
     }
 
     /// The `/stats` event.
-    fn event(self) -> &'static str {
+    fn event(self) -> Event {
         match self {
-            AuthFailure::InvalidCode => "ws_auth_invalid_code",
-            AuthFailure::SessionFull => "ws_auth_session_full",
-            AuthFailure::NoBrowserId => "ws_auth_no_browser_id",
-            AuthFailure::RateLimited => "ws_auth_rate_limited",
+            AuthFailure::InvalidCode => Event::WsAuthInvalidCode,
+            AuthFailure::SessionFull => Event::WsAuthSessionFull,
+            AuthFailure::NoBrowserId => Event::WsAuthNoBrowserId,
+            AuthFailure::RateLimited => Event::WsAuthRateLimited,
         }
     }
 }
@@ -97,7 +97,10 @@ pub(super) fn auth(shard: &Rc<Shard>, conn: &Rc<Conn>, typed: &str) {
     }
     *conn.role.borrow_mut() = Role::Detached;
     conn.request_move(owner, crate::modes::Resume::SessionWs(Resume { code }));
-    shard.stats.borrow_mut().event("ws_browser_handoffs");
+    shard
+        .stats
+        .borrow_mut()
+        .event(crate::stats::Event::WsBrowserHandoffs);
 }
 
 /// `auth` with `code`, which this shard owns: join its session, or fail.
@@ -110,7 +113,7 @@ pub(super) fn auth_here(shard: &Rc<Shard>, conn: &Rc<Conn>, code: Code) {
     conn.overflow.set(Overflow::CloseReceiver);
     set_kind(shard, conn, ConnKind::SessionBrowser);
     set_role(conn, WsRole::Browser { code, id });
-    shard.stats.borrow_mut().event("ws_auths_ok");
+    shard.stats.borrow_mut().event(Event::WsAuthsOk);
     reply(shard, conn, messages::AUTH_SUCCESS);
     reply_owned(shard, &mac, messages::browser_connected(&id));
 }
@@ -165,7 +168,7 @@ pub(super) fn on_message(
     read_at: Instant,
 ) {
     let Some(mac) = mac_of(shard, code) else {
-        return shard.stats.borrow_mut().dropped("ws_no_mac");
+        return shard.stats.borrow_mut().dropped(Dropped::WsNoMac);
     };
     let (op, body) = match kind {
         MessageKind::Binary => (OpCode::Binary, Payload::copy_of(payload)),
@@ -174,22 +177,35 @@ pub(super) fn on_message(
             Some(Control::CloseSession { session_id }) => {
                 match messages::close_session_frame(&session_id) {
                     Some(frame) => (OpCode::Binary, Payload::from(frame)),
-                    None => return shard.stats.borrow_mut().dropped("ws_session_id_too_long"),
+                    None => {
+                        return shard
+                            .stats
+                            .borrow_mut()
+                            .dropped(Dropped::WsSessionIdTooLong)
+                    }
                 }
             }
-            _ => return shard.stats.borrow_mut().dropped("ws_browser_text_ignored"),
+            _ => {
+                return shard
+                    .stats
+                    .borrow_mut()
+                    .dropped(Dropped::WsBrowserTextIgnored)
+            }
         },
     };
     let frame = OutFrame::message(op, None, body, b"");
     if !mac.send(shard, frame.relayed(read_at, MODE)) {
-        shard.stats.borrow_mut().dropped("ws_mac_closing");
+        shard.stats.borrow_mut().dropped(Dropped::WsMacClosing);
     }
 }
 
 /// A browser whose queue would overflow: out of its session (the Mac is told), closed
 /// `1011 "browser backlog full"` without waiting behind its backlog.
 pub(super) fn backlog_full(shard: &Rc<Shard>, code: &Code, browser: &Rc<Conn>) {
-    shard.stats.borrow_mut().dropped("ws_browser_backlog_full");
+    shard
+        .stats
+        .borrow_mut()
+        .dropped(Dropped::WsBrowserBacklogFull);
     let role = std::mem::replace(&mut *browser.role.borrow_mut(), Role::Detached);
     if let Role::SessionWs(WsRole::Browser { id, .. }) = role {
         gone(shard, browser, code, &id);

@@ -11,7 +11,7 @@ use crate::modes::session::code::{self, Code};
 use crate::modes::Conn;
 use crate::modes::Role;
 use crate::shard::Shard;
-use crate::stats::ConnKind;
+use crate::stats::{ConnKind, Dropped, Event, Gauge};
 use crate::ws::codec::{MessageKind, OpCode};
 use crate::ws::conn::OutFrame;
 use crate::ws::payload::Payload;
@@ -35,8 +35,8 @@ pub(super) fn register(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     shard.session_ws.borrow_mut().sessions.insert(code, session);
     {
         let mut stats = shard.stats.borrow_mut();
-        stats.event("ws_codes_minted");
-        stats.gauge_add("ws_sessions", 1);
+        stats.event(Event::WsCodesMinted);
+        stats.gauge_add(Gauge::WsSessions, 1);
     }
     set_kind(shard, conn, ConnKind::SessionHost);
     set_role(conn, WsRole::Mac { code });
@@ -56,7 +56,7 @@ pub(super) fn on_message(
         MessageKind::Binary => fan_out(shard, code, OpCode::Binary, payload, read_at),
         MessageKind::Text => match messages::parse(payload) {
             Some(Control::SessionEvent) => fan_out(shard, code, OpCode::Text, payload, read_at),
-            _ => shard.stats.borrow_mut().dropped("ws_mac_text_ignored"),
+            _ => shard.stats.borrow_mut().dropped(Dropped::WsMacTextIgnored),
         },
     }
 }
@@ -75,7 +75,7 @@ fn fan_out(shard: &Rc<Shard>, code: &Code, op: OpCode, payload: &[u8], read_at: 
             return;
         };
         if session.browsers.is_empty() {
-            return shard.stats.borrow_mut().dropped("ws_no_browsers");
+            return shard.stats.borrow_mut().dropped(Dropped::WsNoBrowsers);
         }
         let shared: Option<Rc<[u8]>> = (session.browsers.len() > 1).then(|| Rc::from(payload));
         for (_, browser) in &session.browsers {
@@ -90,7 +90,7 @@ fn fan_out(shard: &Rc<Shard>, code: &Code, op: OpCode, payload: &[u8], read_at: 
                 continue;
             }
             if !browser.send(shard, frame.relayed(read_at, MODE)) {
-                shard.stats.borrow_mut().dropped("ws_browser_closing");
+                shard.stats.borrow_mut().dropped(Dropped::WsBrowserClosing);
             }
         }
     }
@@ -113,7 +113,7 @@ pub(super) fn gone(shard: &Rc<Shard>, conn: &Rc<Conn>, code: &Code) {
     let Some(session) = session else {
         return;
     };
-    shard.stats.borrow_mut().gauge_add("ws_sessions", -1);
+    shard.stats.borrow_mut().gauge_add(Gauge::WsSessions, -1);
     for (_, browser) in session.browsers {
         *browser.role.borrow_mut() = Role::Detached;
         reply(shard, &browser, messages::ERROR_SESSION_DISCONNECTED);

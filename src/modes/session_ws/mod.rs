@@ -31,14 +31,14 @@ use crate::modes::session::code::{Alphabet, Code};
 use crate::modes::Conn;
 use crate::modes::Role;
 use crate::shard::Shard;
-use crate::stats::ConnKind;
+use crate::stats::{ConnKind, Event, Style};
 use crate::ws::codec::{MessageKind, OpCode};
 use crate::ws::conn::OutFrame;
 use crate::ws::payload::Payload;
 use messages::Control;
 
 /// The style's name in `/stats` (`forward_by_mode`).
-const MODE: &str = "session_ws";
+const MODE: Style = Style::SessionWs;
 
 /// The `/ws` code alphabet: upper-case letters and digits without 0/O, 1/I and L
 /// (31 characters: 31⁶ ≈ 8.9 × 10⁸ codes).
@@ -179,7 +179,7 @@ fn first_message(shard: &Rc<Shard>, conn: &Rc<Conn>, kind: MessageKind, payload:
 
 /// Answer a connection that cannot take part with `error`, then close it `1008 reason`.
 fn refuse(shard: &Shard, conn: &Rc<Conn>, error: &'static str, reason: &str) {
-    shard.stats.borrow_mut().event("ws_first_message_refused");
+    shard.stats.borrow_mut().event(Event::WsFirstMessageRefused);
     *conn.role.borrow_mut() = Role::Detached;
     reply(shard, conn, error);
     conn.close(shard, 1008, reason);
@@ -213,7 +213,10 @@ pub fn on_gone(shard: &Rc<Shard>, conn: &Rc<Conn>, role: WsRole) {
 /// answered with an error and closed `1008`.
 pub fn tick(shard: &Rc<Shard>, now: Instant) {
     for conn in first_message_overdue(shard, now) {
-        shard.stats.borrow_mut().event("ws_first_message_timeouts");
+        shard
+            .stats
+            .borrow_mut()
+            .event(Event::WsFirstMessageTimeouts);
         *conn.role.borrow_mut() = Role::Detached;
         reply(shard, &conn, messages::ERROR_FIRST_MESSAGE_TIMEOUT);
         conn.close(shard, 1008, "first message timeout");

@@ -21,6 +21,7 @@ use crate::http::response;
 use crate::shard::accept::{refuse, respond_and_close};
 use crate::shard::inbox::wake_channel;
 use crate::shard::{InboxMsg, Shard};
+use crate::stats::{Event, Gauge, Rejected};
 use crate::sys;
 
 /// Largest mint request body: the JSON is a few short ids; 64 KiB leaves room for long
@@ -102,7 +103,7 @@ pub async fn serve_mint(shard: &Rc<Shard>, stream: TcpStream, head: &RequestHead
             return refuse(
                 shard,
                 stream,
-                "bad_mint_body",
+                Rejected::BadMintBody,
                 response::json_error(status, msg),
             )
             .await
@@ -119,7 +120,7 @@ pub async fn serve_mint(shard: &Rc<Shard>, stream: TcpStream, head: &RequestHead
             refuse(
                 shard,
                 stream,
-                "mint_refused",
+                Rejected::MintRefused,
                 response::json_error(status, msg),
             )
             .await
@@ -170,8 +171,8 @@ pub fn mint_here(shard: &Rc<Shard>, plan: &MintPlan) -> MintOutcome {
         .insert(ticket.clone(), &plan.workspace, expires_at, plan.max_bytes);
     {
         let mut stats = shard.stats.borrow_mut();
-        stats.event("tickets_minted");
-        stats.gauge_add("tickets", 1);
+        stats.event(Event::TicketsMinted);
+        stats.gauge_add(Gauge::Tickets, 1);
     }
     let body = serde_json::json!({"ticket": ticket, "expires_at": expires_ms}).to_string();
     Ok(response::close_response(

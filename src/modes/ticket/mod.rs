@@ -49,6 +49,7 @@ use crate::http::response;
 use crate::http::routes::Route;
 use crate::shard::accept::refuse;
 use crate::shard::{Shard, Upgrade};
+use crate::stats::{Event, Gauge, Rejected};
 use crate::sys;
 
 /// `HTTP/1.1 100 Continue`, sent to a PUT with `Expect: 100-continue` once its claim
@@ -64,14 +65,14 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, request: Upgrade) {
     };
     if shard.shutting_down.get() {
         let resp = response::json_error(503, "shutting down");
-        return refuse(&shard, stream, "shutting_down", resp).await;
+        return refuse(&shard, stream, Rejected::ShuttingDown, resp).await;
     }
     if side == TicketSide::Put {
         if let Err(msg) = framing_of(&request.head) {
             return refuse(
                 &shard,
                 stream,
-                "bad_ticket_body",
+                Rejected::BadTicketBody,
                 response::json_error(400, msg),
             )
             .await;
@@ -82,9 +83,9 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, request: Upgrade) {
         .borrow_mut()
         .claim(&ticket, side, Instant::now());
     let (reason, status, msg) = match claim {
-        Claim::NotFound => ("ticket_not_found", 404, "ticket not found or expired"),
-        Claim::Finished => ("ticket_finished", 410, "relay already finished"),
-        Claim::AlreadyClaimed => ("ticket_side_claimed", 423, side.claimed_message()),
+        Claim::NotFound => (Rejected::TicketNotFound, 404, "ticket not found or expired"),
+        Claim::Finished => (Rejected::TicketFinished, 410, "relay already finished"),
+        Claim::AlreadyClaimed => (Rejected::TicketSideClaimed, 423, side.claimed_message()),
         Claim::Wait(waiter) => {
             let conn = SideConn::open(&shard, stream, side, request.permit);
             let me = Arrived {
@@ -211,13 +212,13 @@ pub fn tick(shard: &Rc<Shard>, now: Instant) {
     {
         let mut stats = shard.stats.borrow_mut();
         for _ in 0..swept.timed_out {
-            stats.event("tickets_timed_out");
+            stats.event(Event::TicketsTimedOut);
         }
         for _ in 0..swept.unused {
-            stats.event("tickets_expired_unused");
+            stats.event(Event::TicketsExpiredUnused);
         }
         if swept.unfinished_gone != 0 {
-            stats.gauge_add("tickets", -swept.unfinished_gone);
+            stats.gauge_add(Gauge::Tickets, -swept.unfinished_gone);
         }
     }
     for waiter in swept.waiters {

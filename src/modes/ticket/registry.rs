@@ -18,7 +18,7 @@ use monoio::net::TcpStream;
 
 use crate::http::head::RequestHead;
 use crate::shard::{ConnPermit, Shard};
-use crate::stats::ConnKind;
+use crate::stats::{ConnKind, Event};
 
 /// How long a ticket that ended at or past its expiry still answers 410: enough for a
 /// client that got 408 to retry and learn the ticket is spent rather than unknown.
@@ -262,13 +262,13 @@ pub(super) enum Ending {
 
 impl Ending {
     /// The `/stats` event name.
-    pub(super) fn event(self) -> &'static str {
+    pub(super) fn event(self) -> Event {
         match self {
-            Ending::Ok => "tickets_ok",
-            Ending::TooLarge => "tickets_too_large",
-            Ending::PutAborted => "tickets_put_aborted",
-            Ending::GetAborted => "tickets_get_aborted",
-            Ending::Shutdown => "tickets_shutdown",
+            Ending::Ok => Event::TicketsOk,
+            Ending::TooLarge => Event::TicketsTooLarge,
+            Ending::PutAborted => Event::TicketsPutAborted,
+            Ending::GetAborted => Event::TicketsGetAborted,
+            Ending::Shutdown => Event::TicketsShutdown,
         }
     }
 }

@@ -18,6 +18,7 @@ use super::registry::{AbortFlag, Ending, SideConn};
 use crate::http::head::RequestHead;
 use crate::net::{self, Linger};
 use crate::shard::Shard;
+use crate::stats::Gauge;
 use crate::sys;
 
 /// Rounds of syscalls the pump makes without awaiting before it yields to the shard's
@@ -90,7 +91,7 @@ fn finish(shard: &Shard, ticket: &str, stop: Stop) -> (Ending, bool) {
     let was_unfinished = shard.tickets.borrow_mut().end(ticket, Instant::now());
     let mut stats = shard.stats.borrow_mut();
     if was_unfinished {
-        stats.gauge_add("tickets", -1);
+        stats.gauge_add(Gauge::Tickets, -1);
     }
     stats.event(ending.event());
     (ending, malformed)

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use super::reader::push_waker;
 use super::{Conn, Host, Life, Outbox, Rendezvous};
 use crate::memory;
+use crate::stats::Style;
 use crate::sys;
 use crate::ws::codec::{self, OpCode};
 use crate::ws::payload::Payload;
@@ -57,7 +58,7 @@ pub struct OutFrame {
     /// When the message this frame carries was read, for the `forward` histogram.
     read_at: Option<Instant>,
     /// The rendezvous style, for the per-mode `forward` histogram.
-    mode: &'static str,
+    mode: Option<Style>,
 }
 
 impl OutFrame {
@@ -78,7 +79,7 @@ impl OutFrame {
             body,
             suffix,
             read_at: None,
-            mode: "",
+            mode: None,
         }
     }
 
@@ -91,14 +92,14 @@ impl OutFrame {
             body: Payload::from(frame),
             suffix: b"",
             read_at: None,
-            mode: "",
+            mode: None,
         }
     }
 
     /// Mark this frame as a relayed message read at `read_at` in rendezvous style `mode`.
-    pub fn relayed(mut self, read_at: Instant, mode: &'static str) -> Self {
+    pub fn relayed(mut self, read_at: Instant, mode: Style) -> Self {
         self.read_at = Some(read_at);
-        self.mode = mode;
+        self.mode = Some(mode);
         self
     }
 
@@ -397,10 +398,10 @@ impl<R: Rendezvous> Conn<R> {
             }
             n -= left;
             self.front_written.set(0);
-            if let Some(read_at) = front.read_at {
+            if let (Some(read_at), Some(mode)) = (front.read_at, front.mode) {
                 let now = *now.get_or_insert_with(Instant::now);
                 let micros = now.saturating_duration_since(read_at).as_micros() as u64;
-                stats.record_forward(front.mode, micros);
+                stats.record_forward(mode, micros);
                 stats.message_out(front.body.len());
             }
             if let Some(sent) = out.pop_front() {

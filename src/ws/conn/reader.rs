@@ -10,6 +10,7 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use super::{Conn, Host, Life, OutFrame, Rendezvous};
+use crate::stats::Rejected;
 use crate::sys;
 use crate::ws::codec::{self, Event, OpCode};
 
@@ -143,7 +144,7 @@ pub async fn run_reader<R: Rendezvous, H: Host<R>>(host: Rc<H>, conn: Rc<Conn<R>
     while step == Step::Continue {
         if let Some(pause) = host.pause_for(&conn) {
             // Counted once per pause (and per tick-long re-check), never per message.
-            host.stats().event("reads_paused");
+            host.stats().event(crate::stats::Event::ReadsPaused);
             conn.paused.set(true);
             // Boxed: its timer would otherwise sit in every reader's future, idle or not
             // (one allocation per pause, never per message).
@@ -349,9 +350,9 @@ fn on_protocol_error<R: Rendezvous, H: Host<R>>(host: &Rc<H>, conn: &Rc<Conn<R>>
     conn.failed.set(true);
     conn.update(Life::discard);
     host.stats().rejected(match code {
-        1007 => "invalid_utf8",
-        1009 => "message_too_big",
-        _ => "protocol_error",
+        1007 => Rejected::InvalidUtf8,
+        1009 => Rejected::MessageTooBig,
+        _ => Rejected::ProtocolError,
     });
     let reason = match code {
         1007 => "invalid UTF-8",
