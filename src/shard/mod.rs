@@ -9,6 +9,7 @@
 //! connection or registry change; never per message).
 
 pub mod accept;
+mod client_addr;
 pub mod inbox;
 pub mod tick;
 

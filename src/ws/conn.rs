@@ -383,6 +383,10 @@ pub struct Conn {
     transfer: Cell<Option<Box<(usize, Resume)>>>,
     /// Counts this connection against `--max-connections` until dropped (or moved).
     permit: RefCell<Option<ConnPermit>>,
+    /// The client's address when it is not the socket peer: learnt from a PROXY header
+    /// or `X-Forwarded-For` (PROTOCOL §1.2). Boxed and set only then, so a direct
+    /// connection pays 8 bytes for it (the `Rc<Conn>` stays in its 320-byte class).
+    client: std::cell::OnceCell<Box<SocketAddr>>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -440,7 +444,14 @@ impl Conn {
             drain_waiters: RefCell::new(Vec::new()),
             transfer: Cell::new(None),
             permit: RefCell::new(Some(permit)),
+            client: std::cell::OnceCell::new(),
         }))
+    }
+
+    /// Record the client's address when a balancer stands between it and the socket
+    /// (PROTOCOL §1.2); [`Conn::peer`] then answers with it. Only the first call counts.
+    pub fn set_client(&self, client: SocketAddr) {
+        let _ = self.client.set(Box::new(client));
     }
 
     /// Open or closing.
@@ -790,10 +801,14 @@ impl Conn {
         requested
     }
 
-    /// The client's address, for logs (never its payloads); asked of the socket only
-    /// when a log line is written, so no connection carries it.
+    /// The client's address, for logs (never its payloads) and per-address budgets: the
+    /// one [`Conn::set_client`] recorded behind a balancer, else asked of the socket only
+    /// when needed, so a direct connection does not carry it.
     pub fn peer(&self) -> PeerAddr {
-        PeerAddr(sys::peer_addr(self.fd))
+        match self.client.get() {
+            Some(client) => PeerAddr(Some(**client)),
+            None => PeerAddr(sys::peer_addr(self.fd)),
+        }
     }
 
     /// Hand the reader the bytes that came with the request head (before it starts).
@@ -967,6 +982,8 @@ pub struct Transfer {
     resume: Resume,
     /// When the move was enqueued (handoff histogram).
     sent_at: Instant,
+    /// The client's address learnt behind a balancer ([`Conn::set_client`]), if any.
+    client: Option<SocketAddr>,
 }
 
 /// Move `conn` to the shard it asked for: duplicate its descriptor, carry its unsent and
@@ -995,6 +1012,7 @@ fn start_transfer(shard: &Rc<Shard>, conn: &Rc<Conn>, unread: Vec<u8>) {
         unread,
         resume,
         sent_at: Instant::now(),
+        client: conn.client.get().map(|client| **client),
     };
     shard.stats.borrow_mut().handed_off();
     if !shard.global.inboxes[owner].send(InboxMsg::Resume(Box::new(transfer))) {
@@ -1016,6 +1034,9 @@ pub fn resume(shard: &Rc<Shard>, transfer: Transfer) {
             return;
         }
     };
+    if let Some(client) = transfer.client {
+        conn.set_client(client);
+    }
     {
         let mut stats = shard.stats.borrow_mut();
         stats.adopted();
