@@ -494,3 +494,98 @@ fn ap6_behind_haproxy_send_proxy_v2_traffic_passes_and_the_rate_keys_on_real_cli
     haproxy.assert_running();
     drop((a, b));
 }
+
+/// A WebSocket on `path` whose connection opens with `header` (a client behind a
+/// balancer), from 127.0.0.1.
+fn ws_behind(relay: &Relay, header: &[u8], path: &str) -> common::Ws {
+    let mut stream = connect_from(Ipv4Addr::LOCALHOST, relay.public);
+    stream.write_all(header).unwrap();
+    let request = relay.url(path).into_client_request().unwrap();
+    let (ws, _) = tungstenite::client(request, stream).expect("upgrade");
+    ws
+}
+
+/// The next text message as JSON.
+fn next_json(ws: &mut common::Ws) -> serde_json::Value {
+    let text = common::next_text(ws);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// One `/ws` `auth` with `code` from the client `header` names; the answer's `type` and
+/// the close code that follows a failure.
+fn ws_auth_behind(relay: &Relay, header: &[u8], code: &str) -> (String, Option<u16>) {
+    let mut ws = ws_behind(relay, header, "/ws");
+    let text = format!(r#"{{"type":"auth","session_code":"{code}"}}"#);
+    ws.send(Message::text(text)).unwrap();
+    let answer = next_json(&mut ws)["type"].as_str().unwrap().to_owned();
+    let close = (answer != "auth_success").then(|| common::expect_close(&mut ws).0);
+    (answer, close)
+}
+
+#[test]
+fn ap6_the_guessing_budget_is_keyed_on_the_header_client_across_shards() {
+    let relay = Relay::start(&[
+        "--proxy-protocol",
+        "--trusted-proxies",
+        "127.0.0.1",
+        "--code-guesses-per-ip",
+        "2",
+        "--shards",
+        "2",
+    ]);
+    let mut mac = ws_behind(&relay, &v2_tcp4(Ipv4Addr::new(192, 0, 2, 10), 1), "/ws");
+    mac.send(Message::text(r#"{"type":"register","client_id":"mac-1"}"#))
+        .unwrap();
+    let registered = next_json(&mut mac);
+    let code = registered["code"].as_str().expect("code").to_owned();
+    // A wrong code of the right shape (the `/ws` alphabet).
+    let alphabet = "ABCDEFGHJKMNPQRSTUVWXYZ23456789";
+    let wrong = |i: usize| {
+        let at = alphabet.find(&code[..1]).unwrap();
+        let c = alphabet.as_bytes()[(at + 1 + i) % alphabet.len()] as char;
+        format!("{c}{}", &code[1..])
+    };
+    let attacker = v2_tcp4(Ipv4Addr::new(198, 51, 100, 66), 1);
+    for i in 0..2 {
+        assert_eq!(
+            ws_auth_behind(&relay, &attacker, &wrong(i)),
+            ("auth_failed".to_owned(), Some(4404))
+        );
+    }
+    // The attacker's budget is spent, even for the live code...
+    assert_eq!(
+        ws_auth_behind(&relay, &attacker, &code),
+        ("auth_failed".to_owned(), Some(4429))
+    );
+    // ...and a `?code=` upgrade from it is refused before the upgrade.
+    let mut raw = connect_from(Ipv4Addr::LOCALHOST, relay.public);
+    let join = common::upgrade_request(&format!("/browser?code={code}"), "");
+    raw.write_all(&[attacker.as_slice(), &join].concat())
+        .unwrap();
+    let answer = String::from_utf8_lossy(&read_all(&mut raw)).into_owned();
+    assert_eq!(
+        status_of(&answer),
+        "HTTP/1.1 429 Too Many Requests",
+        "{answer:?}"
+    );
+    // Another client behind the same balancer (same socket peer) authenticates.
+    let bystander = v2_tcp4(Ipv4Addr::new(198, 51, 100, 67), 1);
+    assert_eq!(
+        ws_auth_behind(&relay, &bystander, &code),
+        ("auth_success".to_owned(), None)
+    );
+}
+
+#[test]
+fn ap6_logs_name_the_header_client_not_the_balancer() {
+    let relay = proxied_relay(&["--log-level", "debug"]);
+    let header = v1_tcp4("203.0.113.77", 4711);
+    let mut ws = ws_behind(&relay, &header, "/?pair=log-check");
+    common::close_with(&mut ws, 1000);
+    wait_until("the upgrade is logged", || {
+        relay
+            .logs()
+            .lines()
+            .any(|l| l.contains("upgraded") && l.contains("203.0.113.77:4711"))
+    });
+}
