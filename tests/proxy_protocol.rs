@@ -478,7 +478,11 @@ fn ap6_behind_haproxy_send_proxy_v2_traffic_passes_and_the_rate_keys_on_real_cli
     assert!(second.starts_with("HTTP/1.1 200 "), "{second:?}");
     // Refused right after its header, the client gets the relay's 429 through haproxy.
     let third = health_via(limited);
-    assert_eq!(status_of(&third), "HTTP/1.1 429 Too Many Requests", "{third:?}");
+    assert_eq!(
+        status_of(&third),
+        "HTTP/1.1 429 Too Many Requests",
+        "{third:?}"
+    );
     relay.wait_total("/rejected/rate_limited", 1);
     // 127.0.0.23 comes through the same haproxy (same socket peer) and is admitted.
     let fresh = health_via(Ipv4Addr::new(127, 0, 0, 23));
@@ -589,4 +593,39 @@ fn ap6_logs_name_the_header_client_not_the_balancer() {
             .lines()
             .any(|l| l.contains("upgraded") && l.contains("203.0.113.77:4711"))
     });
+}
+
+#[test]
+fn ap7_with_both_flags_the_proxy_source_is_the_hop_whose_forwarded_for_counts() {
+    let relay = Relay::start(&[
+        "--proxy-protocol",
+        "--trust-forwarded-for",
+        "--trusted-proxies",
+        "127.0.0.1,10.0.0.0/8",
+        "--per-ip-rate",
+        "0.01",
+        "--per-ip-burst",
+        "1",
+    ]);
+    let via = |source: [u8; 4], xff: &str| {
+        let header = v2_tcp4(Ipv4Addr::from(source), 1);
+        exchange(&relay, &[header, health_forwarded_for(xff)].concat())
+    };
+    // A trusted hop (an L7 proxy behind the L4 balancer): X-Forwarded-For names the client.
+    assert!(via([10, 1, 1, 1], "198.51.100.5").starts_with("HTTP/1.1 200 "));
+    assert!(via([10, 1, 1, 1], "198.51.100.6").starts_with("HTTP/1.1 200 "));
+    let again = via([10, 1, 1, 1], "198.51.100.5");
+    assert_eq!(
+        status_of(&again),
+        "HTTP/1.1 429 Too Many Requests",
+        "{again:?}"
+    );
+    // An untrusted PROXY source is the client whatever its X-Forwarded-For says.
+    assert!(via([203, 0, 113, 5], "198.51.100.7").starts_with("HTTP/1.1 200 "));
+    let spoofed = via([203, 0, 113, 5], "198.51.100.8");
+    assert_eq!(
+        status_of(&spoofed),
+        "HTTP/1.1 429 Too Many Requests",
+        "{spoofed:?}"
+    );
 }
