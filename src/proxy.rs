@@ -160,6 +160,8 @@ pub async fn read_header(
     peer: SocketAddr,
 ) -> Result<Arrival, ProxyHeaderError> {
     let mut buf = Vec::new();
+    // Charged to the memory budget while it is read, like a request head (PROTOCOL §2.1).
+    let mut held = crate::memory::Held::default();
     loop {
         stream
             .readable(false)
@@ -174,6 +176,7 @@ pub async fn read_header(
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return Err(ProxyHeaderError::Closed),
             }
+            held.set(buf.capacity());
             if let Some((source, len)) = parse_header(&buf)? {
                 let (client, local) = match source {
                     HeaderSource::Client(addr) => (addr, false),

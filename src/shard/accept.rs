@@ -421,6 +421,7 @@ async fn read_head(
     let mut buf = early;
     // The head buffer is charged to the memory budget while it is read (PROTOCOL §2.1).
     let mut held = crate::memory::Held::default();
+    held.set(buf.capacity());
     if let Some(parsed) = parse_early(&mut buf, &limits)? {
         return Ok(parsed);
     }
