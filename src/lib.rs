@@ -18,7 +18,8 @@
 //! * `process` — process-wide `/metrics` figures: build info, fds, memory, caps.
 //! * `watch`   — the `shardrelay stats` terminal view.
 //! * `manual`  — shell completions and the man page, generated from the CLI.
-//! * `sys`     — the only unsafe code: raw socket calls and descriptor moves.
+//! * `sys`     — the unsafe code: raw socket calls and descriptor moves (besides
+//!   `alloc_count`'s counting allocator, built only with the `alloc-count` feature).
 //! * `alloc_count` — (feature `alloc-count` only) the counting allocator of the
 //!   allocations-per-message benchmark.
 #![deny(unreachable_pub)]
@@ -32,6 +33,7 @@ pub mod logging;
 pub mod manual;
 pub mod memory;
 pub mod modes;
+pub mod net;
 pub mod per_ip;
 pub mod process;
 pub mod proxy;

@@ -287,6 +287,7 @@ impl Plan {
             ),
             Command::Chaos(_) => return Err("chaos runs without a plan (run::command)".into()),
             Command::Attack(_) => return Err("attack runs without a plan (run::command)".into()),
+            Command::Measure(_) => return Err("measure runs without a plan (run::command)".into()),
         };
         let plan = Self::assemble(style, idle, common);
         plan.check()?;

@@ -14,12 +14,14 @@ use monoio::net::{TcpListener, TcpStream};
 use crate::http::head::{parse_head, HeadError, HeadLimits, RequestHead};
 use crate::http::response;
 use crate::http::routes::{self, Route};
-use crate::http::{admin, upgrade};
+use crate::http::upgrade;
 use crate::modes;
+use crate::modes::Conn;
+use crate::net::{self, Linger};
+use crate::shard::admin;
 use crate::shard::{client_addr, ConnPermit, Handoff, InboxMsg, Shard, Upgrade};
 use crate::stats::ConnKind;
 use crate::sys;
-use crate::ws::conn::Conn;
 
 /// Which listener a connection came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -488,52 +490,9 @@ pub async fn refuse(shard: &Shard, stream: TcpStream, reason: &'static str, resp
     respond_and_close(stream, &resp).await;
 }
 
-/// How long a refused client gets to read its response before the socket closes.
-const LINGER: Duration = Duration::from_secs(1);
-
-/// Most bytes a closing HTTP connection reads and discards while lingering.
-const LINGER_BYTES: usize = 256 * 1024;
-
-/// Write a response, half-close, and read what the client still sends for a moment, so
-/// closing with unread bytes does not turn into a reset that destroys the response.
+/// Write a plain response and close lingering (`net::Linger::RESPONSE`).
 pub async fn respond_and_close(stream: TcpStream, resp: &[u8]) {
-    let written = monoio::time::timeout(LINGER * 5, write_all(&stream, resp)).await;
-    if !matches!(written, Ok(Ok(()))) {
-        return;
-    }
-    sys::shutdown_write(stream.as_raw_fd());
-    let _ = monoio::time::timeout(LINGER, discard_until_eof(&stream)).await;
-}
-
-/// Read and drop bytes until EOF (bounded).
-async fn discard_until_eof(stream: &TcpStream) {
-    let mut sink = Vec::with_capacity(4096);
-    let mut total = 0;
-    while total < LINGER_BYTES {
-        if stream.readable(false).await.is_err() {
-            return;
-        }
-        sink.clear();
-        match sys::recv_into(stream.as_raw_fd(), &mut sink, 4096) {
-            Ok(0) => return,
-            Ok(n) => total += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return,
-        }
-    }
-}
-
-/// Write all of `bytes`, waiting for writability when the socket pushes back.
-pub async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        match sys::send_vectored(stream.as_raw_fd(), &[io::IoSlice::new(bytes)]) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.writable(false).await?,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    net::respond_and_close(&stream, resp, Linger::RESPONSE).await;
 }
 
 /// The kind counted for a route once upgraded.
