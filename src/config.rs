@@ -235,6 +235,26 @@ pub struct Config {
     #[arg(long, env = "SHARDRELAY_STALL_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
     pub stall_timeout: Duration,
 
+    /// Every public connection must open with a PROXY protocol header (v1 or v2) sent by
+    /// one of `--trusted-proxies`; its source address is then the client address for
+    /// admission, per-IP limits, guessing budgets and logs (PROTOCOL §1.2). A connection
+    /// from another address, or with a missing, malformed or late header, is closed
+    /// without an answer (`rejected.proxy_header`).
+    #[arg(long, env = "SHARDRELAY_PROXY_PROTOCOL")]
+    pub proxy_protocol: bool,
+
+    /// The balancers in front, as CIDR blocks or addresses, comma-separated
+    /// (`10.0.0.0/8,2001:db8::/32,127.0.0.1`): the only peers whose PROXY header or
+    /// `X-Forwarded-For` is believed.
+    #[arg(long, env = "SHARDRELAY_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<crate::proxy::Cidr>,
+
+    /// For requests whose socket peer (or PROXY source) is a trusted proxy, the client
+    /// address is the right-most `X-Forwarded-For` address that is not itself a trusted
+    /// proxy; from anyone else the header is ignored (PROTOCOL §1.2).
+    #[arg(long, env = "SHARDRELAY_TRUST_FORWARDED_FOR")]
+    pub trust_forwarded_for: bool,
+
     /// Log level: error, warn, info, debug, trace (or a tracing filter directive).
     #[arg(long, env = "SHARDRELAY_LOG_LEVEL", default_value = "info", value_parser = parse_log_level)]
     pub log_level: String,
@@ -320,6 +340,18 @@ impl Config {
         }
         if matches!(self.per_ip_rate, Some(r) if r <= 0.0 || !r.is_finite()) {
             return invalid("per-ip-rate", "must be a positive number");
+        }
+        if self.proxy_protocol && self.trusted_proxies.is_empty() {
+            return invalid(
+                "proxy-protocol",
+                "needs --trusted-proxies (the balancers' addresses)",
+            );
+        }
+        if self.trust_forwarded_for && self.trusted_proxies.is_empty() {
+            return invalid(
+                "trust-forwarded-for",
+                "needs --trusted-proxies (the balancers' addresses)",
+            );
         }
         Ok(())
     }
@@ -561,6 +593,23 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn proxy_flags_need_trusted_proxies() {
+        for flag in ["--proxy-protocol", "--trust-forwarded-for"] {
+            let cli = Cli::parse_from(["shardrelay", flag]);
+            let err = cli.config.validate().expect_err(flag);
+            assert_eq!(
+                err.to_string(),
+                format!("{flag}: needs --trusted-proxies (the balancers' addresses)")
+            );
+            let cli = Cli::parse_from(["shardrelay", flag, "--trusted-proxies", "10.0.0.0/8,::1"]);
+            cli.config.validate().expect(flag);
+            assert_eq!(cli.config.trusted_proxies.len(), 2);
+        }
+        let bad = Cli::try_parse_from(["shardrelay", "--trusted-proxies", "10.0.0.0/40"]);
+        assert!(bad.is_err(), "a bad block is refused at parse time");
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! * `shard`   — one pinned runtime: accept path, inbox/handoff, tick task.
 //! * `http`    — request heads, responses, upgrade checks, routes, admin.
 //! * `per_ip`  — per-address state (IPv4, IPv6 /64): connection rate, guessing budget.
+//! * `proxy`   — the real client address behind a balancer: trusted proxies, the PROXY
+//!   header (v1/v2) read before any other byte, `X-Forwarded-For`.
 //! * `ws`      — RFC 6455 codec and masking (no I/O), connection reader and writer.
 //! * `modes`   — the rendezvous styles and their registries.
 //! * `memory`  — the process-wide memory budget (`--memory-limit`) every held byte is
@@ -36,6 +38,7 @@ pub mod modes;
 pub mod net;
 pub mod per_ip;
 pub mod process;
+pub mod proxy;
 pub mod server;
 pub mod shard;
 pub mod stats;

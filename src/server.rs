@@ -75,6 +75,19 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         stall_timeout_ms = config.stall_timeout.as_millis() as u64,
         "memory bounds"
     );
+    if config.proxy_protocol || config.trust_forwarded_for {
+        let trusted: Vec<String> = config
+            .trusted_proxies
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        tracing::info!(
+            proxy_protocol = config.proxy_protocol,
+            trust_forwarded_for = config.trust_forwarded_for,
+            trusted_proxies = trusted.join(","),
+            "client addresses from the balancers in front (PROTOCOL §1.2)"
+        );
+    }
     let global = Arc::new(Global {
         rate_limiter: config.per_ip_rate.map(|rate| {
             let burst = config.per_ip_burst.unwrap_or(rate * 2.0);

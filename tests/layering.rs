@@ -13,8 +13,12 @@ use std::path::{Path, PathBuf};
 
 /// The relay's layers, lowest first (see docs/architecture.md, "Layers").
 const RELAY_LAYERS: &[(&str, &[&str])] = &[
-    // The operating system, the allocator and the connection count.
-    ("platform", &["sys", "alloc_count", "memory", "net"]),
+    // The operating system, the allocator, the connection count, and the client
+    // address behind a balancer (PROXY header, trusted proxies).
+    (
+        "platform",
+        &["sys", "alloc_count", "memory", "net", "proxy"],
+    ),
     // Settings, counters, logs, per-address state, the listeners' setup.
     (
         "settings and counters",

@@ -19,7 +19,7 @@ use crate::modes;
 use crate::modes::Conn;
 use crate::net::{self, Linger};
 use crate::shard::admin;
-use crate::shard::{ConnPermit, Handoff, InboxMsg, Shard, Upgrade};
+use crate::shard::{client_addr, ConnPermit, Handoff, InboxMsg, Shard, Upgrade};
 use crate::stats::{ConnKind, Event, Rejected};
 use crate::sys;
 
@@ -59,6 +59,9 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, which: Listene
                 shard.stats.borrow_mut().accepted();
                 let permit = match which {
                     Listener::Admin => None,
+                    Listener::Public if client_addr::untrusted_at_accept(&shard, peer) => {
+                        continue;
+                    }
                     Listener::Public => match admit(&shard, peer) {
                         Ok(permit) => Some(permit),
                         Err(refusal) => {
@@ -133,7 +136,7 @@ impl AcceptErrors {
 
 /// A refusal decided at accept, before any byte of the head is read.
 #[derive(Debug, Clone, Copy)]
-enum Admission {
+pub(super) enum Admission {
     /// Over `--max-connections`.
     OverCapacity,
     /// Over `--per-ip-rate`.
@@ -143,7 +146,7 @@ enum Admission {
 /// Refuse a public connection at accept (PROTOCOL §2.1): a best-effort `503`/`429`
 /// written now if the socket takes it, and the socket closed when the caller drops it —
 /// no head is read and no descriptor is held past this loop turn.
-fn refuse_at_accept(shard: &Shard, stream: &TcpStream, refusal: Admission) {
+pub(super) fn refuse_at_accept(shard: &Shard, stream: &TcpStream, refusal: Admission) {
     let (reason, status, body): (_, _, &[u8]) = match refusal {
         Admission::OverCapacity => (Rejected::OverCapacity, 503, b"over capacity\n"),
         Admission::RateLimited => (
@@ -174,8 +177,18 @@ async fn serve_new(
     sys::set_nodelay(stream.as_raw_fd());
     tracing::debug!(shard = shard.id, %peer, listener = ?which, "accepted");
     let _in_handshake = (which == Listener::Public).then(|| HandshakeGauge::open(&shard));
-    let timeout = shard.config().handshake_timeout;
-    let read = monoio::time::timeout(timeout, read_head(&shard, &stream)).await;
+    let (client, early) = match which {
+        Listener::Admin => (peer, Vec::new()),
+        Listener::Public => {
+            let budget = client_addr::time_left(&shard, accepted_at);
+            match client_addr::arrive(&shard, &stream, peer, budget).await {
+                Some(arrived) => (arrived.client, arrived.early),
+                None => return,
+            }
+        }
+    };
+    let timeout = client_addr::time_left(&shard, accepted_at);
+    let read = monoio::time::timeout(timeout, read_head(&shard, &stream, early)).await;
     let (head, leftover) = match read {
         Err(_) => {
             shard
@@ -195,7 +208,7 @@ async fn serve_new(
     match which {
         Listener::Admin => Box::pin(admin::serve(&shard, stream, head, leftover)).await,
         Listener::Public => {
-            route_public(&shard, stream, peer, head, leftover, accepted_at, permit).await
+            route_public(&shard, stream, client, head, leftover, accepted_at, permit).await
         }
     }
 }
@@ -217,30 +230,41 @@ impl Drop for HandshakeGauge<'_> {
     }
 }
 
-/// Admission of a public connection: the global cap, then the per-IP rate. O(1): one
-/// atomic and, with `--per-ip-rate`, one look-up in the per-IP table.
+/// Admission of a public connection: the global cap, then the per-IP rate when the
+/// socket peer is the client (behind a balancer it waits for the client's address,
+/// `client_addr`). O(1): one atomic and, with `--per-ip-rate`, one look-up in the
+/// per-IP table.
 fn admit(shard: &Shard, peer: SocketAddr) -> Result<ConnPermit, Admission> {
     let Some(permit) = shard.global.admit() else {
         return Err(Admission::OverCapacity);
     };
-    if let Some(limiter) = &shard.global.rate_limiter {
-        if !limiter.allow(peer.ip(), Instant::now()) {
-            return Err(Admission::RateLimited);
-        }
+    if client_addr::rate_at_accept(shard.config(), peer.ip())
+        && !client_addr::rate_allows(shard, peer.ip())
+    {
+        return Err(Admission::RateLimited);
     }
     Ok(permit)
 }
 
-/// Classify a public request and serve it here or on its owner shard.
+/// Classify a public request and serve it here or on its owner shard. `hop` is the
+/// client address known before the head (socket peer or PROXY source).
 async fn route_public(
     shard: &Rc<Shard>,
     stream: TcpStream,
-    peer: SocketAddr,
+    hop: SocketAddr,
     mut head: RequestHead,
     leftover: Vec<u8>,
     accepted_at: Instant,
     permit: Option<ConnPermit>,
 ) {
+    let peer = match client_addr::after_head(shard, hop, &head) {
+        Ok(client) => client,
+        Err(_) => {
+            let body = b"too many connection attempts\n";
+            let resp = response::close_response(429, "text/plain", &[], body);
+            return Box::pin(refuse(shard, stream, Rejected::RateLimited, resp)).await;
+        }
+    };
     let route = match routes::classify(&head, shard.config()) {
         Ok(route) => route,
         Err(refusal) => {
@@ -372,6 +396,11 @@ async fn upgrade_here(shard: &Rc<Shard>, stream: TcpStream, request: Upgrade) {
             return;
         }
     };
+    let cfg = shard.config();
+    if cfg.proxy_protocol || cfg.trust_forwarded_for {
+        // Behind a balancer the socket peer is not the client (PROTOCOL §1.2).
+        conn.set_client(request.peer);
+    }
     shard.stats.borrow_mut().conn_opened(kind);
     conn.send_handshake(shard, response::switching_protocols(&request.accept_key));
     tracing::debug!(shard = shard.id, peer = %request.peer, kind = kind.name(), "upgraded");
@@ -391,10 +420,12 @@ enum HeadFailure {
     Bad(HeadError),
 }
 
-/// Read until a whole request head is in; return it and the bytes after it.
+/// Read until a whole request head is in; return it and the bytes after it. `early`
+/// holds the head's first bytes when a step before (the PROXY header) read them.
 async fn read_head(
     shard: &Shard,
     stream: &TcpStream,
+    early: Vec<u8>,
 ) -> Result<(RequestHead, Vec<u8>), HeadFailure> {
     let cfg = shard.config();
     let limits = HeadLimits {
@@ -402,9 +433,13 @@ async fn read_head(
         max_headers: cfg.max_headers,
         max_header_value: cfg.max_header_value,
     };
-    let mut buf = Vec::new();
+    let mut buf = early;
     // The head buffer is charged to the memory budget while it is read (PROTOCOL §2.1).
     let mut held = crate::memory::Held::default();
+    held.set(buf.capacity());
+    if let Some(parsed) = parse_early(&mut buf, &limits)? {
+        return Ok(parsed);
+    }
     loop {
         stream
             .readable(false)
@@ -431,6 +466,21 @@ async fn read_head(
                 Err(err) => return Err(HeadFailure::Bad(err)),
             }
         }
+    }
+}
+
+/// A whole head already among the bytes read before the head step, if there is one.
+fn parse_early(
+    buf: &mut Vec<u8>,
+    limits: &HeadLimits,
+) -> Result<Option<(RequestHead, Vec<u8>)>, HeadFailure> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    match parse_head(buf, limits) {
+        Ok(Some((head, len))) => Ok(Some((head, buf.split_off(len)))),
+        Ok(None) => Ok(None),
+        Err(err) => Err(HeadFailure::Bad(err)),
     }
 }
 

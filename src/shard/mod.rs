@@ -10,6 +10,7 @@
 
 pub mod accept;
 pub mod admin;
+mod client_addr;
 pub mod inbox;
 pub mod tick;
 pub mod timers;

@@ -225,6 +225,9 @@ keys! {
         InvalidUtf8 => "invalid_utf8",
         /// A message over the size limit (close 1009).
         MessageTooBig => "message_too_big",
+        /// A PROXY protocol header missing, malformed, late or from an untrusted source
+        /// (`--proxy-protocol`, PROTOCOL §1.2); which one is the `proxy_header_*` event.
+        ProxyHeader => "proxy_header",
     }
 }
 
@@ -288,6 +291,18 @@ keys! {
         HeartbeatTimeouts => "heartbeat_timeouts",
         /// A connection's reads paused for backpressure.
         ReadsPaused => "reads_paused",
+        /// A PROXY `LOCAL` header (the balancer's own check): the socket peer stands.
+        ProxyHeaderLocal => "proxy_header_local",
+        /// A connection from outside `--trusted-proxies` with `--proxy-protocol` on.
+        ProxyHeaderUntrusted => "proxy_header_untrusted",
+        /// A PROXY header that did not parse.
+        ProxyHeaderMalformed => "proxy_header_malformed",
+        /// A PROXY header longer than the protocol allows.
+        ProxyHeaderTooLong => "proxy_header_too_long",
+        /// A connection closed before its PROXY header was whole.
+        ProxyHeaderMissing => "proxy_header_missing",
+        /// A PROXY header not whole within the handshake timeout.
+        ProxyHeaderLate => "proxy_header_late",
         /// A binary's claim refused (slot held).
         ClaimsRefused => "claims_refused",
         /// A binary took over a slot.

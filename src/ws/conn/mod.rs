@@ -214,8 +214,14 @@ pub struct Conn<R: Rendezvous> {
     /// shard and what resumes there; boxed, as it is rare and every idle connection
     /// would otherwise carry its size.
     moving: Cell<Option<Box<MoveRequest<R>>>>,
-    /// Counts this connection against `--max-connections` until dropped (or moved).
-    permit: RefCell<Option<ConnPermit>>,
+    /// Counts this connection against `--max-connections` until dropped (or moved). A
+    /// `Cell` (only ever taken whole), so it costs its 8 bytes and no borrow flag.
+    permit: Cell<Option<ConnPermit>>,
+    /// The client's address when it is not the socket peer: learnt from a PROXY header
+    /// or `X-Forwarded-For` (PROTOCOL §1.2). Boxed and set only then, so a direct
+    /// connection pays an 8-byte pointer for it and allocates nothing (the 8 bytes the
+    /// permit's `RefCell` flag used to take: `Conn` did not grow).
+    client: std::cell::OnceCell<Box<SocketAddr>>,
 }
 
 impl<R: Rendezvous> std::fmt::Debug for Conn<R> {
@@ -267,8 +273,20 @@ impl<R: Rendezvous> Conn<R> {
             decoder: RefCell::new(Decoder::new()),
             room_waiters: RefCell::new(Vec::new()),
             moving: Cell::new(None),
-            permit: RefCell::new(Some(permit)),
+            permit: Cell::new(Some(permit)),
+            client: std::cell::OnceCell::new(),
         }))
+    }
+
+    /// Record the client's address when a balancer stands between it and the socket
+    /// (PROTOCOL §1.2); [`Conn::peer`] then answers with it. Only the first call counts.
+    pub fn set_client(&self, client: SocketAddr) {
+        let _ = self.client.set(Box::new(client));
+    }
+
+    /// The address [`Conn::set_client`] recorded, if any (it moves with the connection).
+    pub(super) fn client(&self) -> Option<SocketAddr> {
+        self.client.get().map(|client| **client)
     }
 
     /// Apply a transition to the life state and return what it returned.
@@ -305,10 +323,14 @@ impl<R: Rendezvous> Conn<R> {
         self.queued.get() + self.held.get()
     }
 
-    /// The client's address, for logs (never its payloads); asked of the socket only
-    /// when a log line is written, so no connection carries it.
+    /// The client's address, for logs (never its payloads) and per-address budgets: the
+    /// one [`Conn::set_client`] recorded behind a balancer, else asked of the socket only
+    /// when needed, so a direct connection does not carry it.
     pub fn peer(&self) -> PeerAddr {
-        PeerAddr(sys::peer_addr(self.fd))
+        match self.client() {
+            Some(client) => PeerAddr(Some(client)),
+            None => PeerAddr(sys::peer_addr(self.fd)),
+        }
     }
 
     /// Kill the socket outright (close handshake timed out, or shutdown deadline): the

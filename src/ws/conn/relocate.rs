@@ -34,6 +34,8 @@ pub struct Relocation<R: Rendezvous> {
     resume: R::Resume,
     /// When the move was enqueued (handoff histogram).
     sent_at: Instant,
+    /// The client's address learnt behind a balancer ([`Conn::set_client`]), if any.
+    client: Option<std::net::SocketAddr>,
 }
 
 /// A move the rendezvous asked for, carried out once the message being handled is done.
@@ -81,7 +83,7 @@ pub(super) fn start_move<R: Rendezvous, H: Host<R>>(host: &H, conn: &Rc<Conn<R>>
         return;
     };
     let MoveRequest { owner, resume } = *moving;
-    let permit = conn.permit.borrow_mut().take();
+    let permit = conn.permit.take();
     let (Ok(fd), Some(permit)) = (sys::dup_fd(conn.fd), permit) else {
         tracing::warn!(
             shard = host.shard_id(),
@@ -102,6 +104,7 @@ pub(super) fn start_move<R: Rendezvous, H: Host<R>>(host: &H, conn: &Rc<Conn<R>>
         unread,
         resume,
         sent_at: Instant::now(),
+        client: conn.client(),
     };
     host.stats().handed_off();
     if !host.relocate(owner, moving) {
@@ -129,6 +132,9 @@ pub fn adopt_moved<R: Rendezvous>(
             return None;
         }
     };
+    if let Some(client) = moving.client {
+        conn.set_client(client);
+    }
     {
         let mut stats = host.stats();
         stats.adopted();
