@@ -31,7 +31,7 @@ pub const MAX_HEADER: usize = 4096;
 const HEADER_READ: usize = 512;
 
 /// Why a connection's PROXY header was refused (each is closed without an answer and
-/// counted as `rejected{reason="proxy_header"}` plus the event [`ProxyHeaderError::event`]).
+/// counted as `rejected{reason="proxy_header"}` plus a `proxy_header_*` event naming the failure).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ProxyHeaderError {
     /// The socket peer is not in `--trusted-proxies`.
@@ -52,20 +52,6 @@ pub enum ProxyHeaderError {
     /// The header was not complete within the handshake timeout (set by the caller).
     #[error("PROXY header not complete in time")]
     Late,
-}
-
-impl ProxyHeaderError {
-    /// The `/stats` event naming this failure (`events.proxy_header_*`), alongside the
-    /// one `rejected.proxy_header` reason every failure is counted under.
-    pub fn event(self) -> crate::stats::Event {
-        match self {
-            ProxyHeaderError::Untrusted => crate::stats::Event::ProxyHeaderUntrusted,
-            ProxyHeaderError::Malformed => crate::stats::Event::ProxyHeaderMalformed,
-            ProxyHeaderError::TooLong { .. } => crate::stats::Event::ProxyHeaderTooLong,
-            ProxyHeaderError::Closed => crate::stats::Event::ProxyHeaderMissing,
-            ProxyHeaderError::Late => crate::stats::Event::ProxyHeaderLate,
-        }
-    }
 }
 
 /// What a whole PROXY header says about its connection.

@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 /// The relay's layers, lowest first (see docs/architecture.md, "Layers").
 const RELAY_LAYERS: &[(&str, &[&str])] = &[
     // The operating system, the allocator, the connection count, and the client
-    // address behind a balancer (PROXY header, trusted proxies).
+    // address behind a balancer (PROXY header, trusted proxies), the timing wheel.
     (
         "platform",
-        &["sys", "alloc_count", "memory", "net", "proxy"],
+        &["sys", "alloc_count", "memory", "net", "proxy", "timer"],
     ),
     // Settings, counters, logs, per-address state, the listeners' setup.
     (

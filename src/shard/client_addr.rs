@@ -22,6 +22,7 @@ use crate::http::head::RequestHead;
 use crate::proxy::{self, ProxyHeaderError, TrustedProxies};
 use crate::shard::accept::{refuse_at_accept, Admission};
 use crate::shard::Shard;
+use crate::stats::{Event, Rejected};
 
 /// The trusted proxies of `cfg`.
 fn trusted(cfg: &Config) -> TrustedProxies<'_> {
@@ -88,10 +89,7 @@ pub(super) async fn arrive(
     let client = arrival.client;
     tracing::debug!(shard = shard.id, %peer, %client, "PROXY header read");
     if arrival.local {
-        shard
-            .stats
-            .borrow_mut()
-            .event(crate::stats::Event::ProxyHeaderLocal);
+        shard.stats.borrow_mut().event(Event::ProxyHeaderLocal);
     }
     if !forwarded_for_applies(cfg, client.ip()) && !rate_allows(shard, client.ip()) {
         refuse_at_accept(shard, stream, Admission::RateLimited);
@@ -112,8 +110,8 @@ fn refused(shard: &Shard, refusal: ProxyHeaderError) -> Option<Arrived> {
 /// Every PROXY refusal is `rejected.proxy_header`, with its cause as an event.
 fn count_refusal(shard: &Shard, refusal: ProxyHeaderError) {
     let mut stats = shard.stats.borrow_mut();
-    stats.rejected(crate::stats::Rejected::ProxyHeader);
-    stats.event(refusal.event());
+    stats.rejected(Rejected::ProxyHeader);
+    stats.event(refusal_event(refusal));
 }
 
 /// The client of a request whose head is in: under `--trust-forwarded-for`, from a
@@ -157,4 +155,16 @@ pub(super) fn time_left(shard: &Shard, accepted_at: Instant) -> Duration {
         .config()
         .handshake_timeout
         .saturating_sub(accepted_at.elapsed())
+}
+
+/// The `/stats` event naming a PROXY header failure (`events.proxy_header_*`), alongside
+/// the one `rejected.proxy_header` reason every failure is counted under.
+fn refusal_event(refusal: ProxyHeaderError) -> Event {
+    match refusal {
+        ProxyHeaderError::Untrusted => Event::ProxyHeaderUntrusted,
+        ProxyHeaderError::Malformed => Event::ProxyHeaderMalformed,
+        ProxyHeaderError::TooLong { .. } => Event::ProxyHeaderTooLong,
+        ProxyHeaderError::Closed => Event::ProxyHeaderMissing,
+        ProxyHeaderError::Late => Event::ProxyHeaderLate,
+    }
 }

@@ -110,10 +110,7 @@ fn check(shard: &Rc<Shard>, conn: &Rc<Conn>, now: Instant, share: Option<usize>)
                 // The ping left within a tick of its due time: a full pong timeout
                 // after the latest it can have left.
                 if quiet >= cfg.ping_interval + period + cfg.pong_timeout {
-                    shard
-                        .stats
-                        .borrow_mut()
-                        .event(crate::stats::Event::HeartbeatTimeouts);
+                    shard.stats.borrow_mut().event(Event::HeartbeatTimeouts);
                     conn.failed.set(true);
                     conn.close_discarding(shard, 1011, "heartbeat timeout");
                 }

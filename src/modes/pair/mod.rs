@@ -10,7 +10,7 @@ use std::time::Instant;
 use crate::modes::Role;
 use crate::modes::{Conn, Pause};
 use crate::shard::Shard;
-use crate::stats::Style;
+use crate::stats::{Dropped, Event, Gauge, Style};
 use crate::ws::codec::{MessageKind, OpCode};
 use crate::ws::conn::OutFrame;
 use crate::ws::payload::Payload;
@@ -50,8 +50,8 @@ pub fn on_upgrade(shard: &Rc<Shard>, conn: Rc<Conn>, code: Vec<u8>, leftover: Ve
     let side = match arrived {
         Ok(Arrived::First) => {
             let mut stats = shard.stats.borrow_mut();
-            stats.gauge_add(crate::stats::Gauge::Pairs, 1);
-            stats.event(crate::stats::Event::PairsCreated);
+            stats.gauge_add(Gauge::Pairs, 1);
+            stats.event(Event::PairsCreated);
             Side::A
         }
         Ok(Arrived::Matched { side, waiting }) => {
@@ -60,10 +60,7 @@ pub fn on_upgrade(shard: &Rc<Shard>, conn: Rc<Conn>, code: Vec<u8>, leftover: Ve
                     conn.send(shard, OutFrame::message(OpCode::Binary, None, body, b""));
                 });
             }
-            shard
-                .stats
-                .borrow_mut()
-                .event(crate::stats::Event::PairsMatched);
+            shard.stats.borrow_mut().event(Event::PairsMatched);
             side
         }
         Err(Full) => {
@@ -90,10 +87,7 @@ pub fn on_message(
     read_at: Instant,
 ) {
     if kind == MessageKind::Text {
-        shard
-            .stats
-            .borrow_mut()
-            .dropped(crate::stats::Dropped::TextInPair);
+        shard.stats.borrow_mut().dropped(Dropped::TextInPair);
         return;
     }
     let mut reg = shard.pairs.borrow_mut();
@@ -133,10 +127,7 @@ pub fn on_gone(shard: &Rc<Shard>, conn: &Rc<Conn>, role: PairRole) {
     let Some(peer) = shard.pairs.borrow_mut().leave(&role.code, role.side) else {
         return;
     };
-    shard
-        .stats
-        .borrow_mut()
-        .gauge_add(crate::stats::Gauge::Pairs, -1);
+    shard.stats.borrow_mut().gauge_add(Gauge::Pairs, -1);
     let Some(peer) = peer else {
         return;
     };
@@ -163,10 +154,7 @@ fn close_over_share(shard: &Rc<Shard>, now: Instant) {
     let share = crate::modes::pressure_share(shard);
     let over = shard.pairs.borrow_mut().over_share(now, share);
     for lone in over {
-        shard
-            .stats
-            .borrow_mut()
-            .event(crate::stats::Event::NotReading);
+        shard.stats.borrow_mut().event(Event::NotReading);
         lone.close_not_reading(shard);
     }
 }
@@ -175,14 +163,8 @@ fn close_over_share(shard: &Rc<Shard>, now: Instant) {
 fn expire(shard: &Rc<Shard>, now: Instant) {
     let expired = shard.pairs.borrow_mut().expire(now);
     for _ in 0..expired.pairs {
-        shard
-            .stats
-            .borrow_mut()
-            .gauge_add(crate::stats::Gauge::Pairs, -1);
-        shard
-            .stats
-            .borrow_mut()
-            .event(crate::stats::Event::PairsExpired);
+        shard.stats.borrow_mut().gauge_add(Gauge::Pairs, -1);
+        shard.stats.borrow_mut().event(Event::PairsExpired);
     }
     for lone in expired.sides {
         *lone.role.borrow_mut() = Role::Detached;

@@ -129,10 +129,7 @@ fn took_over(shard: &Rc<Shard>, newcomer: &Rc<Conn>, sid: &Rc<str>, evicted: Vec
 fn refuse_claim(shard: &Rc<Shard>, claimant: &Rc<Conn>) {
     *claimant.role.borrow_mut() = Role::Detached;
     claimant.close(shard, 4409, "server-id already claimed");
-    shard
-        .stats
-        .borrow_mut()
-        .event(crate::stats::Event::ClaimsRefused);
+    shard.stats.borrow_mut().event(Event::ClaimsRefused);
 }
 
 /// A second binary for a live slot: ping the holder; the newcomer waits up to
@@ -182,17 +179,11 @@ pub fn on_phone(
     match attached {
         Err(PhoneRefusal::NoServer) => {
             conn.close(shard, 4404, "no server with that id");
-            shard
-                .stats
-                .borrow_mut()
-                .event(crate::stats::Event::PhonesNoServer);
+            shard.stats.borrow_mut().event(Event::PhonesNoServer);
         }
         Err(PhoneRefusal::OverCap) => {
             conn.close(shard, 4429, "too many phones for server-id");
-            shard
-                .stats
-                .borrow_mut()
-                .event(crate::stats::Event::PhonesOverCap);
+            shard.stats.borrow_mut().event(Event::PhonesOverCap);
         }
         Ok((sid, conn_id)) => {
             tracing::debug!(

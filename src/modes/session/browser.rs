@@ -35,10 +35,7 @@ pub(super) fn join(shard: &Rc<Shard>, conn: &Rc<Conn>, role: BrowserRole, typed:
         failed_joins: role.failed_joins,
     };
     conn.request_move(owner, crate::modes::Resume::Session(resume));
-    shard
-        .stats
-        .borrow_mut()
-        .event(crate::stats::Event::BrowserHandoffs);
+    shard.stats.borrow_mut().event(Event::BrowserHandoffs);
 }
 
 /// Join `code`, which this shard owns.

@@ -10,7 +10,7 @@ use super::{reply, set_role, SessionRole};
 use crate::modes::Conn;
 use crate::modes::Role;
 use crate::shard::Shard;
-use crate::stats::Event;
+use crate::stats::{Event, Gauge};
 
 /// A fresh code this shard owns and no live host holds.
 pub(super) fn mint(shard: &Shard) -> Option<Code> {
@@ -73,9 +73,6 @@ pub(super) fn remove_host(
     code: &Code,
 ) -> Option<Removed<Rc<Conn>>> {
     let removed = shard.sessions.borrow_mut().remove(code, host)?;
-    shard
-        .stats
-        .borrow_mut()
-        .gauge_add(crate::stats::Gauge::Sessions, -1);
+    shard.stats.borrow_mut().gauge_add(Gauge::Sessions, -1);
     Some(removed)
 }

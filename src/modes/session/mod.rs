@@ -224,10 +224,7 @@ pub fn on_gone(shard: &Rc<Shard>, conn: &Rc<Conn>, role: SessionRole) {
 pub fn tick(shard: &Rc<Shard>, now: Instant) {
     let expired = shard.sessions.borrow_mut().expire_due(now);
     for host in expired {
-        shard
-            .stats
-            .borrow_mut()
-            .event(crate::stats::Event::CodesExpired);
+        shard.stats.borrow_mut().event(Event::CodesExpired);
         reply(shard, &host, ErrorCode::ExpiredCode.to_text());
     }
     let closed = shard.sessions.borrow_mut().close_due(now);

@@ -97,10 +97,7 @@ pub(super) fn auth(shard: &Rc<Shard>, conn: &Rc<Conn>, typed: &str) {
     }
     *conn.role.borrow_mut() = Role::Detached;
     conn.request_move(owner, crate::modes::Resume::SessionWs(Resume { code }));
-    shard
-        .stats
-        .borrow_mut()
-        .event(crate::stats::Event::WsBrowserHandoffs);
+    shard.stats.borrow_mut().event(Event::WsBrowserHandoffs);
 }
 
 /// `auth` with `code`, which this shard owns: join its session, or fail.
