@@ -21,6 +21,7 @@ const MODE: &str = "pair";
 
 /// The pairs this shard owns, holding its connections.
 pub type Registry = registry::Registry<Rc<Conn>>;
+pub use registry::Settings;
 
 /// A pair side's role.
 #[derive(Debug, Clone)]
@@ -150,8 +151,7 @@ pub fn tick(shard: &Rc<Shard>, now: Instant) {
 /// `1008 "not reading"` (nobody reads what they hold), their early messages dropped.
 fn close_over_share(shard: &Rc<Shard>, now: Instant) {
     let share = crate::modes::pressure_share(shard);
-    let stall = shard.config().stall_timeout;
-    let over = shard.pairs.borrow_mut().over_share(now, share, stall);
+    let over = shard.pairs.borrow_mut().over_share(now, share);
     for lone in over {
         shard.stats.borrow_mut().event("not_reading");
         lone.close_not_reading(shard);
@@ -160,8 +160,7 @@ fn close_over_share(shard: &Rc<Shard>, now: Instant) {
 
 /// Sweep pairs whose lone side waited past `--pair-ttl` (from the pair's creation).
 fn expire(shard: &Rc<Shard>, now: Instant) {
-    let ttl = shard.config().pair_ttl;
-    let expired = shard.pairs.borrow_mut().expire(now, ttl);
+    let expired = shard.pairs.borrow_mut().expire(now);
     for _ in 0..expired.pairs {
         shard.stats.borrow_mut().gauge_add("pairs", -1);
         shard.stats.borrow_mut().event("pairs_expired");

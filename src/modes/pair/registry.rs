@@ -13,23 +13,37 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::config::Config;
 use crate::modes::Handle;
 use crate::ws::conn::Arrival;
 use crate::ws::payload::Payload;
 
-/// The pairs this shard owns, by decoded code.
+/// The settings the pair rules use, taken from `Config` once per shard.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// `--pair-ttl`: how long a side waits for its peer, from the pair's creation.
+    pub ttl: Duration,
+    /// `--stall-timeout`: how long a lone side may hold more than its share of
+    /// `--memory-limit` in early messages.
+    pub stall: Duration,
+}
+
+impl From<&Config> for Settings {
+    fn from(config: &Config) -> Self {
+        Settings {
+            ttl: config.pair_ttl,
+            stall: config.stall_timeout,
+        }
+    }
+}
+
+/// The pairs this shard owns, by decoded code, and the rules' settings.
 #[derive(Debug)]
 pub struct Registry<C> {
     /// Pairs by decoded code.
     pairs: HashMap<Rc<[u8]>, Pair<C>, ahash::RandomState>,
-}
-
-impl<C> Default for Registry<C> {
-    fn default() -> Self {
-        Registry {
-            pairs: HashMap::default(),
-        }
-    }
+    /// The settings the rules use.
+    settings: Settings,
 }
 
 /// Which side of a pair a connection is.
@@ -203,6 +217,14 @@ pub struct Expired<C> {
 }
 
 impl<C: Handle> Registry<C> {
+    /// No pairs yet.
+    pub fn new(settings: Settings) -> Self {
+        Registry {
+            pairs: HashMap::default(),
+            settings,
+        }
+    }
+
     /// Pairs waiting or matched.
     pub fn len(&self) -> usize {
         self.pairs.len()
@@ -272,8 +294,9 @@ impl<C: Handle> Registry<C> {
         Some(pair.side(side.other()).cloned())
     }
 
-    /// Pairs still waiting `ttl` after their creation at `now`: removed.
-    pub fn expire(&mut self, now: Instant, ttl: Duration) -> Expired<C> {
+    /// Pairs still waiting `--pair-ttl` after their creation, at `now`: removed.
+    pub fn expire(&mut self, now: Instant) -> Expired<C> {
+        let ttl = self.settings.ttl;
         let codes: Vec<Rc<[u8]>> = self
             .pairs
             .iter()
@@ -302,9 +325,10 @@ impl<C: Handle> Registry<C> {
     }
 
     /// Lone sides whose early messages held more than `share` (None: the process is
-    /// below its memory limit) for `stall` up to `now`: their early messages are dropped
-    /// and they are returned, to be closed.
-    pub fn over_share(&mut self, now: Instant, share: Option<usize>, stall: Duration) -> Vec<C> {
+    /// below its memory limit) for `--stall-timeout` up to `now`: their early messages
+    /// are dropped and they are returned, to be closed.
+    pub fn over_share(&mut self, now: Instant, share: Option<usize>) -> Vec<C> {
+        let stall = self.settings.stall;
         let mut over = Vec::new();
         for pair in self.pairs.values_mut() {
             let lone = pair.a.as_ref().or(pair.b.as_ref());
@@ -341,6 +365,17 @@ mod tests {
     /// The pair TTL used throughout.
     const TTL: Duration = Duration::from_secs(60);
 
+    /// The stall timeout used throughout.
+    const STALL: Duration = Duration::from_secs(10);
+
+    /// A registry with the settings used throughout.
+    fn registry() -> Registry<Member> {
+        Registry::new(Settings {
+            ttl: TTL,
+            stall: STALL,
+        })
+    }
+
     /// A code.
     fn code(text: &str) -> Rc<[u8]> {
         Rc::from(text.as_bytes())
@@ -349,7 +384,7 @@ mod tests {
     #[test]
     fn pair_matching_first_is_a_and_second_is_b() {
         let now = Instant::now();
-        let mut reg = Registry::default();
+        let mut reg = registry();
         let (a, b) = (member("a"), member("b"));
         assert!(matches!(
             reg.arrive(&code("k"), &a, now),
@@ -372,7 +407,7 @@ mod tests {
     #[test]
     fn pair_matching_keeps_codes_apart() {
         let now = Instant::now();
-        let mut reg = Registry::default();
+        let mut reg = registry();
         reg.arrive(&code("k1"), &member("a"), now).ok();
         assert!(matches!(
             reg.arrive(&code("k2"), &member("b"), now),
@@ -384,7 +419,7 @@ mod tests {
     #[test]
     fn a_third_peer_is_refused_while_both_are_present() {
         let now = Instant::now();
-        let mut reg = Registry::default();
+        let mut reg = registry();
         let (a, b) = (member("a"), member("b"));
         reg.arrive(&code("k"), &a, now).ok();
         reg.arrive(&code("k"), &b, now).ok();
@@ -399,7 +434,7 @@ mod tests {
     #[test]
     fn a_side_leaving_ends_the_pair_and_frees_the_code() {
         let now = Instant::now();
-        let mut reg = Registry::default();
+        let mut reg = registry();
         let (a, b) = (member("a"), member("b"));
         reg.arrive(&code("k"), &a, now).ok();
         reg.arrive(&code("k"), &b, now).ok();
@@ -417,7 +452,7 @@ mod tests {
     #[test]
     fn early_messages_wait_for_the_peer_and_are_delivered_in_order() {
         let now = Instant::now();
-        let mut reg = Registry::default();
+        let mut reg = registry();
         reg.arrive(&code("k"), &member("a"), now).ok();
         for body in [&b"one"[..], b"two"] {
             let Some(Toward::Early(waiting)) = reg.toward(b"k", Side::A) else {
@@ -440,13 +475,13 @@ mod tests {
     #[test]
     fn pair_expiry_removes_a_waiting_pair_at_its_ttl_from_creation() {
         let now = Instant::now();
-        let mut reg = Registry::default();
+        let mut reg = registry();
         let a = member("a");
         reg.arrive(&code("k"), &a, now).ok();
-        let early = reg.expire(now + TTL - Duration::from_millis(1), TTL);
+        let early = reg.expire(now + TTL - Duration::from_millis(1));
         assert_eq!(early.pairs, 0);
         assert_eq!(reg.len(), 1);
-        let expired = reg.expire(now + TTL, TTL);
+        let expired = reg.expire(now + TTL);
         assert_eq!(expired.pairs, 1);
         assert!(expired.sides.len() == 1 && expired.sides[0].same(&a));
         assert!(reg.is_empty());
@@ -455,28 +490,28 @@ mod tests {
     #[test]
     fn pair_expiry_spares_a_matched_pair() {
         let now = Instant::now();
-        let mut reg = Registry::default();
+        let mut reg = registry();
         reg.arrive(&code("k"), &member("a"), now).ok();
         reg.arrive(&code("k"), &member("b"), now).ok();
-        assert_eq!(reg.expire(now + 10 * TTL, TTL).pairs, 0);
+        assert_eq!(reg.expire(now + 10 * TTL).pairs, 0);
         assert_eq!(reg.len(), 1);
     }
 
     #[test]
     fn a_lone_side_over_its_share_for_the_stall_timeout_is_closed() {
         let now = Instant::now();
-        let stall = Duration::from_secs(10);
-        let mut reg = Registry::default();
+        let stall = STALL;
+        let mut reg = registry();
         let a = member("a");
         reg.arrive(&code("k"), &a, now).ok();
         if let Some(Toward::Early(waiting)) = reg.toward(b"k", Side::A) {
             waiting.push(Payload::copy_of(&[7; 100]));
         }
         // Below the memory limit: never.
-        assert!(reg.over_share(now + 2 * stall, None, stall).is_empty());
+        assert!(reg.over_share(now + 2 * stall, None).is_empty());
         // Over a share of 1 byte: from the first sighting, for `stall`.
-        assert!(reg.over_share(now, Some(1), stall).is_empty());
-        let over = reg.over_share(now + stall, Some(1), stall);
+        assert!(reg.over_share(now, Some(1)).is_empty());
+        let over = reg.over_share(now + stall, Some(1));
         assert!(over.len() == 1 && over[0].same(&a));
         assert!(matches!(reg.ahead(b"k", Side::A), Some(Ahead::Early(w)) if w.early_bytes() == 0));
     }

@@ -32,6 +32,7 @@ const ENVELOPE_SUFFIX: &[u8] = b"}";
 
 /// The server-id slots this shard owns, holding its connections.
 pub type Registry = registry::Registry<Rc<Conn>>;
+pub use registry::Settings;
 
 /// A binary's part in its slot.
 #[derive(Debug, Clone)]
@@ -83,8 +84,10 @@ impl PhoneRole {
 /// A binary upgraded on `/v1/server`.
 pub fn on_binary(shard: &Rc<Shard>, conn: Rc<Conn>, server_id: &str, leftover: Vec<u8>) {
     let sid: Rc<str> = Rc::from(server_id);
-    let deadline = Instant::now() + shard.config().takeover_probe;
-    let claim = shard.server_ids.borrow_mut().claim(&sid, &conn, deadline);
+    let claim = shard
+        .server_ids
+        .borrow_mut()
+        .claim(&sid, &conn, Instant::now());
     match claim {
         Claim::New => {
             shard.stats.borrow_mut().gauge_add("server_slots", 1);
@@ -167,12 +170,11 @@ pub fn on_phone(
     leftover: Vec<u8>,
 ) {
     conn.overflow.set(Overflow::CloseReceiver);
-    let max_phones = shard.config().max_phones_per_server;
     let draw = || format!("client-{server_id}-{}", random_hex8());
     let attached = shard
         .server_ids
         .borrow_mut()
-        .attach_phone(server_id, &conn, max_phones, draw);
+        .attach_phone(server_id, &conn, draw);
     match attached {
         Err(PhoneRefusal::NoServer) => {
             conn.close(shard, 4404, "no server with that id");
@@ -460,12 +462,11 @@ pub fn on_phone_gone(shard: &Rc<Shard>, conn: &Rc<Conn>, phone: &PhoneRole) {
 /// A binary's connection ended: a holder's slot enters its grace window (or passes to
 /// a waiting claimant); a claimant simply stops claiming.
 pub fn on_binary_gone(shard: &Rc<Shard>, conn: &Rc<Conn>, binary: &BinaryRole) {
-    let grace_until = Instant::now() + shard.config().grace;
     let sid = &binary.server_id;
     let left = shard
         .server_ids
         .borrow_mut()
-        .binary_left(sid, conn, binary.holds, grace_until);
+        .binary_left(sid, conn, binary.holds, Instant::now());
     match left {
         Left::Nothing | Left::ClaimWithdrawn => {}
         Left::TakenOver { claimant, evicted } => {

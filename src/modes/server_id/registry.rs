@@ -11,23 +11,39 @@
 
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use crate::config::Config;
 use crate::modes::Handle;
 
-/// The server-id slots this shard owns, by server-id.
+/// The settings the server-id rules use, taken from `Config` once per shard.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// `--takeover-probe`: how long a probed holder has to answer.
+    pub takeover_probe: Duration,
+    /// `--grace`: how long a slot whose holder left waits for it.
+    pub grace: Duration,
+    /// `--max-phones-per-server`.
+    pub max_phones: usize,
+}
+
+impl From<&Config> for Settings {
+    fn from(config: &Config) -> Self {
+        Settings {
+            takeover_probe: config.takeover_probe,
+            grace: config.grace,
+            max_phones: config.max_phones_per_server,
+        }
+    }
+}
+
+/// The server-id slots this shard owns, by server-id, and the rules' settings.
 #[derive(Debug)]
 pub struct Registry<C> {
     /// Slots by server-id.
     slots: HashMap<Rc<str>, Slot<C>, ahash::RandomState>,
-}
-
-impl<C> Default for Registry<C> {
-    fn default() -> Self {
-        Registry {
-            slots: HashMap::default(),
-        }
-    }
+    /// The settings the rules use.
+    settings: Settings,
 }
 
 /// One server-id: its binary (or its grace window), its phones, and a pending claim.
@@ -152,6 +168,14 @@ pub struct Due<C> {
 }
 
 impl<C: Handle> Registry<C> {
+    /// No slots yet.
+    pub fn new(settings: Settings) -> Self {
+        Registry {
+            slots: HashMap::default(),
+            settings,
+        }
+    }
+
     /// Slots held or in grace.
     pub fn len(&self) -> usize {
         self.slots.len()
@@ -162,8 +186,10 @@ impl<C: Handle> Registry<C> {
         self.slots.is_empty()
     }
 
-    /// A binary claims `sid`; a probe it starts must be answered by `probe_deadline`.
-    pub fn claim(&mut self, sid: &Rc<str>, binary: &C, probe_deadline: Instant) -> Claim<C> {
+    /// A binary claims `sid` at `now`; a probe it starts must be answered within
+    /// `--takeover-probe`.
+    pub fn claim(&mut self, sid: &Rc<str>, binary: &C, now: Instant) -> Claim<C> {
+        let probe_deadline = now + self.settings.takeover_probe;
         let Some(slot) = self.slots.get_mut(sid) else {
             self.slots
                 .insert(sid.clone(), Slot::held_by(binary.clone()));
@@ -190,20 +216,19 @@ impl<C: Handle> Registry<C> {
     }
 
     /// A phone attaches to `server_id` if the slot exists and has room for it under
-    /// `max_phones`; returns the slot's key (shared by the phone's role) and the phone's
+    /// `--max-phones-per-server`; returns the slot's key (shared by the phone's role) and the phone's
     /// fresh conn_id, drawn by `draw` until unique in the slot.
     pub fn attach_phone(
         &mut self,
         server_id: &str,
         phone: &C,
-        max_phones: usize,
         mut draw: impl FnMut() -> String,
     ) -> Result<(Rc<str>, Rc<str>), PhoneRefusal> {
         let (sid, slot) = self
             .slots
             .get_key_value(server_id)
             .ok_or(PhoneRefusal::NoServer)?;
-        if slot.phones.len() >= max_phones {
+        if slot.phones.len() >= self.settings.max_phones {
             return Err(PhoneRefusal::OverCap);
         }
         let sid = sid.clone();
@@ -246,15 +271,9 @@ impl<C: Handle> Registry<C> {
         slot.phones.len() != before
     }
 
-    /// A binary of `sid` left (`held`: as its holder, else as a claimant). A holder's
-    /// slot passes to a waiting claimant, or else enters grace until `grace_until`.
-    pub fn binary_left(
-        &mut self,
-        sid: &str,
-        binary: &C,
-        held: bool,
-        grace_until: Instant,
-    ) -> Left<C> {
+    /// A binary of `sid` left at `now` (`held`: as its holder, else as a claimant). A
+    /// holder's slot passes to a waiting claimant, or else enters grace for `--grace`.
+    pub fn binary_left(&mut self, sid: &str, binary: &C, held: bool, now: Instant) -> Left<C> {
         let Some(slot) = self.slots.get_mut(sid) else {
             return Left::Nothing;
         };
@@ -273,7 +292,7 @@ impl<C: Handle> Registry<C> {
             let evicted = slot.take_over(claimant.clone());
             return Left::TakenOver { claimant, evicted };
         }
-        slot.grace_until = Some(grace_until);
+        slot.grace_until = Some(now + self.settings.grace);
         Left::Grace
     }
 
@@ -331,6 +350,15 @@ mod tests {
     /// The grace window used throughout.
     const GRACE: Duration = Duration::from_secs(30);
 
+    /// The settings used throughout: 4 phones at most unless a test says otherwise.
+    fn settings(max_phones: usize) -> Settings {
+        Settings {
+            takeover_probe: PROBE,
+            grace: GRACE,
+            max_phones,
+        }
+    }
+
     /// conn_ids 0, 1, 2, … for phones.
     fn counter() -> impl FnMut() -> String {
         let mut n = 0;
@@ -342,9 +370,9 @@ mod tests {
 
     /// A registry where `binary` holds "s".
     fn held(binary: &Member, now: Instant) -> (Registry<Member>, Rc<str>) {
-        let mut reg = Registry::default();
+        let mut reg = Registry::new(settings(4));
         let sid: Rc<str> = Rc::from("s");
-        assert!(matches!(reg.claim(&sid, binary, now + PROBE), Claim::New));
+        assert!(matches!(reg.claim(&sid, binary, now), Claim::New));
         (reg, sid)
     }
 
@@ -363,8 +391,8 @@ mod tests {
         let bin = member("bin");
         let phone = member("phone");
         let (mut reg, sid) = held(&bin, now);
-        reg.attach_phone(&sid, &phone, 4, counter()).ok();
-        let left = reg.binary_left(&sid, &bin, true, now + GRACE);
+        reg.attach_phone(&sid, &phone, counter()).ok();
+        let left = reg.binary_left(&sid, &bin, true, now);
         assert!(matches!(left, Left::Grace));
         assert!(reg.holder(&sid).is_none());
         // Within grace: the slot and its phone stay.
@@ -383,9 +411,9 @@ mod tests {
         let now = Instant::now();
         let (old, new, phone) = (member("old"), member("new"), member("phone"));
         let (mut reg, sid) = held(&old, now);
-        reg.attach_phone(&sid, &phone, 4, counter()).ok();
-        reg.binary_left(&sid, &old, true, now + GRACE);
-        let Claim::Reclaimed { evicted } = reg.claim(&sid, &new, now + PROBE) else {
+        reg.attach_phone(&sid, &phone, counter()).ok();
+        reg.binary_left(&sid, &old, true, now);
+        let Claim::Reclaimed { evicted } = reg.claim(&sid, &new, now) else {
             panic!("a slot in grace is reclaimed");
         };
         assert_eq!(evicted.len(), 1);
@@ -401,14 +429,11 @@ mod tests {
         let now = Instant::now();
         let (holder, second, third) = (member("holder"), member("second"), member("third"));
         let (mut reg, sid) = held(&holder, now);
-        let Claim::Probe { holder: probed } = reg.claim(&sid, &second, now + PROBE) else {
+        let Claim::Probe { holder: probed } = reg.claim(&sid, &second, now) else {
             panic!("a live holder is probed");
         };
         assert!(probed.same(&holder));
-        assert!(matches!(
-            reg.claim(&sid, &third, now + PROBE),
-            Claim::Refused
-        ));
+        assert!(matches!(reg.claim(&sid, &third, now), Claim::Refused));
         // The holder still holds while the probe runs.
         assert!(reg.holder(&sid).is_some_and(|h| h.same(&holder)));
     }
@@ -418,7 +443,7 @@ mod tests {
         let now = Instant::now();
         let (holder, second) = (member("holder"), member("second"));
         let (mut reg, sid) = held(&holder, now);
-        reg.claim(&sid, &second, now + PROBE);
+        reg.claim(&sid, &second, now);
         let refused = reg.holder_answered(&sid);
         assert!(refused.is_some_and(|c| c.same(&second)));
         assert!(reg.due(now + PROBE).probes_failed.is_empty());
@@ -430,8 +455,8 @@ mod tests {
         let now = Instant::now();
         let (holder, second, phone) = (member("holder"), member("second"), member("phone"));
         let (mut reg, sid) = held(&holder, now);
-        reg.attach_phone(&sid, &phone, 4, counter()).ok();
-        reg.claim(&sid, &second, now + PROBE);
+        reg.attach_phone(&sid, &phone, counter()).ok();
+        reg.claim(&sid, &second, now);
         assert!(reg
             .due(now + PROBE - Duration::from_millis(1))
             .probes_failed
@@ -453,8 +478,8 @@ mod tests {
         let now = Instant::now();
         let (holder, second) = (member("holder"), member("second"));
         let (mut reg, sid) = held(&holder, now);
-        reg.claim(&sid, &second, now + PROBE);
-        let left = reg.binary_left(&sid, &holder, true, now + GRACE);
+        reg.claim(&sid, &second, now);
+        let left = reg.binary_left(&sid, &holder, true, now);
         assert!(matches!(left, Left::TakenOver { claimant, .. } if claimant.same(&second)));
         assert!(reg.holder(&sid).is_some_and(|h| h.same(&second)));
     }
@@ -464,15 +489,12 @@ mod tests {
         let now = Instant::now();
         let (holder, second, third) = (member("holder"), member("second"), member("third"));
         let (mut reg, sid) = held(&holder, now);
-        reg.claim(&sid, &second, now + PROBE);
-        let left = reg.binary_left(&sid, &second, false, now + GRACE);
+        reg.claim(&sid, &second, now);
+        let left = reg.binary_left(&sid, &second, false, now);
         assert!(matches!(left, Left::ClaimWithdrawn));
         assert!(reg.holder(&sid).is_some_and(|h| h.same(&holder)));
         // A new claim may start.
-        assert!(matches!(
-            reg.claim(&sid, &third, now + PROBE),
-            Claim::Probe { .. }
-        ));
+        assert!(matches!(reg.claim(&sid, &third, now), Claim::Probe { .. }));
     }
 
     #[test]
@@ -480,11 +502,11 @@ mod tests {
         let now = Instant::now();
         let (old, new) = (member("old"), member("new"));
         let (mut reg, sid) = held(&old, now);
-        reg.binary_left(&sid, &old, true, now + GRACE);
-        reg.claim(&sid, &new, now + PROBE);
+        reg.binary_left(&sid, &old, true, now);
+        reg.claim(&sid, &new, now);
         // A second report of the old holder's end must not put the new one in grace.
         assert!(matches!(
-            reg.binary_left(&sid, &old, true, now + GRACE),
+            reg.binary_left(&sid, &old, true, now),
             Left::Nothing
         ));
         assert!(reg.holder(&sid).is_some_and(|h| h.same(&new)));
@@ -495,13 +517,12 @@ mod tests {
         let now = Instant::now();
         let bin = member("bin");
         let (mut reg, sid) = held(&bin, now);
+        reg.settings.max_phones = 2;
         for _ in 0..2 {
-            assert!(reg
-                .attach_phone(&sid, &member("phone"), 2, counter())
-                .is_ok());
+            assert!(reg.attach_phone(&sid, &member("phone"), counter()).is_ok());
         }
         assert_eq!(
-            reg.attach_phone(&sid, &member("third"), 2, counter()),
+            reg.attach_phone(&sid, &member("third"), counter()),
             Err(PhoneRefusal::OverCap)
         );
         assert_eq!(reg.phone_count(&sid), 2);
@@ -509,9 +530,9 @@ mod tests {
 
     #[test]
     fn a_phone_for_an_unknown_server_id_is_refused() {
-        let mut reg: Registry<Member> = Registry::default();
+        let mut reg: Registry<Member> = Registry::new(settings(4));
         assert_eq!(
-            reg.attach_phone("nobody", &member("phone"), 4, counter()),
+            reg.attach_phone("nobody", &member("phone"), counter()),
             Err(PhoneRefusal::NoServer)
         );
     }
@@ -521,15 +542,13 @@ mod tests {
         let now = Instant::now();
         let bin = member("bin");
         let (mut reg, sid) = held(&bin, now);
-        let first = reg.attach_phone(&sid, &member("a"), 4, || "client-s-same".into());
+        let first = reg.attach_phone(&sid, &member("a"), || "client-s-same".into());
         assert!(first.is_ok());
         // A draw that repeats the first id is drawn again.
         let mut draws = ["client-s-other", "client-s-same"]
             .into_iter()
             .map(String::from);
-        let second = reg.attach_phone(&sid, &member("b"), 4, || {
-            draws.next_back().unwrap_or_default()
-        });
+        let second = reg.attach_phone(&sid, &member("b"), || draws.next_back().unwrap_or_default());
         assert_eq!(second.map(|(_, id)| id), Ok(Rc::from("client-s-other")));
     }
 
@@ -539,7 +558,7 @@ mod tests {
         let (bin, phone) = (member("bin"), member("phone"));
         let (mut reg, sid) = held(&bin, now);
         let (_, conn_id) = reg
-            .attach_phone(&sid, &phone, 4, counter())
+            .attach_phone(&sid, &phone, counter())
             .unwrap_or_else(|e| panic!("{e:?}"));
         assert!(reg.phone(&sid, &conn_id).is_some());
         assert!(reg.remove_phone(&sid, &phone));

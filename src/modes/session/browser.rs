@@ -92,8 +92,10 @@ pub(super) fn fail_join(
 
 /// A joined browser left: its host is told and its code is joinable again for a TTL.
 pub(super) fn leave(shard: &Shard, browser: &Rc<Conn>, code: Code) {
-    let expires = Instant::now() + shard.config().code_ttl;
-    let host = shard.sessions.borrow_mut().leave(&code, browser, expires);
+    let host = shard
+        .sessions
+        .borrow_mut()
+        .leave(&code, browser, Instant::now());
     if let Some(host) = host {
         reply(shard, &host, ErrorCode::BrowserDisconnected.to_text());
     }

@@ -24,13 +24,12 @@ pub(super) fn mint(shard: &Shard) -> Option<Code> {
 
 /// Register `host` under `code`, joinable for one code TTL from now.
 pub(super) fn open_code(shard: &Shard, host: &Rc<Conn>, code: Code) {
-    let expires = Instant::now() + shard.config().code_ttl;
-    shard.sessions.borrow_mut().open(code, host, expires);
+    shard.sessions.borrow_mut().open(code, host, Instant::now());
 }
 
 /// `{"type":"registered",…}` with the code's expiry in Unix milliseconds.
 pub(super) fn send_registered(shard: &Shard, host: &Rc<Conn>, code: &Code) {
-    let expires = SystemTime::now() + shard.config().code_ttl;
+    let expires = SystemTime::now() + shard.sessions.borrow().code_ttl();
     let expires_at = expires
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));

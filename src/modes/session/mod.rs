@@ -30,6 +30,7 @@ const MODE: &str = "session";
 
 /// The codes this shard minted, holding its connections.
 pub type Registry = registry::Registry<Rc<Conn>>;
+pub use registry::Settings;
 
 /// A host's or browser's part in a session.
 #[derive(Debug, Clone)]
@@ -214,8 +215,7 @@ pub fn on_gone(shard: &Rc<Shard>, conn: &Rc<Conn>, role: SessionRole) {
 /// Deadlines: open codes past their TTL expire; hosts that did not register again
 /// within a further TTL are closed with 4408.
 pub fn tick(shard: &Rc<Shard>, now: Instant) {
-    let ttl = shard.config().code_ttl;
-    let expired = shard.sessions.borrow_mut().expire_due(now, ttl);
+    let expired = shard.sessions.borrow_mut().expire_due(now);
     for host in expired {
         shard.stats.borrow_mut().event("codes_expired");
         reply(shard, &host, ErrorCode::ExpiredCode.to_text());

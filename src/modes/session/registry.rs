@@ -13,7 +13,24 @@ use std::time::{Duration, Instant};
 
 use super::code::{self, Code};
 use super::messages::ErrorCode;
+use crate::config::Config;
 use crate::modes::Handle;
+
+/// The settings the session rules use, taken from `Config` once per shard.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// `--code-ttl`: how long a code is joinable, and how long an expired code's host
+    /// has to register again.
+    pub code_ttl: Duration,
+}
+
+impl From<&Config> for Settings {
+    fn from(config: &Config) -> Self {
+        Settings {
+            code_ttl: config.code_ttl,
+        }
+    }
+}
 
 /// Failed joins one connection may make (PROTOCOL §5): the 5th closes it. Guessing across
 /// connections is bounded by the per-address budget (`--code-guesses-per-ip`,
@@ -34,16 +51,8 @@ pub struct Registry<C> {
     expiries: VecDeque<(Instant, Code)>,
     /// Expired codes' close instants (expiry + TTL), oldest first, skipped the same way.
     closes: VecDeque<(Instant, Code)>,
-}
-
-impl<C> Default for Registry<C> {
-    fn default() -> Self {
-        Registry {
-            hosts: HashMap::default(),
-            expiries: VecDeque::new(),
-            closes: VecDeque::new(),
-        }
-    }
+    /// The settings the rules use.
+    settings: Settings,
 }
 
 /// One host and the state of its code.
@@ -96,6 +105,21 @@ pub struct Removed<C> {
 }
 
 impl<C: Handle> Registry<C> {
+    /// No codes yet.
+    pub fn new(settings: Settings) -> Self {
+        Registry {
+            hosts: HashMap::default(),
+            expiries: VecDeque::new(),
+            closes: VecDeque::new(),
+            settings,
+        }
+    }
+
+    /// `--code-ttl`.
+    pub fn code_ttl(&self) -> Duration {
+        self.settings.code_ttl
+    }
+
     /// Hosts registered.
     pub fn len(&self) -> usize {
         self.hosts.len()
@@ -119,8 +143,9 @@ impl<C: Handle> Registry<C> {
         )
     }
 
-    /// Register `host` under `code`, joinable until `expires`.
-    pub fn open(&mut self, code: Code, host: &C, expires: Instant) {
+    /// Register `host` under `code` at `now`, joinable for a code TTL.
+    pub fn open(&mut self, code: Code, host: &C, now: Instant) {
+        let expires = now + self.settings.code_ttl;
         let entry = HostEntry {
             host: host.clone(),
             state: CodeState::Open { expires },
@@ -157,9 +182,10 @@ impl<C: Handle> Registry<C> {
         }
     }
 
-    /// The joined `browser` of `code` left: the code is joinable again until `expires`;
-    /// returns the host to tell.
-    pub fn leave(&mut self, code: &Code, browser: &C, expires: Instant) -> Option<C> {
+    /// The joined `browser` of `code` left at `now`: the code is joinable again for a
+    /// code TTL; returns the host to tell.
+    pub fn leave(&mut self, code: &Code, browser: &C, now: Instant) -> Option<C> {
+        let expires = now + self.settings.code_ttl;
         let entry = self.hosts.get_mut(code)?;
         if !matches!(&entry.state, CodeState::Joined { browser: b } if b.same(browser)) {
             return None;
@@ -194,9 +220,10 @@ impl<C: Handle> Registry<C> {
         }
     }
 
-    /// Open codes whose TTL ran out by `now` become expired (their hosts closed `ttl`
-    /// later unless they register again); returns their hosts.
-    pub fn expire_due(&mut self, now: Instant, ttl: Duration) -> Vec<C> {
+    /// Open codes whose TTL ran out by `now` become expired (their hosts closed a code
+    /// TTL later unless they register again); returns their hosts.
+    pub fn expire_due(&mut self, now: Instant) -> Vec<C> {
+        let ttl = self.settings.code_ttl;
         let mut hosts = Vec::new();
         while let Some(&(due, code)) = self.expiries.front() {
             if due > now {
@@ -329,11 +356,16 @@ mod tests {
     /// The code TTL used throughout.
     const TTL: Duration = Duration::from_secs(300);
 
+    /// A registry with the code TTL used throughout.
+    fn registry() -> Registry<Member> {
+        Registry::new(Settings { code_ttl: TTL })
+    }
+
     /// A registry where `host` holds code `H4F7KN`, open from `now` for a TTL.
     fn opened(host: &Member, now: Instant) -> (Registry<Member>, Code) {
-        let mut reg = Registry::default();
+        let mut reg = registry();
         let code = *b"H4F7KN";
-        reg.open(code, host, now + TTL);
+        reg.open(code, host, now);
         (reg, code)
     }
 
@@ -387,7 +419,7 @@ mod tests {
             reg.claim(&code, &member("b"), now + TTL).err(),
             Some(ErrorCode::ExpiredCode)
         );
-        let expired = reg.expire_due(now + TTL, TTL);
+        let expired = reg.expire_due(now + TTL);
         assert!(expired.len() == 1 && expired[0].same(&host));
         assert_eq!(
             reg.claim(&code, &member("b"), now + TTL).err(),
@@ -400,11 +432,11 @@ mod tests {
         let now = Instant::now();
         let (host, other) = (member("host"), member("other"));
         let (mut reg, code) = opened(&host, now);
-        reg.open(*b"HHHHHH", &other, now + TTL);
-        reg.expire_due(now + TTL, TTL);
+        reg.open(*b"HHHHHH", &other, now);
+        reg.expire_due(now + TTL);
         // `other` registers again: a fresh code, with a fresh TTL.
         reg.remove(b"HHHHHH", &other);
-        reg.open(*b"JJJJJJ", &other, now + TTL + TTL / 2);
+        reg.open(*b"JJJJJJ", &other, now + TTL / 2);
         assert!(reg
             .close_due(now + 2 * TTL - Duration::from_millis(1))
             .is_empty());
@@ -420,7 +452,7 @@ mod tests {
         let host = member("host");
         let (mut reg, code) = opened(&host, now);
         reg.claim(&code, &member("b"), now).ok();
-        assert!(reg.expire_due(now + 10 * TTL, TTL).is_empty());
+        assert!(reg.expire_due(now + 10 * TTL).is_empty());
         assert!(reg.close_due(now + 10 * TTL).is_empty());
         assert!(reg.is_joined(&code));
     }
@@ -433,8 +465,8 @@ mod tests {
         reg.claim(&code, &browser, now).ok();
         let later = now + TTL;
         // Only the joined browser's leaving counts.
-        assert!(reg.leave(&code, &member("other"), later + TTL).is_none());
-        let told = reg.leave(&code, &browser, later + TTL);
+        assert!(reg.leave(&code, &member("other"), later).is_none());
+        let told = reg.leave(&code, &browser, later);
         assert!(told.is_some_and(|h| h.same(&host)));
         assert!(reg.claim(&code, &member("next"), later).is_ok());
     }
@@ -456,12 +488,12 @@ mod tests {
     fn stale_deadlines_of_a_host_registering_in_a_loop_stay_bounded() {
         let now = Instant::now();
         let host = member("host");
-        let mut reg = Registry::default();
+        let mut reg = registry();
         let mut code = *b"AAAAAA";
         for i in 0..250u8 {
             reg.remove(&code, &host);
             code = [b'A' + i % 20; 6];
-            reg.open(code, &host, now + TTL + Duration::from_millis(u64::from(i)));
+            reg.open(code, &host, now + Duration::from_millis(u64::from(i)));
         }
         assert!(reg.expiries.len() <= 2 * reg.len() + STALE_SLACK + 1);
     }
