@@ -63,7 +63,12 @@ const LOADTEST_LAYERS: &[(&str, &[&str])] = &[
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Violation {
     /// `from` imports `to`, which sits in a higher layer.
-    Upward { from: String, to: String },
+    Upward {
+        /// The importing module.
+        from: String,
+        /// The module in a higher layer.
+        to: String,
+    },
     /// These modules import each other (a strongly connected component).
     Cycle(Vec<String>),
     /// A top-level module no layer lists.
@@ -230,12 +235,19 @@ fn edges(files: &[(PathBuf, String)]) -> BTreeMap<String, BTreeSet<String>> {
 /// Strongly connected components with more than one member (Tarjan, iterative enough
 /// for a few dozen modules).
 fn cycles(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
+    /// Tarjan's bookkeeping.
     struct Walk<'a> {
+        /// The graph walked.
         graph: &'a BTreeMap<String, BTreeSet<String>>,
+        /// Visit order of each module seen.
         index: BTreeMap<&'a str, usize>,
+        /// Lowest visit order reachable from each module.
         low: BTreeMap<&'a str, usize>,
+        /// Modules of components not yet closed.
         stack: Vec<&'a str>,
+        /// Members of `stack`.
         on_stack: BTreeSet<&'a str>,
+        /// Components of more than one module.
         found: Vec<Vec<String>>,
     }
     impl<'a> Walk<'a> {

@@ -15,7 +15,11 @@ use crate::stats::{Event, Gauge};
 /// A fresh code this shard owns and no live host holds.
 pub(super) fn mint(shard: &Shard) -> Option<Code> {
     let reg = shard.sessions.borrow();
-    let code = code::mint_owned(shard, &code::SESSION, |c| reg.is_live(c));
+    let owner_of = |c: &Code| shard.global.shard_of(c);
+    let shards = shard.global.shards;
+    let code = code::mint_owned(&code::SESSION, shard.id, shards, owner_of, |c| {
+        reg.is_live(c)
+    });
     drop(reg);
     if code.is_some() {
         shard.stats.borrow_mut().event(Event::CodesMinted);
