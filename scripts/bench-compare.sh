@@ -65,6 +65,8 @@ stop_relay() {
 }
 stop_all() {
     if [ -n "$LOAD_PID" ]; then
+        # LOAD_PID is `measure cpu-during`; its one child is the load generator.
+        pkill -TERM -P "$LOAD_PID" 2>/dev/null || true
         kill -TERM "$LOAD_PID" 2>/dev/null || true
         wait "$LOAD_PID" 2>/dev/null || true
         LOAD_PID=""

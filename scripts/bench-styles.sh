@@ -29,15 +29,7 @@ run() {  # label connections subcommand args...
     "$LOAD" "$@" --target "$public" --admin "$admin" --rate "$RATE" --duration "$DURATION" \
         --warmup 3s --source-ips 127.0.0.1-127.0.0.4 --json "$out/r.json" >/dev/null 2>"$out/load.err" || true
     stop_relay
-    python3 - "$out/r.json" "$label" "$conns" <<'PY'
-import json, sys
-d = json.load(open(sys.argv[1])); label, conns = sys.argv[2], sys.argv[3]
-c = d["latency_us"]; t = d["throughput"]; i = d["integrity"]
-f = d["relay"]["stats"]["totals"]["histograms"]["forward"] if d["relay"].get("stats") else {}
-bad = sum(i.values())
-print(f"| {label} | {conns} | {t['messages_per_s']:.0f} | {c['p50']} / {c['p99']} / {c['p999']} | "
-      f"{f.get('p50','-')} / {f.get('p99','-')} / {f.get('p999','-')} | {bad} | {d['exit_code']} |")
-PY
+    "$LOAD" measure style-row --label "$label" --connections "$conns" --report "$out/r.json"
 }
 
 echo "| style | connections | msgs/s | client round trip p50 / p99 / p99.9 µs | relay forward p50 / p99 / p99.9 µs | lost+dup+reordered+corrupt | exit |"

@@ -146,7 +146,7 @@ handoff_run() {
     wait_quiet
     relay_start "$OUT/$tag.relay.log" --log-level warn --shards "$shards"
     local start
-    start=$(awk '{print $14 + $15}' "/proc/$RELAY_PID/stat")
+    start=$("$LOAD_BIN" measure proc --pid "$RELAY_PID" cpu-ticks)
     timeout 60 "$LOAD_BIN" idle --style "$style" "${extra[@]}" --connections "$HANDOFF_CONNS" \
         --connect-rate "$rate" --duration 2s --setup-timeout 40s \
         --source-ips 127.0.0.1-127.0.0.4 --target "$RELAY_PUBLIC" --admin "$RELAY_ADMIN" \
@@ -159,7 +159,7 @@ handoff_run() {
         sleep 0.05
     done
     local up
-    up=$(awk '{print $14 + $15}' "/proc/$RELAY_PID/stat")
+    up=$("$LOAD_BIN" measure proc --pid "$RELAY_PID" cpu-ticks)
     curl -fsS --max-time 5 -o "$OUT/$tag.json" "http://$RELAY_ADMIN/stats"
     local rc=0
     wait "$LOAD_PID" || rc=$?

@@ -309,6 +309,22 @@ pub enum MeasureCommand {
     /// Print the connection storm's table from runs' `TAG.json` and `TAG.ticks`
     /// (TAG: LABEL.STYLE; ticks: the relay's CPU ticks before and once all were up).
     StormTable(StormTableArgs),
+    /// One markdown row of `scripts/bench-styles.sh` from a run's `--json` report.
+    StyleRow(StyleRowArgs),
+}
+
+/// `measure style-row` flags.
+#[derive(Debug, Args)]
+pub struct StyleRowArgs {
+    /// The row's label (the style).
+    #[arg(long)]
+    pub label: String,
+    /// The row's connection count, as printed.
+    #[arg(long)]
+    pub connections: String,
+    /// The run's `--json` report.
+    #[arg(long)]
+    pub report: PathBuf,
 }
 
 /// `measure storm-table` flags.

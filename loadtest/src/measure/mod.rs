@@ -44,6 +44,7 @@ pub fn run(args: &MeasureArgs) -> Result<i32, String> {
         MeasureCommand::RequestCost(a) => requests::request_cost(a),
         MeasureCommand::RunSummary(a) => requests::run_summary(a),
         MeasureCommand::StormTable(a) => storm::storm_table(a),
+        MeasureCommand::StyleRow(a) => requests::style_row_command(a),
     }
 }
 

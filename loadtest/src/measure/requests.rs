@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::cli::{RequestCostArgs, RunSummaryArgs};
+use crate::cli::{RequestCostArgs, RunSummaryArgs, StyleRowArgs};
 use crate::http;
 use crate::measure::verdict;
 use crate::procfs;
@@ -209,9 +209,64 @@ pub fn run_summary(args: &RunSummaryArgs) -> Result<i32, String> {
     Ok(0)
 }
 
+/// The report `NAME.json` at `path`.
+fn load_report(path: &std::path::Path) -> Result<verdict::ReportView, String> {
+    let dir = path.parent().unwrap_or_else(|| std::path::Path::new("."));
+    let name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .ok_or("--report: expected NAME.json")?;
+    verdict::load(dir, name)
+}
+
+/// The markdown row of `scripts/bench-styles.sh` for one run.
+fn style_row(label: &str, connections: &str, run: &verdict::ReportView) -> String {
+    let c = &run.latency_us;
+    let forward = run
+        .relay
+        .stats
+        .as_ref()
+        .and_then(|s| relay_stats::histogram_figures(s, "forward"))
+        .map_or("- / - / -".to_owned(), |f| {
+            format!("{} / {} / {}", f.p50, f.p99, f.p999)
+        });
+    let i = &run.integrity;
+    let bad = i.lost + i.duplicated + i.reordered + i.corrupted + i.misrouted;
+    format!(
+        "| {label} | {connections} | {:.0} | {} / {} / {} | {forward} | {bad} | {} |",
+        run.throughput.messages_per_s, c.p50, c.p99, c.p999, run.exit_code
+    )
+}
+
+/// `measure style-row`.
+pub fn style_row_command(args: &StyleRowArgs) -> Result<i32, String> {
+    let run = load_report(&args.report)?;
+    println!("{}", style_row(&args.label, &args.connections, &run));
+    Ok(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_style_row_sums_integrity_and_reads_the_relay_forward_histogram() {
+        let run: verdict::ReportView = serde_json::from_value(serde_json::json!({
+            "latency_us":{"count":9,"p50":10,"p99":20,"p999":30},
+            "integrity":{"lost":1,"duplicated":1,"reordered":0,"corrupted":0,"misrouted":1},
+            "connections":{"up":2},"throughput":{"messages_per_s":1999.6},"exit_code":2,
+            "relay":{"stats":{"totals":{"histograms":{"forward":{"p50":4,"p99":8,"p999":9}}}}}}))
+        .unwrap();
+        assert_eq!(
+            style_row("pair", "100", &run),
+            "| pair | 100 | 2000 | 10 / 20 / 30 | 4 / 8 / 9 | 3 | 2 |"
+        );
+        let bare: verdict::ReportView = serde_json::from_value(serde_json::json!({
+            "latency_us":{"count":0,"p99":0},"integrity":{},"connections":{"up":0},
+            "throughput":{},"relay":{"error":"refused","stats":null}}))
+        .unwrap();
+        assert!(style_row("pair", "1", &bare).contains("| - / - / - |"));
+    }
 
     #[test]
     fn phases_parse_name_path_and_status() {

@@ -26,6 +26,18 @@ pub struct ReportView {
     /// The exit code the run's report implies.
     #[serde(default)]
     pub exit_code: i32,
+    /// The relay's side.
+    #[serde(default)]
+    pub relay: RelayView,
+}
+
+/// `relay`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RelayView {
+    /// The relay's whole `/stats` body at the end, when it was fetched (read through
+    /// [`crate::relay_stats`]'s accessors).
+    #[serde(default)]
+    pub stats: Option<serde_json::Value>,
 }
 
 /// `latency_us`.
@@ -49,6 +61,12 @@ pub struct IntegrityView {
     /// Messages lost.
     #[serde(default)]
     pub lost: u64,
+    /// Messages received twice.
+    #[serde(default)]
+    pub duplicated: u64,
+    /// Messages received out of order.
+    #[serde(default)]
+    pub reordered: u64,
     /// Bodies or messages that arrived with the wrong bytes.
     #[serde(default)]
     pub corrupted: u64,
