@@ -210,18 +210,34 @@ pub struct Conn<R: Rendezvous> {
     decoder: RefCell<Decoder>,
     /// Readers paused on this connection's full queue, woken as it empties.
     room_waiters: RefCell<Vec<Waker>>,
-    /// A move to another shard asked for by the rendezvous (session joins): the owner
-    /// shard and what resumes there; boxed, as it is rare and every idle connection
-    /// would otherwise carry its size.
-    moving: Cell<Option<Box<MoveRequest<R>>>>,
+    /// What few connections need ([`Rare`]: a move asked for, a client address behind
+    /// a balancer), boxed, so every other connection carries one pointer for it all.
+    rare: Cell<Option<Box<Rare<R>>>>,
     /// Counts this connection against `--max-connections` until dropped (or moved). A
     /// `Cell` (only ever taken whole), so it costs its 8 bytes and no borrow flag.
     permit: Cell<Option<ConnPermit>>,
+}
+
+/// The parts of a connection that few connections need, in one box behind one pointer
+/// (`Conn::rare`): allocated on first use, so a direct connection that never moves
+/// allocates nothing for them.
+#[derive(Debug)]
+struct Rare<R: Rendezvous> {
+    /// A move to another shard asked for by the rendezvous (session joins): the owner
+    /// shard and what resumes there.
+    moving: Option<MoveRequest<R>>,
     /// The client's address when it is not the socket peer: learnt from a PROXY header
-    /// or `X-Forwarded-For` (PROTOCOL §1.2). Boxed and set only then, so a direct
-    /// connection pays an 8-byte pointer for it and allocates nothing (the 8 bytes the
-    /// permit's `RefCell` flag used to take: `Conn` did not grow).
-    client: std::cell::OnceCell<Box<SocketAddr>>,
+    /// or `X-Forwarded-For` (PROTOCOL §1.2).
+    client: Option<SocketAddr>,
+}
+
+impl<R: Rendezvous> Default for Rare<R> {
+    fn default() -> Self {
+        Rare {
+            moving: None,
+            client: None,
+        }
+    }
 }
 
 impl<R: Rendezvous> std::fmt::Debug for Conn<R> {
@@ -272,21 +288,38 @@ impl<R: Rendezvous> Conn<R> {
             partial: Cell::new(Vec::new()),
             decoder: RefCell::new(Decoder::new()),
             room_waiters: RefCell::new(Vec::new()),
-            moving: Cell::new(None),
+            rare: Cell::new(None),
             permit: Cell::new(Some(permit)),
-            client: std::cell::OnceCell::new(),
         }))
+    }
+
+    /// Look at (or change) the rare parts without allocating them.
+    fn rare<T>(&self, f: impl FnOnce(Option<&mut Rare<R>>) -> T) -> T {
+        let mut rare = self.rare.take();
+        let out = f(rare.as_deref_mut());
+        self.rare.set(rare);
+        out
+    }
+
+    /// Change the rare parts, allocating them on first use.
+    fn rare_mut<T>(&self, f: impl FnOnce(&mut Rare<R>) -> T) -> T {
+        let mut rare = self.rare.take().unwrap_or_default();
+        let out = f(&mut rare);
+        self.rare.set(Some(rare));
+        out
     }
 
     /// Record the client's address when a balancer stands between it and the socket
     /// (PROTOCOL §1.2); [`Conn::peer`] then answers with it. Only the first call counts.
     pub fn set_client(&self, client: SocketAddr) {
-        let _ = self.client.set(Box::new(client));
+        self.rare_mut(|rare| {
+            rare.client.get_or_insert(client);
+        });
     }
 
     /// The address [`Conn::set_client`] recorded, if any (it moves with the connection).
-    pub(super) fn client(&self) -> Option<SocketAddr> {
-        self.client.get().map(|client| **client)
+    fn client(&self) -> Option<SocketAddr> {
+        self.rare(|rare| rare.and_then(|rare| rare.client))
     }
 
     /// Apply a transition to the life state and return what it returned.

@@ -63,26 +63,22 @@ impl<R: Rendezvous> Conn<R> {
     /// handled is done; it resumes there with `resume`. The caller has already taken it
     /// out of every registry here.
     pub fn request_move(&self, owner: usize, resume: R::Resume) {
-        self.moving
-            .set(Some(Box::new(MoveRequest { owner, resume })));
+        self.rare_mut(|rare| rare.moving = Some(MoveRequest { owner, resume }));
     }
 
     /// True once the rendezvous asked for a move (`request_move`).
     pub(super) fn move_requested(&self) -> bool {
-        let moving = self.moving.take();
-        let requested = moving.is_some();
-        self.moving.set(moving);
-        requested
+        self.rare(|rare| rare.is_some_and(|rare| rare.moving.is_some()))
     }
 }
 
 /// Move `conn` to the shard it asked for: duplicate its descriptor, carry its unsent and
 /// unread bytes, and let this shard's copy end quietly (no close frame, no shutdown).
 pub(super) fn start_move<R: Rendezvous, H: Host<R>>(host: &H, conn: &Rc<Conn<R>>, unread: Vec<u8>) {
-    let Some(moving) = conn.moving.take() else {
+    let Some(moving) = conn.rare(|rare| rare.and_then(|rare| rare.moving.take())) else {
         return;
     };
-    let MoveRequest { owner, resume } = *moving;
+    let MoveRequest { owner, resume } = moving;
     let permit = conn.permit.take();
     let (Ok(fd), Some(permit)) = (sys::dup_fd(conn.fd), permit) else {
         tracing::warn!(
