@@ -86,4 +86,10 @@ fn a_body_with_an_unknown_or_missing_key_does_not_fit_the_model() {
     );
     let missing = body.replacen(r#""handoffs":"#, r#""handoffs_renamed":"#, 1);
     assert!(!fits(&missing), "a missing key must not default");
+    let shard_extra = body.replacen(r#"{"shard":1,"#, r#"{"shard":1,"surprise":1,"#, 1);
+    assert_ne!(shard_extra, body);
+    assert!(
+        !fits(&shard_extra),
+        "an unknown key in a per_shard entry must not be ignored"
+    );
 }

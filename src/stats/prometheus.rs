@@ -4,10 +4,6 @@ use std::fmt::{self, Write as _};
 
 use super::*;
 
-// ---------------------------------------------------------------------------------------
-// Prometheus (`/metrics`)
-// ---------------------------------------------------------------------------------------
-//
 // Only per-shard series are emitted, each with a `shard` label: Prometheus sums counters
 // and gauges across labels itself, and a separate "total" series would double every sum.
 //

@@ -5,10 +5,6 @@ use hdrhistogram::Histogram;
 
 use super::*;
 
-// ---------------------------------------------------------------------------------------
-// Reports: what crosses shards for `/stats` and `/metrics`
-// ---------------------------------------------------------------------------------------
-//
 // A shard's HDR histograms are ~140 KB each (1 µs .. 60 s at three significant figures:
 // 17 408 u64 counts), and a shard keeps 3 + one per mode. Sending them whole made every
 // `/stats` read and `/metrics` scrape copy ~1.7 MB across shards. Instead the owning

@@ -4,10 +4,6 @@ use hdrhistogram::Histogram;
 
 use super::*;
 
-// ---------------------------------------------------------------------------------------
-// `/stats` in two rounds: exact totals from a bounded exchange
-// ---------------------------------------------------------------------------------------
-//
 // Round 1 ([`ShardStats::coarse_report`]): each shard sends, per histogram since the
 // reset, its own summary (computed on the owning shard) and its counts in [`CELLS`]
 // fixed coarse cells of 64 HDR buckets each (2.2 KB). The reader merges the cells and

@@ -60,14 +60,44 @@ pub struct Allocations {
     pub bytes: u64,
 }
 
-/// One entry of `per_shard`: the shard id, then the same keys as `totals`.
+/// One entry of `per_shard`: the shard id, then the same keys as `totals`. (serde's
+/// `deny_unknown_fields` does not work beside `flatten`, so parsing goes through
+/// [`RawShardTallies`], which collects any other key and refuses it.)
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawShardTallies")]
 pub struct ShardTallies {
     /// The shard id.
     pub shard: u64,
     /// The shard's tallies, flattened beside `shard`.
     #[serde(flatten)]
     pub tallies: Tallies,
+}
+
+/// A `per_shard` entry as parsed: the known keys, and whatever else it held.
+#[derive(Deserialize)]
+struct RawShardTallies {
+    /// The shard id.
+    shard: u64,
+    /// The keys `totals` also has.
+    #[serde(flatten)]
+    tallies: Tallies,
+    /// Any key not taken above (must be none).
+    #[serde(flatten)]
+    unknown: BTreeMap<String, serde::de::IgnoredAny>,
+}
+
+impl TryFrom<RawShardTallies> for ShardTallies {
+    type Error = String;
+
+    fn try_from(raw: RawShardTallies) -> Result<Self, String> {
+        match raw.unknown.keys().next() {
+            Some(key) => Err(format!("unknown field `{key}` in a per_shard entry")),
+            None => Ok(ShardTallies {
+                shard: raw.shard,
+                tallies: raw.tallies,
+            }),
+        }
+    }
 }
 
 /// The counter, gauge and histogram keys shared by `totals` and each `per_shard` entry.
@@ -256,5 +286,20 @@ mod tests {
         assert!(serde_json::from_str::<Stats>(&missing).is_err());
         let unknown_reason = BODY.replace("not_found", "not_a_reason");
         assert!(serde_json::from_str::<Stats>(&unknown_reason).is_err());
+    }
+
+    #[test]
+    fn a_per_shard_entry_with_an_unknown_key_fails_to_parse() {
+        let stats: Stats = serde_json::from_str(BODY).unwrap();
+        let entry = serde_json::to_string(&ShardTallies {
+            shard: 0,
+            tallies: stats.totals,
+        })
+        .unwrap();
+        let with =
+            |entry: &str| BODY.replace(r#""per_shard":[]"#, &format!(r#""per_shard":[{entry}]"#));
+        assert!(serde_json::from_str::<Stats>(&with(&entry)).is_ok());
+        let extra = entry.replacen(r#""accepted":"#, r#""surprise":1,"accepted":"#, 1);
+        assert!(serde_json::from_str::<Stats>(&with(&extra)).is_err());
     }
 }
