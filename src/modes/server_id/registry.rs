@@ -14,18 +14,23 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use crate::modes::Handle;
+use crate::timer::Reminders;
 
 /// The server-id slots this shard owns, by server-id.
 #[derive(Debug)]
 pub struct Registry<C> {
     /// Slots by server-id.
     slots: HashMap<Rc<str>, Slot<C>, ahash::RandomState>,
+    /// A reminder at each probe deadline and grace window's end, so that a tick looks
+    /// at the slots with something due rather than at every slot (issue 20).
+    reminders: Reminders<Rc<str>>,
 }
 
 impl<C> Default for Registry<C> {
     fn default() -> Self {
         Registry {
             slots: HashMap::default(),
+            reminders: Reminders::default(),
         }
     }
 }
@@ -177,6 +182,7 @@ impl<C: Handle> Registry<C> {
             Some(holder) => {
                 let holder = holder.clone();
                 slot.claimant = Some((binary.clone(), probe_deadline));
+                self.reminders.remind(probe_deadline, sid.clone());
                 Claim::Probe { holder }
             }
         }
@@ -274,17 +280,24 @@ impl<C: Handle> Registry<C> {
             return Left::TakenOver { claimant, evicted };
         }
         slot.grace_until = Some(grace_until);
+        if let Some((sid, _)) = self.slots.get_key_value(sid) {
+            self.reminders.remind(grace_until, sid.clone());
+        }
         Left::Grace
     }
 
     /// Deadlines at `now`: probes not answered pass the slot to the claimant (the
-    /// holder is closed), and slots whose grace window ended are removed.
+    /// holder is closed), and slots whose grace window ended are removed. Only the slots
+    /// reminded of are looked at; a stale reminder (answered, reclaimed) changes nothing.
     pub fn due(&mut self, now: Instant) -> Due<C> {
         let mut due = Due {
             probes_failed: Vec::new(),
             graces_expired: Vec::new(),
         };
-        for (sid, slot) in self.slots.iter_mut() {
+        while let Some(sid) = self.reminders.pop_due(now) {
+            let Some(slot) = self.slots.get_mut(&sid) else {
+                continue;
+            };
             if matches!(slot.claimant, Some((_, deadline)) if deadline <= now) {
                 if let Some((claimant, _)) = slot.claimant.take() {
                     let holder = slot.binary.take();
@@ -299,14 +312,12 @@ impl<C: Handle> Registry<C> {
             }
             if matches!(slot.grace_until, Some(end) if end <= now) {
                 let phones = slot.phones.drain(..).map(|(_, phone)| phone).collect();
+                self.slots.remove(&sid);
                 due.graces_expired.push(GraceExpired {
-                    server_id: sid.clone(),
+                    server_id: sid,
                     phones,
                 });
             }
-        }
-        for expired in &due.graces_expired {
-            self.slots.remove(&expired.server_id);
         }
         due
     }
@@ -545,5 +556,21 @@ mod tests {
         assert!(reg.remove_phone(&sid, &phone));
         assert!(reg.phone(&sid, &conn_id).is_none());
         assert!(!reg.remove_phone(&sid, &phone));
+    }
+
+    #[test]
+    fn a_grace_window_ended_by_a_reclaim_leaves_a_stale_reminder_that_changes_nothing() {
+        let now = Instant::now();
+        let old = member("old");
+        let (mut reg, sid) = held(&old, now);
+        reg.binary_left(&sid, &old, true, now + GRACE);
+        let back = member("back");
+        assert!(matches!(
+            reg.claim(&sid, &back, now + PROBE),
+            Claim::Reclaimed { .. }
+        ));
+        let due = reg.due(now + GRACE);
+        assert!(due.graces_expired.is_empty() && due.probes_failed.is_empty());
+        assert_eq!(reg.holder(&sid).map(|b| b.same(&back)), Some(true));
     }
 }
