@@ -26,6 +26,8 @@
 //! This module knows nothing of shards, connections or registries: keys are opaque.
 
 use std::cell::Cell;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 /// Ticks per fine block: 256 slots of `Vec` headers (6 KiB). At the default 500 ms
@@ -273,6 +275,52 @@ impl<K> Wheel<K> {
     }
 }
 
+/// Deadline reminders for a registry whose time is a parameter and whose tick it does
+/// not know (the styles' registries: takeover probes, grace windows, TTLs): a min-heap
+/// of (deadline, key). Reminding is O(log n) in the deadlines pending, and `due` costs
+/// O(log n) per reminder due — what expires, never a walk of the registry. Like the
+/// wheel's entries, reminders are never cancelled: the registry checks the entry's
+/// own deadline when one comes due and ignores a stale one (the deadline moved or the
+/// entry went), so a reminder costs its 8 B + key until then.
+#[derive(Debug)]
+pub struct Reminders<K: Ord> {
+    /// Pending reminders, earliest first.
+    heap: BinaryHeap<Reverse<(Instant, K)>>,
+}
+
+impl<K: Ord> Default for Reminders<K> {
+    fn default() -> Self {
+        Reminders {
+            heap: BinaryHeap::new(),
+        }
+    }
+}
+
+impl<K: Ord> Reminders<K> {
+    /// Remind of `key` at `deadline`.
+    pub fn remind(&mut self, deadline: Instant, key: K) {
+        self.heap.push(Reverse((deadline, key)));
+    }
+
+    /// Reminders pending (stale ones included).
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// True when none is pending.
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
+    /// The next reminder due at `now`, earliest first.
+    pub fn pop_due(&mut self, now: Instant) -> Option<K> {
+        if self.heap.peek().is_some_and(|Reverse((at, _))| *at <= now) {
+            return self.heap.pop().map(|Reverse((_, key))| key);
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,6 +446,21 @@ mod tests {
         assert!(owner.mark(1));
         assert!(!owner.mark(1), "already marked");
         assert!(owner.is_marked(1));
+    }
+
+    #[test]
+    fn reminders_come_due_earliest_first_and_only_when_due() {
+        let now = Instant::now();
+        let mut reminders = Reminders::default();
+        for (key, secs) in [("c", 30), ("a", 10), ("b", 20)] {
+            reminders.remind(now + Duration::from_secs(secs), key);
+        }
+        assert_eq!(reminders.pop_due(now + Duration::from_secs(9)), None);
+        let later = now + Duration::from_secs(20);
+        assert_eq!(reminders.pop_due(later), Some("a"));
+        assert_eq!(reminders.pop_due(later), Some("b"));
+        assert_eq!(reminders.pop_due(later), None);
+        assert_eq!(reminders.len(), 1);
     }
 
     #[test]

@@ -44,6 +44,14 @@ pub struct Registry<C> {
     pairs: HashMap<Rc<[u8]>, Pair<C>, ahash::RandomState>,
     /// The settings the rules use.
     settings: Settings,
+    /// Every pair created, oldest first: the TTL is one duration from creation, so the
+    /// pairs due to expire are at the front and a tick looks at those only, not at
+    /// every pair. An entry whose pair matched or ended is skipped when it reaches the
+    /// front (32 B each until then).
+    created: VecDeque<(Instant, Rc<[u8]>)>,
+    /// Some waiting pair has `over_share_since` set: below the memory limit the tick
+    /// has nothing to clear unless this is set.
+    over_share_marked: bool,
 }
 
 /// Which side of a pair a connection is.
@@ -222,6 +230,8 @@ impl<C: Handle> Registry<C> {
         Registry {
             pairs: HashMap::default(),
             settings,
+            created: VecDeque::new(),
+            over_share_marked: false,
         }
     }
 
@@ -250,6 +260,7 @@ impl<C: Handle> Registry<C> {
                 waiting: Some(Waiting::new(now)),
             };
             self.pairs.insert(code.clone(), pair);
+            self.created.push_back((now, code.clone()));
             return Ok(Arrived::First);
         };
         let side = match (&pair.a, &pair.b) {
@@ -294,25 +305,27 @@ impl<C: Handle> Registry<C> {
         Some(pair.side(side.other()).cloned())
     }
 
-    /// Pairs still waiting `--pair-ttl` after their creation, at `now`: removed.
+    /// Pairs still waiting `--pair-ttl` after their creation at `now`: removed. Looks
+    /// only at the pairs created that long ago or more.
     pub fn expire(&mut self, now: Instant) -> Expired<C> {
         let ttl = self.settings.ttl;
-        let codes: Vec<Rc<[u8]>> = self
-            .pairs
-            .iter()
-            .filter(|(_, p)| {
-                p.waiting
-                    .as_ref()
-                    .is_some_and(|w| now.saturating_duration_since(w.created) >= ttl)
-            })
-            .map(|(code, _)| code.clone())
-            .collect();
         let mut expired = Expired {
             pairs: 0,
             sides: Vec::new(),
         };
-        for code in codes {
-            let Some(pair) = self.pairs.remove(&code) else {
+        while let Some((created, _)) = self.created.front() {
+            if now.saturating_duration_since(*created) < ttl {
+                break;
+            }
+            let Some((created, code)) = self.created.pop_front() else {
+                break;
+            };
+            // The pair created then, if it still waits (not a newer pair of the code).
+            let waits = self
+                .pairs
+                .get(&code)
+                .is_some_and(|p| p.waiting.as_ref().is_some_and(|w| w.created == created));
+            let Some(pair) = waits.then(|| self.pairs.remove(&code)).flatten() else {
                 continue;
             };
             expired.pairs += 1;
@@ -330,6 +343,11 @@ impl<C: Handle> Registry<C> {
     pub fn over_share(&mut self, now: Instant, share: Option<usize>) -> Vec<C> {
         let stall = self.settings.stall;
         let mut over = Vec::new();
+        if share.is_none() && !self.over_share_marked {
+            // Below the limit with no clock running: nothing to look at.
+            return over;
+        }
+        self.over_share_marked = share.is_some();
         for pair in self.pairs.values_mut() {
             let lone = pair.a.as_ref().or(pair.b.as_ref());
             let (Some(waiting), Some(lone)) = (pair.waiting.as_mut(), lone) else {
@@ -514,5 +532,20 @@ mod tests {
         let over = reg.over_share(now + stall, Some(1));
         assert!(over.len() == 1 && over[0].same(&a));
         assert!(matches!(reg.ahead(b"k", Side::A), Some(Ahead::Early(w)) if w.early_bytes() == 0));
+    }
+
+    #[test]
+    fn a_pair_created_again_under_its_code_expires_a_ttl_after_its_own_creation() {
+        let now = Instant::now();
+        let mut reg = registry();
+        reg.arrive(&code("k"), &member("a"), now).ok();
+        reg.leave(b"k", Side::A);
+        let later = now + TTL / 2;
+        reg.arrive(&code("k"), &member("b"), later).ok();
+        // The first pair's queue entry comes due and is skipped: the code's pair now
+        // is the second one.
+        assert_eq!(reg.expire(now + TTL).pairs, 0);
+        assert_eq!(reg.expire(later + TTL).pairs, 1);
+        assert_eq!(reg.len(), 0);
     }
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::modes::Handle;
+use crate::timer::Reminders;
 
 /// The settings the server-id rules use, taken from `Config` once per shard.
 #[derive(Debug, Clone, Copy)]
@@ -44,6 +45,9 @@ pub struct Registry<C> {
     slots: HashMap<Rc<str>, Slot<C>, ahash::RandomState>,
     /// The settings the rules use.
     settings: Settings,
+    /// A reminder at each probe deadline and grace window's end, so that a tick looks
+    /// at the slots with something due rather than at every slot.
+    reminders: Reminders<Rc<str>>,
 }
 
 /// One server-id: its binary (or its grace window), its phones, and a pending claim.
@@ -173,6 +177,7 @@ impl<C: Handle> Registry<C> {
         Registry {
             slots: HashMap::default(),
             settings,
+            reminders: Reminders::default(),
         }
     }
 
@@ -203,6 +208,7 @@ impl<C: Handle> Registry<C> {
             Some(holder) => {
                 let holder = holder.clone();
                 slot.claimant = Some((binary.clone(), probe_deadline));
+                self.reminders.remind(probe_deadline, sid.clone());
                 Claim::Probe { holder }
             }
         }
@@ -292,18 +298,26 @@ impl<C: Handle> Registry<C> {
             let evicted = slot.take_over(claimant.clone());
             return Left::TakenOver { claimant, evicted };
         }
-        slot.grace_until = Some(now + self.settings.grace);
+        let grace_until = now + self.settings.grace;
+        slot.grace_until = Some(grace_until);
+        if let Some((sid, _)) = self.slots.get_key_value(sid) {
+            self.reminders.remind(grace_until, sid.clone());
+        }
         Left::Grace
     }
 
     /// Deadlines at `now`: probes not answered pass the slot to the claimant (the
-    /// holder is closed), and slots whose grace window ended are removed.
+    /// holder is closed), and slots whose grace window ended are removed. Only the slots
+    /// reminded of are looked at; a stale reminder (answered, reclaimed) changes nothing.
     pub fn due(&mut self, now: Instant) -> Due<C> {
         let mut due = Due {
             probes_failed: Vec::new(),
             graces_expired: Vec::new(),
         };
-        for (sid, slot) in self.slots.iter_mut() {
+        while let Some(sid) = self.reminders.pop_due(now) {
+            let Some(slot) = self.slots.get_mut(&sid) else {
+                continue;
+            };
             if matches!(slot.claimant, Some((_, deadline)) if deadline <= now) {
                 if let Some((claimant, _)) = slot.claimant.take() {
                     let holder = slot.binary.take();
@@ -318,14 +332,12 @@ impl<C: Handle> Registry<C> {
             }
             if matches!(slot.grace_until, Some(end) if end <= now) {
                 let phones = slot.phones.drain(..).map(|(_, phone)| phone).collect();
+                self.slots.remove(&sid);
                 due.graces_expired.push(GraceExpired {
-                    server_id: sid.clone(),
+                    server_id: sid,
                     phones,
                 });
             }
-        }
-        for expired in &due.graces_expired {
-            self.slots.remove(&expired.server_id);
         }
         due
     }
@@ -564,5 +576,21 @@ mod tests {
         assert!(reg.remove_phone(&sid, &phone));
         assert!(reg.phone(&sid, &conn_id).is_none());
         assert!(!reg.remove_phone(&sid, &phone));
+    }
+
+    #[test]
+    fn a_grace_window_ended_by_a_reclaim_leaves_a_stale_reminder_that_changes_nothing() {
+        let now = Instant::now();
+        let old = member("old");
+        let (mut reg, sid) = held(&old, now);
+        reg.binary_left(&sid, &old, true, now + GRACE);
+        let back = member("back");
+        assert!(matches!(
+            reg.claim(&sid, &back, now + PROBE),
+            Claim::Reclaimed { .. }
+        ));
+        let due = reg.due(now + GRACE);
+        assert!(due.graces_expired.is_empty() && due.probes_failed.is_empty());
+        assert_eq!(reg.holder(&sid).map(|b| b.same(&back)), Some(true));
     }
 }

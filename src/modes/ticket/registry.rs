@@ -19,6 +19,7 @@ use monoio::net::TcpStream;
 use crate::http::head::RequestHead;
 use crate::shard::{ConnPermit, Shard};
 use crate::stats::{ConnKind, Event};
+use crate::timer::Reminders;
 
 /// How long a ticket that ended at or past its expiry still answers 410: enough for a
 /// client that got 408 to retry and learn the ticket is spent rather than unknown.
@@ -282,6 +283,10 @@ pub struct Registry {
     unfinished: HashMap<Rc<str>, usize>,
     /// Transfers running now (shutdown waits for them).
     running: usize,
+    /// A reminder at each ticket's expiry and at the end of its 410 window, so that a
+    /// tick looks at the tickets with something due, not at every ticket (issue 20).
+    /// Holds copies of the ticket strings: in memory only, like `tickets`, never printed.
+    reminders: Reminders<String>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -329,6 +334,7 @@ impl Registry {
             put: None,
             get: None,
         };
+        self.reminders.remind(expires_at, ticket.clone());
         self.tickets.insert(
             ticket,
             Ticket {
@@ -420,6 +426,7 @@ impl Registry {
         };
         entry.phase = Phase::Ended { until };
         let workspace = entry.workspace.clone();
+        self.reminders.remind(until, ticket.to_owned());
         self.uncount(&workspace);
         true
     }
@@ -435,41 +442,36 @@ impl Registry {
     }
 
     /// Expire what is due at `now`. Returns the waiters to wake with 408 and how many
-    /// unfinished tickets left the table (never used, or timed out).
+    /// unfinished tickets left the table (never used, or timed out). Looks only at the
+    /// tickets reminded of; a stale reminder (the ticket moved on, or is gone) is skipped.
     pub(super) fn sweep(&mut self, now: Instant) -> Swept {
         let mut swept = Swept::default();
-        let mut forget = Vec::new();
-        for (key, entry) in self.tickets.iter_mut() {
+        while let Some(key) = self.reminders.pop_due(now) {
+            let Some(entry) = self.tickets.get_mut(&key) else {
+                continue;
+            };
             match &mut entry.phase {
                 Phase::Open { put, get } if now >= entry.expires_at => {
                     let waiters: Vec<Rc<Waiter>> =
                         put.take().into_iter().chain(get.take()).collect();
+                    let workspace = entry.workspace.clone();
                     if waiters.is_empty() {
-                        forget.push((key.clone(), true));
+                        self.tickets.remove(&key);
+                        swept.unused += 1;
                     } else {
                         swept.timed_out += 1;
                         swept.waiters.extend(waiters);
-                        entry.phase = Phase::Ended {
-                            until: now + ENDED_GRACE,
-                        };
-                        swept.ended.push(entry.workspace.clone());
+                        let until = now + ENDED_GRACE;
+                        entry.phase = Phase::Ended { until };
+                        self.reminders.remind(until, key);
                     }
-                }
-                Phase::Ended { until } if now >= *until => forget.push((key.clone(), false)),
-                _ => {}
-            }
-        }
-        for workspace in std::mem::take(&mut swept.ended) {
-            self.uncount(&workspace);
-            swept.unfinished_gone += 1;
-        }
-        for (key, unfinished) in forget {
-            if let Some(entry) = self.tickets.remove(&key) {
-                if unfinished {
-                    self.uncount(&entry.workspace);
+                    self.uncount(&workspace);
                     swept.unfinished_gone += 1;
-                    swept.unused += 1;
                 }
+                Phase::Ended { until } if now >= *until => {
+                    self.tickets.remove(&key);
+                }
+                _ => {}
             }
         }
         swept
@@ -515,8 +517,6 @@ pub(super) struct Swept {
     pub(super) unused: u64,
     /// Unfinished tickets that ended or left (the `tickets` gauge falls by this).
     pub(super) unfinished_gone: i64,
-    /// Workspaces of tickets that ended in this sweep (internal).
-    ended: Vec<Rc<str>>,
 }
 
 #[cfg(test)]
