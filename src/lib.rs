@@ -17,6 +17,7 @@
 //! * `watch`   — the `shardrelay stats` terminal view.
 //! * `manual`  — shell completions and the man page, generated from the CLI.
 //! * `sys`     — the only unsafe code: raw socket calls and descriptor moves.
+//! * `tls`     — native TLS (rustls, unbuffered): key loading and reload, the record layer.
 //! * `alloc_count` — (feature `alloc-count` only) the counting allocator of the
 //!   allocations-per-message benchmark.
 #![deny(unreachable_pub)]
@@ -36,5 +37,6 @@ pub mod server;
 pub mod shard;
 pub mod stats;
 pub mod sys;
+pub mod tls;
 pub mod watch;
 pub mod ws;

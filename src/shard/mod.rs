@@ -62,6 +62,9 @@ pub struct Global {
     /// Each shard's `/health` figures, by shard index: written by that shard only, read
     /// by whichever shard answers a probe (no cross-shard message per probe).
     pub health: Vec<Arc<HealthMirror>>,
+    /// The public listener's TLS pair (`--tls-cert`/`--tls-key`), swapped on `SIGHUP`;
+    /// None for plain TCP.
+    pub tls: Option<Arc<crate::tls::TlsKeys>>,
 }
 
 impl Global {

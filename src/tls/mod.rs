@@ -1,0 +1,18 @@
+//! Native TLS on the public listener (PROTOCOL §1.1): a lower layer that imports nothing
+//! from `shard` or `modes`.
+//!
+//! * `keys`    — the certificate chain and key: loading, and the shared `ServerConfig`
+//!   swapped on `SIGHUP` (new handshakes use the new pair; established connections keep
+//!   the config they started with, through their own `Arc`).
+//! * `session` — one connection's TLS state machine over caller-owned buffers
+//!   (`rustls::server::UnbufferedServerConnection`): no I/O, no per-connection buffer
+//!   while idle. Decryption reads the shard's scratch buffer; only a record cut by the
+//!   read boundary, or ciphertext the socket did not take, is kept per connection.
+//!
+//! Crypto provider: `ring` (see `docs/benchmarks.md`, "TLS").
+
+pub mod keys;
+pub mod session;
+
+pub use keys::{TlsKeyError, TlsKeys};
+pub use session::{Opened, TlsError, TlsSession};
