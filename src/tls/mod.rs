@@ -8,11 +8,15 @@
 //!   (`rustls::server::UnbufferedServerConnection`): no I/O, no per-connection buffer
 //!   while idle. Decryption reads the shard's scratch buffer; only a record cut by the
 //!   read boundary, or ciphertext the socket did not take, is kept per connection.
+//! * `link`    — a connection's transport (plain or TLS) with the `sys` calls the
+//!   connection code makes: `recv_into`, `send_vectored`, `shutdown_write`.
 //!
 //! Crypto provider: `ring` (see `docs/benchmarks.md`, "TLS").
 
 pub mod keys;
+pub mod link;
 pub mod session;
 
 pub use keys::{TlsKeyError, TlsKeys};
+pub use link::Link;
 pub use session::{Opened, TlsError, TlsSession};

@@ -127,6 +127,13 @@ impl TlsSession {
         self.partial = Vec::new();
     }
 
+    /// Give back ciphertext taken by `restore_partial` that could not be added to (the
+    /// read failed): it is the cut record again.
+    pub fn put_back(&mut self, cipher: &mut Vec<u8>) {
+        self.keep_partial(cipher);
+        cipher.clear();
+    }
+
     /// Keep `tail` (the cut record of an `open`) until more bytes arrive.
     fn keep_partial(&mut self, tail: &[u8]) {
         if !tail.is_empty() {
