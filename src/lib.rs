@@ -31,6 +31,7 @@ pub mod logging;
 pub mod manual;
 pub mod memory;
 pub mod modes;
+pub mod net;
 pub mod per_ip;
 pub mod process;
 pub mod server;

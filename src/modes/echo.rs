@@ -4,10 +4,11 @@
 use std::rc::Rc;
 use std::time::Instant;
 
+use crate::modes::Conn;
 use crate::modes::Role;
 use crate::shard::Shard;
 use crate::ws::codec::{MessageKind, OpCode};
-use crate::ws::conn::{Conn, OutFrame};
+use crate::ws::conn::OutFrame;
 use crate::ws::payload::Payload;
 
 /// An echo connection upgraded.

@@ -18,7 +18,18 @@ use crate::http::head::RequestHead;
 use crate::http::routes::{Refusal, Route};
 use crate::shard::Shard;
 use crate::ws::codec::MessageKind;
-use crate::ws::conn::{Conn, Pause};
+use crate::ws::conn::Rendezvous;
+
+/// An upgraded connection as the styles see it: the connection layer's `Conn` carrying
+/// a `Role`.
+pub type Conn = crate::ws::conn::Conn<Role>;
+
+/// Why a reader pauses, for connections carrying a `Role`.
+pub type Pause = crate::ws::conn::Pause<Role>;
+
+impl Rendezvous for Role {
+    type Resume = Resume;
+}
 
 /// What a connection is in its rendezvous.
 #[derive(Debug, Default)]

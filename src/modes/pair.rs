@@ -7,9 +7,10 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use crate::modes::Role;
+use crate::modes::{Conn, Pause};
 use crate::shard::Shard;
 use crate::ws::codec::{MessageKind, OpCode};
-use crate::ws::conn::{Arrival, Conn, OutFrame, Pause};
+use crate::ws::conn::{Arrival, OutFrame};
 use crate::ws::payload::Payload;
 
 /// The style's name in `/stats` (`forward_by_mode`).

@@ -15,10 +15,11 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::logging::escaped;
+use crate::modes::Conn;
 use crate::modes::Role;
 use crate::shard::Shard;
 use crate::ws::codec::{MessageKind, OpCode};
-use crate::ws::conn::{Conn, OutFrame, Overflow};
+use crate::ws::conn::{OutFrame, Overflow};
 use crate::ws::payload::Payload;
 
 /// The rendezvous style's name in `/stats` (`forward_by_mode`).

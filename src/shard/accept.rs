@@ -16,10 +16,10 @@ use crate::http::response;
 use crate::http::routes::{self, Route};
 use crate::http::{admin, upgrade};
 use crate::modes;
+use crate::modes::Conn;
 use crate::shard::{ConnPermit, Handoff, InboxMsg, Shard, Upgrade};
 use crate::stats::ConnKind;
 use crate::sys;
-use crate::ws::conn::Conn;
 
 /// Which listener a connection came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,7 +17,6 @@ use std::future::poll_fn;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
@@ -27,10 +26,13 @@ use slab::Slab;
 use crate::config::{Config, DriverChoice};
 use crate::http::head::RequestHead;
 use crate::http::routes::Route;
-use crate::modes::{pair, server_id, session, session_ws, ticket};
+use crate::modes::{self, pair, server_id, session, session_ws, ticket, Conn, Pause, Role};
+use crate::net::ConnCount;
+pub use crate::net::ConnPermit;
 use crate::stats::HealthMirror;
 use crate::stats::{HistId, ReportKind, ShardReport, ShardStats, CELL_BUCKETS};
-use crate::ws::conn::{self, Conn, Flushed, READ_CHUNK};
+use crate::ws::codec::MessageKind;
+use crate::ws::conn::{self, Flushed, Host, Outbox, Relocation, READ_CHUNK};
 use inbox::{WakeReceiver, WakeSender};
 
 /// State every shard reads; written once at start-up (save the connection count).
@@ -45,7 +47,7 @@ pub struct Global {
     /// Each shard's inbox, by shard index.
     pub inboxes: Vec<WakeSender<InboxMsg>>,
     /// Open client connections (public listener), against `max_connections`.
-    pub(crate) open: AtomicUsize,
+    pub(crate) open: Arc<ConnCount>,
     /// The global connection cap.
     pub max_connections: usize,
     /// Process start, for `uptime_seconds`.
@@ -74,13 +76,8 @@ impl Global {
     }
 
     /// Count one more open connection, unless the cap is reached.
-    pub fn admit(self: &Arc<Self>) -> Option<ConnPermit> {
-        let before = self.open.fetch_add(1, Ordering::Relaxed);
-        if before >= self.max_connections {
-            self.open.fetch_sub(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(ConnPermit(self.clone()))
+    pub fn admit(&self) -> Option<ConnPermit> {
+        self.open.admit(self.max_connections)
     }
 
     /// May `ip` try a session code now (PROTOCOL §5)? False once its failed joins used
@@ -103,7 +100,7 @@ impl Global {
 
     /// Open client connections right now.
     pub fn open_connections(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
+        self.open.open()
     }
 }
 
@@ -112,23 +109,13 @@ pub fn route_shard(hasher: &ahash::RandomState, key: &[u8], shards: usize) -> us
     (hasher.hash_one(key) % shards.max(1) as u64) as usize
 }
 
-/// One admitted connection's place under `--max-connections`; released on drop.
-#[derive(Debug)]
-pub struct ConnPermit(Arc<Global>);
-
-impl Drop for ConnPermit {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// What crosses into a shard.
 #[derive(Debug)]
 pub enum InboxMsg {
     /// A connection accepted elsewhere whose route key this shard owns.
     Adopt(Box<Handoff>),
     /// An established WebSocket moved here from another shard.
-    Resume(Box<crate::ws::conn::Transfer>),
+    Moved(Box<Relocation<Role>>),
     /// Send this shard's stats report (then reset its `/stats` histograms if asked).
     Snapshot {
         /// Which report: `/stats` or `/metrics`.
@@ -350,8 +337,8 @@ impl Shard {
                 if !conn.take_dirty() {
                     continue;
                 }
-                if conn.flush(self) == Flushed::Blocked && conn.claim_drain() {
-                    monoio::spawn(conn::drain(self.clone(), conn));
+                if conn.flush(self) == Flushed::Blocked && conn.claim_writer() {
+                    monoio::spawn(conn::write_when_ready(self.clone(), conn));
                 }
             }
             self.dirty_spare.set(batch);
@@ -449,6 +436,81 @@ impl Shard {
     }
 }
 
+/// The narrow interface the connection layer sees of its shard: queueing needs the
+/// queue bound, the counters and the dirty list.
+impl Outbox<Role> for Shard {
+    fn max_queue(&self) -> usize {
+        self.config().max_queue
+    }
+    fn stats(&self) -> std::cell::RefMut<'_, ShardStats> {
+        self.stats.borrow_mut()
+    }
+    fn mark_dirty(&self, conn: Rc<Conn>) {
+        Shard::mark_dirty(self, conn)
+    }
+}
+
+/// What a connection's reader and writer need of their shard; the style callbacks go
+/// to `modes`, which dispatches on the connection's `Role`.
+impl Host<Role> for Shard {
+    fn shard_id(&self) -> usize {
+        self.id
+    }
+    fn max_message(&self) -> usize {
+        self.config().max_message
+    }
+    fn tick_period(&self) -> Duration {
+        self.config().tick_period()
+    }
+    fn take_scratch(&self) -> Vec<u8> {
+        Shard::take_scratch(self)
+    }
+    fn return_scratch(&self, buf: Vec<u8>) {
+        Shard::return_scratch(self, buf)
+    }
+    fn flush_after_read(self: &Rc<Self>) {
+        Shard::flush_after_read(self)
+    }
+    fn flush_dirty(self: &Rc<Self>) {
+        Shard::flush_dirty(self)
+    }
+    fn forget(&self, conn: &Conn) {
+        Shard::forget(self, conn)
+    }
+    fn pause_for(&self, conn: &Rc<Conn>) -> Option<Pause> {
+        modes::pause_for(self, conn)
+    }
+    fn on_activity(self: &Rc<Self>, conn: &Rc<Conn>) {
+        modes::on_activity(self, conn)
+    }
+    fn on_message(
+        self: &Rc<Self>,
+        conn: &Rc<Conn>,
+        kind: MessageKind,
+        payload: &[u8],
+        read_at: Instant,
+    ) {
+        modes::on_message(self, conn, kind, payload, read_at)
+    }
+    fn on_disconnect(self: &Rc<Self>, conn: &Rc<Conn>) {
+        modes::on_disconnect(self, conn)
+    }
+    fn relocate(&self, owner: usize, moving: Relocation<Role>) -> bool {
+        self.global
+            .inboxes
+            .get(owner)
+            .is_some_and(|inbox| inbox.send(InboxMsg::Moved(Box::new(moving))))
+    }
+}
+
+/// A connection moved here: adopt its socket and resume it in its rendezvous.
+fn adopt_moved(shard: &Rc<Shard>, moving: Relocation<Role>) {
+    if let Some(arrived) = conn::adopt_moved(&**shard, shard.id, moving) {
+        modes::on_resume(shard, arrived.conn, arrived.resume, arrived.unread);
+    }
+    shard.flush_dirty();
+}
+
 /// What a shard thread needs to start.
 pub struct ShardSeed {
     /// Shard index (also the CPU it pins to, modulo the CPUs available).
@@ -518,7 +580,7 @@ async fn shard_main(seed: ShardSeed) -> std::io::Result<()> {
     while let Some(msg) = seed.inbox.recv().await {
         match msg {
             InboxMsg::Adopt(handoff) => accept::adopt(&shard, *handoff),
-            InboxMsg::Resume(transfer) => crate::ws::conn::resume(&shard, *transfer),
+            InboxMsg::Moved(moving) => adopt_moved(&shard, *moving),
             InboxMsg::Snapshot { kind, reset, reply } => {
                 let mut stats = shard.stats.borrow_mut();
                 let snap = stats.report(kind);
@@ -577,5 +639,21 @@ async fn wait_drained(shard: &Rc<Shard>) {
         .collect();
     for conn in left {
         conn.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What every upgraded connection carries besides its reader task: 328 B before its
+    /// flags became one `Life` value (PROTOCOL §2.1 idle-memory budget). It must not grow.
+    const CONN_SIZE_MAX: usize = 328;
+
+    #[test]
+    fn an_idle_connection_is_no_bigger_than_before_the_split() {
+        let size = std::mem::size_of::<Conn>();
+        eprintln!("size_of::<Conn>() = {size} B");
+        assert!(size <= CONN_SIZE_MAX, "Conn grew to {size} B");
     }
 }

@@ -8,8 +8,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::modes;
+use crate::modes::Conn;
 use crate::shard::Shard;
-use crate::ws::conn::{Conn, ConnState};
+use crate::ws::conn::Phase;
 
 /// How long a closing connection may take to finish the close handshake before its
 /// socket is shut down: generous for a slow client, short enough that a dead one does
@@ -63,14 +64,14 @@ fn heartbeat(shard: &Rc<Shard>, now: Instant) {
             close_not_reading(shard, &conn);
             continue;
         }
-        match conn.state() {
-            ConnState::Closing(since) => {
+        match conn.phase() {
+            Phase::Closing { since, .. } => {
                 if now.saturating_duration_since(since) >= CLOSE_LINGER {
                     conn.abort();
                 }
             }
-            ConnState::Open if conn.paused.get() => {}
-            ConnState::Open => {
+            Phase::Open if conn.paused.get() => {}
+            Phase::Open => {
                 let quiet = now.saturating_duration_since(conn.last_rx.get());
                 if conn.ping_pending.get() {
                     // The ping left within a tick of its due time: a full pong timeout
@@ -87,6 +88,8 @@ fn heartbeat(shard: &Rc<Shard>, now: Instant) {
                     conn.release_idle_buffers();
                 }
             }
+            // Broken or moved: the socket is already shut down, or lives elsewhere.
+            Phase::Broken | Phase::Moved => {}
         }
     }
 }

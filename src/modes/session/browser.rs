@@ -7,9 +7,9 @@ use std::time::Instant;
 use super::code::{self, Code};
 use super::messages::{ErrorCode, Message};
 use super::{reply, set_role, BrowserRole, CodeState, Resume, SessionRole};
+use crate::modes::Conn;
 use crate::modes::Role;
 use crate::shard::Shard;
-use crate::ws::conn::Conn;
 
 /// Failed joins one connection may make (PROTOCOL §5): the 5th closes it. Guessing across
 /// connections is bounded by the per-address budget (`--code-guesses-per-ip`,
@@ -38,7 +38,7 @@ pub(super) fn join(shard: &Rc<Shard>, conn: &Rc<Conn>, role: BrowserRole, typed:
         client: role.client,
         failed_joins: role.failed_joins,
     };
-    conn.request_transfer(owner, crate::modes::Resume::Session(resume));
+    conn.request_move(owner, crate::modes::Resume::Session(resume));
     shard.stats.borrow_mut().event("browser_handoffs");
 }
 

@@ -6,9 +6,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use super::code::{self, Code};
 use super::messages::{ErrorCode, Message};
 use super::{reply, set_role, CodeState, HostEntry, SessionRole};
+use crate::modes::Conn;
 use crate::modes::Role;
 use crate::shard::Shard;
-use crate::ws::conn::Conn;
 
 /// A fresh code this shard owns and no live host holds.
 pub(super) fn mint(shard: &Shard) -> Option<Code> {

@@ -14,10 +14,11 @@ use std::net::IpAddr;
 use std::rc::{Rc, Weak};
 use std::time::Instant;
 
+use crate::modes::Conn;
 use crate::modes::Role;
 use crate::shard::Shard;
 use crate::ws::codec::{MessageKind, OpCode};
-use crate::ws::conn::{Conn, OutFrame};
+use crate::ws::conn::OutFrame;
 use crate::ws::payload::Payload;
 use browser::{fail_join, join, join_here, leave};
 use code::Code;

@@ -11,11 +11,12 @@ use super::{
     BROWSER_ID_LEN, MODE,
 };
 use crate::modes::session::code::{self, Alphabet, Code};
+use crate::modes::Conn;
 use crate::modes::Role;
 use crate::shard::Shard;
 use crate::stats::ConnKind;
 use crate::ws::codec::{MessageKind, OpCode};
-use crate::ws::conn::{Conn, OutFrame, Overflow};
+use crate::ws::conn::{OutFrame, Overflow};
 use crate::ws::payload::Payload;
 
 /// Browser ids are drawn from nanoid's URL-safe alphabet, as the clients' own relay did.
@@ -95,7 +96,7 @@ pub(super) fn auth(shard: &Rc<Shard>, conn: &Rc<Conn>, typed: &str) {
         return auth_here(shard, conn, code);
     }
     *conn.role.borrow_mut() = Role::Detached;
-    conn.request_transfer(owner, crate::modes::Resume::SessionWs(Resume { code }));
+    conn.request_move(owner, crate::modes::Resume::SessionWs(Resume { code }));
     shard.stats.borrow_mut().event("ws_browser_handoffs");
 }
 

@@ -8,11 +8,12 @@ use std::time::Instant;
 use super::messages::{self, Control};
 use super::{browser, reply, reply_owned, set_kind, set_role, WsRole, WsSession, ALPHABET, MODE};
 use crate::modes::session::code::{self, Code};
+use crate::modes::Conn;
 use crate::modes::Role;
 use crate::shard::Shard;
 use crate::stats::ConnKind;
 use crate::ws::codec::{MessageKind, OpCode};
-use crate::ws::conn::{Conn, OutFrame};
+use crate::ws::conn::OutFrame;
 use crate::ws::payload::Payload;
 
 /// `register`: mint a code this shard owns, open the session, answer `registered`.

@@ -7,7 +7,7 @@
 //!
 //! This module owns the `/ws` codes its shard minted: each Mac and its browsers. A code
 //! is minted only if this shard owns it, so a browser's `auth` is answered here or the
-//! browser moves here, once, exactly like a `/browser` join (`Conn::request_transfer`).
+//! browser moves here, once, exactly like a `/browser` join (`Conn::request_move`).
 //! It also owns the deadline of `/ws` connections that have not sent their first message.
 //!
 //! Bounds: at most `--max-browsers-per-session` browsers per code; a browser whose queue
@@ -28,11 +28,12 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::modes::session::code::{Alphabet, Code};
+use crate::modes::Conn;
 use crate::modes::Role;
 use crate::shard::Shard;
 use crate::stats::ConnKind;
 use crate::ws::codec::{MessageKind, OpCode};
-use crate::ws::conn::{Conn, OutFrame};
+use crate::ws::conn::OutFrame;
 use crate::ws::payload::Payload;
 use messages::Control;
 

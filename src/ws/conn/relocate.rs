@@ -1,0 +1,146 @@
+//! The move of an established connection to another shard (a session browser joining a
+//! code another shard owns). Not the ticket pump (`modes::ticket::transfer`), which
+//! copies bytes between two sockets: here one WebSocket changes owner, once.
+//!
+//! The moving shard duplicates the descriptor, carries the bytes queued but not written
+//! and the bytes read but not decoded, and lets its own copy end quietly (no close frame,
+//! no shutdown: `Phase::Moved`). The new owner adopts the socket, queues the unsent bytes
+//! first and resumes the connection in its rendezvous.
+
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+use std::time::Instant;
+
+use super::{Conn, Host, Life, OutFrame, Outbox, Rendezvous};
+use crate::net::ConnPermit;
+use crate::stats::ConnKind;
+use crate::sys;
+
+/// An established connection on its way to another shard.
+#[derive(Debug)]
+pub struct Relocation<R: Rendezvous> {
+    /// A duplicate of the socket's descriptor (the original closes with the old shard's
+    /// `Conn`; the socket lives on through this one).
+    fd: OwnedFd,
+    /// The `/stats` kind.
+    kind: ConnKind,
+    /// The connection's place under `--max-connections`.
+    permit: ConnPermit,
+    /// Frames queued but not yet written, as raw bytes.
+    unsent: Vec<u8>,
+    /// Bytes read but not yet decoded (they follow the message that asked for the move).
+    unread: Vec<u8>,
+    /// What the connection does on arrival.
+    resume: R::Resume,
+    /// When the move was enqueued (handoff histogram).
+    sent_at: Instant,
+}
+
+/// A move the rendezvous asked for, carried out once the message being handled is done.
+#[derive(Debug)]
+pub(super) struct MoveRequest<R: Rendezvous> {
+    /// The shard the connection goes to.
+    owner: usize,
+    /// What it resumes with there.
+    resume: R::Resume,
+}
+
+/// A moved connection adopted by its new shard, for the rendezvous to take over.
+#[derive(Debug)]
+pub struct Arrived<R: Rendezvous> {
+    /// The connection, its unsent bytes queued first.
+    pub conn: Rc<Conn<R>>,
+    /// What it resumes with.
+    pub resume: R::Resume,
+    /// Bytes it had read but not decoded (the reader processes them first).
+    pub unread: Vec<u8>,
+}
+
+impl<R: Rendezvous> Conn<R> {
+    /// Ask for this connection to move to shard `owner` as soon as the message being
+    /// handled is done; it resumes there with `resume`. The caller has already taken it
+    /// out of every registry here.
+    pub fn request_move(&self, owner: usize, resume: R::Resume) {
+        self.moving
+            .set(Some(Box::new(MoveRequest { owner, resume })));
+    }
+
+    /// True once the rendezvous asked for a move (`request_move`).
+    pub(super) fn move_requested(&self) -> bool {
+        let moving = self.moving.take();
+        let requested = moving.is_some();
+        self.moving.set(moving);
+        requested
+    }
+}
+
+/// Move `conn` to the shard it asked for: duplicate its descriptor, carry its unsent and
+/// unread bytes, and let this shard's copy end quietly (no close frame, no shutdown).
+pub(super) fn start_move<R: Rendezvous, H: Host<R>>(host: &H, conn: &Rc<Conn<R>>, unread: Vec<u8>) {
+    let Some(moving) = conn.moving.take() else {
+        return;
+    };
+    let MoveRequest { owner, resume } = *moving;
+    let permit = conn.permit.borrow_mut().take();
+    let (Ok(fd), Some(permit)) = (sys::dup_fd(conn.fd), permit) else {
+        tracing::warn!(
+            shard = host.shard_id(),
+            "could not move a connection; closing it"
+        );
+        conn.abort();
+        return;
+    };
+    let unsent = conn.take_unsent();
+    // This shard's copy writes nothing more; its descriptor closes with it while the
+    // duplicate keeps the socket open for the owner.
+    conn.update(Life::moved);
+    let moving = Relocation {
+        fd,
+        kind: conn.kind.get(),
+        permit,
+        unsent,
+        unread,
+        resume,
+        sent_at: Instant::now(),
+    };
+    host.stats().handed_off();
+    if !host.relocate(owner, moving) {
+        tracing::warn!(
+            shard = host.shard_id(),
+            owner,
+            "owner shard is gone; connection dropped"
+        );
+    }
+}
+
+/// A connection moved here: adopt its socket and queue its unsent bytes first, for the
+/// rendezvous to take over (then the host flushes); None when the socket could not be
+/// adopted.
+pub fn adopt_moved<R: Rendezvous>(
+    host: &impl Outbox<R>,
+    shard_id: usize,
+    moving: Relocation<R>,
+) -> Option<Arrived<R>> {
+    let micros = moving.sent_at.elapsed().as_micros() as u64;
+    let conn = match Conn::new(moving.fd, moving.kind, moving.permit) {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::warn!(shard = shard_id, error = %e, "could not adopt a moved connection");
+            return None;
+        }
+    };
+    {
+        let mut stats = host.stats();
+        stats.adopted();
+        stats.record_handoff(micros);
+        stats.conn_opened(moving.kind);
+    }
+    if !moving.unsent.is_empty() {
+        conn.enqueue(host, OutFrame::raw(moving.unsent));
+    }
+    Some(Arrived {
+        conn,
+        resume: moving.resume,
+        unread: moving.unread,
+    })
+}
