@@ -16,6 +16,7 @@ use crate::stats::{
     self, CoarseReport, HealthCounts, MetricsReport, ReportKind, ShardReport, StatsPlan,
     StatsReport,
 };
+use crate::tls::Link;
 
 /// Serve one admin-listener request.
 pub async fn serve(shard: &Rc<Shard>, stream: TcpStream, head: RequestHead, body: Vec<u8>) {
@@ -28,7 +29,7 @@ pub async fn serve(shard: &Rc<Shard>, stream: TcpStream, head: RequestHead, body
             &[("WWW-Authenticate", "Bearer")],
             br#"{"error":"admin token required"}"#,
         );
-        return refuse(shard, stream, "unauthorized", resp).await;
+        return refuse(shard, stream, Link::plain(), "unauthorized", resp).await;
     }
     let known = matches!(
         path,
@@ -36,7 +37,7 @@ pub async fn serve(shard: &Rc<Shard>, stream: TcpStream, head: RequestHead, body
     );
     if !known {
         let resp = response::close_response(404, "text/plain", &[], b"not found\n");
-        return refuse(shard, stream, "not_found", resp).await;
+        return refuse(shard, stream, Link::plain(), "not_found", resp).await;
     }
     let allowed = if path == "/v1/tickets" {
         Method::Post
@@ -55,13 +56,13 @@ pub async fn serve(shard: &Rc<Shard>, stream: TcpStream, head: RequestHead, body
             &[("Allow", allow)],
             b"method not allowed\n",
         );
-        return refuse(shard, stream, "method_not_allowed", resp).await;
+        return refuse(shard, stream, Link::plain(), "method_not_allowed", resp).await;
     }
     match path {
         "/v1/tickets" => ticket::mint(shard, stream, &head, body).await,
         "/stats" => serve_stats(shard, stream, &head).await,
         "/metrics" => serve_metrics(shard, stream).await,
-        _ => serve_health(shard, stream).await,
+        _ => serve_health(shard, stream, Link::plain()).await,
     }
 }
 
@@ -96,7 +97,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// histograms cost ~350 µs of relay CPU and tens of MB of transient memory per probe in
 /// flight), and no message to another shard, so a probe flood costs what any small
 /// request costs and disturbs no shard but the one that accepted it.
-pub async fn serve_health(shard: &Rc<Shard>, stream: TcpStream) {
+pub async fn serve_health(shard: &Rc<Shard>, stream: TcpStream, link: Link) {
     let counts = shard
         .global
         .health
@@ -112,7 +113,7 @@ pub async fn serve_health(shard: &Rc<Shard>, stream: TcpStream) {
         &[("Cache-Control", "no-store")],
         body.as_bytes(),
     );
-    respond_and_close(stream, &resp).await;
+    respond_and_close(stream, link, &resp).await;
 }
 
 /// The health JSON, keys in the sorted order serde_json gave them before, written
@@ -178,7 +179,7 @@ async fn serve_stats(shard: &Rc<Shard>, stream: TcpStream, head: &RequestHead) {
         &[("Cache-Control", "no-store")],
         body.as_bytes(),
     );
-    respond_and_close(stream, &resp).await;
+    respond_and_close(stream, Link::plain(), &resp).await;
 }
 
 /// `GET /metrics`.
@@ -202,7 +203,7 @@ async fn serve_metrics(shard: &Rc<Shard>, stream: TcpStream) {
         &[("Cache-Control", "no-store")],
         body.as_bytes(),
     );
-    respond_and_close(stream, &resp).await;
+    respond_and_close(stream, Link::plain(), &resp).await;
 }
 
 #[cfg(test)]

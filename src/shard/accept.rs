@@ -20,6 +20,7 @@ use crate::modes::Conn;
 use crate::shard::{ConnPermit, Handoff, InboxMsg, Shard, Upgrade};
 use crate::stats::ConnKind;
 use crate::sys;
+use crate::tls::Link;
 
 /// Which listener a connection came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,24 +170,67 @@ async fn serve_new(
     tracing::debug!(shard = shard.id, %peer, listener = ?which, "accepted");
     let _in_handshake = (which == Listener::Public).then(|| HandshakeGauge::open(&shard));
     let timeout = shard.config().handshake_timeout;
-    let read = monoio::time::timeout(timeout, read_head(&shard, &stream)).await;
+    let Some(mut link) = new_link(&shard, which, Vec::new()) else {
+        return;
+    };
+    // Over TLS the handshake runs inside this read (and so inside the timeout).
+    let read = monoio::time::timeout(timeout, read_head(&shard, &stream, &mut link)).await;
     let (head, leftover) = match read {
         Err(_) => {
             shard.stats.borrow_mut().rejected("handshake_timeout");
             return;
         }
         Ok(Err(HeadFailure::Closed)) => return,
+        Ok(Err(HeadFailure::Tls)) => {
+            // PROTOCOL §1.1: no HTTP answer to a failed handshake or plain HTTP.
+            shard.stats.borrow_mut().rejected("tls_handshake");
+            return;
+        }
         Ok(Err(HeadFailure::Bad(err))) => {
             let reason = head_error_name(err);
             let resp = response::close_response(err.status(), "text/plain", &[], b"");
-            return Box::pin(refuse(&shard, stream, reason, resp)).await;
+            return Box::pin(refuse(&shard, stream, link, reason, resp)).await;
         }
         Ok(Ok(parsed)) => parsed,
     };
     match which {
         Listener::Admin => Box::pin(admin::serve(&shard, stream, head, leftover)).await,
         Listener::Public => {
-            route_public(&shard, stream, peer, head, leftover, accepted_at, permit).await
+            let first = Accepted {
+                peer,
+                accepted_at,
+                permit,
+            };
+            route_public(&shard, stream, link, head, leftover, first).await
+        }
+    }
+}
+
+/// What the accept path knows of a public connection besides its head.
+struct Accepted {
+    /// The client's address.
+    peer: SocketAddr,
+    /// When it was accepted (handshake histogram).
+    accepted_at: Instant,
+    /// Its place under `--max-connections`.
+    permit: Option<ConnPermit>,
+}
+
+/// The transport of a new connection: TLS on a public listener with `--tls-cert`, the
+/// handshake to run on its first reads under the pair in force now; plain otherwise.
+/// `already_read` is what was read from the socket before the TLS bytes begin (nothing
+/// today; a PROXY protocol header reader hands on what followed the header).
+pub fn new_link(shard: &Shard, which: Listener, already_read: Vec<u8>) -> Option<Link> {
+    let keys = match (&shard.global.tls, which) {
+        (Some(keys), Listener::Public) => keys,
+        _ => return Some(Link::plain()),
+    };
+    match crate::tls::start(keys, already_read) {
+        Ok(link) => Some(link),
+        Err(e) => {
+            tracing::warn!(shard = shard.id, error = %e, "could not start a TLS session");
+            shard.stats.borrow_mut().rejected("tls_handshake");
+            None
         }
     }
 }
@@ -226,29 +270,41 @@ fn admit(shard: &Shard, peer: SocketAddr) -> Result<ConnPermit, Admission> {
 async fn route_public(
     shard: &Rc<Shard>,
     stream: TcpStream,
-    peer: SocketAddr,
+    link: Link,
     mut head: RequestHead,
     leftover: Vec<u8>,
-    accepted_at: Instant,
-    permit: Option<ConnPermit>,
+    first: Accepted,
 ) {
+    let Accepted {
+        peer,
+        accepted_at,
+        permit,
+    } = first;
     let route = match routes::classify(&head, shard.config()) {
         Ok(route) => route,
         Err(refusal) => {
-            return Box::pin(refuse(shard, stream, refusal.reason, refusal.response)).await
+            return Box::pin(refuse(
+                shard,
+                stream,
+                link,
+                refusal.reason,
+                refusal.response,
+            ))
+            .await
         }
     };
     // Courier credentials were checked for presence by classify(); drop them now so no
     // later code path can log, forward or store them.
     routes::drop_credentials(&mut head);
     if route == Route::Health {
-        return Box::pin(admin::serve_health(shard, stream)).await;
+        return Box::pin(admin::serve_health(shard, stream, link)).await;
     }
     let accept_key = if route.is_websocket() {
         match upgrade::check_upgrade(&head) {
             Ok(key) => key,
             Err(refusal) => {
-                return Box::pin(refuse(shard, stream, "bad_upgrade", refusal.response())).await
+                let resp = refusal.response();
+                return Box::pin(refuse(shard, stream, link, "bad_upgrade", resp)).await;
             }
         }
     } else {
@@ -259,7 +315,7 @@ async fn route_public(
     {
         shard.stats.borrow_mut().event("joins_rate_limited");
         let resp = response::close_response(429, "text/plain", &[], b"too many failed joins\n");
-        return Box::pin(refuse(shard, stream, "join_rate_limited", resp)).await;
+        return Box::pin(refuse(shard, stream, link, "join_rate_limited", resp)).await;
     }
     let Some(permit) = permit else {
         // Public connections always carry a permit; an admin one never gets here.
@@ -273,6 +329,7 @@ async fn route_public(
         accept_key,
         accepted_at,
         permit,
+        link,
     };
     place(shard, stream, request).await;
 }
@@ -334,21 +391,29 @@ async fn serve_here(shard: &Rc<Shard>, stream: TcpStream, request: Upgrade) {
 
 /// Send the 101 and give the connection to its rendezvous. The registry decision and
 /// the queued 101 happen with no await in between, so no other connection can slip in.
-async fn upgrade_here(shard: &Rc<Shard>, stream: TcpStream, request: Upgrade) {
+async fn upgrade_here(shard: &Rc<Shard>, stream: TcpStream, mut request: Upgrade) {
+    let link = std::mem::take(&mut request.link);
     if shard.shutting_down.get() {
         let resp = response::close_response(503, "text/plain", &[], b"shutting down\n");
-        return Box::pin(refuse(shard, stream, "shutting_down", resp)).await;
+        return Box::pin(refuse(shard, stream, link, "shutting_down", resp)).await;
     }
     if crate::memory::over_limit() {
         // PROTOCOL §2.1: at the memory limit no new WebSocket is taken on.
         let resp = response::close_response(503, "text/plain", &[], b"memory limit\n");
-        return Box::pin(refuse(shard, stream, "memory_limit", resp)).await;
+        return Box::pin(refuse(shard, stream, link, "memory_limit", resp)).await;
     }
     if let Some(refusal) = modes::refusal_before_upgrade(shard, &request.route) {
-        return Box::pin(refuse(shard, stream, refusal.reason, refusal.response)).await;
+        return Box::pin(refuse(
+            shard,
+            stream,
+            link,
+            refusal.reason,
+            refusal.response,
+        ))
+        .await;
     }
     let kind = request.route.conn_kind();
-    let conn = match Conn::new(sys::into_owned_fd(stream), kind, request.permit) {
+    let conn = match Conn::new(sys::into_owned_fd(stream), kind, request.permit, link) {
         Ok(conn) => conn,
         Err(e) => {
             // The runtime could not register the socket; the client sees it close.
@@ -374,12 +439,15 @@ enum HeadFailure {
     Closed,
     /// The head broke a cap or the grammar.
     Bad(HeadError),
+    /// The TLS handshake failed (or the bytes were not TLS at all).
+    Tls,
 }
 
 /// Read until a whole request head is in; return it and the bytes after it.
 async fn read_head(
     shard: &Shard,
     stream: &TcpStream,
+    link: &mut Link,
 ) -> Result<(RequestHead, Vec<u8>), HeadFailure> {
     let cfg = shard.config();
     let limits = HeadLimits {
@@ -391,6 +459,10 @@ async fn read_head(
     // The head buffer is charged to the memory budget while it is read (PROTOCOL §2.1).
     let mut held = crate::memory::Held::default();
     loop {
+        // A TLS handshake flight the socket did not take at once goes first.
+        flush_link(stream, link)
+            .await
+            .map_err(|_| HeadFailure::Closed)?;
         stream
             .readable(false)
             .await
@@ -399,11 +471,12 @@ async fn read_head(
             let room = (limits.max_head_bytes + 1)
                 .saturating_sub(buf.len())
                 .clamp(1, HEAD_READ);
-            match sys::recv_into(stream.as_raw_fd(), &mut buf, room) {
+            match link.recv_into(stream.as_raw_fd(), &mut buf, room) {
                 Ok(0) => return Err(HeadFailure::Closed),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => return Err(HeadFailure::Tls),
                 Err(_) => return Err(HeadFailure::Closed),
             }
             held.set(buf.capacity());
@@ -432,10 +505,17 @@ fn head_error_name(err: HeadError) -> &'static str {
     }
 }
 
-/// Answer with a plain HTTP response, count the rejection, and close.
-pub async fn refuse(shard: &Shard, stream: TcpStream, reason: &'static str, resp: Vec<u8>) {
+/// Answer with a plain HTTP response (inside TLS on a TLS connection), count the
+/// rejection, and close.
+pub async fn refuse(
+    shard: &Shard,
+    stream: TcpStream,
+    link: Link,
+    reason: &'static str,
+    resp: Vec<u8>,
+) {
     shard.stats.borrow_mut().rejected(reason);
-    respond_and_close(stream, &resp).await;
+    respond_and_close(stream, link, &resp).await;
 }
 
 /// How long a refused client gets to read its response before the socket closes.
@@ -446,16 +526,26 @@ const LINGER_BYTES: usize = 256 * 1024;
 
 /// Write a response, half-close, and read what the client still sends for a moment, so
 /// closing with unread bytes does not turn into a reset that destroys the response.
-pub async fn respond_and_close(stream: TcpStream, resp: &[u8]) {
-    let written = monoio::time::timeout(LINGER * 5, write_all(&stream, resp)).await;
+pub async fn respond_and_close(stream: TcpStream, mut link: Link, resp: &[u8]) {
+    let written = monoio::time::timeout(LINGER * 5, write_all(&stream, &mut link, resp)).await;
     if !matches!(written, Ok(Ok(()))) {
         return;
     }
-    sys::shutdown_write(stream.as_raw_fd());
+    link.shutdown_write(stream.as_raw_fd());
     let _ = monoio::time::timeout(LINGER, discard_until_eof(&stream)).await;
 }
 
-/// Read and drop bytes until EOF (bounded).
+/// Send what the link holds for the socket (a TLS handshake flight), waiting for
+/// writability while the socket pushes back.
+pub async fn flush_link(stream: &TcpStream, link: &mut Link) -> io::Result<()> {
+    while !link.send_unsent(stream.as_raw_fd())? {
+        stream.writable(false).await?;
+    }
+    Ok(())
+}
+
+/// Read and drop bytes until EOF (bounded); raw ciphertext on a TLS connection, which
+/// is only being closed.
 async fn discard_until_eof(stream: &TcpStream) {
     let mut sink = Vec::with_capacity(4096);
     let mut total = 0;
@@ -474,9 +564,9 @@ async fn discard_until_eof(stream: &TcpStream) {
 }
 
 /// Write all of `bytes`, waiting for writability when the socket pushes back.
-pub async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+pub async fn write_all(stream: &TcpStream, link: &mut Link, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
-        match sys::send_vectored(stream.as_raw_fd(), &[io::IoSlice::new(bytes)]) {
+        match link.send_vectored(stream.as_raw_fd(), &[io::IoSlice::new(bytes)]) {
             Ok(n) => bytes = &bytes[n..],
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.writable(false).await?,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -175,6 +175,9 @@ pub struct Upgrade {
     pub accepted_at: Instant,
     /// The connection's place under the global cap.
     pub permit: ConnPermit,
+    /// Its transport: plain, or TLS with its session (the handshake done on the
+    /// accepting shard moves with the socket).
+    pub link: crate::tls::Link,
 }
 
 /// One shard's state.

@@ -20,3 +20,13 @@ pub mod session;
 pub use keys::{TlsKeyError, TlsKeys};
 pub use link::Link;
 pub use session::{Opened, TlsError, TlsSession};
+
+/// A new TLS connection's transport under the pair in force now. `already_read` holds
+/// bytes read from the socket before this call that belong to the TLS stream (the start
+/// of a ClientHello read together with a PROXY protocol header); the handshake runs on
+/// the link's first reads.
+pub fn start(keys: &TlsKeys, already_read: Vec<u8>) -> Result<Link, TlsError> {
+    let mut session = TlsSession::new(keys.current())?;
+    session.seed(already_read);
+    Ok(Link::tls(session))
+}

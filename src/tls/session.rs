@@ -127,6 +127,13 @@ impl TlsSession {
         self.partial = Vec::new();
     }
 
+    /// Ciphertext that arrived before the session existed (it is read first).
+    pub fn seed(&mut self, bytes: Vec<u8>) {
+        if !bytes.is_empty() {
+            self.partial = bytes;
+        }
+    }
+
     /// Give back ciphertext taken by `restore_partial` that could not be added to (the
     /// read failed): it is the cut record again.
     pub fn put_back(&mut self, cipher: &mut Vec<u8>) {

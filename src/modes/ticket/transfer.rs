@@ -143,7 +143,9 @@ fn put_body(bytes: u64, error: Option<&str>) -> String {
 /// Write a final response, half-close, and linger briefly (bounded) for the client to
 /// read it before the socket closes.
 pub(super) async fn respond(conn: SideConn, resp: &[u8]) {
-    let written = monoio::time::timeout(LINGER * 5, write_all(&conn.stream, resp)).await;
+    let mut link = conn.link.take();
+    let written = monoio::time::timeout(LINGER * 5, write_all(&conn.stream, &mut link, resp)).await;
+    conn.link.replace(link);
     if matches!(written, Ok(Ok(()))) {
         linger_close(conn).await;
     }
@@ -153,7 +155,9 @@ pub(super) async fn respond(conn: SideConn, resp: &[u8]) {
 /// time and bytes), so unread bytes do not turn the close into a reset that destroys
 /// what was written.
 async fn linger_close(conn: SideConn) {
-    sys::shutdown_write(conn.stream.as_raw_fd());
+    conn.link
+        .borrow_mut()
+        .shutdown_write(conn.stream.as_raw_fd());
     let _ = monoio::time::timeout(LINGER, discard(&conn)).await;
 }
 
@@ -274,11 +278,11 @@ impl Pump {
 
     /// One non-blocking read from the PUT. `Ok(None)`: nothing there now.
     fn read_socket(&mut self, put: &SideConn, room: usize) -> Result<Option<usize>, Stop> {
-        let fd = put.stream.as_raw_fd();
         let read = match self.body.read_plan(room) {
-            ReadPlan::Direct(max) => sys::recv_into(fd, self.window.tail(max), max)
+            ReadPlan::Direct(max) => put
+                .recv_into(self.window.tail(max), max)
                 .inspect(|&n| self.body.took_direct(n)),
-            ReadPlan::Raw(max) => sys::recv_into(fd, self.body.raw_buffer(), max),
+            ReadPlan::Raw(max) => put.recv_into(self.body.raw_buffer(), max),
         };
         match read {
             Ok(0) => Err(Stop::PutBroke { malformed: false }),
@@ -303,7 +307,7 @@ impl Pump {
     fn push(&mut self, shard: &Shard, get: &SideConn) -> Result<bool, ()> {
         let sent = {
             let slices = self.out.slices(self.window.data());
-            sys::send_vectored(get.stream.as_raw_fd(), &slices)
+            get.send_vectored(&slices)
         };
         match sent {
             Ok(n) => {

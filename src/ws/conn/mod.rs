@@ -51,6 +51,7 @@ use crate::memory;
 use crate::net::ConnPermit;
 use crate::stats::{ConnKind, ShardStats};
 use crate::sys;
+use crate::tls::Link;
 use crate::ws::codec::{Decoder, MessageKind};
 
 pub use life::{Life, Phase};
@@ -155,8 +156,6 @@ pub struct Conn<R: Rendezvous> {
     /// The socket as the runtime sees it: only for readiness waits, and it closes the
     /// descriptor when the connection is dropped (`sys::readiness_handle`).
     pub stream: monoio::net::UnixStream,
-    /// The socket's descriptor, for the raw non-blocking reads and writes.
-    pub fd: RawFd,
     /// What this connection is in its rendezvous (binary, phone, pair side…).
     pub role: RefCell<R>,
     /// The kind counted in `/stats` `connections`.
@@ -211,13 +210,16 @@ pub struct Conn<R: Rendezvous> {
     /// would otherwise carry its size.
     moving: Cell<Option<Box<MoveRequest<R>>>>,
     /// Counts this connection against `--max-connections` until dropped (or moved).
-    permit: RefCell<Option<ConnPermit>>,
+    permit: Cell<Option<ConnPermit>>,
+    /// The transport: plain, or TLS with its session (`tls::Link`, one word); every
+    /// read and write of the socket goes through it (`with_link`).
+    link: Cell<Link>,
 }
 
 impl<R: Rendezvous> std::fmt::Debug for Conn<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Conn")
-            .field("fd", &self.fd)
+            .field("fd", &self.fd())
             .field("kind", &self.kind.get())
             .field("life", &self.life.get())
             .finish()
@@ -234,13 +236,16 @@ impl<R: Rendezvous> Drop for Conn<R> {
 
 impl<R: Rendezvous> Conn<R> {
     /// Wrap an upgraded socket.
-    pub fn new(socket: OwnedFd, kind: ConnKind, permit: ConnPermit) -> io::Result<Rc<Self>> {
-        let fd = socket.as_raw_fd();
+    pub fn new(
+        socket: OwnedFd,
+        kind: ConnKind,
+        permit: ConnPermit,
+        link: Link,
+    ) -> io::Result<Rc<Self>> {
         let stream = sys::readiness_handle(socket)?;
         Ok(Rc::new(Conn {
             key: Cell::new(usize::MAX),
             stream,
-            fd,
             role: RefCell::new(R::default()),
             kind: Cell::new(kind),
             life: Cell::new(Life::new(Instant::now())),
@@ -262,8 +267,24 @@ impl<R: Rendezvous> Conn<R> {
             decoder: RefCell::new(Decoder::new()),
             room_waiters: RefCell::new(Vec::new()),
             moving: Cell::new(None),
-            permit: RefCell::new(Some(permit)),
+            permit: Cell::new(Some(permit)),
+            link: Cell::new(link),
         }))
+    }
+
+    /// The socket's descriptor, for the raw non-blocking reads and writes (asked of the
+    /// readiness handle rather than kept: 8 bytes per connection).
+    pub fn fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+
+    /// Run `f` on the transport (taken out of its cell for the call; `f` cannot reach
+    /// this connection's link again).
+    fn with_link<T>(&self, f: impl FnOnce(&mut Link) -> T) -> T {
+        let mut link = self.link.take();
+        let out = f(&mut link);
+        self.link.set(link);
+        out
     }
 
     /// Apply a transition to the life state and return what it returned.
@@ -303,7 +324,7 @@ impl<R: Rendezvous> Conn<R> {
     /// The client's address, for logs (never its payloads); asked of the socket only
     /// when a log line is written, so no connection carries it.
     pub fn peer(&self) -> PeerAddr {
-        PeerAddr(sys::peer_addr(self.fd))
+        PeerAddr(sys::peer_addr(self.fd()))
     }
 
     /// Kill the socket outright (close handshake timed out, or shutdown deadline): the
@@ -311,7 +332,7 @@ impl<R: Rendezvous> Conn<R> {
     /// connection's socket lives on at its new owner and is left alone.
     pub fn abort(&self) {
         if self.update(Life::abort) {
-            sys::shutdown_both(self.fd);
+            sys::shutdown_both(self.fd());
         }
     }
 
