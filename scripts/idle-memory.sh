@@ -6,7 +6,8 @@
 # them all and open N again, reporting any growth across the churn. RSS is split into
 # RssAnon (heap) and RssFile (the binary's pages) to show the delta is all heap.
 # Env: SHARDRELAY_BIN, SOAK_LOAD_BIN, IDLE_CONNECT_RATE (default 5000/s), IDLE_WARM
-# (default 100; 0 measures from a relay that has served nothing).
+# (default 100; 0 measures from a relay that has served nothing), IDLE_TLS=1 (serve and
+# connect over TLS: a throw-away P-256 pair minted with openssl into the temp dir).
 # Usage: scripts/idle-memory.sh STYLE [N]   (STYLE: pair | server-id | echo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +26,15 @@ cleanup() {
 trap cleanup EXIT
 extra=()
 [ "$style" = echo ] && extra=(--enable-echo)
+scheme=""; tls_load=()
+if [ "${IDLE_TLS:-0}" = 1 ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+        -keyout "$out/key.pem" -out "$out/cert.pem" -subj /CN=localhost \
+        -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+        -addext "basicConstraints=critical,CA:FALSE" 2>/dev/null
+    extra+=(--tls-cert "$out/cert.pem" --tls-key "$out/key.pem")
+    scheme="wss://"; tls_load=(--tls-ca "$out/cert.pem")
+fi
 "$RELAY" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --log-level warn "${extra[@]}" \
     >"$out/ready" 2>"$out/relay.log" &
 relay_pid=$!
@@ -49,7 +59,7 @@ open_conns() {
 }
 hold() {  # hold COUNT idle connections in the background; wait until all are up
     local count=$1
-    "$LOAD" idle --style "$style" --target "$public" --admin "$admin" --connections "$count" \
+    "$LOAD" idle --style "$style" --target "$scheme$public" "${tls_load[@]}" --admin "$admin" --connections "$count" \
     --duration 600s --connect-rate "${IDLE_CONNECT_RATE:-5000}" --source-ips 127.0.0.1-127.0.0.8 --no-relay-stats \
     >"$out/load.txt" 2>&1 &
     load_pid=$!
@@ -83,7 +93,7 @@ read -r slab1 unrec1 tcp1 pages1 <<<"$(kmem)"
 release
 closed=$(rss)
 hold "$n"; second=$(rss)
-echo "style=$style connections=$n warm=$warm rss_cold_kib=$cold rss_with_n_kib=$first per_conn_bytes=$(( (first - cold) * 1024 / n ))"
+echo "style=$style tls=${IDLE_TLS:-0} connections=$n warm=$warm rss_cold_kib=$cold rss_with_n_kib=$first per_conn_bytes=$(( (first - cold) * 1024 / n ))"
 echo "kernel (machine-wide deltas, both ends on loopback): slab_kib=$((slab1 - slab0))" \
     "sunreclaim_kib=$((unrec1 - unrec0)) tcp_sockets=$((tcp1 - tcp0))" \
     "tcp_buffer_pages=$((pages1 - pages0)) slab_bytes_per_conn=$(( (slab1 - slab0) * 1024 / n ))" \

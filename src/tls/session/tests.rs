@@ -234,3 +234,11 @@ fn reload_swaps_the_pair_and_a_bad_pair_keeps_the_old() {
     let mut client = client(&b, &[&rustls::version::TLS13], &[b"http/1.1"]);
     handshake(&mut server, &mut client, usize::MAX);
 }
+
+#[test]
+fn the_session_state_size_is_known() {
+    // The inline part of an idle TLS connection's state (docs/benchmarks.md, "TLS").
+    let size = std::mem::size_of::<TlsSession>();
+    eprintln!("size_of::<TlsSession>() = {size} B");
+    assert!(size < 2048, "TlsSession grew to {size} B");
+}
