@@ -13,6 +13,8 @@
 #             second browser; screenshot target/interop/session_ws.png
 #                                                            scripts/interop/session_ws.js
 #   tickets   curl as the PUT and GET clients of a ticket (§6) scripts/interop/tickets.sh
+#   tickets-tls the same over https:// (--tls-cert/--tls-key, PROTOCOL §1.1): a test CA and
+#             a leaf for localhost/127.0.0.1 minted with openssl, curl --cacert
 #   wscat     one-shot echo through /v1/echo (--enable-echo)
 #
 # Tools are cached under target/interop/ (venv, node_modules); the first run installs them,
@@ -146,6 +148,26 @@ check_tickets() {
     bash "$HERE/tickets.sh" "$RELAY_PUBLIC" "$RELAY_ADMIN" "$OUT/tickets"
 }
 
+# mint_test_pki DIR: a throw-away CA and a leaf for localhost/127.0.0.1 signed by it
+# (ca.pem, cert.pem, key.pem); nothing is kept past the run.
+mint_test_pki() {
+    local dir="$1"
+    mkdir -p "$dir"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+        -keyout "$dir/ca.key" -out "$dir/ca.pem" -subj "/CN=shardrelay interop CA" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -keyout "$dir/key.pem" -out "$dir/leaf.csr" -subj /CN=localhost 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n' >"$dir/leaf.ext"
+    openssl x509 -req -in "$dir/leaf.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+        -CAcreateserial -days 1 -extfile "$dir/leaf.ext" -out "$dir/cert.pem" 2>/dev/null
+}
+
+check_tickets_tls() {
+    mint_test_pki "$OUT/pki"
+    relay_start "$OUT/tickets-tls.relay.log" --tls-cert "$OUT/pki/cert.pem" --tls-key "$OUT/pki/key.pem"
+    bash "$HERE/tickets.sh" "$RELAY_PUBLIC" "$RELAY_ADMIN" "$OUT/tickets-tls" "$OUT/pki/ca.pem"
+}
+
 check_wscat() {
     relay_start "$OUT/wscat.relay.log" --enable-echo
     local msg line="" ok=1
@@ -170,7 +192,7 @@ check_wscat() {
     return $ok
 }
 
-for name in pyrycode pair session session-ws tickets wscat; do
+for name in pyrycode pair session session-ws tickets tickets-tls wscat; do
     wanted "$name" || continue
     log "── interop: $name"
     t0=$SECONDS
