@@ -13,6 +13,8 @@
 #             second browser; screenshot target/interop/session_ws.png
 #                                                            scripts/interop/session_ws.js
 #   tickets   curl as the PUT and GET clients of a ticket (§6) scripts/interop/tickets.sh
+#   pyrycode-tls, pair-tls  the pyrycode and pair checks over wss:// (SSL_CERT_FILE,
+#             NODE_EXTRA_CA_CERTS trust the test CA)
 #   tickets-tls the same over https:// (--tls-cert/--tls-key, PROTOCOL §1.1): a test CA and
 #             a leaf for localhost/127.0.0.1 minted with openssl, curl --cacert
 #   wscat     one-shot echo through /v1/echo (--enable-echo)
@@ -162,6 +164,22 @@ mint_test_pki() {
         -CAcreateserial -days 1 -extfile "$dir/leaf.ext" -out "$dir/cert.pem" 2>/dev/null
 }
 
+check_pyrycode_tls() {
+    mint_test_pki "$OUT/pki"
+    relay_start "$OUT/pyrycode-tls.relay.log" --grace 2s --max-phones-per-server 16 \
+        --tls-cert "$OUT/pki/cert.pem" --tls-key "$OUT/pki/key.pem"
+    INTEROP_WS_SCHEME=wss SSL_CERT_FILE="$OUT/pki/ca.pem" \
+        "$VENV/bin/python" "$HERE/pyrycode.py" --public "$RELAY_PUBLIC" --grace 2
+}
+
+check_pair_tls() {
+    mint_test_pki "$OUT/pki"
+    relay_start "$OUT/pair-tls.relay.log" --max-message 256KiB \
+        --tls-cert "$OUT/pki/cert.pem" --tls-key "$OUT/pki/key.pem"
+    INTEROP_WS_SCHEME=wss NODE_EXTRA_CA_CERTS="$OUT/pki/ca.pem" \
+        node "$HERE/pair.js" --public "$RELAY_PUBLIC" --max-message $((256 * 1024))
+}
+
 check_tickets_tls() {
     mint_test_pki "$OUT/pki"
     relay_start "$OUT/tickets-tls.relay.log" --tls-cert "$OUT/pki/cert.pem" --tls-key "$OUT/pki/key.pem"
@@ -192,7 +210,7 @@ check_wscat() {
     return $ok
 }
 
-for name in pyrycode pair session session-ws tickets tickets-tls wscat; do
+for name in pyrycode pair session session-ws tickets wscat pyrycode-tls pair-tls tickets-tls; do
     wanted "$name" || continue
     log "── interop: $name"
     t0=$SECONDS
