@@ -15,6 +15,8 @@
 #   tickets   curl as the PUT and GET clients of a ticket (§6) scripts/interop/tickets.sh
 #   pyrycode-tls, pair-tls  the pyrycode and pair checks over wss:// (SSL_CERT_FILE,
 #             NODE_EXTRA_CA_CERTS trust the test CA)
+#   session-tls the session check over wss:// (Chromium trusts the test leaf by its key's
+#             SHA-256, --ignore-certificate-errors-spki-list)
 #   tickets-tls the same over https:// (--tls-cert/--tls-key, PROTOCOL §1.1): a test CA and
 #             a leaf for localhost/127.0.0.1 minted with openssl, curl --cacert
 #   wscat     one-shot echo through /v1/echo (--enable-echo)
@@ -77,7 +79,7 @@ wanted() { [ -z "${INTEROP_ONLY:-}" ] || [[ " $INTEROP_ONLY " == *" $1 "* ]]; }
 T_INSTALL=$SECONDS
 install_python
 install_node
-if wanted session || wanted session-ws; then install_chromium; fi
+if wanted session || wanted session-ws || wanted session-tls; then install_chromium; fi
 T_INSTALL=$((SECONDS - T_INSTALL))
 relay_build
 export NODE_PATH="$OUT/node_modules"
@@ -180,6 +182,22 @@ check_pair_tls() {
         node "$HERE/pair.js" --public "$RELAY_PUBLIC" --max-message $((256 * 1024))
 }
 
+check_session_tls() {
+    mint_test_pki "$OUT/pki"
+    relay_start "$OUT/session-tls.relay.log" \
+        --tls-cert "$OUT/pki/cert.pem" --tls-key "$OUT/pki/key.pem"
+    # Chromium trusts the test leaf the way a test harness makes a browser trust one: by
+    # the SHA-256 of its public key; Node trusts the test CA.
+    local spki
+    spki="$(openssl x509 -in "$OUT/pki/cert.pem" -pubkey -noout | openssl pkey -pubin -outform der |
+        openssl dgst -sha256 -binary | base64)"
+    rm -f "$OUT/session-tls.png"
+    INTEROP_WS_SCHEME=wss NODE_EXTRA_CA_CERTS="$OUT/pki/ca.pem" \
+        INTEROP_CHROMIUM_ARGS="--ignore-certificate-errors-spki-list=$spki" \
+        node "$HERE/session.js" --public "$RELAY_PUBLIC" --chromium "$CHROMIUM" \
+        --screenshot "$OUT/session-tls.png"
+}
+
 check_tickets_tls() {
     mint_test_pki "$OUT/pki"
     relay_start "$OUT/tickets-tls.relay.log" --tls-cert "$OUT/pki/cert.pem" --tls-key "$OUT/pki/key.pem"
@@ -210,7 +228,7 @@ check_wscat() {
     return $ok
 }
 
-for name in pyrycode pair session session-ws tickets wscat pyrycode-tls pair-tls tickets-tls; do
+for name in pyrycode pair session session-ws tickets wscat pyrycode-tls pair-tls session-tls tickets-tls; do
     wanted "$name" || continue
     log "── interop: $name"
     t0=$SECONDS
