@@ -3,9 +3,11 @@
 # one Arc<Mutex<HashMap>>), same load generator, same machine, one run.
 #
 # For each scenario (pair, server-id) and pace (closed-loop peak, open-loop fixed
-# rate) it starts each relay fresh on 127.0.0.1:0, points shardrelay-load at it,
-# reads the relay's CPU time (utime+stime from /proc/<pid>/stat) before and after,
-# and prints one table. JSON reports and logs stay in target/bench-compare/<stamp>/.
+# rate) it starts each relay fresh on 127.0.0.1:0, points shardrelay-load at it
+# through `shardrelay-load measure cpu-during` (the relay's utime+stime from /proc
+# before and after, the load's own CPU, the rest of the machine's), and prints one
+# table with `measure bench-table` (loadtest/src/measure/bench.rs). JSON reports and
+# logs stay in target/bench-compare/<stamp>/.
 #
 # Usage: scripts/bench-compare.sh        (or `make bench-compare`)
 # Knobs (environment): DURATION WARMUP DRAIN PAIRS BINARIES PHONES INFLIGHT RATE SIZE;
@@ -41,8 +43,7 @@ SHARDRELAY="${SHARDRELAY_BIN:-$WORKSPACE_TARGET/release/shardrelay}"
 LOAD="${LOAD_BIN:-$WORKSPACE_TARGET/release/shardrelay-load}"
 BASELINE=./benches/baseline/target/release/shardrelay-baseline
 OUT="$ROOT/target/bench-compare/$(date -u +%Y%m%dT%H%M%SZ)"
-RESULTS="$OUT/results.tsv"
-TICKS_PER_S="$(getconf CLK_TCK)"
+TAGS=()
 RELAY_PID=""
 LOAD_PID=""
 
@@ -72,34 +73,6 @@ stop_all() {
 }
 trap stop_all EXIT
 trap 'exit 130' INT TERM
-
-# utime+stime of a process, in clock ticks (the comm field may hold spaces: cut it off).
-cpu_ticks() {
-    local stat
-    stat="$(cat "/proc/$1/stat")"
-    stat="${stat##*) }"
-    # shellcheck disable=SC2086 # word splitting into fields is the point
-    set -- $stat
-    echo $((${12} + ${13}))
-}
-
-# Busy time of the whole machine (every CPU, all but idle and iowait), in clock ticks.
-busy_ticks() {
-    local _cpu user nice system _idle _iowait irq softirq steal _rest
-    read -r _cpu user nice system _idle _iowait irq softirq steal _rest </proc/stat
-    echo $((user + nice + system + irq + softirq + steal))
-}
-
-# CPU seconds (user+sys) of this shell's finished children, i.e. the load runs waited
-# for so far. `times` must run in this shell, not in a `$(…)` subshell (whose children
-# are not ours), so it writes a file and a subshell only reads that.
-children_seconds() {
-    awk 'NR == 2 {
-        total = 0
-        for (i = 1; i <= 2; i++) { split($i, t, /[ms]/); total += t[1] * 60 + t[2] }
-        print total
-    }' "$OUT/.times"
-}
 
 # on_cpus LIST CMD...: becomes CMD restricted to the CPUs in LIST (all of them if LIST
 # is empty). Only for `on_cpus … &`: it execs, so `$!` is CMD's own pid.
@@ -154,64 +127,23 @@ run_one() {
     esac
     start_relay "$relay" "$OUT/$tag.relay.log"
     log "$tag: $relay on $PUBLIC (admin $ADMIN), pid $RELAY_PID"
-    local before after busy_before busy_after load_before load_after rc=0
-    before="$(cpu_ticks "$RELAY_PID")"
-    busy_before="$(busy_ticks)"
-    times >"$OUT/.times"
-    load_before="$(children_seconds)"
-    on_cpus "$LOAD_CPUS" "$LOAD" "$scenario" --target "$PUBLIC" --admin "$ADMIN" "${shape[@]}" "${pacing[@]}" \
+    local rc=0
+    on_cpus "$LOAD_CPUS" "$LOAD" measure cpu-during --pid "$RELAY_PID" --json "$OUT/$tag.cpu.json" -- \
+        "$LOAD" "$scenario" --target "$PUBLIC" --admin "$ADMIN" "${shape[@]}" "${pacing[@]}" \
         --size "$SIZE" --duration "$DURATION" --warmup "$WARMUP" --drain "$DRAIN" \
         --json "$OUT/$tag.json" >"$OUT/$tag.txt" 2>"$OUT/$tag.progress" &
     LOAD_PID=$!
     wait "$LOAD_PID" || rc=$?
     LOAD_PID=""
     kill -0 "$RELAY_PID" 2>/dev/null || die "$tag: $relay died during the run"
-    after="$(cpu_ticks "$RELAY_PID")"
-    busy_after="$(busy_ticks)"
-    times >"$OUT/.times"
-    load_after="$(children_seconds)"
     stop_relay
-    # CPU the machine spent on anything but this relay and this load generator: other
-    # work on the box skews every figure, so the table shows how much there was.
-    local relay_s other_s
-    relay_s="$(awk -v t=$((after - before)) -v hz="$TICKS_PER_S" 'BEGIN { print t / hz }')"
-    other_s="$(awk -v b=$((busy_after - busy_before)) -v hz="$TICKS_PER_S" -v r="$relay_s" \
-        -v l0="$load_before" -v l1="$load_after" 'BEGIN { printf "%.2f", b / hz - r - (l1 - l0) }')"
-    [ -s "$OUT/$tag.json" ] || die "$tag: no JSON report (load exit $rc, see $OUT/$tag.txt)"
+    [ -s "$OUT/$tag.json" ] && [ -s "$OUT/$tag.cpu.json" ] ||
+        die "$tag: no JSON report (load exit $rc, see $OUT/$tag.txt)"
     [ "$rc" -eq 0 ] || log "$tag: load generator exit $rc (see $OUT/$tag.txt)"
-    jq -r --arg s "$scenario/$pace" --arg r "$relay" --arg rc "$rc" --arg other "$other_s" \
-        --argjson cpu "$relay_s" \
-        '[$s, $r, .throughput.messages_per_s, .latency_us.p50, .latency_us.p99,
-          .latency_us.p999, $cpu, .throughput.received, $rc, $other] | @tsv' \
-        "$OUT/$tag.json" >>"$RESULTS"
-}
-
-# The table: one row per run, then shardrelay ÷ baseline per scenario.
-print_table() {
-    awk -F'\t' '
-        function row(s, r, m, p50, p99, p999, cpu, eff, rc, other) {
-            printf "%-16s %-11s %10s %7s %7s %8s %9s %10s %5s %8s\n", s, r, m, p50, p99, p999, cpu, eff, rc, other
-        }
-        function ratio(a, b) { return b > 0 ? sprintf("%.2fx", a / b) : "-" }
-        BEGIN {
-            row("scenario", "relay", "msgs/s", "p50 us", "p99 us", "p99.9 us", "relay CPU", "msgs/CPU-s", "exit", "other CPU")
-        }
-        {
-            eff = $7 > 0 ? $8 / $7 : 0
-            row($1, $2, sprintf("%.0f", $3), $4, $5, $6, sprintf("%.2f s", $7), sprintf("%.0f", eff), $9, $10 " s")
-            m[$1, $2] = $3; p50[$1, $2] = $4; p99[$1, $2] = $5; p999[$1, $2] = $6
-            cpu[$1, $2] = $7; e[$1, $2] = eff
-            if ($2 == "baseline") {
-                s = $1; a = "shardrelay"; b = "baseline"
-                row(s, "ratio s/b", ratio(m[s, a], m[s, b]), ratio(p50[s, a], p50[s, b]),
-                    ratio(p99[s, a], p99[s, b]), ratio(p999[s, a], p999[s, b]),
-                    ratio(cpu[s, a], cpu[s, b]), ratio(e[s, a], e[s, b]), "", "")
-            }
-        }' "$RESULTS"
+    TAGS+=("$tag")
 }
 
 main() {
-    command -v jq >/dev/null || die "jq is required"
     if [ -z "${NO_BUILD:-}" ]; then
         log "building shardrelay, shardrelay-load and the baseline (release)"
         if [ -z "${SHARDRELAY_BIN:-}${LOAD_BIN:-}" ]; then
@@ -226,7 +158,6 @@ main() {
         [ -x "$bin" ] || die "$bin is missing (run without NO_BUILD)"
     done
     mkdir -p "$OUT"
-    : >"$RESULTS"
     local scenario pace relay
     for scenario in pair server-id; do
         for pace in peak rate; do
@@ -249,12 +180,11 @@ main() {
     echo "ratio s/b = shardrelay / baseline: above 1 is better for msgs/s and msgs/CPU-s," \
         "below 1 is better for latency and relay CPU"
     echo
-    print_table | tee "$OUT/table.txt"
+    local table_rc=0
+    "$LOAD" measure bench-table --dir "$OUT" "${TAGS[@]}" | tee "$OUT/table.txt" || table_rc=$?
     echo
     echo "reports: $OUT"
-    if awk -F'\t' '$9 != 0 { bad = 1 } END { exit !bad }' "$RESULTS"; then
-        die "some load runs did not exit 0 (column 'exit'; see the reports)"
-    fi
+    [ "$table_rc" -eq 0 ] || die "some load runs did not exit 0 (column 'exit'; see the reports)"
 }
 
 main "$@"

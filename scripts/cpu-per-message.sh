@@ -10,7 +10,9 @@
 # and end of a WINDOW-second window (a sampling window, not synchronisation), and
 #   CPU-s per million forwarded messages = CPU delta ÷ (round trips/s × 2 × WINDOW) × 1e6
 # (pair and server-id both forward 2 messages per round trip: A→B→A, phone→binary→phone).
-# Round trips/s is the load generator's measured throughput over its own window.
+# Round trips/s is the load generator's measured throughput over its own window. The
+# window's CPU and the table are `shardrelay-load measure cpu-window` and `measure
+# cpu-table` (loadtest/src/measure/cpu_per_message.rs).
 # Optional: PERF=1 records `perf record -g` of shardrelay over the pair 20,000/s window
 # and prints the top symbols (needs perf).
 #
@@ -37,7 +39,7 @@ RELAY_CPU=${RELAY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 WARMUP=3
 OUT=${OUT_DIR:-$TARGET_DIR/cpu-per-message/$(date -u +%Y%m%dT%H%M%SZ)}
-TICKS=$(getconf CLK_TCK)
+TAGS=()
 RELAY_PID=""
 LOAD_PID=""
 
@@ -55,8 +57,6 @@ stop() {
 }
 trap stop EXIT
 trap 'exit 130' INT TERM
-
-ticks() { local f; read -r -a f <"/proc/$1/stat"; echo $((f[13] + f[14])); }
 
 # start RELAY LOG: fresh relay pinned to RELAY_CPU; sets RELAY_PID and PUBLIC, ADMIN.
 start() {
@@ -80,7 +80,7 @@ start() {
     ADMIN=$(grep -o 'admin=[^ ]*' "$log" | head -n1 | cut -d= -f2)
 }
 
-# run_case RELAY STYLE RATE: one row of results.tsv.
+# run_case RELAY STYLE RATE: one run: its report (TAG.json) and CPU window (TAG.window.json).
 run_case() {
     local relay=$1 style=$2 rate=$3 tag="$1.$2.$3" shape extra=()
     case $style in
@@ -97,36 +97,27 @@ run_case() {
     # Sampling window: the ramp of 100-200 connections takes well under a second here,
     # then WARMUP; the window ends before the load's measured window does.
     sleep $((WARMUP + 1))
-    local t0 t1 perf_pid=""
-    t0=$(ticks "$RELAY_PID")
+    local perf_pid=""
     if [ -n "${PERF:-}" ] && [ "$relay" = shardrelay ] && [ "$style:$rate" = pair:20000 ]; then
         perf record -g -o "$OUT/perf.data" -p "$RELAY_PID" -- sleep "$WINDOW" 2>/dev/null &
         perf_pid=$!
     fi
-    sleep "$WINDOW"
-    t1=$(ticks "$RELAY_PID")
+    "$LOAD" measure cpu-window --pid "$RELAY_PID" --window "${WINDOW}s" --json "$OUT/$tag.window.json"
     [ -n "$perf_pid" ] && wait "$perf_pid"
     local rc=0
     wait "$LOAD_PID" || rc=$?
     LOAD_PID=""
     stop
     [ -s "$OUT/$tag.json" ] || die "$tag: no report (exit $rc; $OUT/$tag.txt)"
-    jq -r --arg r "$relay" --arg s "$style" --arg rate "$rate" --arg rc "$rc" \
-        --argjson cpu "$(awk -v t=$((t1 - t0)) -v hz="$TICKS" 'BEGIN { print t / hz }')" \
-        --argjson w "$WINDOW" \
-        '[$s, $rate, $r, .throughput.messages_per_s, $cpu,
-          ($cpu / (.throughput.messages_per_s * 2 * $w) * 1e6), .latency_us.p50,
-          .latency_us.p99, (.integrity.lost // 0), $rc] | @tsv' "$OUT/$tag.json" >>"$OUT/results.tsv"
+    TAGS+=("$tag")
 }
 
 main() {
-    command -v jq >/dev/null || die "jq is required"
     for bin in "$SHARDRELAY" "$LOAD" "$BASELINE"; do
         [ -x "$bin" ] || die "$bin missing: cargo build --release -p shardrelay -p shardrelay-load" \
             "and cargo build --release --manifest-path benches/baseline/Cargo.toml"
     done
     mkdir -p "$OUT"
-    : >"$OUT/results.tsv"
     local c style rate relay
     for c in "${CASE_LIST[@]}"; do
         style=${c%%:*}
@@ -139,21 +130,7 @@ main() {
     done
     echo "cpu-per-message $(date -u +%Y-%m-%dT%H:%M:%SZ); relay on CPU $RELAY_CPU, load on CPU" \
         "$LOAD_CPU; $SIZE B messages; ${WINDOW}s window; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-    awk -F'\t' '
-        BEGIN { printf "%-10s %7s %-11s %9s %8s %12s %7s %7s %5s %4s %s\n", "style", "rate", "relay",
-                "rt/s", "CPU s", "CPU-s/M msg", "p50 us", "p99 us", "lost", "exit", "vs raw" }
-        {
-            if ($3 == "raw") raw[$1, $2] = $6
-            rows[NR] = $0
-        }
-        END {
-            for (i = 1; i <= NR; i++) {
-                split(rows[i], f, "\t")
-                r = raw[f[1], f[2]] > 0 ? sprintf("%.2fx", f[6] / raw[f[1], f[2]]) : "-"
-                printf "%-10s %7s %-11s %9.0f %8.2f %12.1f %7s %7s %5s %4s %s\n",
-                    f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], r
-            }
-        }' "$OUT/results.tsv" | tee "$OUT/table.txt"
+    "$LOAD" measure cpu-table --dir "$OUT" "${TAGS[@]}" | tee "$OUT/table.txt"
     if [ -s "$OUT/perf.data" ]; then
         echo
         echo "perf: shardrelay, pair 20000/s, top symbols (self %):"

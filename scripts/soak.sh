@@ -41,6 +41,10 @@
 # debug builds `make test` already has), SOAK_RATE_PERCENT (default 100) to scale every
 # load and chaos rate, CARGO, CARGO_TARGET_DIR, SHARDRELAY_DRIVER (reaches the relay).
 # Loops are bounded: every wait polls a condition against a deadline.
+#
+# What is read and decided (/stats conditions, RSS and descriptor samples, the p99 and
+# shutdown checks over the load reports) is `shardrelay-load measure …`
+# (loadtest/src/measure/); this script starts the processes and says what to check.
 set -euo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib/relay.sh"
@@ -102,15 +106,19 @@ if [ -z "${SOAK_NO_BUILD:-}" ] && [ -z "${SHARDRELAY_BIN:-}${SOAK_LOAD_BIN:-}" ]
 fi
 [ -x "$RELAY_BIN" ] && [ -x "$LOAD_BIN" ] || die "missing $RELAY_BIN or $LOAD_BIN"
 
-stats() { curl -fsS --max-time 5 "http://$RELAY_ADMIN/stats"; }
-rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$RELAY_PID/status"; }
-fd_count() { ls "/proc/$RELAY_PID/fd" | wc -l; }
-# Open connections of every kind plus every registry gauge, from /stats totals.
-open_and_registered() {
-    stats | python3 -c 'import json,sys
-t = json.load(sys.stdin)["totals"]
-print(sum(t["connections"].values()), sum(t["gauges"].values()))'
+measure() { "$LOAD_BIN" measure "$@"; }
+rss_kib() { measure proc --pid "$RELAY_PID" rss; }
+fd_count() { measure proc --pid "$RELAY_PID" fds; }
+# relay_wait SECONDS CONDITION...: poll /stats until every condition holds.
+relay_wait() {
+    local limit=$1
+    shift
+    local until=()
+    for c in "$@"; do until+=(--until "$c"); done
+    measure relay-wait --admin "$RELAY_ADMIN" --timeout "${limit}s" "${until[@]}"
 }
+# pids_csv PID...: the pids comma-separated, for `measure watch --while`.
+pids_csv() { local IFS=,; echo "$*"; }
 # poll SECONDS DESCRIPTION COMMAND...: run COMMAND every 0.5 s until it succeeds.
 poll() {
     local limit=$1 what=$2
@@ -197,15 +205,9 @@ if [ "$ATTACKS" = 1 ]; then
     "$LOAD_BIN" chaos --target "$RELAY_PUBLIC" --admin "$RELAY_ADMIN" --duration "${BASELINE_SECONDS}s" \
         --rate "$(rate 10)" --styles "$(chaos_style_list)" >"$OUT/chaos-baseline.txt" 2>"$OUT/chaos-baseline.log" &
     base_chaos=$!
-    RSS_WARM=0
-    base_deadline=$((SECONDS + BASELINE_SECONDS + 60))
-    while kill -0 "${LOAD_PIDS[0]}" 2>/dev/null; do
-        relay_alive
-        [ $SECONDS -lt $base_deadline ] || die "baseline load still running after $((BASELINE_SECONDS + 60))s"
-        rss_now=$(rss_kib)
-        [ "$rss_now" -gt "$RSS_WARM" ] && RSS_WARM=$rss_now
-        sleep 1
-    done
+    watched=$(measure watch --pid "$RELAY_PID" --while "$(pids_csv "${LOAD_PIDS[@]}")" --every 1s \
+        --deadline "$((BASELINE_SECONDS + 60))s") || { relay_alive; die "baseline phase: the RSS watch failed"; }
+    read -r RSS_WARM _ <<<"$watched"
     wait_loads
     rc=0
     wait "$base_chaos" || rc=$?
@@ -231,34 +233,24 @@ if [ "$ATTACKS" = 1 ]; then
     ATTACK_PID=$!
     log "attackers ($ATTACK_CLASSES) started for ${LOAD_WINDOW}s (pid $ATTACK_PID)"
 fi
-started=$SECONDS
-warm_at=$((started + SOAK_WARMUP))
-RSS_PEAK=0
 # With attacks the relay can grow fast: sample often, so the ceiling guard is timely.
 SAMPLE_EVERY=5
 [ "$ATTACKS" = 1 ] && SAMPLE_EVERY=0.5
-echo "elapsed_s,rss_kib,fds" >"$OUT/timeline.csv"
-# Bounded: the load's own limits (ramp + window + drain) plus generous slack.
-deadline=$((started + SOAK_SECONDS + 120))
-while :; do
-    relay_alive
-    running=0
-    for pid in "${LOAD_PIDS[@]}" "$CHAOS_PID" $ATTACK_PID; do kill -0 "$pid" 2>/dev/null && running=$((running + 1)); done
-    [ "$running" -gt 0 ] || break
-    [ $SECONDS -lt $deadline ] || die "load still running ${SOAK_SECONDS}+120 s after the start"
-    rss_now=$(rss_kib)
-    [ "$rss_now" -gt "$RSS_PEAK" ] && RSS_PEAK=$rss_now
-    echo "$((SECONDS - started)),$rss_now,$(fd_count)" >>"$OUT/timeline.csv"
-    if [ -n "$ATTACK_PID" ] && [ "$rss_now" -gt "$ATTACK_RSS_CEILING_KIB" ]; then
-        kill "$ATTACK_PID" 2>/dev/null || true
-        die "relay RSS $rss_now KiB passed the attack ceiling $ATTACK_RSS_CEILING_KIB KiB (timeline in $OUT/timeline.csv, attack report in $OUT/attack.txt)"
-    fi
-    if [ -z "$RSS_WARM" ] && [ $SECONDS -ge $warm_at ]; then
-        RSS_WARM=$(rss_kib)
-        log "post-warm-up RSS $RSS_WARM KiB (fds $(fd_count))"
-    fi
-    sleep "$SAMPLE_EVERY"
-done
+watch_flags=(--pid "$RELAY_PID" --while "$(pids_csv "${LOAD_PIDS[@]}" "$CHAOS_PID" $ATTACK_PID)"
+    --every "${SAMPLE_EVERY}s" --timeline "$OUT/timeline.csv"
+    # Bounded: the load's own limits (ramp + window + drain) plus generous slack.
+    --deadline "$((SOAK_SECONDS + 120))s")
+[ -n "$ATTACK_PID" ] && watch_flags+=(--rss-ceiling-kib "$ATTACK_RSS_CEILING_KIB")
+[ -z "$RSS_WARM" ] && watch_flags+=(--warm-after "${SOAK_WARMUP}s")
+rc=0
+watched=$(measure watch "${watch_flags[@]}") || rc=$?
+if [ "$rc" -eq 4 ]; then
+    kill "$ATTACK_PID" 2>/dev/null || true
+    die "relay RSS passed the attack ceiling $ATTACK_RSS_CEILING_KIB KiB (timeline in $OUT/timeline.csv, attack report in $OUT/attack.txt)"
+fi
+[ "$rc" -eq 0 ] || { relay_alive; die "the RSS watch failed (timeline in $OUT/timeline.csv)"; }
+read -r RSS_PEAK warm_sample <<<"$watched"
+[ -n "$RSS_WARM" ] || RSS_WARM=$warm_sample
 [ -n "$RSS_WARM" ] || die "the load ended before the warm-up sample"
 
 # ---------------------------------------------------------------- 3. assertions
@@ -291,27 +283,14 @@ if [ "$ATTACKS" = 1 ]; then
         failed=1
         log "FAIL: RSS peak $RSS_PEAK KiB over post-start $RSS_START KiB + --memory-limit ${MEMORY_LIMIT_MIB} MiB"
     fi
-    python3 - "$OUT" "$P99_FLOOR_US" "${BASELINE_NAMES[@]}" >&2 <<'EOF' || failed=1
-import json, sys
-out, floor, names = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-bad = False
-for base_name in names:
-    name = base_name.removesuffix("-baseline")
-    base = json.load(open(f"{out}/{base_name}.json"))["latency_us"]["p99"]
-    attacked_run = json.load(open(f"{out}/{name}.json"))["latency_us"]
-    attacked, measured = attacked_run["p99"], attacked_run["count"]
-    limit = max(3 * base, base + floor)
-    ok = measured > 0 and attacked <= limit
-    bad |= not ok
-    print(f"  {name}: client p99 {attacked} us under attack ({measured} measured), {base} us baseline "
-          f"(limit {limit} us) -> {'ok' if ok else 'FAIL'}")
-sys.exit(1 if bad else 0)
-EOF
+    measure p99-vs-baseline --dir "$OUT" --floor-us "$P99_FLOOR_US" "${BASELINE_NAMES[@]%-baseline}" || failed=1
 fi
 
-settled() { [ "$(open_and_registered)" = "0 0" ]; }
-poll "$SETTLE_SECONDS" "every connection count and registry gauge back to 0" settled ||
-    { failed=1; log "FAIL: not back to 0: $(stats | python3 -c 'import json,sys; t=json.load(sys.stdin)["totals"]; print(t["connections"], t["gauges"])')"; }
+if relay_wait "$SETTLE_SECONDS" open==0 registered==0; then
+    log "ok: every connection count and registry gauge back to 0"
+else
+    failed=1; log "FAIL: not back to 0 (figures above)"
+fi
 fds_back() { [ $(($(fd_count) - FD_START)) -le $FD_SLACK ]; }
 poll 10 "relay fds back to the post-start level" fds_back ||
     { failed=1; log "FAIL: relay holds $(fd_count) fds, $FD_START after start"; }
@@ -324,13 +303,12 @@ RSS_END=$(rss_kib)
 RSS_LIMIT=$((RSS_WARM + RSS_WARM / 10 + RSS_SLACK_KIB))
 log "RSS: post-start $RSS_START KiB, post-warm-up $RSS_WARM KiB, end $RSS_END KiB (limit $RSS_LIMIT KiB); fds $FD_START → $FD_END"
 [ "$RSS_END" -le "$RSS_LIMIT" ] || { failed=1; log "FAIL: RSS grew from $RSS_WARM KiB to $RSS_END KiB"; }
-stats >"$OUT/stats-end.json"
-python3 - "$OUT/stats-end.json" >&2 <<'EOF'
-import json, sys
-t = json.load(open(sys.argv[1]))["totals"]
-print(f"relay totals: messages_in {t['messages_in']} messages_out {t['messages_out']} "
-      f"accepted {t['accepted']} rejected {t['rejected']} dropped {t['dropped']}")
-EOF
+curl -fsS --max-time 5 "http://$RELAY_ADMIN/stats" >"$OUT/stats-end.json"
+totals="relay totals:"
+for figure in messages_in messages_out accepted rejected dropped; do
+    totals+=" $figure $(measure relay-figure --admin "$RELAY_ADMIN" "$figure")"
+done
+log "$totals"
 if grep -q panicked "$RELAY_LOG"; then
     failed=1
     log "FAIL: the relay log has a panic:"; grep -m 5 -A 3 panicked "$RELAY_LOG" >&2
@@ -342,26 +320,26 @@ fi
 # keep their schedule after the relay is gone, so their window is short: SIGTERM comes
 # as soon as they are up, and they report a few seconds later.
 start_load 8 "-shutdown" 256MiB 1s
-busy() {
-    stats | python3 -c 'import json,sys
-c = json.load(sys.stdin)["totals"]["connections"]
-ok = c["pair"] >= 200 and c["phone"] >= 80
-ok = ok and (c.get("session_browser", 0) >= 40 + 40 * int(sys.argv[3] == "1") or not sys.argv[1])
-ok = ok and (c.get("ticket_get", 0) >= 1 or not sys.argv[2])
-sys.exit(0 if ok else 1)' "$(have_style session && echo 1)" "$(have_style ticket && echo 1)" "$(have_style session_ws && echo 1)"
-}
-poll 60 "shutdown-phase load is up (and a ticket transfer in flight)" busy || die "shutdown-phase load never came up"
+busy=("connections.pair>=200" "connections.phone>=80")
+browsers=0
+have_style session && browsers=40
+have_style session_ws && browsers=$((browsers + 40))
+[ "$browsers" -gt 0 ] && busy+=("connections.session_browser>=$browsers")
+have_style ticket && busy+=("connections.ticket_get>=1")
+relay_wait 60 "${busy[@]}" || die "shutdown-phase load never came up"
+log "ok: shutdown-phase load is up (and a ticket transfer in flight)"
 kill -TERM "$RELAY_PID"
-term_at=$(date +%s.%N)
+term_at=$EPOCHREALTIME
 exit_limit=$((DRAIN_TIMEOUT + 1))
 relay_status=0
 timeout "$((exit_limit + 5))" tail --pid="$RELAY_PID" -s 0.05 -f /dev/null || true
-took=$(python3 -c "import time; print(f'{time.time() - $term_at:.2f}')")
+took_us=$((${EPOCHREALTIME/./} - ${term_at/./}))
+took=$(printf '%d.%02d' $((took_us / 1000000)) $((took_us % 1000000 / 10000)))
 kill -0 "$RELAY_PID" 2>/dev/null && die "the relay did not exit within $((exit_limit + 5)) s of SIGTERM"
 wait "$RELAY_PID" || relay_status=$?
 RELAY_PID=""
 log "SIGTERM under load: relay exited $relay_status after ${took}s (limit ${exit_limit}s)"
-python3 -c "import sys; sys.exit(0 if $took <= $exit_limit else 1)" || die "exit took ${took}s, over --drain-timeout + 1 s"
+[ "$took_us" -le $((exit_limit * 1000000)) ] || die "exit took ${took}s, over --drain-timeout + 1 s"
 [ "$relay_status" -eq 0 ] || die "the relay exited $relay_status on SIGTERM"
 grep -q panicked "$RELAY_LOG" && die "the relay panicked during shutdown"
 for i in "${!LOAD_PIDS[@]}"; do
@@ -369,21 +347,6 @@ for i in "${!LOAD_PIDS[@]}"; do
     timeout 30 tail --pid="${LOAD_PIDS[$i]}" -s 0.1 -f /dev/null || kill "${LOAD_PIDS[$i]}" 2>/dev/null || true
     wait "${LOAD_PIDS[$i]}" 2>/dev/null || true
 done
-python3 - "$OUT" "${LOAD_NAMES[@]}" >&2 <<'EOF' || die "shutdown under load: clients saw something other than 1001 / an aborted transfer"
-import json, sys
-out, names = sys.argv[1], sys.argv[2:]
-bad = False
-for name in names:
-    r = json.load(open(f"{out}/{name}.json"))
-    errors, integrity, up = r["errors"], r["integrity"], r["connections"]["up"]
-    if name.startswith("ticket"):
-        ok = integrity["corrupted"] == 0 and integrity["misrouted"] == 0
-        what = f"transfers ok {r['throughput']['received']}, integrity {integrity}, errors {errors}"
-    else:
-        ok = set(errors) == {"close_1001"} and errors["close_1001"] == up
-        what = f"{up} connections, errors {errors}"
-    print(f"  {name}: {what} -> {'ok' if ok else 'FAIL'}")
-    bad |= not ok
-sys.exit(1 if bad else 0)
-EOF
+measure shutdown-closes --dir "$OUT" "${LOAD_NAMES[@]}" >&2 ||
+    die "shutdown under load: clients saw something other than 1001 / an aborted transfer"
 log "soak passed: ${SOAK_SECONDS}s with faults, then SIGTERM under load"

@@ -16,7 +16,8 @@
 //! * `process` — process-wide `/metrics` figures: build info, fds, memory, caps.
 //! * `watch`   — the `shardrelay stats` terminal view.
 //! * `manual`  — shell completions and the man page, generated from the CLI.
-//! * `sys`     — the only unsafe code: raw socket calls and descriptor moves.
+//! * `sys`     — the unsafe code: raw socket calls and descriptor moves (besides
+//!   `alloc_count`'s counting allocator, built only with the `alloc-count` feature).
 //! * `tls`     — native TLS (rustls, unbuffered): key loading and reload, the record layer.
 //! * `alloc_count` — (feature `alloc-count` only) the counting allocator of the
 //!   allocations-per-message benchmark.

@@ -2343,7 +2343,7 @@ mod tests {
         assert!((got - sum as f64 / MICROS_PER_SECOND).abs() < 1e-6, "{got}");
     }
 
-    /// Plain `/stats` through the two bounded rounds, as `http::admin` runs them.
+    /// Plain `/stats` through the two bounded rounds, as `shard::admin` runs them.
     fn two_rounds(shards: &[&ShardStats]) -> Value {
         let plan = StatsPlan::new(shards.iter().map(|s| s.coarse_report()).collect());
         let asked = plan.asked();

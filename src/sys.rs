@@ -1,6 +1,7 @@
-//! The only `unsafe` in the crate: non-blocking socket reads and vectored writes on raw
-//! descriptors, shutdown, descriptor moves between shards, and resource limits. Each
-//! block carries a `SAFETY:` comment.
+//! All the crate's `unsafe` but one file: non-blocking socket reads and vectored writes on
+//! raw descriptors, shutdown, descriptor moves between shards, and resource limits. The
+//! other is `alloc_count.rs`, the counting allocator of the `alloc-count` build only
+//! (never a production build). Each block carries a `SAFETY:` comment.
 //!
 //! Why raw calls at all: an idle connection must not pin a read buffer, so the relay waits
 //! for readiness (`TcpStream::readable`) and then reads with `MSG_DONTWAIT` into a
@@ -76,8 +77,9 @@ pub fn shutdown_listener(fd: RawFd) {
     unsafe { libc::shutdown(fd, libc::SHUT_RD) };
 }
 
-/// Give a monoio stream up as an owned descriptor, for a move to another shard.
-/// Fails (returning the stream) if the runtime still holds another reference to it.
+/// Give a monoio stream up as an owned descriptor, for a move to another shard. Cannot
+/// fail; the condition it relies on (no other reference to the stream alive) is argued
+/// at the `unsafe` block below.
 pub fn into_owned_fd(stream: monoio::net::TcpStream) -> OwnedFd {
     let raw = stream.into_raw_fd();
     // SAFETY: into_raw_fd transferred sole ownership of `raw` to us (monoio panics rather

@@ -50,6 +50,10 @@ pub enum Command {
     /// idle sockets that never send a head, health-probe floods); reports what the
     /// relay answered.
     Attack(AttackArgs),
+    /// Measurement helpers for the scripts in `scripts/`: read `/stats` and `/proc`,
+    /// wait on a relay condition, check finished runs' reports (no traffic of its own,
+    /// except `idle-memory`, which runs `idle`).
+    Measure(MeasureArgs),
 }
 
 /// Flags shared by every scenario.
@@ -251,6 +255,243 @@ pub enum IdleStyle {
     Session,
     /// `/v1/echo` (needs the relay's `--enable-echo`).
     Echo,
+}
+
+/// `measure`: one measurement helper.
+#[derive(Debug, Args)]
+pub struct MeasureArgs {
+    /// What to measure or check.
+    #[command(subcommand)]
+    pub command: MeasureCommand,
+}
+
+/// The measurement helpers (exit 0 when the measurement or check succeeded, 1 with a
+/// message on stderr when not).
+#[derive(Debug, Subcommand)]
+pub enum MeasureCommand {
+    /// Poll the relay's `/stats` until every condition holds (e.g. `open==0`,
+    /// `registered==0`, `connections.phone>=80`), or fail at --timeout printing each
+    /// condition's figure.
+    RelayWait(RelayWaitArgs),
+    /// Print one figure of the relay's `/stats` totals: `open`, `registered`,
+    /// `connections.KIND` or a counter (`messages_out`, …).
+    RelayFigure(RelayFigureArgs),
+    /// Print one figure of a process from `/proc`.
+    Proc(ProcArgs),
+    /// Sample a relay's RSS and descriptors while other processes run: a timeline CSV,
+    /// the peak, an optional sample after a warm-up, an optional RSS ceiling that stops
+    /// at once. Prints `PEAK_KIB WARM_KIB`.
+    Watch(WatchArgs),
+    /// Check finished runs' `--json` reports: each NAME's client p99 against its
+    /// NAME-baseline's (within --ratio times it, or the baseline plus --floor-us).
+    P99VsBaseline(P99VsBaselineArgs),
+    /// Check finished runs' `--json` reports after a SIGTERM under load: every
+    /// WebSocket connection closed 1001 and nothing else went wrong; ticket runs moved
+    /// no corrupted or misrouted body.
+    ShutdownCloses(ReportsArgs),
+    /// Idle memory per connection of a running relay: hold N idle connections (this
+    /// binary's `idle`), report the RSS delta per connection, the kernel's side, and
+    /// any growth across a close-and-reopen churn.
+    IdleMemory(IdleMemoryArgs),
+    /// Run a load command (after `--`) and record in --json the relay's CPU over it,
+    /// the command's own CPU and the rest of the machine's; exits with its code.
+    CpuDuring(CpuDuringArgs),
+    /// Print bench-compare's table from runs' `TAG.json` and `TAG.cpu.json`
+    /// (TAG: SCENARIO.PACE.RELAY); exit 1 when any load run did not exit 0.
+    BenchTable(BenchTableArgs),
+    /// Record in --json a relay's CPU over a --window starting now.
+    CpuWindow(CpuWindowArgs),
+    /// Print cpu-per-message's table (relay CPU-s per million forwarded messages, and
+    /// against the raw-copy relay) from runs' `TAG.json` and `TAG.window.json` (TAG:
+    /// RELAY.STYLE.RATE).
+    CpuTable(CpuTableArgs),
+}
+
+/// `measure cpu-window` flags.
+#[derive(Debug, Args)]
+pub struct CpuWindowArgs {
+    /// The relay.
+    #[arg(long)]
+    pub pid: u32,
+    /// How long to measure.
+    #[arg(long, value_parser = parse_duration)]
+    pub window: Duration,
+    /// Where the figures go.
+    #[arg(long)]
+    pub json: PathBuf,
+}
+
+/// `measure cpu-table` flags.
+#[derive(Debug, Args)]
+pub struct CpuTableArgs {
+    /// Where the runs' files are.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// The runs, in table order.
+    #[arg(required = true)]
+    pub tags: Vec<String>,
+}
+
+/// `measure cpu-during` flags.
+#[derive(Debug, Args)]
+pub struct CpuDuringArgs {
+    /// The relay whose CPU is measured.
+    #[arg(long)]
+    pub pid: u32,
+    /// Where the figures go.
+    #[arg(long)]
+    pub json: PathBuf,
+    /// The load command and its arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+/// `measure bench-table` flags.
+#[derive(Debug, Args)]
+pub struct BenchTableArgs {
+    /// Where the runs' files are.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// The runs, in table order.
+    #[arg(required = true)]
+    pub tags: Vec<String>,
+}
+
+/// `measure relay-wait` flags.
+#[derive(Debug, Args)]
+pub struct RelayWaitArgs {
+    /// The relay's admin listener.
+    #[arg(long, value_parser = parse_target)]
+    pub admin: SocketAddr,
+    /// A condition `FIGURE OP N` (OP: == >= <= > <); repeatable, all must hold.
+    #[arg(long = "until", required = true, value_parser = crate::figure::Condition::parse)]
+    pub until: Vec<crate::figure::Condition>,
+    /// Give up after this long.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Time between polls.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    pub every: Duration,
+}
+
+/// `measure relay-figure` flags.
+#[derive(Debug, Args)]
+pub struct RelayFigureArgs {
+    /// The relay's admin listener.
+    #[arg(long, value_parser = parse_target)]
+    pub admin: SocketAddr,
+    /// `open`, `registered`, `connections.KIND` or a totals counter.
+    #[arg(value_parser = crate::figure::Figure::parse)]
+    pub figure: crate::figure::Figure,
+}
+
+/// `measure proc` flags.
+#[derive(Debug, Args)]
+pub struct ProcArgs {
+    /// The process.
+    #[arg(long)]
+    pub pid: u32,
+    /// Which figure.
+    #[arg(value_enum)]
+    pub figure: ProcFigure,
+}
+
+/// A process figure `measure proc` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProcFigure {
+    /// VmRSS, KiB.
+    Rss,
+    /// `RssAnon: N RssFile: N` (KiB): the heap apart from the binary's pages.
+    RssParts,
+    /// Open descriptors.
+    Fds,
+    /// utime + stime, clock ticks.
+    CpuTicks,
+}
+
+/// `measure watch` flags.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The relay: its RSS and descriptors are sampled; it must stay alive.
+    #[arg(long)]
+    pub pid: u32,
+    /// Keep sampling while any of these processes runs (comma-separated pids).
+    #[arg(long = "while", value_delimiter = ',', required = true)]
+    pub while_pids: Vec<u32>,
+    /// Time between samples.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub every: Duration,
+    /// Fail when the processes still run after this long.
+    #[arg(long, value_parser = parse_duration)]
+    pub deadline: Duration,
+    /// Append `elapsed_s,rss_kib,fds` lines to this CSV (header written when new).
+    #[arg(long)]
+    pub timeline: Option<PathBuf>,
+    /// Fail at once (exit 4) when the RSS passes this many KiB.
+    #[arg(long)]
+    pub rss_ceiling_kib: Option<u64>,
+    /// Also take one RSS sample this long after the start (printed as WARM_KIB; 0
+    /// when absent; fail when the processes end before it).
+    #[arg(long, value_parser = parse_duration)]
+    pub warm_after: Option<Duration>,
+}
+
+/// `measure p99-vs-baseline` flags.
+#[derive(Debug, Args)]
+pub struct P99VsBaselineArgs {
+    /// Where the reports are (`NAME.json`, `NAME-baseline.json`).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Noise floor, µs: the limit is at least the baseline plus this.
+    #[arg(long, default_value_t = 1000)]
+    pub floor_us: u64,
+    /// The limit is at least the baseline times this.
+    #[arg(long, default_value_t = 3)]
+    pub ratio: u64,
+    /// The runs (without `-baseline`).
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+/// Flags of a check over finished runs' reports.
+#[derive(Debug, Args)]
+pub struct ReportsArgs {
+    /// Where the reports are (`NAME.json`).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// The runs; a name starting `ticket` is checked as a ticket run.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+/// `measure idle-memory` flags.
+#[derive(Debug, Args)]
+pub struct IdleMemoryArgs {
+    /// The relay's pid (its RSS is read from /proc).
+    #[arg(long)]
+    pub pid: u32,
+    /// The relay's public listener.
+    #[arg(long, value_parser = parse_target)]
+    pub target: SocketAddr,
+    /// The relay's admin listener.
+    #[arg(long, value_parser = parse_target)]
+    pub admin: SocketAddr,
+    /// Which style's connections to hold.
+    #[arg(long, value_enum, default_value_t = IdleStyle::Pair)]
+    pub style: IdleStyle,
+    /// How many to hold.
+    #[arg(long, default_value_t = 15_000)]
+    pub connections: usize,
+    /// Connections opened and closed first, so fixed structures are in before the
+    /// baseline (0: measure from a relay that has served nothing).
+    #[arg(long, default_value_t = 100)]
+    pub warm: usize,
+    /// New connections per second while opening.
+    #[arg(long, default_value_t = 5000.0)]
+    pub connect_rate: f64,
+    /// Source addresses for the idle connections (past one address's ports).
+    #[arg(long, default_value = "127.0.0.1-127.0.0.8")]
+    pub source_ips: String,
 }
 
 /// `chaos` flags (its own: it runs no plan, no monoio workers).

@@ -8,6 +8,8 @@
 //! * [`plan`] — flags checked and turned into a run: units, streams, pacing.
 //! * [`run`] — main thread: start workers, ramp, progress line, join, report.
 //! * [`worker`] — one pinned thread + monoio runtime per core; ramp, traffic, drain.
+//! * [`ctx`] — a worker's shared context (plan, clock, recorder, streams) and its
+//!   [`ctx::Control`] link to the main thread; what the scenarios receive.
 //! * [`scenario`] — per style: how a unit's connections are set up and read.
 //! * [`stream`] — a measured sender→receiver stream; open/closed-loop sender.
 //! * [`probe`] — the measured message: stream, sequence, send time, CRC-32.
@@ -22,6 +24,10 @@
 //! * [`net`] — TCP connect from a chosen source address, WebSocket upgrade.
 //! * [`ws`] — WebSocket framing and handshake, no I/O.
 //! * [`http`] — HTTP/1.1 request heads, response parsing, chunked decoding, no I/O.
+//! * [`measure`] — `measure …`: the scripts' measurements and pass/fail checks
+//!   (`/stats` conditions, RSS watch, report checks, idle memory per connection).
+//! * [`figure`] — a named `/stats` figure and a condition on it.
+//! * [`procfs`] — typed `/proc` readers: RSS, CPU ticks, descriptors, sockstat, slab.
 //! * [`clock`] — the run's shared nanosecond clock.
 //! * [`local`] — single-thread signal, gate and semaphore for a worker's tasks.
 //! * [`sys`] — the only unsafe code: socket options, rlimits.
@@ -31,13 +37,17 @@ pub mod cli;
 pub mod clock;
 pub mod compare;
 pub mod conn;
+pub mod ctx;
 pub mod direct;
+pub mod figure;
 pub mod hgrm;
 pub mod http;
 pub mod local;
+pub mod measure;
 pub mod net;
 pub mod plan;
 pub mod probe;
+pub mod procfs;
 pub mod relay_stats;
 pub mod report;
 pub mod run;

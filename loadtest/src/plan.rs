@@ -287,6 +287,7 @@ impl Plan {
             ),
             Command::Chaos(_) => return Err("chaos runs without a plan (run::command)".into()),
             Command::Attack(_) => return Err("attack runs without a plan (run::command)".into()),
+            Command::Measure(_) => return Err("measure runs without a plan (run::command)".into()),
         };
         crate::tls::configure(common.tls_ca.as_deref(), common.tls_insecure)?;
         let plan = Self::assemble(style, idle, common);

@@ -120,8 +120,18 @@ fn difference(start: &BTreeMap<u64, u64>, end: &BTreeMap<u64, u64>) -> Histogram
     h
 }
 
-/// Fetches and parses `/stats`.
+/// Fetches and parses `/stats` with the histograms' `recorded` lists (for [`Window`]).
 pub fn fetch(admin: SocketAddr, token: Option<&str>) -> Result<Value, String> {
+    fetch_path(admin, token, "/stats?histograms=recorded")
+}
+
+/// Fetches and parses plain `/stats` (no `recorded` lists: cheap enough to poll).
+pub fn fetch_plain(admin: SocketAddr, token: Option<&str>) -> Result<Value, String> {
+    fetch_path(admin, token, "/stats")
+}
+
+/// Fetches and parses the `/stats` body at `path`.
+fn fetch_path(admin: SocketAddr, token: Option<&str>, path: &str) -> Result<Value, String> {
     let mut stream = TcpStream::connect_timeout(&admin, FETCH_TIMEOUT)
         .map_err(|e| format!("connect {admin}: {e}"))?;
     stream
@@ -136,13 +146,7 @@ pub fn fetch(admin: SocketAddr, token: Option<&str>) -> Result<Value, String> {
         .map(|a| ("Authorization", a))
         .into_iter()
         .collect();
-    let request = http::request_head(
-        "GET",
-        &admin.to_string(),
-        "/stats?histograms=recorded",
-        &headers,
-        None,
-    );
+    let request = http::request_head("GET", &admin.to_string(), path, &headers, None);
     stream
         .write_all(&request)
         .map_err(|e| format!("send: {e}"))?;
@@ -185,6 +189,54 @@ pub fn histogram<'a>(stats: &'a Value, name: &str) -> Option<&'a Value> {
     stats.get("totals")?.get("histograms")?.get(name)
 }
 
+/// Open connections by kind now (`totals.connections`: `pair`, `phone`, …).
+pub fn connection_counts(stats: &Value) -> BTreeMap<String, u64> {
+    number_map(stats, "/totals/connections")
+}
+
+/// Registry gauges now (`totals.gauges`: server-id slots, pairs waiting, …).
+pub fn gauges(stats: &Value) -> BTreeMap<String, u64> {
+    number_map(stats, "/totals/gauges")
+}
+
+/// Connections open now, every kind.
+pub fn open_connections(stats: &Value) -> u64 {
+    connection_counts(stats).values().sum()
+}
+
+/// Registry entries now, every gauge.
+pub fn registered(stats: &Value) -> u64 {
+    gauges(stats).values().sum()
+}
+
+/// Open connections of one kind (0 when the relay has none of that kind).
+pub fn connections_of(stats: &Value, kind: &str) -> u64 {
+    connection_counts(stats).get(kind).copied().unwrap_or(0)
+}
+
+/// A cumulative `totals` counter (`messages_out`, `accepted`, …); a counter map
+/// (`rejected`, `dropped`) is summed over its reasons; `None` when absent.
+pub fn total(stats: &Value, counter: &str) -> Option<u64> {
+    let value = stats.get("totals")?.get(counter)?;
+    match value {
+        Value::Object(map) => Some(map.values().filter_map(Value::as_u64).sum()),
+        other => other.as_u64(),
+    }
+}
+
+/// A `{name: number}` object at `pointer` (empty when absent).
+fn number_map(stats: &Value, pointer: &str) -> BTreeMap<String, u64> {
+    stats
+        .pointer(pointer)
+        .and_then(Value::as_object)
+        .map(|map| {
+            map.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,5 +274,21 @@ mod tests {
         assert_eq!(w.counters["messages_in"], 60);
         assert_eq!(w.counters["dropped"], 4);
         assert_eq!(w.counters["dropped.full"], 3);
+    }
+
+    #[test]
+    fn accessors_sum_connections_and_gauges_and_read_counters() {
+        let stats = serde_json::json!({"totals":{"messages_out":42,
+            "connections":{"pair":200,"phone":80,"ticket_get":0},
+            "gauges":{"server_ids":3,"pairs_waiting":1},
+            "rejected":{"rate":2,"memory":5}}});
+        assert_eq!(open_connections(&stats), 280);
+        assert_eq!(registered(&stats), 4);
+        assert_eq!(connections_of(&stats, "phone"), 80);
+        assert_eq!(connections_of(&stats, "session_browser"), 0);
+        assert_eq!(total(&stats, "messages_out"), Some(42));
+        assert_eq!(total(&stats, "rejected"), Some(7));
+        assert_eq!(total(&stats, "nonesuch"), None);
+        assert_eq!(open_connections(&serde_json::json!({})), 0);
     }
 }

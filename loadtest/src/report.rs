@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::plan::{Pace, Plan, Style};
 use crate::relay_stats::{self, Window, RELAY_HISTOGRAMS};
 use crate::stats::{Integrity, LatencySummary, Totals};
-use crate::threshold::{self, Threshold, EXIT_THRESHOLD};
+use crate::threshold::{self, Figures, LatencyStat, Metric, Threshold, EXIT_THRESHOLD};
 
 /// Exit code of a run with integrity violations (lost, duplicated, reordered,
 /// corrupted or misrouted messages).
@@ -104,6 +104,25 @@ pub struct RelaySide {
     /// absent when the start snapshot could not be taken.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub window: Option<Window>,
+}
+
+impl Figures for Report {
+    fn figure(&self, metric: Metric) -> f64 {
+        let l = &self.latency_us;
+        match metric {
+            Metric::Latency(LatencyStat::P50) => l.p50 as f64,
+            Metric::Latency(LatencyStat::P90) => l.p90 as f64,
+            Metric::Latency(LatencyStat::P99) => l.p99 as f64,
+            Metric::Latency(LatencyStat::P999) => l.p999 as f64,
+            Metric::Latency(LatencyStat::Max) => l.max as f64,
+            Metric::Latency(LatencyStat::Mean) => l.mean,
+            Metric::ConnectP99 => self.connections.connect_us.p99 as f64,
+            Metric::Throughput => self.throughput.messages_per_s,
+            Metric::Errors => self.errors.values().sum::<u64>() as f64,
+            Metric::Lost => self.integrity.lost as f64,
+            Metric::Failed => self.connections.failed as f64,
+        }
+    }
 }
 
 /// Inputs the report needs besides the totals.

@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 
 use crate::cli::Command;
 use crate::clock::duration_nanos;
+use crate::ctx::Control;
 use crate::plan::Plan;
 use crate::relay_stats;
 use crate::report::{RelaySide, Report, RunFacts};
 use crate::stats::{LatencySummary, Totals};
-use crate::worker::{self, Control};
+use crate::worker;
 
 /// How often the main thread looks at the workers.
 const TICK: Duration = Duration::from_millis(100);
@@ -33,6 +34,7 @@ pub fn command(command: Command) -> Result<i32, String> {
     match command {
         Command::Chaos(args) => crate::scenario::chaos::run(&args),
         Command::Attack(args) => crate::scenario::attack::run(&args),
+        Command::Measure(args) => crate::measure::run(&args),
         other => Plan::from_command(other).and_then(run),
     }
 }

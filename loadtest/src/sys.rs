@@ -62,3 +62,23 @@ pub fn set_blocking(owner: &impl AsRawFd) -> io::Result<()> {
     let fd = unsafe { BorrowedFd::borrow_raw(owner.as_raw_fd()) };
     socket2::SockRef::from(&fd).set_nonblocking(false)
 }
+
+/// Clock ticks per second (`_SC_CLK_TCK`), the unit of `/proc` CPU times.
+pub fn clock_ticks_per_sec() -> u64 {
+    // SAFETY: sysconf(3) only reads a configuration value; no memory is passed.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    // Linux has used 100 for every architecture it reports on; a failure falls back.
+    u64::try_from(hz).ok().filter(|&h| h > 0).unwrap_or(100)
+}
+
+/// CPU seconds (user + system) of this process's children that have been waited for.
+pub fn children_cpu_seconds() -> io::Result<f64> {
+    // SAFETY: an all-zero `rusage` is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, writable `rusage` for getrusage(2) to fill.
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok(seconds(usage.ru_utime) + seconds(usage.ru_stime))
+}

@@ -1,10 +1,16 @@
 //! `--fail-if` thresholds (`p99>2ms`, `throughput<5000`, `errors>0`): parsed once from
-//! the command line, checked against the final [`Report`]; any crossed threshold sets
-//! exit code [`EXIT_THRESHOLD`].
+//! the command line, checked against anything that can state the named figures
+//! ([`Figures`]; the final report does); any crossed threshold sets exit code
+//! [`EXIT_THRESHOLD`]. This module knows nothing of the report, so the command line
+//! can parse thresholds without a cycle back through it.
 
 use std::fmt;
 
-use crate::report::Report;
+/// A source of the figures a threshold can name (the final report implements it).
+pub trait Figures {
+    /// The value of `metric` (µs for latencies).
+    fn figure(&self, metric: Metric) -> f64;
+}
 
 /// Exit code of a run that crossed a `--fail-if` threshold (and had no integrity
 /// violation or error, which keep their own codes).
@@ -109,22 +115,9 @@ impl Threshold {
         })
     }
 
-    /// The metric's value in `report`.
-    pub fn observed(&self, report: &Report) -> f64 {
-        let l = &report.latency_us;
-        match self.metric {
-            Metric::Latency(LatencyStat::P50) => l.p50 as f64,
-            Metric::Latency(LatencyStat::P90) => l.p90 as f64,
-            Metric::Latency(LatencyStat::P99) => l.p99 as f64,
-            Metric::Latency(LatencyStat::P999) => l.p999 as f64,
-            Metric::Latency(LatencyStat::Max) => l.max as f64,
-            Metric::Latency(LatencyStat::Mean) => l.mean,
-            Metric::ConnectP99 => report.connections.connect_us.p99 as f64,
-            Metric::Throughput => report.throughput.messages_per_s,
-            Metric::Errors => report.errors.values().sum::<u64>() as f64,
-            Metric::Lost => report.integrity.lost as f64,
-            Metric::Failed => report.connections.failed as f64,
-        }
+    /// The metric's value in `figures`.
+    pub fn observed(&self, figures: &impl Figures) -> f64 {
+        figures.figure(self.metric)
     }
 
     /// Whether `observed` crosses the threshold.
@@ -138,11 +131,14 @@ impl Threshold {
     }
 }
 
-/// The thresholds `report` crosses, each with the observed value.
-pub fn crossed<'a>(thresholds: &'a [Threshold], report: &Report) -> Vec<(&'a Threshold, f64)> {
+/// The thresholds `figures` crosses, each with the observed value.
+pub fn crossed<'a>(
+    thresholds: &'a [Threshold],
+    figures: &impl Figures,
+) -> Vec<(&'a Threshold, f64)> {
     thresholds
         .iter()
-        .map(|t| (t, t.observed(report)))
+        .map(|t| (t, t.observed(figures)))
         .filter(|(t, v)| t.crossed_by(*v))
         .collect()
 }

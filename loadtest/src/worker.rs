@@ -1,25 +1,30 @@
 //! Workers: one thread per core, pinned, each running its own monoio runtime and
 //! owning its connections, streams and recorder outright. The only shared state is
 //! [`Control`]: a few atomics touched per connection (never per message) and a
-//! once-a-second snapshot slot per worker behind a mutex.
+//! once-a-second snapshot slot per worker behind a mutex. A worker's tasks share its
+//! [`WorkerCtx`] (in [`crate::ctx`], so the scenarios need nothing from here).
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use monoio::{FusionDriver, RuntimeBuilder};
 
-use crate::clock::{duration_nanos, Nanos, RunClock};
+use crate::clock::{duration_nanos, Nanos};
+use crate::ctx::{Control, Window, WorkerCtx};
 use crate::local::{Gate, Semaphore};
 use crate::net::SourcePicker;
 use crate::plan::{Pace, Plan, Style};
 use crate::probe;
 use crate::scenario::{self, Unit};
 use crate::stats::{Recorder, Totals};
-use crate::stream::{run_sender, Schedule, StreamState};
+use crate::stream::{run_sender, Schedule};
+
+/// This worker's units set up in time for traffic (filled by the ramp's tasks).
+type Units = Rc<RefCell<Vec<Unit>>>;
 
 /// io_uring submission queue entries: plenty for a burst of connects and writes.
 const RING_ENTRIES: u32 = 4096;
@@ -31,121 +36,6 @@ const DRAIN_POLL: Duration = Duration::from_millis(20);
 const CLOSE_GRACE: Duration = Duration::from_secs(3);
 /// How often a worker publishes its snapshot for the progress line.
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(500);
-/// Read buffer asked for per read on a busy connection.
-const ACTIVE_CHUNK: usize = 16 * 1024;
-/// Read buffer per read on an idle connection (pings and closes only).
-const IDLE_CHUNK: usize = 512;
-/// Bytes queued per connection before a paced sender waits: a few hundred messages.
-const OUTBOX_LIMIT: usize = 1 << 20;
-
-/// What a worker shares with the main thread.
-pub struct Control {
-    /// The run's clock.
-    pub clock: RunClock,
-    /// Connections upgraded so far, all workers.
-    pub conns_up: AtomicU64,
-    /// Units whose setup finished (either way), all workers.
-    pub units_settled: AtomicU64,
-    /// Traffic start on the run clock; 0 until the main thread sets it.
-    pub traffic_start: AtomicU64,
-    /// Each worker's latest snapshot, for the progress line.
-    pub snapshots: Vec<Mutex<Snapshot>>,
-}
-
-/// One worker's figures as of its last publication.
-#[derive(Default)]
-pub struct Snapshot {
-    /// Totals so far.
-    pub totals: Totals,
-    /// Connections open now.
-    pub live: usize,
-}
-
-impl Control {
-    /// Control for `workers` workers.
-    pub fn new(workers: usize) -> Self {
-        Self {
-            clock: RunClock::start(),
-            conns_up: AtomicU64::new(0),
-            units_settled: AtomicU64::new(0),
-            traffic_start: AtomicU64::new(0),
-            snapshots: (0..workers)
-                .map(|_| Mutex::new(Snapshot::default()))
-                .collect(),
-        }
-    }
-}
-
-/// The traffic window on the run clock.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Window {
-    /// First scheduled send.
-    pub start: Nanos,
-    /// End of the warm-up (start of measurement).
-    pub warmup_end: Nanos,
-    /// No send scheduled at or after this.
-    pub end: Nanos,
-}
-
-/// A worker's state, shared by its tasks through `Rc`.
-pub struct WorkerCtx {
-    /// Worker index.
-    pub id: usize,
-    /// The run's plan.
-    pub plan: Arc<Plan>,
-    /// Shared with the main thread.
-    pub control: Arc<Control>,
-    /// The run's clock.
-    pub clock: RunClock,
-    /// This worker's measurements.
-    pub stats: Rc<Recorder>,
-    /// Open connections (kept by each reader's `LiveGuard`).
-    pub live: Rc<Cell<usize>>,
-    /// Source addresses, round-robin.
-    pub sources: SourcePicker,
-    /// Opens when traffic starts.
-    pub gate: Gate,
-    /// The traffic window, once known.
-    pub window: Cell<Window>,
-    /// Set when the run is ending: closes and disconnects are expected from now on.
-    pub closing: Cell<bool>,
-    /// Units set up in time for traffic.
-    pub units: RefCell<Vec<Unit>>,
-    /// Every stream of this worker, for the drain and the final accounting.
-    pub streams: RefCell<Vec<Rc<StreamState>>>,
-    /// Pad for JSON probes of the planned size, shared by every sender.
-    pub json_pad: Rc<str>,
-    /// Filler for binary probes of the planned size, shared by every sender.
-    pub binary_fill: Rc<[u8]>,
-    /// Ticket slots still running.
-    pub slots_running: Cell<usize>,
-    /// Ticket transfers in flight (the drain waits for them).
-    pub transfers_running: Cell<usize>,
-    /// When this worker's traffic phase ended (the window's end, or earlier when a
-    /// ticket `--count` was reached).
-    pub traffic_done: Cell<Nanos>,
-}
-
-impl WorkerCtx {
-    /// Bytes asked for per read.
-    pub fn read_chunk(&self) -> usize {
-        if self.plan.idle {
-            IDLE_CHUNK
-        } else {
-            ACTIVE_CHUNK
-        }
-    }
-
-    /// Per-connection outbox limit.
-    pub fn outbox_limit(&self) -> usize {
-        OUTBOX_LIMIT.max(self.plan.size * 4)
-    }
-
-    /// Whether closes and disconnects are now expected.
-    pub fn is_closing(&self) -> bool {
-        self.closing.get()
-    }
-}
 
 /// Starts worker `id` on its own pinned thread.
 pub fn spawn(
@@ -186,18 +76,19 @@ fn pin(id: usize) {
 /// The worker's life: ramp up, wait for the start, run traffic, drain, close, account.
 async fn run(plan: Arc<Plan>, control: Arc<Control>, id: usize) -> Totals {
     let ctx = Rc::new(new_ctx(plan, control, id));
+    let units = Units::default();
     monoio::spawn(publish_snapshots(Rc::clone(&ctx)));
-    ramp(&ctx).await;
+    ramp(&ctx, &units).await;
     let window = wait_for_start(&ctx).await;
     ctx.window.set(window);
     ctx.stats.set_warmup_end(window.warmup_end);
     // Closed-loop senders start at once: start them at the window, not before it.
     ctx.clock.sleep_until(window.start).await;
     ctx.gate.open();
-    start_traffic(&ctx);
+    start_traffic(&ctx, &units);
     wait_for_end(&ctx, window.end).await;
     drain(&ctx).await;
-    close_all(&ctx).await;
+    close_all(&ctx, &units).await;
     finish(&ctx)
 }
 
@@ -216,7 +107,6 @@ fn new_ctx(plan: Arc<Plan>, control: Arc<Control>, id: usize) -> WorkerCtx {
         gate: Gate::default(),
         window: Cell::new(Window::default()),
         closing: Cell::new(false),
-        units: RefCell::new(Vec::new()),
         streams: RefCell::new(Vec::new()),
         json_pad: Rc::from(probe::json_pad(plan_size)),
         binary_fill: Rc::from(probe::binary_fill(plan_size)),
@@ -227,7 +117,7 @@ fn new_ctx(plan: Arc<Plan>, control: Arc<Control>, id: usize) -> WorkerCtx {
 }
 
 /// Sets up this worker's units, paced by --connect-rate and bounded in concurrency.
-async fn ramp(ctx: &Rc<WorkerCtx>) {
+async fn ramp(ctx: &Rc<WorkerCtx>, units: &Units) {
     let plan = &ctx.plan;
     let per_unit = plan.style.conns_per_unit();
     let permits = (plan.connect_concurrency / per_unit).max(1);
@@ -247,9 +137,10 @@ async fn ramp(ctx: &Rc<WorkerCtx>) {
             continue;
         }
         let ctx = Rc::clone(ctx);
+        let units = Rc::clone(units);
         monoio::spawn(async move {
             let _permit = permit;
-            set_up_unit(&ctx, unit).await;
+            set_up_unit(&ctx, &units, unit).await;
         });
     }
 }
@@ -265,12 +156,12 @@ fn unit_interval(plan: &Plan) -> Option<Nanos> {
 }
 
 /// Sets up one unit and registers it if traffic has not started yet.
-async fn set_up_unit(ctx: &Rc<WorkerCtx>, unit: usize) {
+async fn set_up_unit(ctx: &Rc<WorkerCtx>, units: &Units, unit: usize) {
     match scenario::setup(ctx, unit).await {
         Ok(set_up) if !ctx.gate.is_open() => {
             let conns = set_up.links.len() as u64;
             ctx.control.conns_up.fetch_add(conns, Ordering::Relaxed);
-            ctx.units.borrow_mut().push(set_up);
+            units.borrow_mut().push(set_up);
         }
         Ok(late) => {
             for link in &late.links {
@@ -307,7 +198,7 @@ async fn wait_for_start(ctx: &WorkerCtx) -> Window {
 }
 
 /// Spawns every sender (and ticket slot) of this worker's units.
-fn start_traffic(ctx: &Rc<WorkerCtx>) {
+fn start_traffic(ctx: &Rc<WorkerCtx>, units: &Units) {
     if ctx.plan.idle {
         return;
     }
@@ -325,7 +216,7 @@ fn start_traffic(ctx: &Rc<WorkerCtx>) {
         Pace::Inflight(k) => u64::from(k),
         Pace::Rate(_) => u64::MAX,
     };
-    for unit in ctx.units.borrow_mut().iter_mut() {
+    for unit in units.borrow_mut().iter_mut() {
         for sender in unit.senders.drain(..) {
             let phase = interval.map_or(0, |i| {
                 (u128::from(i) * u128::from(sender.stream.id) / total_streams) as Nanos
@@ -376,9 +267,9 @@ async fn drain(ctx: &WorkerCtx) {
 }
 
 /// Sends a close on every connection and waits (bounded) for them to end.
-async fn close_all(ctx: &WorkerCtx) {
+async fn close_all(ctx: &WorkerCtx, units: &Units) {
     ctx.closing.set(true);
-    for unit in ctx.units.borrow().iter() {
+    for unit in units.borrow().iter() {
         for link in &unit.links {
             link.outbox.close(1000);
         }

@@ -9,7 +9,8 @@
 #                    it can also run inside a perf workload (`declare -f sample`)
 # wait_quiet         with WAIT_QUIET=S, wait up to S s for the machine to be quiet (under a
 #                    tenth of a core busy over one second), then run anyway with a warning
-# messages_out       the relay's /stats totals `messages_out`
+# messages_out       the relay's /stats totals `messages_out` (through
+#                    `$LOAD_BIN measure relay-figure`)
 
 sample() {
     local out=$1 admin=$2 relay=$3 load=$4 f
@@ -42,6 +43,5 @@ wait_quiet() {
 }
 
 messages_out() {
-    curl -fsS --max-time 5 "http://$RELAY_ADMIN/stats" |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["totals"]["messages_out"])'
+    "$LOAD_BIN" measure relay-figure --admin "$RELAY_ADMIN" messages_out
 }

@@ -76,7 +76,8 @@ relay_start() {
     done
     [ -n "$RELAY_PUBLIC" ] && [ -n "$RELAY_ADMIN" ] || die "cannot parse the ready line: $line"
     RELAY_VERSION="$(curl -fsS --max-time 5 "http://$RELAY_ADMIN/health" |
-        python3 -c 'import json,sys; print(json.load(sys.stdin).get("version","?"))' 2>/dev/null || echo '?')"
+        sed -n 's/.*"version" *: *"\([^"]*\)".*/\1/p' 2>/dev/null || true)"
+    RELAY_VERSION="${RELAY_VERSION:-?}"
     log "relay pid $RELAY_PID public=$RELAY_PUBLIC admin=$RELAY_ADMIN driver=$RELAY_DRIVER version=$RELAY_VERSION ($*)"
 }
 

@@ -246,7 +246,7 @@ fn ticket_route(head: &RequestHead) -> Result<Route, Refusal> {
     }
     let ticket = head
         .header("authorization")
-        .and_then(crate::http::admin::bearer_token)
+        .and_then(crate::http::auth::bearer_token)
         .filter(|t| is_ticket_shaped(t))
         .ok_or_else(Refusal::bad_ticket)?
         .to_owned();

@@ -31,6 +31,20 @@ impl Rendezvous for Role {
     type Resume = Resume;
 }
 
+/// A registry's reference to a member connection: cheap to clone, compared by identity.
+/// The relay's registries hold `Rc<Conn>`; their unit tests hold plain `Rc`s of anything,
+/// so the rules (claims, grace, matching, joins) run without sockets.
+pub trait Handle: Clone {
+    /// True when both name the same connection.
+    fn same(&self, other: &Self) -> bool;
+}
+
+impl<T: ?Sized> Handle for Rc<T> {
+    fn same(&self, other: &Self) -> bool {
+        Rc::ptr_eq(self, other)
+    }
+}
+
 /// What a connection is in its rendezvous.
 #[derive(Debug, Default)]
 pub enum Role {

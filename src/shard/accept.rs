@@ -14,9 +14,11 @@ use monoio::net::{TcpListener, TcpStream};
 use crate::http::head::{parse_head, HeadError, HeadLimits, RequestHead};
 use crate::http::response;
 use crate::http::routes::{self, Route};
-use crate::http::{admin, upgrade};
+use crate::http::upgrade;
 use crate::modes;
 use crate::modes::Conn;
+use crate::net::{self, Linger};
+use crate::shard::admin;
 use crate::shard::{ConnPermit, Handoff, InboxMsg, Shard, Upgrade};
 use crate::stats::ConnKind;
 use crate::sys;
@@ -518,21 +520,10 @@ pub async fn refuse(
     respond_and_close(stream, link, &resp).await;
 }
 
-/// How long a refused client gets to read its response before the socket closes.
-const LINGER: Duration = Duration::from_secs(1);
-
-/// Most bytes a closing HTTP connection reads and discards while lingering.
-const LINGER_BYTES: usize = 256 * 1024;
-
-/// Write a response, half-close, and read what the client still sends for a moment, so
-/// closing with unread bytes does not turn into a reset that destroys the response.
+/// Write a response (inside TLS on a TLS connection) and close lingering
+/// (`net::Linger::RESPONSE`).
 pub async fn respond_and_close(stream: TcpStream, mut link: Link, resp: &[u8]) {
-    let written = monoio::time::timeout(LINGER * 5, write_all(&stream, &mut link, resp)).await;
-    if !matches!(written, Ok(Ok(()))) {
-        return;
-    }
-    link.shutdown_write(stream.as_raw_fd());
-    let _ = monoio::time::timeout(LINGER, discard_until_eof(&stream)).await;
+    net::respond_and_close(&stream, &mut link, resp, Linger::RESPONSE).await;
 }
 
 /// Send what the link holds for the socket (a TLS handshake flight), waiting for
@@ -540,38 +531,6 @@ pub async fn respond_and_close(stream: TcpStream, mut link: Link, resp: &[u8]) {
 pub async fn flush_link(stream: &TcpStream, link: &mut Link) -> io::Result<()> {
     while !link.send_unsent(stream.as_raw_fd())? {
         stream.writable(false).await?;
-    }
-    Ok(())
-}
-
-/// Read and drop bytes until EOF (bounded); raw ciphertext on a TLS connection, which
-/// is only being closed.
-async fn discard_until_eof(stream: &TcpStream) {
-    let mut sink = Vec::with_capacity(4096);
-    let mut total = 0;
-    while total < LINGER_BYTES {
-        if stream.readable(false).await.is_err() {
-            return;
-        }
-        sink.clear();
-        match sys::recv_into(stream.as_raw_fd(), &mut sink, 4096) {
-            Ok(0) => return,
-            Ok(n) => total += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return,
-        }
-    }
-}
-
-/// Write all of `bytes`, waiting for writability when the socket pushes back.
-pub async fn write_all(stream: &TcpStream, link: &mut Link, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        match link.send_vectored(stream.as_raw_fd(), &[io::IoSlice::new(bytes)]) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.writable(false).await?,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
     }
     Ok(())
 }

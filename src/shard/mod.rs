@@ -9,6 +9,7 @@
 //! connection or registry change; never per message).
 
 pub mod accept;
+pub mod admin;
 pub mod inbox;
 pub mod tick;
 
@@ -224,6 +225,10 @@ impl Shard {
     /// A shard with empty registries.
     pub fn new(id: usize, global: Arc<Global>) -> Rc<Self> {
         let mirror = global.health.get(id).cloned().unwrap_or_default();
+        // Each style's settings, taken from the configuration once.
+        let server_id_settings = server_id::Settings::from(&global.config);
+        let pair_settings = pair::Settings::from(&global.config);
+        let session_settings = session::Settings::from(&global.config);
         Rc::new(Shard {
             id,
             global,
@@ -235,9 +240,9 @@ impl Shard {
             reads_unflushed: Cell::new(0),
             flusher: RefCell::new(None),
             scratch: Cell::new(Vec::with_capacity(READ_CHUNK)),
-            server_ids: RefCell::new(server_id::Registry::default()),
-            pairs: RefCell::new(pair::Registry::default()),
-            sessions: RefCell::new(session::Registry::default()),
+            server_ids: RefCell::new(server_id::Registry::new(server_id_settings)),
+            pairs: RefCell::new(pair::Registry::new(pair_settings)),
+            sessions: RefCell::new(session::Registry::new(session_settings)),
             session_ws: RefCell::new(session_ws::Registry::default()),
             tickets: RefCell::new(ticket::Registry::default()),
             shutting_down: Cell::new(false),
@@ -326,7 +331,7 @@ impl Shard {
     }
 
     /// Flush every connection with queued frames: one vectored write each; sockets that
-    /// push back get a drain task.
+    /// push back get a writer task (`conn::write_when_ready`).
     pub fn flush_dirty(self: &Rc<Self>) {
         self.reads_unflushed.set(0);
         loop {

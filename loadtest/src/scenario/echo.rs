@@ -4,9 +4,9 @@
 
 use std::rc::Rc;
 
+use crate::ctx::WorkerCtx;
 use crate::probe;
 use crate::stream::{Encoding, Sender, StreamState};
-use crate::worker::WorkerCtx;
 use crate::ws::frame::SendOp;
 
 use super::{

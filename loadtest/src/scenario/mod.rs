@@ -17,11 +17,11 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::conn::{self, LiveGuard, Outbox, ReadEnd, WsReader};
+use crate::ctx::WorkerCtx;
 use crate::local::Signal;
 use crate::net::{self, ConnectError};
 use crate::plan::Style;
 use crate::stream::{Sender, StreamState};
-use crate::worker::WorkerCtx;
 use crate::ws::handshake::HandshakeError;
 
 /// A unit's connections and the senders that will drive them.

@@ -3,10 +3,10 @@
 
 use std::rc::Rc;
 
+use crate::ctx::WorkerCtx;
 use crate::plan::Style;
 use crate::probe;
 use crate::stream::{Encoding, Sender, StreamState};
-use crate::worker::WorkerCtx;
 use crate::ws::frame::SendOp;
 
 use super::{

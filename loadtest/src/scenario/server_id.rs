@@ -16,10 +16,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::ctx::WorkerCtx;
 use crate::plan::Style;
 use crate::probe::{self, Decoded};
 use crate::stream::{Encoding, Sender, StreamState};
-use crate::worker::WorkerCtx;
 use crate::ws::frame::SendOp;
 
 use super::{

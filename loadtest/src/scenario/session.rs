@@ -9,10 +9,10 @@ use std::rc::Rc;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::ctx::WorkerCtx;
 use crate::plan::Style;
 use crate::probe;
 use crate::stream::{Encoding, Sender, StreamState};
-use crate::worker::WorkerCtx;
 use crate::ws::frame::SendOp;
 
 use super::{account, open_link, stream_id, unexpected, Link, Pending, SetupError, USER_AGENT};

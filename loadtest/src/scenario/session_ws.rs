@@ -10,10 +10,10 @@ use std::rc::Rc;
 
 use serde::Deserialize;
 
+use crate::ctx::WorkerCtx;
 use crate::plan::Style;
 use crate::probe::{self, Decoded};
 use crate::stream::{Encoding, Sender, StreamState};
-use crate::worker::WorkerCtx;
 use crate::ws::frame::SendOp;
 
 use super::session::wait_until;

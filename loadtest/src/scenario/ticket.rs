@@ -17,10 +17,10 @@ use monoio::net::TcpStream;
 use sha2::{Digest, Sha256};
 
 use crate::clock::Nanos;
+use crate::ctx::WorkerCtx;
 use crate::http::{self, Dechunker, Framing, HttpError};
 use crate::net::connect_tcp;
 use crate::plan::{Pace, Style};
-use crate::worker::WorkerCtx;
 
 /// Body bytes generated and written at a time.
 const WRITE_CHUNK: usize = 64 * 1024;

@@ -5,8 +5,6 @@
 //! the `/ws` protocol uses its own ([`crate::modes::session_ws`]), and its browser ids are
 //! drawn the same way.
 
-use crate::shard::Shard;
-
 /// The code alphabet (PROTOCOL §5): digits and upper-case letters without the look-alike
 /// pairs 0/O, 1/I, 2/Z and 5/S.
 pub const ALPHABET: &[u8; 28] = b"346789ABCDEFGHJKLMNPQRTUVWXY";
@@ -145,17 +143,18 @@ pub fn mint_in<const N: usize>(
     None
 }
 
-/// A fresh code of `alphabet` that `shard` owns (so joins are routed to it) and that is
-/// not `live`. None only when the CSPRNG is broken.
+/// A fresh code of `alphabet` that shard `here` of `shards` owns (`owner_of`: the
+/// route, so joins are routed to it) and that is not `live`. None only when the CSPRNG is
+/// broken.
 pub fn mint_owned(
-    shard: &Shard,
     alphabet: &Alphabet,
+    here: usize,
+    shards: usize,
+    owner_of: impl Fn(&Code) -> usize,
     live: impl Fn(&Code) -> bool,
 ) -> Option<Code> {
-    let draws = MINT_DRAWS_PER_SHARD * shard.global.shards.max(1);
-    mint_in(alphabet, draws, |c| {
-        shard.global.shard_of(c) == shard.id && !live(c)
-    })
+    let draws = MINT_DRAWS_PER_SHARD * shards.max(1);
+    mint_in(alphabet, draws, |c| owner_of(c) == here && !live(c))
 }
 
 #[cfg(test)]
@@ -167,6 +166,18 @@ mod tests {
         for _ in 0..1000 {
             let code = mint(1, |_| true).unwrap_or_else(|| panic!("CSPRNG failed"));
             assert_eq!(parse(as_str(&code)), Some(code));
+        }
+    }
+
+    #[test]
+    fn a_minted_code_is_owned_by_the_minting_shard_and_not_live() {
+        let owner_of = |c: &Code| usize::from(c[0]) % 4;
+        let live = |c: &Code| c[1] == b'A';
+        for _ in 0..200 {
+            let code = mint_owned(&SESSION, 3, 4, owner_of, live)
+                .unwrap_or_else(|| panic!("CSPRNG failed"));
+            assert_eq!(owner_of(&code), 3);
+            assert!(!live(&code));
         }
     }
 

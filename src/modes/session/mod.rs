@@ -8,8 +8,8 @@ mod browser;
 pub mod code;
 mod host;
 pub mod messages;
+pub mod registry;
 
-use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::rc::{Rc, Weak};
 use std::time::Instant;
@@ -22,93 +22,15 @@ use crate::ws::conn::OutFrame;
 use crate::ws::payload::Payload;
 use browser::{fail_join, join, join_here, leave};
 use code::Code;
-use host::{
-    close_due, expire_due, mint, open_code, refuse_mint, register, remove_host, send_registered,
-};
+use host::{mint, open_code, refuse_mint, register, remove_host, send_registered};
 use messages::{ErrorCode, Invalid, Message};
 
 /// The style's name in `/stats` (`forward_by_mode`).
 const MODE: &str = "session";
 
-/// The codes this shard minted, and their deadlines.
-#[derive(Debug, Default)]
-pub struct Registry {
-    /// Each connected host by its live code (one code per host).
-    hosts: HashMap<Code, HostEntry, ahash::RandomState>,
-    /// Open codes' expiry instants, oldest first (one TTL for all, so pushes come in
-    /// order); entries whose code moved on are skipped when they come due.
-    expiries: VecDeque<(Instant, Code)>,
-    /// Expired codes' close instants (expiry + TTL), oldest first, skipped the same way.
-    closes: VecDeque<(Instant, Code)>,
-}
-
-/// Stale deadlines tolerated beyond two per host before a queue is compacted: a host
-/// that registers in a loop cannot grow the queues past a constant factor.
-const STALE_SLACK: usize = 64;
-
-impl Registry {
-    /// Queue an open code's expiry.
-    fn push_expiry(&mut self, due: Instant, code: Code) {
-        self.expiries.push_back((due, code));
-        if self.expiries.len() > 2 * self.hosts.len() + STALE_SLACK {
-            let hosts = &self.hosts;
-            self.expiries
-                .retain(|(due, code)| hosts.get(code).is_some_and(|e| e.state.expires_at(*due)));
-        }
-    }
-
-    /// Queue an expired code's close.
-    fn push_close(&mut self, due: Instant, code: Code) {
-        self.closes.push_back((due, code));
-        if self.closes.len() > 2 * self.hosts.len() + STALE_SLACK {
-            let hosts = &self.hosts;
-            self.closes
-                .retain(|(due, code)| hosts.get(code).is_some_and(|e| e.state.closes_at(*due)));
-        }
-    }
-}
-
-/// One host and the state of its code.
-#[derive(Debug)]
-struct HostEntry {
-    /// The host's connection.
-    host: Rc<Conn>,
-    /// Joinable, expired, or joined.
-    state: CodeState,
-}
-
-/// Where a code is in its life.
-#[derive(Debug)]
-enum CodeState {
-    /// Joinable until `expires`.
-    Open {
-        /// End of the code TTL.
-        expires: Instant,
-    },
-    /// Past its TTL: joins get `EXPIRED_CODE`; the host is closed at `close_at` unless
-    /// it registers again.
-    Expired {
-        /// Expiry plus one more code TTL.
-        close_at: Instant,
-    },
-    /// A browser joined: no deadline while both stay.
-    Joined {
-        /// The joined browser.
-        browser: Rc<Conn>,
-    },
-}
-
-impl CodeState {
-    /// Open, expiring at `due`.
-    fn expires_at(&self, due: Instant) -> bool {
-        matches!(self, CodeState::Open { expires } if *expires == due)
-    }
-
-    /// Expired, closing its host at `due`.
-    fn closes_at(&self, due: Instant) -> bool {
-        matches!(self, CodeState::Expired { close_at } if *close_at == due)
-    }
-}
+/// The codes this shard minted, holding its connections.
+pub type Registry = registry::Registry<Rc<Conn>>;
+pub use registry::Settings;
 
 /// A host's or browser's part in a session.
 #[derive(Debug, Clone)]
@@ -257,22 +179,16 @@ pub fn peer_of(shard: &Shard, role: &SessionRole) -> Option<Rc<Conn>> {
 fn members(shard: &Shard, role: &SessionRole) -> (Option<Rc<Conn>>, Option<Rc<Conn>>) {
     let reg = shard.sessions.borrow();
     match role {
-        SessionRole::Host { code } => match reg.hosts.get(code) {
-            Some(entry) => {
-                let peer = match &entry.state {
-                    CodeState::Joined { browser } => Some(browser.clone()),
-                    _ => None,
-                };
-                (Some(entry.host.clone()), peer)
-            }
+        SessionRole::Host { code } => match reg.members(code) {
+            Some((host, browser)) => (Some(host.clone()), browser.cloned()),
             None => (None, None),
         },
         SessionRole::Browser(browser) => {
             let peer = browser
                 .joined
-                .and_then(|code| reg.hosts.get(&code))
-                .filter(|entry| matches!(entry.state, CodeState::Joined { .. }))
-                .map(|entry| entry.host.clone());
+                .and_then(|code| reg.members(&code))
+                .filter(|(_, joined)| joined.is_some())
+                .map(|(host, _)| host.clone());
             (browser.this.upgrade(), peer)
         }
     }
@@ -283,7 +199,7 @@ fn members(shard: &Shard, role: &SessionRole) -> (Option<Rc<Conn>>, Option<Rc<Co
 pub fn on_gone(shard: &Rc<Shard>, conn: &Rc<Conn>, role: SessionRole) {
     match role {
         SessionRole::Host { code } => {
-            if let Some(CodeState::Joined { browser }) = remove_host(shard, conn, &code) {
+            if let Some(browser) = remove_host(shard, conn, &code).and_then(|r| r.browser) {
                 *browser.role.borrow_mut() = Role::Detached;
                 reply(shard, &browser, ErrorCode::MacDisconnected.to_text());
                 browser.close(shard, 1000, "peer disconnected");
@@ -299,11 +215,13 @@ pub fn on_gone(shard: &Rc<Shard>, conn: &Rc<Conn>, role: SessionRole) {
 /// Deadlines: open codes past their TTL expire; hosts that did not register again
 /// within a further TTL are closed with 4408.
 pub fn tick(shard: &Rc<Shard>, now: Instant) {
-    for host in expire_due(shard, now) {
+    let expired = shard.sessions.borrow_mut().expire_due(now);
+    for host in expired {
         shard.stats.borrow_mut().event("codes_expired");
         reply(shard, &host, ErrorCode::ExpiredCode.to_text());
     }
-    for host in close_due(shard, now) {
+    let closed = shard.sessions.borrow_mut().close_due(now);
+    for host in closed {
         *host.role.borrow_mut() = Role::Detached;
         let mut stats = shard.stats.borrow_mut();
         stats.gauge_add("sessions", -1);
@@ -325,20 +243,12 @@ fn forward(shard: &Shard, conn: &Rc<Conn>, role: &SessionRole, text: &[u8], read
 
 /// The peer of `conn` if it is joined (checked against the registry, not only the role).
 fn joined_peer(shard: &Shard, conn: &Rc<Conn>, role: &SessionRole) -> Option<Rc<Conn>> {
-    let reg = shard.sessions.borrow();
     let (code, is_host) = match role {
         SessionRole::Host { code } => (*code, true),
         SessionRole::Browser(browser) => (browser.joined?, false),
     };
-    let entry = reg.hosts.get(&code)?;
-    let CodeState::Joined { browser } = &entry.state else {
-        return None;
-    };
-    if is_host {
-        Rc::ptr_eq(&entry.host, conn).then(|| browser.clone())
-    } else {
-        Rc::ptr_eq(browser, conn).then(|| entry.host.clone())
-    }
+    let reg = shard.sessions.borrow();
+    reg.joined_peer(&code, conn, is_host).cloned()
 }
 
 /// Queue a relay message (a JSON text) to `conn`.

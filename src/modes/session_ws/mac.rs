@@ -20,7 +20,9 @@ use crate::ws::payload::Payload;
 pub(super) fn register(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     let minted = {
         let reg = shard.session_ws.borrow();
-        code::mint_owned(shard, &ALPHABET, |c| reg.sessions.contains_key(c))
+        let owner_of = |c: &Code| shard.global.shard_of(c);
+        let live = |c: &Code| reg.sessions.contains_key(c);
+        code::mint_owned(&ALPHABET, shard.id, shard.global.shards, owner_of, live)
     };
     let Some(code) = minted else {
         tracing::warn!(shard = shard.id, "could not mint a /ws session code");

@@ -11,28 +11,18 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::body::{framing_of, BodyIn, BodyOut, Decoded, Framing, ReadPlan, Window};
 use super::registry::{AbortFlag, Ending, SideConn};
 use crate::http::head::RequestHead;
-use crate::shard::accept::write_all;
+use crate::net::{self, Linger};
 use crate::shard::Shard;
 use crate::sys;
 
 /// Rounds of syscalls the pump makes without awaiting before it yields to the shard's
 /// other tasks: a fast pair of sockets would otherwise never block and starve them.
 const ROUNDS_BEFORE_YIELD: u32 = 32;
-
-/// How long a finished side may take to read its response before its socket closes.
-const LINGER: Duration = Duration::from_secs(2);
-
-/// Most bytes a closing side reads and discards while lingering. An uploader refused
-/// mid-body (413, 502) keeps sending until it has read the response; closing with its
-/// bytes unread would reset the connection and destroy that response, so the bound is
-/// generous (a fast uploader on loopback needs a few MiB before it notices) and time is
-/// the real limit.
-const LINGER_BYTES: usize = 64 * 1024 * 1024;
 
 /// The PUT side of a transfer.
 pub(super) struct PutSide {
@@ -141,44 +131,16 @@ fn put_body(bytes: u64, error: Option<&str>) -> String {
 }
 
 /// Write a final response, half-close, and linger briefly (bounded) for the client to
-/// read it before the socket closes.
+/// read it before the socket closes (`net::Linger::UPLOAD`: an uploader may be mid-body).
 pub(super) async fn respond(conn: SideConn, resp: &[u8]) {
     let mut link = conn.link.take();
-    let written = monoio::time::timeout(LINGER * 5, write_all(&conn.stream, &mut link, resp)).await;
-    conn.link.replace(link);
-    if matches!(written, Ok(Ok(()))) {
-        linger_close(conn).await;
-    }
+    net::respond_and_close(&conn.stream, &mut link, resp, Linger::UPLOAD).await;
 }
 
-/// Half-close, then read and drop what the client still sends until EOF (bounded in
-/// time and bytes), so unread bytes do not turn the close into a reset that destroys
-/// what was written.
+/// Half-close, then read and drop what the client still sends until EOF (bounded).
 async fn linger_close(conn: SideConn) {
-    conn.link
-        .borrow_mut()
-        .shutdown_write(conn.stream.as_raw_fd());
-    let _ = monoio::time::timeout(LINGER, discard(&conn)).await;
-}
-
-/// Read and drop up to `LINGER_BYTES` until EOF.
-async fn discard(conn: &SideConn) {
-    let mut sink = Vec::with_capacity(4096);
-    let mut total = 0;
-    while total < LINGER_BYTES {
-        sink.clear();
-        match sys::recv_into(conn.stream.as_raw_fd(), &mut sink, 4096) {
-            Ok(0) => return,
-            Ok(n) => total += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if conn.stream.readable(false).await.is_err() {
-                    return;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return,
-        }
-    }
+    let mut link = conn.link.take();
+    net::linger_close(&conn.stream, &mut link, Linger::UPLOAD).await;
 }
 
 /// The moving parts of one transfer.

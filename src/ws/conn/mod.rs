@@ -389,6 +389,111 @@ mod tests {
         type Resume = ();
     }
 
+    /// A shard stand-in: a queue bound, counters and a dirty list.
+    struct FakeShard {
+        /// `--max-queue`.
+        max_queue: usize,
+        /// Counters.
+        stats: RefCell<ShardStats>,
+        /// Connections marked dirty.
+        dirty: RefCell<Vec<Rc<Conn<NoRole>>>>,
+    }
+
+    impl Outbox<NoRole> for FakeShard {
+        fn max_queue(&self) -> usize {
+            self.max_queue
+        }
+        fn stats(&self) -> RefMut<'_, ShardStats> {
+            self.stats.borrow_mut()
+        }
+        fn mark_dirty(&self, conn: Rc<Conn<NoRole>>) {
+            self.dirty.borrow_mut().push(conn);
+        }
+    }
+
+    /// Run `test` with a connection over one end of a socket pair and the other end.
+    fn with_conn(
+        test: impl FnOnce(&FakeShard, Rc<Conn<NoRole>>, &mut std::os::unix::net::UnixStream),
+    ) {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().expect("pair");
+            let count = std::sync::Arc::new(crate::net::ConnCount::default());
+            let permit = count.admit(1).expect("permit");
+            let conn =
+                Conn::<NoRole>::new(OwnedFd::from(ours), ConnKind::Echo, permit, Link::plain())
+                    .expect("conn");
+            let host = FakeShard {
+                max_queue: 1 << 20,
+                stats: RefCell::new(ShardStats::with_mirror(0, Default::default())),
+                dirty: RefCell::new(Vec::new()),
+            };
+            test(&host, conn, &mut theirs);
+        });
+    }
+
+    /// Everything the peer can read now, until EOF (true) or nothing more (false).
+    fn read_all(peer: &mut std::os::unix::net::UnixStream) -> (Vec<u8>, bool) {
+        use std::io::Read;
+        peer.set_nonblocking(true).expect("nonblocking");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match peer.read(&mut buf) {
+                Ok(0) => return (got, true),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(_) => return (got, false),
+            }
+        }
+    }
+
+    #[test]
+    fn close_sends_one_close_frame_after_the_queue_then_shuts_the_write_half() {
+        with_conn(|host, conn, peer| {
+            let hello = OutFrame::message(
+                crate::ws::codec::OpCode::Text,
+                None,
+                crate::ws::payload::Payload::copy_of(b"hi"),
+                b"",
+            );
+            assert!(conn.send(host, hello));
+            conn.close(host, 1000, "bye");
+            conn.close(host, 1001, "again");
+            assert!(!conn.is_open());
+            assert!(!conn.send(host, OutFrame::raw(b"late".to_vec())));
+            assert_eq!(host.dirty.borrow().len(), 1, "marked dirty once");
+            assert_eq!(conn.flush(host), Flushed::Done);
+            assert!(matches!(conn.phase(), Phase::Closing { shut: true, .. }));
+            let (bytes, eof) = read_all(peer);
+            let mut want = vec![0x81, 2, b'h', b'i'];
+            want.extend(crate::ws::codec::encode_close(1000, "bye"));
+            assert_eq!(bytes, want, "the message, then exactly one close frame");
+            assert!(eof, "the write half is shut once the close frame is out");
+            assert_eq!(conn.queued_bytes(), 0);
+        });
+    }
+
+    #[test]
+    fn an_aborted_connection_writes_nothing_and_frees_its_queue() {
+        with_conn(|host, conn, peer| {
+            assert!(conn.send(host, OutFrame::raw(b"queued".to_vec())));
+            assert!(conn.queued_bytes() > 0);
+            conn.abort();
+            assert_eq!(conn.phase(), Phase::Broken);
+            assert!(!conn.send(host, OutFrame::raw(b"more".to_vec())));
+            assert_eq!(conn.flush(host), Flushed::Broken);
+            assert_eq!(conn.queued_bytes(), 0, "the queue is released");
+            let (bytes, eof) = read_all(peer);
+            assert!(
+                bytes.is_empty() && eof,
+                "nothing written; the socket is shut down"
+            );
+        });
+    }
+
     #[test]
     fn the_connection_layer_alone_fits_in_its_budget() {
         // The relay's own `Conn<Role>` is pinned in `shard` (`CONN_SIZE_MAX`); this is

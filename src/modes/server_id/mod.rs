@@ -6,8 +6,9 @@
 //! The phone token is a courier credential: the route checks it is present and then it is
 //! gone — it never reaches this module.
 
+pub mod registry;
+
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -21,6 +22,7 @@ use crate::shard::Shard;
 use crate::ws::codec::{MessageKind, OpCode};
 use crate::ws::conn::{OutFrame, Overflow};
 use crate::ws::payload::Payload;
+use registry::{Claim, Left, PhoneRefusal};
 
 /// The rendezvous style's name in `/stats` (`forward_by_mode`).
 const MODE: &str = "server_id";
@@ -28,43 +30,9 @@ const MODE: &str = "server_id";
 /// Closing the envelope a phone's message is embedded in.
 const ENVELOPE_SUFFIX: &[u8] = b"}";
 
-/// The server-id slots this shard owns.
-#[derive(Debug, Default)]
-pub struct Registry {
-    /// Slots by server-id.
-    slots: HashMap<Rc<str>, ServerSlot, ahash::RandomState>,
-}
-
-/// One server-id: its binary (or its grace window), its phones, and a pending claim.
-#[derive(Debug)]
-struct ServerSlot {
-    /// The binary holding the slot; None while in grace.
-    binary: Option<Rc<Conn>>,
-    /// When the grace window ends (set while `binary` is None).
-    grace_until: Option<Instant>,
-    /// Attached phones by conn_id (at most `--max-phones-per-server`: a Vec is the
-    /// cheapest map at that size).
-    phones: Vec<(Rc<str>, Rc<Conn>)>,
-    /// A second binary waiting for the takeover probe of the holder, and its deadline.
-    claimant: Option<(Rc<Conn>, Instant)>,
-}
-
-impl ServerSlot {
-    /// A phone of this slot by conn_id.
-    fn phone(&self, conn_id: &str) -> Option<&Rc<Conn>> {
-        self.phones
-            .iter()
-            .find(|(id, _)| &**id == conn_id)
-            .map(|(_, c)| c)
-    }
-
-    /// Take a phone out of the slot.
-    fn remove_phone(&mut self, conn: &Rc<Conn>) -> bool {
-        let before = self.phones.len();
-        self.phones.retain(|(_, c)| !Rc::ptr_eq(c, conn));
-        self.phones.len() != before
-    }
-}
+/// The server-id slots this shard owns, holding its connections.
+pub type Registry = registry::Registry<Rc<Conn>>;
+pub use registry::Settings;
 
 /// A binary's part in its slot.
 #[derive(Debug, Clone)]
@@ -116,39 +84,24 @@ impl PhoneRole {
 /// A binary upgraded on `/v1/server`.
 pub fn on_binary(shard: &Rc<Shard>, conn: Rc<Conn>, server_id: &str, leftover: Vec<u8>) {
     let sid: Rc<str> = Rc::from(server_id);
-    let now = Instant::now();
-    {
-        let mut reg = shard.server_ids.borrow_mut();
-        match reg.slots.get_mut(&sid) {
-            None => {
-                reg.slots.insert(sid.clone(), new_slot(conn.clone()));
-                shard.stats.borrow_mut().gauge_add("server_slots", 1);
-                set_holder(&conn, &sid);
-                tracing::debug!(shard = shard.id, server_id = %escaped(&sid), "binary claimed server-id");
-            }
-            Some(slot) if slot.binary.is_none() => {
-                take_over(shard, slot, &conn, &sid);
-                tracing::debug!(shard = shard.id, server_id = %escaped(&sid), "binary reclaimed server-id from grace");
-            }
-            Some(slot) if slot.claimant.is_some() => {
-                *conn.role.borrow_mut() = Role::Detached;
-                conn.close(shard, 4409, "server-id already claimed");
-                shard.stats.borrow_mut().event("claims_refused");
-            }
-            Some(slot) => start_probe(shard, slot, &conn, &sid, now),
+    let claim = shard
+        .server_ids
+        .borrow_mut()
+        .claim(&sid, &conn, Instant::now());
+    match claim {
+        Claim::New => {
+            shard.stats.borrow_mut().gauge_add("server_slots", 1);
+            set_holder(&conn, &sid);
+            tracing::debug!(shard = shard.id, server_id = %escaped(&sid), "binary claimed server-id");
         }
+        Claim::Reclaimed { evicted } => {
+            took_over(shard, &conn, &sid, evicted);
+            tracing::debug!(shard = shard.id, server_id = %escaped(&sid), "binary reclaimed server-id from grace");
+        }
+        Claim::Refused => refuse_claim(shard, &conn),
+        Claim::Probe { holder } => start_probe(shard, &holder, &conn, &sid),
     }
     shard.spawn_reader(conn, leftover);
-}
-
-/// A slot held by `binary`.
-fn new_slot(binary: Rc<Conn>) -> ServerSlot {
-    ServerSlot {
-        binary: Some(binary),
-        grace_until: None,
-        phones: Vec::new(),
-        claimant: None,
-    }
 }
 
 /// Make `conn` the holder of `sid`.
@@ -160,39 +113,36 @@ fn set_holder(conn: &Conn, sid: &Rc<str>) {
     });
 }
 
-/// `newcomer` takes the slot: every phone still attached is evicted with 4404.
-fn take_over(shard: &Rc<Shard>, slot: &mut ServerSlot, newcomer: &Rc<Conn>, sid: &Rc<str>) {
-    for (_, phone) in slot.phones.drain(..) {
+/// `newcomer` took the slot: every phone that was attached is evicted with 4404.
+fn took_over(shard: &Rc<Shard>, newcomer: &Rc<Conn>, sid: &Rc<str>, evicted: Vec<Rc<Conn>>) {
+    for phone in evicted {
         *phone.role.borrow_mut() = Role::Detached;
         phone.close(shard, 4404, "binary reclaimed server-id");
     }
-    slot.binary = Some(newcomer.clone());
-    slot.grace_until = None;
-    slot.claimant = None;
     set_holder(newcomer, sid);
     shard.stats.borrow_mut().event("takeovers");
 }
 
-/// A second binary for a live slot: ping the holder and wait up to `--takeover-probe`.
-fn start_probe(
-    shard: &Rc<Shard>,
-    slot: &mut ServerSlot,
-    newcomer: &Rc<Conn>,
-    sid: &Rc<str>,
-    now: Instant,
-) {
+/// A claim refused while another waits on the holder's probe, or after the holder
+/// answered it: 4409.
+fn refuse_claim(shard: &Rc<Shard>, claimant: &Rc<Conn>) {
+    *claimant.role.borrow_mut() = Role::Detached;
+    claimant.close(shard, 4409, "server-id already claimed");
+    shard.stats.borrow_mut().event("claims_refused");
+}
+
+/// A second binary for a live slot: ping the holder; the newcomer waits up to
+/// `--takeover-probe` as the claimant.
+fn start_probe(shard: &Rc<Shard>, holder: &Rc<Conn>, newcomer: &Rc<Conn>, sid: &Rc<str>) {
     *newcomer.role.borrow_mut() = Role::Binary(BinaryRole {
         server_id: sid.clone(),
         holds: false,
         probed: false,
     });
-    slot.claimant = Some((newcomer.clone(), now + shard.config().takeover_probe));
-    if let Some(holder) = &slot.binary {
-        if let Role::Binary(role) = &mut *holder.role.borrow_mut() {
-            role.probed = true;
-        }
-        holder.ping(shard);
+    if let Role::Binary(role) = &mut *holder.role.borrow_mut() {
+        role.probed = true;
     }
+    holder.ping(shard);
     tracing::debug!(shard = shard.id, server_id = %escaped(sid), "second binary: probing the holder");
 }
 
@@ -205,14 +155,9 @@ pub fn on_incumbent_answered(shard: &Rc<Shard>, holder: &Rc<Conn>) {
         }
         _ => return,
     };
-    let mut reg = shard.server_ids.borrow_mut();
-    let Some(slot) = reg.slots.get_mut(&sid) else {
-        return;
-    };
-    if let Some((claimant, _)) = slot.claimant.take() {
-        *claimant.role.borrow_mut() = Role::Detached;
-        claimant.close(shard, 4409, "server-id already claimed");
-        shard.stats.borrow_mut().event("claims_refused");
+    let claimant = shard.server_ids.borrow_mut().holder_answered(&sid);
+    if let Some(claimant) = claimant {
+        refuse_claim(shard, &claimant);
     }
 }
 
@@ -225,55 +170,42 @@ pub fn on_phone(
     leftover: Vec<u8>,
 ) {
     conn.overflow.set(Overflow::CloseReceiver);
-    let max_phones = shard.config().max_phones_per_server;
-    {
-        let mut reg = shard.server_ids.borrow_mut();
-        // The slot's own key, shared by its phones' roles rather than copied per phone.
-        let sid = reg
-            .slots
-            .get_key_value(server_id)
-            .map(|(sid, _)| sid.clone());
-        match sid.and_then(|sid| Some((reg.slots.get_mut(&sid)?, sid))) {
-            None => {
-                conn.close(shard, 4404, "no server with that id");
-                shard.stats.borrow_mut().event("phones_no_server");
-            }
-            Some((slot, _)) if slot.phones.len() >= max_phones => {
-                conn.close(shard, 4429, "too many phones for server-id");
-                shard.stats.borrow_mut().event("phones_over_cap");
-            }
-            Some((slot, sid)) => {
-                let (conn_id, role) = attach_phone(slot, sid);
-                tracing::debug!(
-                    shard = shard.id,
-                    server_id = %escaped(server_id),
-                    conn_id = %escaped(&conn_id),
-                    device_name = %escaped(device_name.unwrap_or("")),
-                    "phone attached"
-                );
-                slot.phones.push((conn_id, conn.clone()));
-                *conn.role.borrow_mut() = Role::Phone(role);
-            }
+    let draw = || format!("client-{server_id}-{}", random_hex8());
+    let attached = shard
+        .server_ids
+        .borrow_mut()
+        .attach_phone(server_id, &conn, draw);
+    match attached {
+        Err(PhoneRefusal::NoServer) => {
+            conn.close(shard, 4404, "no server with that id");
+            shard.stats.borrow_mut().event("phones_no_server");
+        }
+        Err(PhoneRefusal::OverCap) => {
+            conn.close(shard, 4429, "too many phones for server-id");
+            shard.stats.borrow_mut().event("phones_over_cap");
+        }
+        Ok((sid, conn_id)) => {
+            tracing::debug!(
+                shard = shard.id,
+                server_id = %escaped(server_id),
+                conn_id = %escaped(&conn_id),
+                device_name = %escaped(device_name.unwrap_or("")),
+                "phone attached"
+            );
+            *conn.role.borrow_mut() = Role::Phone(phone_role(sid, &conn_id));
         }
     }
     shard.spawn_reader(conn, leftover);
 }
 
-/// Mint a conn_id unique in the slot and the phone's envelope prefix.
-fn attach_phone(slot: &ServerSlot, server_id: Rc<str>) -> (Rc<str>, PhoneRole) {
-    let conn_id = loop {
-        let candidate = format!("client-{server_id}-{}", random_hex8());
-        if slot.phone(&candidate).is_none() {
-            break candidate;
-        }
-    };
-    let quoted = serde_json::Value::String(conn_id.clone()).to_string();
+/// A phone's role: its slot's key and its envelope prefix.
+fn phone_role(server_id: Rc<str>, conn_id: &str) -> PhoneRole {
+    let quoted = serde_json::Value::String(conn_id.to_owned()).to_string();
     let prefix = format!("{PREFIX_HEAD}{quoted}{PREFIX_TAIL}");
-    let role = PhoneRole {
+    PhoneRole {
         server_id,
         prefix: Rc::from(prefix.into_bytes()),
-    };
-    (Rc::from(conn_id), role)
+    }
 }
 
 /// 8 lowercase hex digits from the OS CSPRNG.
@@ -330,7 +262,7 @@ fn is_json(kind: MessageKind, payload: &[u8]) -> bool {
 /// The open binary holding `sid`, if any.
 fn holder_of(shard: &Shard, sid: &str) -> Option<Rc<Conn>> {
     let reg = shard.server_ids.borrow();
-    let binary = reg.slots.get(sid)?.binary.as_ref()?;
+    let binary = reg.holder(sid)?;
     binary.is_open().then(|| binary.clone())
 }
 
@@ -452,10 +384,7 @@ fn to_phone(
 ) {
     let phone = {
         let reg = shard.server_ids.borrow();
-        reg.slots
-            .get(&binary.server_id)
-            .and_then(|slot| slot.phone(conn_id))
-            .cloned()
+        reg.phone(&binary.server_id, conn_id).cloned()
     };
     let Some(phone) = phone else {
         shard.stats.borrow_mut().dropped("unknown_conn_id");
@@ -499,9 +428,7 @@ fn deliver_to_phone(
 /// Returns its role.
 fn detach_phone(shard: &Shard, sid: &str, phone: &Rc<Conn>) -> Option<PhoneRole> {
     let role = std::mem::replace(&mut *phone.role.borrow_mut(), Role::Detached);
-    if let Some(slot) = shard.server_ids.borrow_mut().slots.get_mut(sid) {
-        slot.remove_phone(phone);
-    }
+    shard.server_ids.borrow_mut().remove_phone(sid, phone);
     match role {
         Role::Phone(p) => Some(p),
         _ => None,
@@ -521,14 +448,10 @@ fn send_close_notice(shard: &Rc<Shard>, binary: &Rc<Conn>, phone: &PhoneRole, co
 
 /// A phone's connection ended while attached: leave the slot, tell the binary.
 pub fn on_phone_gone(shard: &Rc<Shard>, conn: &Rc<Conn>, phone: &PhoneRole) {
-    if let Some(slot) = shard
+    shard
         .server_ids
         .borrow_mut()
-        .slots
-        .get_mut(&phone.server_id)
-    {
-        slot.remove_phone(conn);
-    }
+        .remove_phone(&phone.server_id, conn);
     let code = conn.peer_close.get().unwrap_or(1006);
     if let Some(binary) = holder_of(shard, &phone.server_id) {
         send_close_notice(shard, &binary, phone, code);
@@ -539,66 +462,45 @@ pub fn on_phone_gone(shard: &Rc<Shard>, conn: &Rc<Conn>, phone: &PhoneRole) {
 /// A binary's connection ended: a holder's slot enters its grace window (or passes to
 /// a waiting claimant); a claimant simply stops claiming.
 pub fn on_binary_gone(shard: &Rc<Shard>, conn: &Rc<Conn>, binary: &BinaryRole) {
-    let mut reg = shard.server_ids.borrow_mut();
-    let Some(slot) = reg.slots.get_mut(&binary.server_id) else {
-        return;
-    };
-    if !binary.holds {
-        if matches!(&slot.claimant, Some((c, _)) if Rc::ptr_eq(c, conn)) {
-            slot.claimant = None;
+    let sid = &binary.server_id;
+    let left = shard
+        .server_ids
+        .borrow_mut()
+        .binary_left(sid, conn, binary.holds, Instant::now());
+    match left {
+        Left::Nothing | Left::ClaimWithdrawn => {}
+        Left::TakenOver { claimant, evicted } => {
+            took_over(shard, &claimant, sid, evicted);
+            tracing::debug!(shard = shard.id, server_id = %escaped(sid), "holder left during probe: claimant took over");
         }
-        return;
+        Left::Grace => {
+            tracing::debug!(shard = shard.id, server_id = %escaped(sid), "binary left: grace window open")
+        }
     }
-    if !matches!(&slot.binary, Some(b) if Rc::ptr_eq(b, conn)) {
-        return;
-    }
-    slot.binary = None;
-    if let Some((claimant, _)) = slot.claimant.take() {
-        take_over(shard, slot, &claimant, &binary.server_id);
-        tracing::debug!(shard = shard.id, server_id = %escaped(&binary.server_id), "holder left during probe: claimant took over");
-        return;
-    }
-    slot.grace_until = Some(Instant::now() + shard.config().grace);
-    tracing::debug!(shard = shard.id, server_id = %escaped(&binary.server_id), "binary left: grace window open");
 }
 
-/// Housekeeping from the shard's tick: takeover probes past their deadline, grace
-/// windows past their end.
+/// Housekeeping from the shard's tick: takeover probes past their deadline (the holder
+/// is closed with 1011 and the claimant takes over exactly as from grace), grace windows
+/// past their end (the slot's phones are closed with 1011).
 pub fn tick(shard: &Rc<Shard>, now: Instant) {
-    let mut reg = shard.server_ids.borrow_mut();
-    let mut expired = Vec::new();
-    for (sid, slot) in reg.slots.iter_mut() {
-        if matches!(slot.claimant, Some((_, deadline)) if deadline <= now) {
-            probe_failed(shard, slot, sid);
+    let due = shard.server_ids.borrow_mut().due(now);
+    for failed in due.probes_failed {
+        if let Some(holder) = failed.holder {
+            *holder.role.borrow_mut() = Role::Detached;
+            holder.failed.set(true);
+            holder.close_discarding(shard, 1011, "heartbeat timeout");
         }
-        if matches!(slot.grace_until, Some(end) if end <= now) {
-            for (_, phone) in slot.phones.drain(..) {
-                *phone.role.borrow_mut() = Role::Detached;
-                phone.close(shard, 1011, "binary did not reconnect");
-            }
-            expired.push(sid.clone());
-        }
+        took_over(shard, &failed.claimant, &failed.server_id, failed.evicted);
+        tracing::debug!(shard = shard.id, server_id = %escaped(&failed.server_id), "holder did not answer the probe: claimant took over");
     }
-    for sid in expired {
-        reg.slots.remove(&sid);
+    for expired in due.graces_expired {
+        for phone in expired.phones {
+            *phone.role.borrow_mut() = Role::Detached;
+            phone.close(shard, 1011, "binary did not reconnect");
+        }
         shard.stats.borrow_mut().gauge_add("server_slots", -1);
-        tracing::debug!(shard = shard.id, server_id = %escaped(&sid), "grace window expired");
+        tracing::debug!(shard = shard.id, server_id = %escaped(&expired.server_id), "grace window expired");
     }
-}
-
-/// The holder did not answer the probe: it is closed with 1011 and the claimant takes
-/// over exactly as from grace.
-fn probe_failed(shard: &Rc<Shard>, slot: &mut ServerSlot, sid: &Rc<str>) {
-    let Some((claimant, _)) = slot.claimant.take() else {
-        return;
-    };
-    if let Some(holder) = slot.binary.take() {
-        *holder.role.borrow_mut() = Role::Detached;
-        holder.failed.set(true);
-        holder.close_discarding(shard, 1011, "heartbeat timeout");
-    }
-    take_over(shard, slot, &claimant, sid);
-    tracing::debug!(shard = shard.id, server_id = %escaped(sid), "holder did not answer the probe: claimant took over");
 }
 
 #[cfg(test)]

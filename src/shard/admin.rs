@@ -1,12 +1,15 @@
-//! Plain HTTP endpoints: the health probes (both listeners) and the admin listener's
-//! `/stats`, `/metrics` and `POST /v1/tickets` (minting lives in `modes::ticket`). Each
-//! request gets one response and the connection closes
-//! (probes and scrapers reconnect; keep-alive would only hold descriptors).
+//! The shard's plain HTTP endpoints: the health probes (both listeners) and the admin
+//! listener's `/stats`, `/metrics` and `POST /v1/tickets` (minting lives in
+//! `modes::ticket`). Here, not in `http`, because answering them gathers every shard's
+//! reports over the inboxes; `http` only parses and formats. Each request gets one
+//! response and the connection closes (probes and scrapers reconnect; keep-alive would
+//! only hold descriptors).
 
 use std::rc::Rc;
 
 use monoio::net::TcpStream;
 
+use crate::http::auth::{bearer_token, constant_time_eq};
 use crate::http::head::{Method, RequestHead};
 use crate::http::response;
 use crate::modes::ticket;
@@ -78,24 +81,10 @@ fn authorized(shard: &Shard, head: &RequestHead) -> bool {
     constant_time_eq(given.as_bytes(), expected.as_bytes())
 }
 
-/// The token of an `Authorization: Bearer <token>` value (scheme case-insensitive).
-pub fn bearer_token(value: &str) -> Option<&str> {
-    let (scheme, token) = value.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
-/// Compare without an early exit on the first differing byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// `GET /health` and `GET /healthz`: a superset of both seeds' health bodies. Read
-/// from the shards' [`HealthMirror`]s only: no stats snapshot (copying every shard's
-/// histograms cost ~350 µs of relay CPU and tens of MB of transient memory per probe in
-/// flight), and no message to another shard, so a probe flood costs what any small
+/// from the shards' [`crate::stats::HealthMirror`]s only: no stats snapshot (copying
+/// every shard's histograms costs relay CPU and transient memory per probe in flight),
+/// and no message to another shard, so a probe flood costs what any small
 /// request costs and disturbs no shard but the one that accepted it.
 pub async fn serve_health(shard: &Rc<Shard>, stream: TcpStream, link: Link) {
     let counts = shard

@@ -1,0 +1,56 @@
+//! `shardrelay-load measure …`: the measurement and pass/fail logic the scripts in
+//! `scripts/` used to do with jq, awk and inline Python over `/stats`, `/proc` and the
+//! load reports. The scripts now only start processes and external tools; what they
+//! read and decide is here, typed and unit-tested.
+//!
+//! * [`relay`] — wait for a `/stats` condition, print one `/stats` figure.
+//! * [`watch`] — sample a relay's RSS and descriptors while a load runs.
+//! * [`verdict`] — checks over finished runs' `--json` reports.
+//! * [`bench`] — CPU over a load run, and bench-compare's table.
+//! * [`cpu_per_message`] — relay CPU over a window, and CPU-s per million messages.
+//! * [`idle_memory`] — idle memory per connection, and its growth across churn.
+
+pub mod bench;
+pub mod cpu_per_message;
+pub mod idle_memory;
+pub mod relay;
+pub mod verdict;
+pub mod watch;
+
+use crate::cli::{MeasureArgs, MeasureCommand, ProcArgs, ProcFigure};
+use crate::procfs;
+
+/// Runs one measurement subcommand; returns the exit code (its messages on stderr).
+pub fn run(args: &MeasureArgs) -> Result<i32, String> {
+    match &args.command {
+        MeasureCommand::RelayWait(a) => relay::wait(a),
+        MeasureCommand::RelayFigure(a) => relay::figure(a),
+        MeasureCommand::Proc(a) => proc_figure(a),
+        MeasureCommand::Watch(a) => watch::run(a),
+        MeasureCommand::P99VsBaseline(a) => verdict::p99_vs_baseline(a),
+        MeasureCommand::ShutdownCloses(a) => verdict::shutdown_closes(a),
+        MeasureCommand::IdleMemory(a) => idle_memory::run(a),
+        MeasureCommand::CpuDuring(a) => bench::cpu_during(a),
+        MeasureCommand::BenchTable(a) => bench::bench_table(a),
+        MeasureCommand::CpuWindow(a) => cpu_per_message::cpu_window(a),
+        MeasureCommand::CpuTable(a) => cpu_per_message::cpu_table(a),
+    }
+}
+
+/// `measure proc`: prints one figure of a process.
+fn proc_figure(args: &ProcArgs) -> Result<i32, String> {
+    let text = match args.figure {
+        ProcFigure::Rss => procfs::read_rss(args.pid).map(|r| r.total_kib.to_string()),
+        ProcFigure::RssParts => procfs::read_rss(args.pid).map(|r| rss_parts(&r)),
+        ProcFigure::Fds => procfs::read_fd_count(args.pid).map(|n| n.to_string()),
+        ProcFigure::CpuTicks => procfs::read_cpu_ticks(args.pid).map(|t| t.to_string()),
+    }
+    .map_err(|e| e.to_string())?;
+    println!("{text}");
+    Ok(0)
+}
+
+/// `RssAnon: N RssFile: N` (KiB), as `idle-memory` prints it.
+pub fn rss_parts(rss: &procfs::Rss) -> String {
+    format!("RssAnon: {} RssFile: {}", rss.anon_kib, rss.file_kib)
+}
