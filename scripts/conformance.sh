@@ -14,6 +14,10 @@
 # The relay picks its driver as usual; `SHARDRELAY_DRIVER=epoll CONFORMANCE_DOC=0 make
 # conformance` runs the suite over the epoll driver without touching the doc.
 #
+# CONFORMANCE_TLS=1 runs the same cases over wss:// (PROTOCOL §1.1): a throw-away P-256
+# pair minted with openssl, the relay with --tls-cert/--tls-key (wstest does not verify
+# the certificate); implies CONFORMANCE_DOC=0 unless it is set.
+#
 # Python 2.7 comes from pyenv (~/.pyenv/versions/2.7.18) unless PYTHON27 names another.
 set -euo pipefail
 # shellcheck source=scripts/lib/relay.sh
@@ -70,7 +74,18 @@ install_wstest
 relay_build
 
 LIMITS=(--max-message 16MiB --max-queue 64MiB)
-relay_start "$OUT/relay.log" --enable-echo "${LIMITS[@]}"
+SCHEME=ws
+TLS_FLAGS=()
+if [ "${CONFORMANCE_TLS:-0}" = 1 ]; then
+    SCHEME=wss
+    CONFORMANCE_DOC="${CONFORMANCE_DOC:-0}"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+        -keyout "$OUT/tls-key.pem" -out "$OUT/tls-cert.pem" -subj /CN=localhost \
+        -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+        -addext "basicConstraints=critical,CA:FALSE" 2>/dev/null || die "openssl could not mint a test pair"
+    TLS_FLAGS=(--tls-cert "$OUT/tls-cert.pem" --tls-key "$OUT/tls-key.pem")
+fi
+relay_start "$OUT/relay.log" --enable-echo "${LIMITS[@]}" "${TLS_FLAGS[@]}"
 
 rm -rf "$REPORTS"
 mkdir -p "$REPORTS"
@@ -78,14 +93,14 @@ SPEC="$OUT/fuzzingclient.json"
 cat >"$SPEC" <<EOF
 {
   "outdir": "$REPORTS",
-  "servers": [{"agent": "shardrelay", "url": "ws://$RELAY_PUBLIC/v1/echo"}],
+  "servers": [{"agent": "shardrelay", "url": "$SCHEME://$RELAY_PUBLIC/v1/echo"}],
   "cases": ["*"],
   "exclude-cases": ["12.*", "13.*"],
   "exclude-agent-cases": {}
 }
 EOF
 
-log "wstest -m fuzzingclient against ws://$RELAY_PUBLIC/v1/echo (log: $OUT/wstest.log)"
+log "wstest -m fuzzingclient against $SCHEME://$RELAY_PUBLIC/v1/echo (log: $OUT/wstest.log)"
 T0=$SECONDS
 (cd "$OUT" && "$VENV/bin/wstest" -m fuzzingclient -s "$SPEC") >"$OUT/wstest.log" 2>&1 || {
     tail -n 30 "$OUT/wstest.log" >&2
@@ -104,7 +119,7 @@ python3 "$ROOT/scripts/conformance/report.py" \
     --agent shardrelay \
     --version "$RELAY_VERSION" \
     --driver "$RELAY_DRIVER" \
-    --relay-flags "--enable-echo ${LIMITS[*]}" \
+    --relay-flags "--enable-echo ${LIMITS[*]}${TLS_FLAGS:+ (over TLS)}" \
     --wstest "$("$VENV/bin/pip" show autobahntestsuite 2>/dev/null | sed -n 's/^Version: //p')" \
     --seconds "$WSTEST_SECONDS" \
     "${DOC_ARGS[@]}"

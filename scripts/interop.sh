@@ -13,6 +13,12 @@
 #             second browser; screenshot target/interop/session_ws.png
 #                                                            scripts/interop/session_ws.js
 #   tickets   curl as the PUT and GET clients of a ticket (§6) scripts/interop/tickets.sh
+#   pyrycode-tls, pair-tls  the pyrycode and pair checks over wss:// (SSL_CERT_FILE,
+#             NODE_EXTRA_CA_CERTS trust the test CA)
+#   session-tls the session check over wss:// (Chromium trusts the test leaf by its key's
+#             SHA-256, --ignore-certificate-errors-spki-list)
+#   tickets-tls the same over https:// (--tls-cert/--tls-key, PROTOCOL §1.1): a test CA and
+#             a leaf for localhost/127.0.0.1 minted with openssl, curl --cacert
 #   wscat     one-shot echo through /v1/echo (--enable-echo)
 #
 # Tools are cached under target/interop/ (venv, node_modules); the first run installs them,
@@ -73,7 +79,7 @@ wanted() { [ -z "${INTEROP_ONLY:-}" ] || [[ " $INTEROP_ONLY " == *" $1 "* ]]; }
 T_INSTALL=$SECONDS
 install_python
 install_node
-if wanted session || wanted session-ws; then install_chromium; fi
+if wanted session || wanted session-ws || wanted session-tls; then install_chromium; fi
 T_INSTALL=$((SECONDS - T_INSTALL))
 relay_build
 export NODE_PATH="$OUT/node_modules"
@@ -146,6 +152,58 @@ check_tickets() {
     bash "$HERE/tickets.sh" "$RELAY_PUBLIC" "$RELAY_ADMIN" "$OUT/tickets"
 }
 
+# mint_test_pki DIR: a throw-away CA and a leaf for localhost/127.0.0.1 signed by it
+# (ca.pem, cert.pem, key.pem); nothing is kept past the run.
+mint_test_pki() {
+    local dir="$1"
+    mkdir -p "$dir"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+        -keyout "$dir/ca.key" -out "$dir/ca.pem" -subj "/CN=shardrelay interop CA" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -keyout "$dir/key.pem" -out "$dir/leaf.csr" -subj /CN=localhost 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n' >"$dir/leaf.ext"
+    openssl x509 -req -in "$dir/leaf.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+        -CAcreateserial -days 1 -extfile "$dir/leaf.ext" -out "$dir/cert.pem" 2>/dev/null
+}
+
+check_pyrycode_tls() {
+    mint_test_pki "$OUT/pki"
+    relay_start "$OUT/pyrycode-tls.relay.log" --grace 2s --max-phones-per-server 16 \
+        --tls-cert "$OUT/pki/cert.pem" --tls-key "$OUT/pki/key.pem"
+    INTEROP_WS_SCHEME=wss SSL_CERT_FILE="$OUT/pki/ca.pem" \
+        "$VENV/bin/python" "$HERE/pyrycode.py" --public "$RELAY_PUBLIC" --grace 2
+}
+
+check_pair_tls() {
+    mint_test_pki "$OUT/pki"
+    relay_start "$OUT/pair-tls.relay.log" --max-message 256KiB \
+        --tls-cert "$OUT/pki/cert.pem" --tls-key "$OUT/pki/key.pem"
+    INTEROP_WS_SCHEME=wss NODE_EXTRA_CA_CERTS="$OUT/pki/ca.pem" \
+        node "$HERE/pair.js" --public "$RELAY_PUBLIC" --max-message $((256 * 1024))
+}
+
+check_session_tls() {
+    mint_test_pki "$OUT/pki"
+    relay_start "$OUT/session-tls.relay.log" \
+        --tls-cert "$OUT/pki/cert.pem" --tls-key "$OUT/pki/key.pem"
+    # Chromium trusts the test leaf the way a test harness makes a browser trust one: by
+    # the SHA-256 of its public key; Node trusts the test CA.
+    local spki
+    spki="$(openssl x509 -in "$OUT/pki/cert.pem" -pubkey -noout | openssl pkey -pubin -outform der |
+        openssl dgst -sha256 -binary | base64)"
+    rm -f "$OUT/session-tls.png"
+    INTEROP_WS_SCHEME=wss NODE_EXTRA_CA_CERTS="$OUT/pki/ca.pem" \
+        INTEROP_CHROMIUM_ARGS="--ignore-certificate-errors-spki-list=$spki" \
+        node "$HERE/session.js" --public "$RELAY_PUBLIC" --chromium "$CHROMIUM" \
+        --screenshot "$OUT/session-tls.png"
+}
+
+check_tickets_tls() {
+    mint_test_pki "$OUT/pki"
+    relay_start "$OUT/tickets-tls.relay.log" --tls-cert "$OUT/pki/cert.pem" --tls-key "$OUT/pki/key.pem"
+    bash "$HERE/tickets.sh" "$RELAY_PUBLIC" "$RELAY_ADMIN" "$OUT/tickets-tls" "$OUT/pki/ca.pem"
+}
+
 check_wscat() {
     relay_start "$OUT/wscat.relay.log" --enable-echo
     local msg line="" ok=1
@@ -170,7 +228,7 @@ check_wscat() {
     return $ok
 }
 
-for name in pyrycode pair session session-ws tickets wscat; do
+for name in pyrycode pair session session-ws tickets wscat pyrycode-tls pair-tls session-tls tickets-tls; do
     wanted "$name" || continue
     log "── interop: $name"
     t0=$SECONDS

@@ -254,6 +254,14 @@ pub struct Config {
     /// proxy; from anyone else the header is ignored (PROTOCOL §1.2).
     #[arg(long, env = "SHARDRELAY_TRUST_FORWARDED_FOR")]
     pub trust_forwarded_for: bool,
+    /// PEM certificate chain (leaf first) for TLS on the public listener (PROTOCOL §1.1);
+    /// needs `--tls-key`. Reread on `SIGHUP`.
+    #[arg(long, env = "SHARDRELAY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) matching `--tls-cert`. Reread on `SIGHUP`.
+    #[arg(long, env = "SHARDRELAY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
 
     /// Log level: error, warn, info, debug, trace (or a tracing filter directive).
     #[arg(long, env = "SHARDRELAY_LOG_LEVEL", default_value = "info", value_parser = parse_log_level)]

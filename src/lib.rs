@@ -22,6 +22,7 @@
 //!   `alloc_count`'s counting allocator, built only with the `alloc-count` feature).
 //! * `timer`   — a hierarchical timing wheel: deadlines that cost what expires, not what
 //!   is registered.
+//! * `tls`     — native TLS (rustls, unbuffered): key loading and reload, the record layer.
 //! * `alloc_count` — (feature `alloc-count` only) the counting allocator of the
 //!   allocations-per-message benchmark.
 #![deny(unreachable_pub)]
@@ -44,5 +45,6 @@ pub mod shard;
 pub mod stats;
 pub mod sys;
 pub mod timer;
+pub mod tls;
 pub mod watch;
 pub mod ws;

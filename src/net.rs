@@ -13,6 +13,7 @@ use std::time::Duration;
 use monoio::net::TcpStream;
 
 use crate::sys;
+use crate::tls::Link;
 
 /// Bytes read and dropped per syscall while lingering.
 const DISCARD_CHUNK: usize = 4096;
@@ -60,17 +61,18 @@ const _: () = assert!(Linger::UPLOAD.time.as_millis() >= Linger::RESPONSE.time.a
 
 /// Write a whole response, then close lingering (`Linger`). The caller drops the stream
 /// (which closes it) afterwards.
-pub async fn respond_and_close(stream: &TcpStream, resp: &[u8], linger: Linger) {
-    let written = monoio::time::timeout(linger.write, write_all(stream, resp)).await;
+pub async fn respond_and_close(stream: &TcpStream, link: &mut Link, resp: &[u8], linger: Linger) {
+    let written = monoio::time::timeout(linger.write, write_all(stream, link, resp)).await;
     if matches!(written, Ok(Ok(()))) {
-        linger_close(stream, linger).await;
+        linger_close(stream, link, linger).await;
     }
 }
 
-/// Half-close, then read and drop what the client still sends until EOF, bounded in
-/// time and bytes.
-pub async fn linger_close(stream: &TcpStream, linger: Linger) {
-    sys::shutdown_write(stream.as_raw_fd());
+/// Half-close (over TLS after a `close_notify`), then read and drop what the client
+/// still sends until EOF, bounded in time and bytes (raw ciphertext over TLS: the
+/// connection is only being closed).
+pub async fn linger_close(stream: &TcpStream, link: &mut Link, linger: Linger) {
+    link.shutdown_write(stream.as_raw_fd());
     let _ = monoio::time::timeout(linger.time, discard_until_eof(stream, linger.bytes)).await;
 }
 
@@ -94,10 +96,11 @@ async fn discard_until_eof(stream: &TcpStream, max: usize) {
     }
 }
 
-/// Write all of `bytes`, waiting for writability when the socket pushes back.
-pub async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+/// Write all of `bytes` (sealed over TLS), waiting for writability when the socket
+/// pushes back.
+pub async fn write_all(stream: &TcpStream, link: &mut Link, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
-        match sys::send_vectored(stream.as_raw_fd(), &[io::IoSlice::new(bytes)]) {
+        match link.send_vectored(stream.as_raw_fd(), &[io::IoSlice::new(bytes)]) {
             Ok(n) => bytes = &bytes[n..],
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.writable(false).await?,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -1,8 +1,8 @@
 //! Process start and stop: bind the listeners (one exclusive public socket shared by
 //! every shard through duplicated descriptors, see `listen`), spawn one pinned thread per
 //! shard, print the ready line (and `READY=1` to systemd's `NOTIFY_SOCKET`, when set),
-//! wait for SIGTERM/SIGINT, broadcast shutdown, and join. SIGHUP is logged and ignored
-//! (it will reload TLS material once the relay has any).
+//! wait for SIGTERM/SIGINT, broadcast shutdown, and join. SIGHUP rereads the TLS
+//! certificate and key (`--tls-cert`/`--tls-key`), and is logged and ignored without them.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -34,6 +34,9 @@ pub enum ServerError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    /// The TLS certificate or key did not load at start-up (exit code 2).
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsKeyError),
     /// A shard thread failed.
     #[error("shard {id} failed: {why}")]
     Shard {
@@ -50,6 +53,7 @@ impl ServerError {
     pub fn exit_code(&self) -> u8 {
         match self {
             ServerError::Bind(BindError::InUse { .. }) => 2,
+            ServerError::Tls(_) => 2,
             _ => 1,
         }
     }
@@ -60,6 +64,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     config.validate()?;
     let admin_token = config.load_admin_token()?;
     let driver = driver_name(config.driver)?;
+    let tls = load_tls(&config)?;
     let shards = config.shard_count();
     let signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(ServerError::Signals)?;
     let public = listen::bind("public", config.listen)?;
@@ -104,6 +109,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         driver,
         shards,
         health: (0..shards).map(|_| Arc::default()).collect(),
+        tls,
         config,
     });
     let handles = spawn_shards(&global, receivers, publics, admin)?;
@@ -118,6 +124,17 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         .spawn(move || wait_for_stop(signals, &stopper))
         .map_err(ServerError::Signals)?;
     join_shards(&global, handles)
+}
+
+/// The TLS pair, when `--tls-cert`/`--tls-key` are given: a pair that does not load
+/// stops the start-up (exit 2, one line).
+fn load_tls(config: &Config) -> Result<Option<Arc<crate::tls::TlsKeys>>, ServerError> {
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return Ok(None);
+    };
+    let keys = crate::tls::TlsKeys::load(cert, key)?;
+    tracing::info!(cert = %cert.display(), "TLS on the public listener");
+    Ok(Some(Arc::new(keys)))
 }
 
 /// Raise the soft open-files limit to the hard one, size the connection cap from it, and
@@ -165,17 +182,31 @@ fn notify_service_manager(state: &[sd_notify::NotifyState<'_>]) {
     }
 }
 
-/// The signal thread: SIGHUP is logged and ignored; SIGTERM or SIGINT shuts down.
+/// The signal thread: SIGHUP rereads the TLS pair (or is logged and ignored without
+/// TLS); SIGTERM or SIGINT shuts down.
 fn wait_for_stop(mut signals: Signals, global: &Global) {
     for sig in signals.forever() {
         if sig == SIGHUP {
-            tracing::info!(signal = sig, "SIGHUP: nothing to reload; ignored");
+            reload_tls(global);
             continue;
         }
         tracing::info!(signal = sig, "shutting down");
         notify_service_manager(&[sd_notify::NotifyState::Stopping]);
         broadcast_shutdown(global);
         return;
+    }
+}
+
+/// `SIGHUP`: new handshakes use the reread pair; established connections keep theirs. A
+/// pair that does not load leaves the old one in force and logs one error (PROTOCOL §1.1).
+fn reload_tls(global: &Global) {
+    let Some(keys) = &global.tls else {
+        tracing::info!("SIGHUP: no TLS pair to reload; ignored");
+        return;
+    };
+    match keys.reload() {
+        Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+        Err(e) => tracing::error!(error = %e, "SIGHUP: TLS pair not reloaded; the old one stays"),
     }
 }
 

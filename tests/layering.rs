@@ -24,8 +24,9 @@ const RELAY_LAYERS: &[(&str, &[&str])] = &[
         "settings and counters",
         &["config", "stats", "logging", "process", "per_ip", "listen"],
     ),
-    // Wire protocols: WebSocket frames and connections, HTTP heads and responses.
-    ("protocols", &["ws", "http"]),
+    // Wire protocols: TLS records, WebSocket frames and connections, HTTP heads and
+    // responses.
+    ("protocols", &["tls", "ws", "http"]),
     // The rendezvous styles.
     ("styles", &["modes"]),
     // One shard: registries, dispatch, accept, inbox, tick, admin endpoints.
@@ -48,7 +49,7 @@ const LOADTEST_LAYERS: &[(&str, &[&str])] = &[
     (
         "base",
         &[
-            "sys", "clock", "seq", "hgrm", "http", "ws", "local", "procfs", "compare",
+            "sys", "clock", "seq", "hgrm", "http", "ws", "local", "procfs", "compare", "tls",
         ],
     ),
     ("connections", &["net", "probe", "stats", "conn"]),

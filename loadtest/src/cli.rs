@@ -60,10 +60,18 @@ pub enum Command {
 #[derive(Clone, Debug, Args)]
 pub struct Common {
     /// The relay's public listener: `host:port`, `ws://host:port` or `http://host:port`
-    /// (a path is ignored; host names are resolved). `wss://`/`https://` are refused:
-    /// the relay and this tool have no TLS yet.
+    /// (a path is ignored; host names are resolved), or `wss://`/`https://` for a relay
+    /// with `--tls-cert` (then `--tls-ca FILE` or `--tls-insecure`).
     #[arg(long, alias = "url", env = "SHARDRELAY_LOAD_TARGET", default_value = "127.0.0.1:8080", value_parser = parse_target)]
     pub target: SocketAddr,
+    /// For a `wss://` or `https://` target: a PEM file of certificates to trust (a test
+    /// CA, or the relay's self-signed certificate).
+    #[arg(long, env = "SHARDRELAY_LOAD_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// For a `wss://` or `https://` target: accept any certificate (throw-away pairs in
+    /// benchmarks; never against a relay you do not run).
+    #[arg(long)]
+    pub tls_insecure: bool,
     /// The relay's admin listener, for `/stats` and ticket minting (same forms).
     #[arg(long, env = "SHARDRELAY_LOAD_ADMIN", default_value = "127.0.0.1:9090", value_parser = parse_target)]
     pub admin: SocketAddr,
@@ -774,8 +782,8 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
 
 /// Parses a listener address: `host:port`, or a `ws://`/`http://` URL whose path is
 /// ignored. Any address is accepted (operators drive a relay from other machines); a
-/// host name resolves to its first IPv4 address (else its first). `wss://` and `https://` are refused with a
-/// clear message: there is no TLS support yet.
+/// host name resolves to its first IPv4 address (else its first). `wss://` and
+/// `https://` (default port 443) make the run's connections TLS (`tls`).
 pub fn parse_target(text: &str) -> Result<SocketAddr, String> {
     let (scheme, rest) = match text.split_once("://") {
         Some((scheme, rest)) => (Some(scheme.to_ascii_lowercase()), rest),
@@ -785,9 +793,8 @@ pub fn parse_target(text: &str) -> Result<SocketAddr, String> {
         None => None,
         Some("ws" | "http") => Some(80),
         Some("wss" | "https") => {
-            return Err(format!(
-                "`{text}`: TLS (wss://, https://) is not supported yet; use ws:// or http://"
-            ))
+            crate::tls::request();
+            Some(443)
         }
         Some(other) => return Err(format!("`{text}`: unknown scheme `{other}://`")),
     };
@@ -913,12 +920,8 @@ mod tests {
     }
 
     #[test]
-    fn tls_and_unknown_schemes_are_refused_clearly() {
-        let err = parse_target("wss://127.0.0.1:443").unwrap_err();
-        assert!(err.contains("TLS"), "{err}");
-        assert!(parse_target("https://127.0.0.1")
-            .unwrap_err()
-            .contains("TLS"));
+    fn unknown_schemes_are_refused() {
+        // (`wss://` is not parsed here: it marks the whole process's run as TLS.)
         assert!(parse_target("ftp://127.0.0.1:21").is_err());
         assert!(parse_target("127.0.0.1").is_err(), "no port");
         assert!(parse_target("ws://").is_err());

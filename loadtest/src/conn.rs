@@ -10,7 +10,14 @@ use std::rc::Rc;
 
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
-use monoio::net::tcp::{TcpOwnedReadHalf, TcpOwnedWriteHalf};
+use monoio::io::{OwnedReadHalf, OwnedWriteHalf};
+
+use crate::tls::Stream;
+
+/// The read half of a connection (plain or TLS).
+type ReadHalf = OwnedReadHalf<Stream>;
+/// The write half of a connection (plain or TLS).
+type WriteHalf = OwnedWriteHalf<Stream>;
 
 use crate::local::Signal;
 use crate::net::Upgraded;
@@ -154,7 +161,7 @@ impl Outbox {
 }
 
 /// Writes everything queued in `outbox` until it closes and drains, or the socket fails.
-pub async fn run_writer(mut half: TcpOwnedWriteHalf, outbox: Rc<Outbox>) -> io::Result<()> {
+pub async fn run_writer(mut half: WriteHalf, outbox: Rc<Outbox>) -> io::Result<()> {
     let mut spare = Vec::new();
     loop {
         if outbox.buf.borrow().is_empty() {
@@ -180,7 +187,7 @@ pub async fn run_writer(mut half: TcpOwnedWriteHalf, outbox: Rc<Outbox>) -> io::
 /// Reads whole messages from one connection.
 pub struct WsReader {
     /// The read half of the socket.
-    half: TcpOwnedReadHalf,
+    half: ReadHalf,
     /// Frame decoder and receive buffer.
     decoder: WsDecoder,
     /// Where pongs and close echoes go.

@@ -31,6 +31,7 @@
 //! * [`clock`] — the run's shared nanosecond clock.
 //! * [`local`] — single-thread signal, gate and semaphore for a worker's tasks.
 //! * [`sys`] — the only unsafe code: socket options, rlimits.
+//! * [`tls`] — `wss://`/`https://` targets: the rustls client and a plain-or-TLS stream.
 
 pub mod cli;
 pub mod clock;
@@ -56,5 +57,6 @@ pub mod stats;
 pub mod stream;
 pub mod sys;
 pub mod threshold;
+pub mod tls;
 pub mod worker;
 pub mod ws;

@@ -93,8 +93,8 @@ impl SourcePicker {
 
 /// An upgraded connection and the bytes that arrived right after the `101`.
 pub struct Upgraded {
-    /// The stream, ready for frames.
-    pub stream: TcpStream,
+    /// The stream (plain or TLS), ready for frames.
+    pub stream: crate::tls::Stream,
     /// Frame bytes read together with the response head.
     pub leftover: Vec<u8>,
     /// Connect plus upgrade, in µs.
@@ -112,10 +112,14 @@ pub async fn open_ws(
 ) -> Result<Upgraded, ConnectError> {
     let started = Instant::now();
     let attempt = async {
-        let mut stream = connect_tcp(target, source)
+        let tcp = connect_tcp(target, source)
             .await
             .map_err(ConnectError::Tcp)?;
-        let leftover = upgrade(&mut stream, &target.to_string(), path, extra).await?;
+        let host = target.to_string();
+        let mut stream = crate::tls::wrap(tcp, &host)
+            .await
+            .map_err(ConnectError::Io)?;
+        let leftover = upgrade(&mut stream, &host, path, extra).await?;
         Ok::<_, ConnectError>((stream, leftover))
     };
     let (stream, leftover) = monoio::time::timeout(timeout, attempt)
@@ -159,7 +163,7 @@ pub async fn connect_tcp(target: SocketAddr, source: Option<IpAddr>) -> io::Resu
 
 /// Sends the upgrade request and reads until a valid `101` (returns leftover bytes).
 async fn upgrade(
-    stream: &mut TcpStream,
+    stream: &mut crate::tls::Stream,
     host: &str,
     path: &str,
     extra: &[(&str, &str)],

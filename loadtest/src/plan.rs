@@ -289,6 +289,7 @@ impl Plan {
             Command::Attack(_) => return Err("attack runs without a plan (run::command)".into()),
             Command::Measure(_) => return Err("measure runs without a plan (run::command)".into()),
         };
+        crate::tls::configure(common.tls_ca.as_deref(), common.tls_insecure)?;
         let plan = Self::assemble(style, idle, common);
         plan.check()?;
         Ok(plan)

@@ -112,7 +112,10 @@ async function openPage(executablePath, html, params) {
       executablePath,
       headless: true,
       args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+        '--disable-background-networking', '--disable-component-update', '--disable-sync',
+        // INTEROP_CHROMIUM_ARGS: extra flags, e.g. the TLS checks' test-certificate trust
+        // (--ignore-certificate-errors-spki-list=<sha256 of the leaf's key>).
+        ...(process.env.INTEROP_CHROMIUM_ARGS || '').split(' ').filter(Boolean)],
       viewport: { width: 900, height: 560 },
       timeout: 60000,
     });

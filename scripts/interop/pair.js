@@ -14,6 +14,10 @@ const WebSocket = require('ws'); // target/interop/node_modules, via NODE_PATH
 
 const { check, withTimeout, Client, finish } = require('./common');
 
+// INTEROP_WS_SCHEME=wss runs every connection over TLS (the relay with --tls-cert; the test
+// CA trusted through NODE_EXTRA_CA_CERTS, which Node reads at start-up).
+const SCHEME = process.env.INTEROP_WS_SCHEME || 'ws';
+
 function args() {
   const out = {};
   const argv = process.argv.slice(2);
@@ -75,7 +79,7 @@ async function exchange(a, b, max) {
 async function main() {
   const { pub, maxMessage } = args();
   const code = `interop-${crypto.randomBytes(6).toString('hex')}`;
-  const url = `ws://${pub}/?pair=${encodeURIComponent(code)}`;
+  const url = `${SCHEME}://${pub}/?pair=${encodeURIComponent(code)}`;
 
   console.log('early message queued until side B arrives');
   const a = new Peer(url, 'A');
@@ -112,7 +116,7 @@ async function main() {
 
   console.log(`message over --max-message (${maxMessage + 1} bytes)`);
   const code2 = `interop-big-${crypto.randomBytes(6).toString('hex')}`;
-  const url2 = `ws://${pub}/v1/pair?pair=${encodeURIComponent(code2)}`;
+  const url2 = `${SCHEME}://${pub}/v1/pair?pair=${encodeURIComponent(code2)}`;
   const c = new Peer(url2, 'C');
   await c.opened();
   const d = new Peer(url2, 'D');
@@ -127,7 +131,7 @@ async function main() {
 
   console.log('bad pair codes');
   for (const bad of ['/?pair=', '/', `/?pair=${'x'.repeat(257)}`]) {
-    const r = await expectRefused(`ws://${pub}${bad}`);
+    const r = await expectRefused(`${SCHEME}://${pub}${bad}`);
     check(r.status === 400, `GET ${bad.length > 30 ? bad.slice(0, 30) + '…' : bad} -> 400 (got ${r.status})`);
   }
 }

@@ -18,6 +18,10 @@ import time
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+# INTEROP_WS_SCHEME=wss runs every connection over TLS (the relay with --tls-cert; the
+# test CA trusted through SSL_CERT_FILE, which Python's default context reads).
+SCHEME = os.environ.get("INTEROP_WS_SCHEME", "ws")
+
 TIMEOUT = 10.0
 BINARY_UA = "pyrycode/1.4.2 (linux; x86_64)"
 BINARY_VERSION = "1.4.2"
@@ -54,7 +58,7 @@ class Env:
             "X-Pyrycode-Version": BINARY_VERSION,
         }
         return await asyncio.wait_for(connect(
-            "ws://%s/v1/server" % self.public, additional_headers=hdrs,
+            "%s://%s/v1/server" % (SCHEME, self.public), additional_headers=hdrs,
             user_agent_header=BINARY_UA, compression=None, max_size=None,
             ping_interval=None, close_timeout=5), TIMEOUT)
 
@@ -65,7 +69,7 @@ class Env:
             "X-Pyrycode-Device-Name": device,
         }
         return await asyncio.wait_for(connect(
-            "ws://%s/v1/client" % self.public, additional_headers=hdrs,
+            "%s://%s/v1/client" % (SCHEME, self.public), additional_headers=hdrs,
             user_agent_header=PHONE_UA, compression=None, max_size=None,
             ping_interval=None, close_timeout=5), TIMEOUT)
 

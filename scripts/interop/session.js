@@ -17,6 +17,9 @@ const fs = require('fs');
 const path = require('path');
 const { check, args, Client, openPage, finish } = require('./common');
 
+// INTEROP_WS_SCHEME=wss runs every connection over TLS (see interop.sh session-tls).
+const SCHEME = process.env.INTEROP_WS_SCHEME || 'ws';
+
 const CODE_RE = /^[346789ABCDEFGHJKLMNPQRTUVWXY]{6}$/;
 const UUID4_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
@@ -25,7 +28,7 @@ async function main() {
   const pub = opts.public;
 
   console.log('host registers');
-  const host = new Client(`ws://${pub}/mac`, 'host');
+  const host = new Client(`${SCHEME}://${pub}/mac`, 'host');
   await host.opened();
   // Until session mode lands, its placeholder upgrades and closes 1011 "... not available yet".
   const first = await Promise.race([host.closePromise, host.next().catch(() => null)]);
@@ -43,7 +46,7 @@ async function main() {
   let close;
   try {
     let page;
-    ({ page, close } = await openPage(opts.chromium, 'session.html', { relay: `ws://${pub}/browser`, code }));
+    ({ page, close } = await openPage(opts.chromium, 'session.html', { relay: `${SCHEME}://${pub}/browser`, code }));
 
     const joinedHost = (await host.nextJson('joined at the host')).json;
     await page.waitForFunction(() => window.interop.joined !== null || window.interop.errors.length > 0);
@@ -84,7 +87,7 @@ async function main() {
     if (close) await close();
   }
 
-  const browser2 = new Client(`ws://${pub}/browser`, 'node-browser');
+  const browser2 = new Client(`${SCHEME}://${pub}/browser`, 'node-browser');
   await browser2.opened();
   browser2.ws.send(JSON.stringify({ type: 'join', code: code.toLowerCase() }));
   const j2 = (await browser2.nextJson('joined (lower-case code)')).json;
@@ -96,7 +99,7 @@ async function main() {
   browser2.ws.close(1000);
   const left2 = (await host.nextJson('second BROWSER_DISCONNECTED')).json;
   check(left2.code === 'BROWSER_DISCONNECTED', `host told BROWSER_DISCONNECTED again: ${JSON.stringify(left2)}`);
-  const browser3 = new Client(`ws://${pub}/v1/session/join?code=${code}`, 'query-browser');
+  const browser3 = new Client(`${SCHEME}://${pub}/v1/session/join?code=${code}`, 'query-browser');
   await browser3.opened();
   const j3 = (await browser3.nextJson('joined (?code=)')).json;
   const h3 = (await host.nextJson('third joined at the host')).json;

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Interop: curl as the PUT and GET clients of a ticket (§6).
 #
-# Usage: tickets.sh PUBLIC_ADDR ADMIN_ADDR WORKDIR
+# Usage: tickets.sh PUBLIC_ADDR ADMIN_ADDR WORKDIR [CA_PEM]
+# With CA_PEM the public listener is TLS: every request is https:// with --cacert CA_PEM
+# (the admin listener stays plain).
 # Mints tickets on the admin API, PUTs a file (Content-Length, then chunked) while a
 # GET downloads it, and compares sha256; checks the PUT's JSON answer and that a used
 # ticket answers 410. curl waits on the transfer itself: no sleeps. Exit 1 on mismatch.
@@ -9,6 +11,12 @@ set -uo pipefail  # no -e: each check records its own result
 PUBLIC="$1"
 ADMIN="$2"
 WORK="$3"
+BASE="http://$PUBLIC"
+CURL_TLS=()
+if [ -n "${4:-}" ]; then
+    BASE="https://$PUBLIC"
+    CURL_TLS=(--cacert "$4")
+fi
 rm -rf "${WORK:?}"
 mkdir -p "$WORK"
 passes=0
@@ -38,7 +46,7 @@ transfer() {
 
     # GET first (it waits for the PUT side), then PUT; wait for both.
     curl -sS --max-time 60 -o "$dst" -D "$WORK/$name.get.headers" -w '%{http_code}' \
-        -H "Authorization: Bearer $ticket" "http://$PUBLIC/v1/relay" >"$WORK/$name.get.status" 2>"$WORK/$name.get.err" &
+        -H "Authorization: Bearer $ticket" "${CURL_TLS[@]}" "$BASE/v1/relay" >"$WORK/$name.get.status" 2>"$WORK/$name.get.err" &
     local get_pid=$!
     local put_args=(-T "$src")
     if [ "$mode" = chunked ]; then
@@ -46,7 +54,7 @@ transfer() {
     fi
     local put_status
     put_status="$(curl -sS --max-time 60 -o "$WORK/$name.put.json" -w '%{http_code}' \
-        -H "Authorization: Bearer $ticket" "${put_args[@]}" "http://$PUBLIC/v1/relay" <"$src" \
+        -H "Authorization: Bearer $ticket" "${put_args[@]}" "${CURL_TLS[@]}" "$BASE/v1/relay" <"$src" \
         2>"$WORK/$name.put.err" || true)"
     local get_rc=0
     wait "$get_pid" || get_rc=$?
@@ -79,7 +87,7 @@ EOF
     # Single use: the ticket has ended.
     local again
     again="$(curl -sS --max-time 10 -o "$WORK/$name.again.json" -w '%{http_code}' \
-        -H "Authorization: Bearer $ticket" "http://$PUBLIC/v1/relay")"
+        -H "Authorization: Bearer $ticket" "${CURL_TLS[@]}" "$BASE/v1/relay")"
     [ "$again" = 410 ]
     check $? "$name: the used ticket answers 410 (got $again $(head -c 100 "$WORK/$name.again.json"))"
 }
@@ -105,13 +113,13 @@ aborted() {
     fi
     curl -sS --max-time 10 -o "$WORK/$name.mint.json" -X POST "http://$ADMIN/v1/tickets" -d "$body"
     ticket="$(json_field "$WORK/$name.mint.json" ticket)"
-    curl -sS --max-time 60 -o "$dst" -H "Authorization: Bearer $ticket" "http://$PUBLIC/v1/relay" \
+    curl -sS --max-time 60 -o "$dst" -H "Authorization: Bearer $ticket" "${CURL_TLS[@]}" "$BASE/v1/relay" \
         2>"$WORK/$name.get.err" &
     local get_pid=$! put_pid
     if [ "$how" = over-max ]; then
         local put_status
         put_status="$(curl -sS --max-time 60 -o "$WORK/$name.put.json" -w '%{http_code}' \
-            -H "Authorization: Bearer $ticket" -T "$src" "http://$PUBLIC/v1/relay" 2>"$WORK/$name.put.err")"
+            -H "Authorization: Bearer $ticket" -T "$src" "${CURL_TLS[@]}" "$BASE/v1/relay" 2>"$WORK/$name.put.err")"
         python3 - "$WORK/$name.put.json" <<'EOF2'
 import json, sys
 b = json.load(open(sys.argv[1]))
@@ -122,7 +130,7 @@ EOF2
         check $? "$name: PUT over max_bytes -> 413 {\"bytes\":n,\"status\":\"error\"} (got $put_status $(head -c 120 "$WORK/$name.put.json"))"
     else
         curl -sS --max-time 60 -o /dev/null --limit-rate 200k -H "Authorization: Bearer $ticket" \
-            -T "$src" "http://$PUBLIC/v1/relay" 2>/dev/null &
+            -T "$src" "${CURL_TLS[@]}" "$BASE/v1/relay" 2>/dev/null &
         put_pid=$!
         # Wait (polling with a deadline) until the GET has received some of the body.
         local deadline=$((SECONDS + 20))
@@ -145,9 +153,9 @@ aborted over-max over-max
 aborted put-breaks put-breaks
 
 echo "bad tickets"
-s="$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' "http://$PUBLIC/v1/relay")"
+s="$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' "${CURL_TLS[@]}" "$BASE/v1/relay")"
 [ "$s" = 401 ]; check $? "GET without Authorization -> 401 (got $s)"
-s="$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer rly_$(printf 'A%.0s' $(seq 43))" "http://$PUBLIC/v1/relay")"
+s="$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer rly_$(printf 'A%.0s' $(seq 43))" "${CURL_TLS[@]}" "$BASE/v1/relay")"
 [ "$s" = 404 ]; check $? "GET with an unknown well-formed ticket -> 404 (got $s)"
 
 echo "tickets (curl): $passes passed, $failures failed"

@@ -22,6 +22,7 @@ use crate::shard::admin;
 use crate::shard::{client_addr, ConnPermit, Handoff, InboxMsg, Shard, Upgrade};
 use crate::stats::{ConnKind, Event, Rejected};
 use crate::sys;
+use crate::tls::Link;
 
 /// Which listener a connection came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,8 +188,19 @@ async fn serve_new(
             }
         }
     };
+    // What came after a PROXY header is the start of the TLS stream on a TLS listener,
+    // and the start of the request head otherwise.
+    let (tls_bytes, head_bytes) = match (&shard.global.tls, which) {
+        (Some(_), Listener::Public) => (early, Vec::new()),
+        _ => (Vec::new(), early),
+    };
+    let Some(mut link) = new_link(&shard, which, tls_bytes) else {
+        return;
+    };
+    // Over TLS the handshake runs inside this read (and so inside the timeout).
     let timeout = client_addr::time_left(&shard, accepted_at);
-    let read = monoio::time::timeout(timeout, read_head(&shard, &stream, early)).await;
+    let read =
+        monoio::time::timeout(timeout, read_head(&shard, &stream, head_bytes, &mut link)).await;
     let (head, leftover) = match read {
         Err(_) => {
             shard
@@ -198,17 +210,62 @@ async fn serve_new(
             return;
         }
         Ok(Err(HeadFailure::Closed)) => return,
+        Ok(Err(HeadFailure::Tls)) => {
+            // PROTOCOL §1.1: no HTTP answer to a failed handshake or plain HTTP.
+            shard
+                .stats
+                .borrow_mut()
+                .rejected(crate::stats::Rejected::TlsHandshake);
+            return;
+        }
         Ok(Err(HeadFailure::Bad(err))) => {
             let reason = head_error_name(err);
             let resp = response::close_response(err.status(), "text/plain", &[], b"");
-            return Box::pin(refuse(&shard, stream, reason, resp)).await;
+            return Box::pin(refuse(&shard, stream, link, reason, resp)).await;
         }
         Ok(Ok(parsed)) => parsed,
     };
     match which {
         Listener::Admin => Box::pin(admin::serve(&shard, stream, head, leftover)).await,
         Listener::Public => {
-            route_public(&shard, stream, client, head, leftover, accepted_at, permit).await
+            let first = Accepted {
+                peer: client,
+                accepted_at,
+                permit,
+            };
+            route_public(&shard, stream, link, head, leftover, first).await
+        }
+    }
+}
+
+/// What the accept path knows of a public connection besides its head.
+struct Accepted {
+    /// The client's address.
+    peer: SocketAddr,
+    /// When it was accepted (handshake histogram).
+    accepted_at: Instant,
+    /// Its place under `--max-connections`.
+    permit: Option<ConnPermit>,
+}
+
+/// The transport of a new connection: TLS on a public listener with `--tls-cert`, the
+/// handshake to run on its first reads under the pair in force now; plain otherwise.
+/// `already_read` is what was read from the socket before the TLS bytes begin (nothing
+/// today; a PROXY protocol header reader hands on what followed the header).
+pub fn new_link(shard: &Shard, which: Listener, already_read: Vec<u8>) -> Option<Link> {
+    let keys = match (&shard.global.tls, which) {
+        (Some(keys), Listener::Public) => keys,
+        _ => return Some(Link::plain()),
+    };
+    match crate::tls::start(keys, already_read) {
+        Ok(link) => Some(link),
+        Err(e) => {
+            tracing::warn!(shard = shard.id, error = %e, "could not start a TLS session");
+            shard
+                .stats
+                .borrow_mut()
+                .rejected(crate::stats::Rejected::TlsHandshake);
+            None
         }
     }
 }
@@ -251,43 +308,49 @@ fn admit(shard: &Shard, peer: SocketAddr) -> Result<ConnPermit, Admission> {
 async fn route_public(
     shard: &Rc<Shard>,
     stream: TcpStream,
-    hop: SocketAddr,
+    link: Link,
     mut head: RequestHead,
     leftover: Vec<u8>,
-    accepted_at: Instant,
-    permit: Option<ConnPermit>,
+    first: Accepted,
 ) {
+    let Accepted {
+        peer: hop,
+        accepted_at,
+        permit,
+    } = first;
     let peer = match client_addr::after_head(shard, hop, &head) {
         Ok(client) => client,
         Err(_) => {
             let body = b"too many connection attempts\n";
             let resp = response::close_response(429, "text/plain", &[], body);
-            return Box::pin(refuse(shard, stream, Rejected::RateLimited, resp)).await;
+            return Box::pin(refuse(shard, stream, link, Rejected::RateLimited, resp)).await;
         }
     };
     let route = match routes::classify(&head, shard.config()) {
         Ok(route) => route,
         Err(refusal) => {
-            return Box::pin(refuse(shard, stream, refusal.reason, refusal.response)).await
+            return Box::pin(refuse(
+                shard,
+                stream,
+                link,
+                refusal.reason,
+                refusal.response,
+            ))
+            .await
         }
     };
     // Courier credentials were checked for presence by classify(); drop them now so no
     // later code path can log, forward or store them.
     routes::drop_credentials(&mut head);
     if route == Route::Health {
-        return Box::pin(admin::serve_health(shard, stream)).await;
+        return Box::pin(admin::serve_health(shard, stream, link)).await;
     }
     let accept_key = if route.is_websocket() {
         match upgrade::check_upgrade(&head) {
             Ok(key) => key,
             Err(refusal) => {
-                return Box::pin(refuse(
-                    shard,
-                    stream,
-                    Rejected::BadUpgrade,
-                    refusal.response(),
-                ))
-                .await
+                let resp = refusal.response();
+                return Box::pin(refuse(shard, stream, link, Rejected::BadUpgrade, resp)).await;
             }
         }
     } else {
@@ -298,7 +361,7 @@ async fn route_public(
     {
         shard.stats.borrow_mut().event(Event::JoinsRateLimited);
         let resp = response::close_response(429, "text/plain", &[], b"too many failed joins\n");
-        return Box::pin(refuse(shard, stream, Rejected::JoinRateLimited, resp)).await;
+        return Box::pin(refuse(shard, stream, link, Rejected::JoinRateLimited, resp)).await;
     }
     let Some(permit) = permit else {
         // Public connections always carry a permit; an admin one never gets here.
@@ -312,6 +375,7 @@ async fn route_public(
         accept_key,
         accepted_at,
         permit,
+        link,
     };
     place(shard, stream, request).await;
 }
@@ -373,21 +437,29 @@ async fn serve_here(shard: &Rc<Shard>, stream: TcpStream, request: Upgrade) {
 
 /// Send the 101 and give the connection to its rendezvous. The registry decision and
 /// the queued 101 happen with no await in between, so no other connection can slip in.
-async fn upgrade_here(shard: &Rc<Shard>, stream: TcpStream, request: Upgrade) {
+async fn upgrade_here(shard: &Rc<Shard>, stream: TcpStream, mut request: Upgrade) {
+    let link = std::mem::take(&mut request.link);
     if shard.shutting_down.get() {
         let resp = response::close_response(503, "text/plain", &[], b"shutting down\n");
-        return Box::pin(refuse(shard, stream, Rejected::ShuttingDown, resp)).await;
+        return Box::pin(refuse(shard, stream, link, Rejected::ShuttingDown, resp)).await;
     }
     if crate::memory::over_limit() {
         // PROTOCOL §2.1: at the memory limit no new WebSocket is taken on.
         let resp = response::close_response(503, "text/plain", &[], b"memory limit\n");
-        return Box::pin(refuse(shard, stream, Rejected::MemoryLimit, resp)).await;
+        return Box::pin(refuse(shard, stream, link, Rejected::MemoryLimit, resp)).await;
     }
     if let Some(refusal) = modes::refusal_before_upgrade(shard, &request.route) {
-        return Box::pin(refuse(shard, stream, refusal.reason, refusal.response)).await;
+        return Box::pin(refuse(
+            shard,
+            stream,
+            link,
+            refusal.reason,
+            refusal.response,
+        ))
+        .await;
     }
     let kind = request.route.conn_kind();
-    let conn = match Conn::new(sys::into_owned_fd(stream), kind, request.permit) {
+    let conn = match Conn::new(sys::into_owned_fd(stream), kind, request.permit, link) {
         Ok(conn) => conn,
         Err(e) => {
             // The runtime could not register the socket; the client sees it close.
@@ -418,6 +490,8 @@ enum HeadFailure {
     Closed,
     /// The head broke a cap or the grammar.
     Bad(HeadError),
+    /// The TLS handshake failed (or the bytes were not TLS at all).
+    Tls,
 }
 
 /// Read until a whole request head is in; return it and the bytes after it. `early`
@@ -426,6 +500,7 @@ async fn read_head(
     shard: &Shard,
     stream: &TcpStream,
     early: Vec<u8>,
+    link: &mut Link,
 ) -> Result<(RequestHead, Vec<u8>), HeadFailure> {
     let cfg = shard.config();
     let limits = HeadLimits {
@@ -441,6 +516,10 @@ async fn read_head(
         return Ok(parsed);
     }
     loop {
+        // A TLS handshake flight the socket did not take at once goes first.
+        flush_link(stream, link)
+            .await
+            .map_err(|_| HeadFailure::Closed)?;
         stream
             .readable(false)
             .await
@@ -449,11 +528,12 @@ async fn read_head(
             let room = (limits.max_head_bytes + 1)
                 .saturating_sub(buf.len())
                 .clamp(1, HEAD_READ);
-            match sys::recv_into(stream.as_raw_fd(), &mut buf, room) {
+            match link.recv_into(stream.as_raw_fd(), &mut buf, room) {
                 Ok(0) => return Err(HeadFailure::Closed),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => return Err(HeadFailure::Tls),
                 Err(_) => return Err(HeadFailure::Closed),
             }
             held.set(buf.capacity());
@@ -497,15 +577,26 @@ fn head_error_name(err: HeadError) -> Rejected {
     }
 }
 
-/// Answer with a plain HTTP response, count the rejection, and close.
-pub async fn refuse(shard: &Shard, stream: TcpStream, reason: Rejected, resp: Vec<u8>) {
+/// Answer with a plain HTTP response (inside TLS on a TLS connection), count the
+/// rejection, and close.
+pub async fn refuse(shard: &Shard, stream: TcpStream, link: Link, reason: Rejected, resp: Vec<u8>) {
     shard.stats.borrow_mut().rejected(reason);
-    respond_and_close(stream, &resp).await;
+    respond_and_close(stream, link, &resp).await;
 }
 
-/// Write a plain response and close lingering (`net::Linger::RESPONSE`).
-pub async fn respond_and_close(stream: TcpStream, resp: &[u8]) {
-    net::respond_and_close(&stream, resp, Linger::RESPONSE).await;
+/// Write a response (inside TLS on a TLS connection) and close lingering
+/// (`net::Linger::RESPONSE`).
+pub async fn respond_and_close(stream: TcpStream, mut link: Link, resp: &[u8]) {
+    net::respond_and_close(&stream, &mut link, resp, Linger::RESPONSE).await;
+}
+
+/// Send what the link holds for the socket (a TLS handshake flight), waiting for
+/// writability while the socket pushes back.
+pub async fn flush_link(stream: &TcpStream, link: &mut Link) -> io::Result<()> {
+    while !link.send_unsent(stream.as_raw_fd())? {
+        stream.writable(false).await?;
+    }
+    Ok(())
 }
 
 /// The kind counted for a route once upgraded.

@@ -19,6 +19,7 @@ use crate::stats::{
     self, CoarseReport, HealthCounts, MetricsReport, Rejected, ReportKind, ShardReport, StatsPlan,
     StatsReport,
 };
+use crate::tls::Link;
 
 /// Serve one admin-listener request.
 pub async fn serve(shard: &Rc<Shard>, stream: TcpStream, head: RequestHead, body: Vec<u8>) {
@@ -31,7 +32,7 @@ pub async fn serve(shard: &Rc<Shard>, stream: TcpStream, head: RequestHead, body
             &[("WWW-Authenticate", "Bearer")],
             br#"{"error":"admin token required"}"#,
         );
-        return refuse(shard, stream, Rejected::Unauthorized, resp).await;
+        return refuse(shard, stream, Link::plain(), Rejected::Unauthorized, resp).await;
     }
     let known = matches!(
         path,
@@ -39,7 +40,7 @@ pub async fn serve(shard: &Rc<Shard>, stream: TcpStream, head: RequestHead, body
     );
     if !known {
         let resp = response::close_response(404, "text/plain", &[], b"not found\n");
-        return refuse(shard, stream, Rejected::NotFound, resp).await;
+        return refuse(shard, stream, Link::plain(), Rejected::NotFound, resp).await;
     }
     let allowed = if path == "/v1/tickets" {
         Method::Post
@@ -58,13 +59,20 @@ pub async fn serve(shard: &Rc<Shard>, stream: TcpStream, head: RequestHead, body
             &[("Allow", allow)],
             b"method not allowed\n",
         );
-        return refuse(shard, stream, Rejected::MethodNotAllowed, resp).await;
+        return refuse(
+            shard,
+            stream,
+            Link::plain(),
+            Rejected::MethodNotAllowed,
+            resp,
+        )
+        .await;
     }
     match path {
         "/v1/tickets" => ticket::mint(shard, stream, &head, body).await,
         "/stats" => serve_stats(shard, stream, &head).await,
         "/metrics" => serve_metrics(shard, stream).await,
-        _ => serve_health(shard, stream).await,
+        _ => serve_health(shard, stream, Link::plain()).await,
     }
 }
 
@@ -85,7 +93,7 @@ fn authorized(shard: &Shard, head: &RequestHead) -> bool {
 /// every shard's histograms costs relay CPU and transient memory per probe in flight),
 /// and no message to another shard, so a probe flood costs what any small
 /// request costs and disturbs no shard but the one that accepted it.
-pub async fn serve_health(shard: &Rc<Shard>, stream: TcpStream) {
+pub async fn serve_health(shard: &Rc<Shard>, stream: TcpStream, link: Link) {
     let counts = shard
         .global
         .health
@@ -101,7 +109,7 @@ pub async fn serve_health(shard: &Rc<Shard>, stream: TcpStream) {
         &[("Cache-Control", "no-store")],
         body.as_bytes(),
     );
-    respond_and_close(stream, &resp).await;
+    respond_and_close(stream, link, &resp).await;
 }
 
 /// The health JSON, keys in the sorted order serde_json gave them before, written
@@ -167,7 +175,7 @@ async fn serve_stats(shard: &Rc<Shard>, stream: TcpStream, head: &RequestHead) {
         &[("Cache-Control", "no-store")],
         body.as_bytes(),
     );
-    respond_and_close(stream, &resp).await;
+    respond_and_close(stream, Link::plain(), &resp).await;
 }
 
 /// `GET /metrics`.
@@ -191,7 +199,7 @@ async fn serve_metrics(shard: &Rc<Shard>, stream: TcpStream) {
         &[("Cache-Control", "no-store")],
         body.as_bytes(),
     );
-    respond_and_close(stream, &resp).await;
+    respond_and_close(stream, Link::plain(), &resp).await;
 }
 
 #[cfg(test)]

@@ -67,6 +67,9 @@ pub struct Global {
     /// Each shard's `/health` figures, by shard index: written by that shard only, read
     /// by whichever shard answers a probe (no cross-shard message per probe).
     pub health: Vec<Arc<HealthMirror>>,
+    /// The public listener's TLS pair (`--tls-cert`/`--tls-key`), swapped on `SIGHUP`;
+    /// None for plain TCP.
+    pub tls: Option<Arc<crate::tls::TlsKeys>>,
 }
 
 impl Global {
@@ -175,6 +178,9 @@ pub struct Upgrade {
     pub accepted_at: Instant,
     /// The connection's place under the global cap.
     pub permit: ConnPermit,
+    /// Its transport: plain, or TLS with its session (the handshake done on the
+    /// accepting shard moves with the socket).
+    pub link: crate::tls::Link,
 }
 
 /// One shard's state.

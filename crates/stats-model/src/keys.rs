@@ -228,6 +228,8 @@ keys! {
         /// A PROXY protocol header missing, malformed, late or from an untrusted source
         /// (`--proxy-protocol`, PROTOCOL §1.2); which one is the `proxy_header_*` event.
         ProxyHeader => "proxy_header",
+        /// A TLS handshake that failed, or plain HTTP on a TLS listener (PROTOCOL §1.1).
+        TlsHandshake => "tls_handshake",
     }
 }
 

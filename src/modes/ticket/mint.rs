@@ -23,6 +23,7 @@ use crate::shard::inbox::wake_channel;
 use crate::shard::{InboxMsg, Shard};
 use crate::stats::{Event, Gauge, Rejected};
 use crate::sys;
+use crate::tls::Link;
 
 /// Largest mint request body: the JSON is a few short ids; 64 KiB leaves room for long
 /// ids while keeping a hostile admin client's cost trivial.
@@ -103,6 +104,7 @@ pub async fn serve_mint(shard: &Rc<Shard>, stream: TcpStream, head: &RequestHead
             return refuse(
                 shard,
                 stream,
+                Link::plain(),
                 Rejected::BadMintBody,
                 response::json_error(status, msg),
             )
@@ -115,11 +117,12 @@ pub async fn serve_mint(shard: &Rc<Shard>, stream: TcpStream, head: &RequestHead
         Err(msg) => Err((400, msg)),
     };
     match resp {
-        Ok(resp) => respond_and_close(stream, &resp).await,
+        Ok(resp) => respond_and_close(stream, Link::plain(), &resp).await,
         Err((status, msg)) => {
             refuse(
                 shard,
                 stream,
+                Link::plain(),
                 Rejected::MintRefused,
                 response::json_error(status, msg),
             )

@@ -30,7 +30,6 @@ mod registry;
 mod transfer;
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -50,14 +49,14 @@ use crate::http::routes::Route;
 use crate::shard::accept::refuse;
 use crate::shard::{Shard, Upgrade};
 use crate::stats::{Event, Gauge, Rejected};
-use crate::sys;
 
 /// `HTTP/1.1 100 Continue`, sent to a PUT with `Expect: 100-continue` once its claim
 /// is accepted.
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Serve `PUT /v1/relay` or `GET /v1/relay` on the ticket's owner shard.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream, request: Upgrade) {
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, mut request: Upgrade) {
+    let link = std::mem::take(&mut request.link);
     let (ticket, side) = match request.route {
         Route::TicketPut { ticket } => (ticket, TicketSide::Put),
         Route::TicketGet { ticket } => (ticket, TicketSide::Get),
@@ -65,13 +64,14 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, request: Upgrade) {
     };
     if shard.shutting_down.get() {
         let resp = response::json_error(503, "shutting down");
-        return refuse(&shard, stream, Rejected::ShuttingDown, resp).await;
+        return refuse(&shard, stream, link, Rejected::ShuttingDown, resp).await;
     }
     if side == TicketSide::Put {
         if let Err(msg) = framing_of(&request.head) {
             return refuse(
                 &shard,
                 stream,
+                link,
                 Rejected::BadTicketBody,
                 response::json_error(400, msg),
             )
@@ -87,7 +87,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, request: Upgrade) {
         Claim::Finished => (Rejected::TicketFinished, 410, "relay already finished"),
         Claim::AlreadyClaimed => (Rejected::TicketSideClaimed, 423, side.claimed_message()),
         Claim::Wait(waiter) => {
-            let conn = SideConn::open(&shard, stream, side, request.permit);
+            let conn = SideConn::open(&shard, stream, link, side, request.permit);
             let me = Arrived {
                 conn,
                 head: request.head,
@@ -96,7 +96,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, request: Upgrade) {
             return wait_for_peer(shard, ticket, waiter, me).await;
         }
         Claim::Meet(waiter) => {
-            let conn = SideConn::open(&shard, stream, side, request.permit);
+            let conn = SideConn::open(&shard, stream, link, side, request.permit);
             send_continue(&conn, &request.head);
             let me = Arrived {
                 conn,
@@ -107,7 +107,14 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, request: Upgrade) {
             return;
         }
     };
-    refuse(&shard, stream, reason, response::json_error(status, msg)).await;
+    refuse(
+        &shard,
+        stream,
+        link,
+        reason,
+        response::json_error(status, msg),
+    )
+    .await;
 }
 
 /// Answer `Expect: 100-continue` on a PUT whose claim was accepted. One non-blocking
@@ -123,7 +130,7 @@ fn send_continue(conn: &SideConn, head: &RequestHead) -> bool {
         return true;
     }
     let slice = [io::IoSlice::new(CONTINUE)];
-    matches!(sys::send_vectored(conn.stream.as_raw_fd(), &slice), Ok(n) if n == CONTINUE.len())
+    matches!(conn.send_vectored(&slice), Ok(n) if n == CONTINUE.len())
 }
 
 /// The first side waits for the second, its ticket's expiry, or shutdown, and frees its
@@ -167,7 +174,6 @@ async fn wait_for_peer(shard: Rc<Shard>, ticket: String, waiter: Rc<Waiter>, mut
 /// After read readiness on a waiting side: did its client leave? A PUT's body bytes are
 /// kept (bounded by the window); anything a GET sends is dropped.
 fn client_left(me: &mut Arrived, window: usize) -> bool {
-    let fd = me.conn.stream.as_raw_fd();
     loop {
         let result = match me.conn.side {
             TicketSide::Put => {
@@ -175,11 +181,11 @@ fn client_left(me: &mut Arrived, window: usize) -> bool {
                 if room == 0 {
                     return false;
                 }
-                sys::recv_into(fd, &mut me.leftover, room)
+                me.conn.recv_into(&mut me.leftover, room)
             }
             TicketSide::Get => {
                 let mut sink = Vec::with_capacity(1024);
-                sys::recv_into(fd, &mut sink, 1024)
+                me.conn.recv_into(&mut sink, 1024)
             }
         };
         match result {

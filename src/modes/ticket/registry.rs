@@ -14,12 +14,16 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
+use std::io;
+use std::os::fd::AsRawFd;
+
 use monoio::net::TcpStream;
 
 use crate::http::head::RequestHead;
 use crate::shard::{ConnPermit, Shard};
 use crate::stats::{ConnKind, Event};
 use crate::timer::Reminders;
+use crate::tls::Link;
 
 /// How long a ticket that ended at or past its expiry still answers 410: enough for a
 /// client that got 408 to retry and learn the ticket is spent rather than unknown.
@@ -61,6 +65,8 @@ impl TicketSide {
 pub(super) struct SideConn {
     /// The client's socket.
     pub(super) stream: TcpStream,
+    /// Its transport (plain, or TLS): every read and write of the body goes through it.
+    pub(super) link: RefCell<Link>,
     /// Which side.
     pub(super) side: TicketSide,
     /// The connection's place under `--max-connections`, held for its whole life.
@@ -74,16 +80,32 @@ impl SideConn {
     pub(super) fn open(
         shard: &Rc<Shard>,
         stream: TcpStream,
+        link: Link,
         side: TicketSide,
         permit: ConnPermit,
     ) -> Self {
         shard.stats.borrow_mut().conn_opened(side.conn_kind());
         SideConn {
             stream,
+            link: RefCell::new(link),
             side,
             _permit: permit,
             shard: shard.clone(),
         }
+    }
+}
+
+impl SideConn {
+    /// Read (and over TLS decrypt) what the socket has, as `sys::recv_into`.
+    pub(super) fn recv_into(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        let fd = self.stream.as_raw_fd();
+        self.link.borrow_mut().recv_into(fd, buf, max)
+    }
+
+    /// Write what the socket takes (sealed over TLS), as `sys::send_vectored`.
+    pub(super) fn send_vectored(&self, slices: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let fd = self.stream.as_raw_fd();
+        self.link.borrow_mut().send_vectored(fd, slices)
     }
 }
 

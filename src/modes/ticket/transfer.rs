@@ -134,12 +134,14 @@ fn put_body(bytes: u64, error: Option<&str>) -> String {
 /// Write a final response, half-close, and linger briefly (bounded) for the client to
 /// read it before the socket closes (`net::Linger::UPLOAD`: an uploader may be mid-body).
 pub(super) async fn respond(conn: SideConn, resp: &[u8]) {
-    net::respond_and_close(&conn.stream, resp, Linger::UPLOAD).await;
+    let mut link = conn.link.take();
+    net::respond_and_close(&conn.stream, &mut link, resp, Linger::UPLOAD).await;
 }
 
 /// Half-close, then read and drop what the client still sends until EOF (bounded).
 async fn linger_close(conn: SideConn) {
-    net::linger_close(&conn.stream, Linger::UPLOAD).await;
+    let mut link = conn.link.take();
+    net::linger_close(&conn.stream, &mut link, Linger::UPLOAD).await;
 }
 
 /// The moving parts of one transfer.
@@ -239,11 +241,11 @@ impl Pump {
 
     /// One non-blocking read from the PUT. `Ok(None)`: nothing there now.
     fn read_socket(&mut self, put: &SideConn, room: usize) -> Result<Option<usize>, Stop> {
-        let fd = put.stream.as_raw_fd();
         let read = match self.body.read_plan(room) {
-            ReadPlan::Direct(max) => sys::recv_into(fd, self.window.tail(max), max)
+            ReadPlan::Direct(max) => put
+                .recv_into(self.window.tail(max), max)
                 .inspect(|&n| self.body.took_direct(n)),
-            ReadPlan::Raw(max) => sys::recv_into(fd, self.body.raw_buffer(), max),
+            ReadPlan::Raw(max) => put.recv_into(self.body.raw_buffer(), max),
         };
         match read {
             Ok(0) => Err(Stop::PutBroke { malformed: false }),
@@ -268,7 +270,7 @@ impl Pump {
     fn push(&mut self, shard: &Shard, get: &SideConn) -> Result<bool, ()> {
         let sent = {
             let slices = self.out.slices(self.window.data());
-            sys::send_vectored(get.stream.as_raw_fd(), &slices)
+            get.send_vectored(&slices)
         };
         match sent {
             Ok(n) => {

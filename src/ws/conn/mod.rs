@@ -52,6 +52,7 @@ use crate::net::ConnPermit;
 use crate::stats::{ConnKind, ShardStats};
 use crate::sys;
 use crate::timer::Armed;
+use crate::tls::Link;
 use crate::ws::codec::{Decoder, MessageKind};
 
 pub use life::{Life, Phase};
@@ -156,8 +157,6 @@ pub struct Conn<R: Rendezvous> {
     /// The socket as the runtime sees it: only for readiness waits, and it closes the
     /// descriptor when the connection is dropped (`sys::readiness_handle`).
     pub stream: monoio::net::UnixStream,
-    /// The socket's descriptor, for the raw non-blocking reads and writes.
-    pub fd: RawFd,
     /// What this connection is in its rendezvous (binary, phone, pair side…).
     pub role: RefCell<R>,
     /// The kind counted in `/stats` `connections`.
@@ -216,6 +215,9 @@ pub struct Conn<R: Rendezvous> {
     /// Counts this connection against `--max-connections` until dropped (or moved). A
     /// `Cell` (only ever taken whole), so it costs its 8 bytes and no borrow flag.
     permit: Cell<Option<ConnPermit>>,
+    /// The transport: plain, or TLS with its session (`tls::Link`, one word); every
+    /// read and write of the socket goes through it (`with_link`).
+    link: Cell<Link>,
 }
 
 /// The parts of a connection that few connections need, in one box behind one pointer
@@ -243,7 +245,7 @@ impl<R: Rendezvous> Default for Rare<R> {
 impl<R: Rendezvous> std::fmt::Debug for Conn<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Conn")
-            .field("fd", &self.fd)
+            .field("fd", &self.fd())
             .field("kind", &self.kind.get())
             .field("life", &self.life.get())
             .finish()
@@ -260,13 +262,16 @@ impl<R: Rendezvous> Drop for Conn<R> {
 
 impl<R: Rendezvous> Conn<R> {
     /// Wrap an upgraded socket.
-    pub fn new(socket: OwnedFd, kind: ConnKind, permit: ConnPermit) -> io::Result<Rc<Self>> {
-        let fd = socket.as_raw_fd();
+    pub fn new(
+        socket: OwnedFd,
+        kind: ConnKind,
+        permit: ConnPermit,
+        link: Link,
+    ) -> io::Result<Rc<Self>> {
         let stream = sys::readiness_handle(socket)?;
         Ok(Rc::new(Conn {
             key: Cell::new(usize::MAX),
             stream,
-            fd,
             role: RefCell::new(R::default()),
             kind: Cell::new(kind),
             life: Cell::new(Life::new(Instant::now())),
@@ -290,6 +295,7 @@ impl<R: Rendezvous> Conn<R> {
             room_waiters: RefCell::new(Vec::new()),
             rare: Cell::new(None),
             permit: Cell::new(Some(permit)),
+            link: Cell::new(link),
         }))
     }
 
@@ -320,6 +326,21 @@ impl<R: Rendezvous> Conn<R> {
     /// The address [`Conn::set_client`] recorded, if any (it moves with the connection).
     fn client(&self) -> Option<SocketAddr> {
         self.rare(|rare| rare.and_then(|rare| rare.client))
+    }
+
+    /// The socket's descriptor, for the raw non-blocking reads and writes (asked of the
+    /// readiness handle rather than kept: 8 bytes per connection).
+    pub fn fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+
+    /// Run `f` on the transport (taken out of its cell for the call; `f` cannot reach
+    /// this connection's link again).
+    fn with_link<T>(&self, f: impl FnOnce(&mut Link) -> T) -> T {
+        let mut link = self.link.take();
+        let out = f(&mut link);
+        self.link.set(link);
+        out
     }
 
     /// Apply a transition to the life state and return what it returned.
@@ -362,7 +383,7 @@ impl<R: Rendezvous> Conn<R> {
     pub fn peer(&self) -> PeerAddr {
         match self.client() {
             Some(client) => PeerAddr(Some(client)),
-            None => PeerAddr(sys::peer_addr(self.fd)),
+            None => PeerAddr(sys::peer_addr(self.fd())),
         }
     }
 
@@ -371,7 +392,7 @@ impl<R: Rendezvous> Conn<R> {
     /// connection's socket lives on at its new owner and is left alone.
     pub fn abort(&self) {
         if self.update(Life::abort) {
-            sys::shutdown_both(self.fd);
+            sys::shutdown_both(self.fd());
         }
     }
 
@@ -463,7 +484,8 @@ mod tests {
             let count = std::sync::Arc::new(crate::net::ConnCount::default());
             let permit = count.admit(1).expect("permit");
             let conn =
-                Conn::<NoRole>::new(OwnedFd::from(ours), ConnKind::Echo, permit).expect("conn");
+                Conn::<NoRole>::new(OwnedFd::from(ours), ConnKind::Echo, permit, Link::plain())
+                    .expect("conn");
             let host = FakeShard {
                 max_queue: 1 << 20,
                 stats: RefCell::new(ShardStats::with_mirror(0, Default::default())),

@@ -13,7 +13,6 @@ use super::reader::push_waker;
 use super::{Conn, Host, Life, Outbox, Rendezvous};
 use crate::memory;
 use crate::stats::Style;
-use crate::sys;
 use crate::ws::codec::{self, OpCode};
 use crate::ws::payload::Payload;
 
@@ -347,7 +346,7 @@ impl<R: Rendezvous> Conn<R> {
                 self.discard_queue();
                 break Flushed::Broken;
             }
-            if self.out.borrow().is_empty() {
+            if self.out.borrow().is_empty() && !self.with_link(|l| l.has_unsent()) {
                 break Flushed::Done;
             }
             match self.write_some() {
@@ -379,7 +378,8 @@ impl<R: Rendezvous> Conn<R> {
             });
             skip = 0;
         }
-        sys::send_vectored(self.fd, &slices[..used])
+        let fd = self.fd();
+        self.with_link(|link| link.send_vectored(fd, &slices[..used]))
     }
 
     /// Account `n` written bytes: pop frames that went out whole.
@@ -427,8 +427,12 @@ impl<R: Rendezvous> Conn<R> {
         if self.out.borrow().len() < 2 || !self.life.get().may_write() {
             self.wake_room_waiters();
         }
-        if self.out.borrow().is_empty() && self.update(Life::shut_write) {
-            sys::shutdown_write(self.fd);
+        if self.out.borrow().is_empty()
+            && !self.with_link(|l| l.has_unsent())
+            && self.update(Life::shut_write)
+        {
+            let fd = self.fd();
+            self.with_link(|link| link.shutdown_write(fd));
         }
     }
 

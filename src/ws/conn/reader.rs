@@ -150,7 +150,7 @@ pub async fn run_reader<R: Rendezvous, H: Host<R>>(host: Rc<H>, conn: Rc<Conn<R>
             // (one allocation per pause, never per message).
             let resumed = Box::pin(wait_paused(host.tick_period(), &pause)).await;
             conn.paused.set(false);
-            if !resumed && sys::peer_hung_up(conn.fd) {
+            if !resumed && sys::peer_hung_up(conn.fd()) {
                 // The client left while paused: what it sent and we did not read is moot.
                 break;
             }
@@ -222,7 +222,8 @@ fn read_chunks<R: Rendezvous, H: Host<R>>(host: &Rc<H>, conn: &Rc<Conn<R>>) -> S
             conn.partial.set(partial);
             host.take_scratch()
         };
-        let got = sys::recv_into(conn.fd, &mut buf, READ_CHUNK);
+        let fd = conn.fd();
+        let got = conn.with_link(|link| link.recv_into(fd, &mut buf, READ_CHUNK));
         let short_read = matches!(got, Ok(n) if n < READ_CHUNK);
         let step = match got {
             Ok(0) => Step::End,

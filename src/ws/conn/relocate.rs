@@ -15,6 +15,7 @@ use super::{Conn, Host, Life, OutFrame, Outbox, Rendezvous};
 use crate::net::ConnPermit;
 use crate::stats::ConnKind;
 use crate::sys;
+use crate::tls::Link;
 
 /// An established connection on its way to another shard.
 #[derive(Debug)]
@@ -28,6 +29,8 @@ pub struct Relocation<R: Rendezvous> {
     permit: ConnPermit,
     /// Frames queued but not yet written, as raw bytes.
     unsent: Vec<u8>,
+    /// The transport (a TLS session moves with its socket).
+    link: Link,
     /// Bytes read but not yet decoded (they follow the message that asked for the move).
     unread: Vec<u8>,
     /// What the connection does on arrival.
@@ -80,7 +83,7 @@ pub(super) fn start_move<R: Rendezvous, H: Host<R>>(host: &H, conn: &Rc<Conn<R>>
     };
     let MoveRequest { owner, resume } = moving;
     let permit = conn.permit.take();
-    let (Ok(fd), Some(permit)) = (sys::dup_fd(conn.fd), permit) else {
+    let (Ok(fd), Some(permit)) = (sys::dup_fd(conn.fd()), permit) else {
         tracing::warn!(
             shard = host.shard_id(),
             "could not move a connection; closing it"
@@ -97,6 +100,7 @@ pub(super) fn start_move<R: Rendezvous, H: Host<R>>(host: &H, conn: &Rc<Conn<R>>
         kind: conn.kind.get(),
         permit,
         unsent,
+        link: conn.link.take(),
         unread,
         resume,
         sent_at: Instant::now(),
@@ -121,7 +125,7 @@ pub fn adopt_moved<R: Rendezvous>(
     moving: Relocation<R>,
 ) -> Option<Arrived<R>> {
     let micros = moving.sent_at.elapsed().as_micros() as u64;
-    let conn = match Conn::new(moving.fd, moving.kind, moving.permit) {
+    let conn = match Conn::new(moving.fd, moving.kind, moving.permit, moving.link) {
         Ok(conn) => conn,
         Err(e) => {
             tracing::warn!(shard = shard_id, error = %e, "could not adopt a moved connection");
