@@ -14,19 +14,28 @@ use std::path::{Path, PathBuf};
 /// The relay's layers, lowest first (see docs/architecture.md, "Layers").
 const RELAY_LAYERS: &[(&str, &[&str])] = &[
     // The operating system, the allocator, the connection count, and the client
-    // address behind a balancer (PROXY header, trusted proxies), the timing wheel.
+    // address behind a balancer (PROXY header, trusted proxies), the TLS record layer,
+    // the timing wheel.
     (
         "platform",
-        &["sys", "alloc_count", "memory", "net", "proxy", "timer"],
+        &[
+            "sys",
+            "alloc_count",
+            "memory",
+            "tls",
+            "net",
+            "proxy",
+            "timer",
+        ],
     ),
     // Settings, counters, logs, per-address state, the listeners' setup.
     (
         "settings and counters",
         &["config", "stats", "logging", "process", "per_ip", "listen"],
     ),
-    // Wire protocols: TLS records, WebSocket frames and connections, HTTP heads and
+    // Wire protocols: WebSocket frames and connections, HTTP heads and
     // responses.
-    ("protocols", &["tls", "ws", "http"]),
+    ("protocols", &["ws", "http"]),
     // The rendezvous styles.
     ("styles", &["modes"]),
     // One shard: registries, dispatch, accept, inbox, tick, admin endpoints.
