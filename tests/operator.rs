@@ -1023,7 +1023,22 @@ impl Tmux {
 }
 
 impl Drop for Tmux {
+    /// Kill the panes' processes, then the tmux server. `kill-server` alone only hangs
+    /// up the panes, and the relay does not exit on `SIGHUP` (it reloads its TLS pair),
+    /// so it used to outlive every run as an orphan.
     fn drop(&mut self) {
+        if let Ok(out) = Command::new("tmux")
+            .args(["-L", &self.socket, "list-panes", "-s", "-F", "#{pane_pid}"])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.trim().parse::<libc::pid_t>().ok())
+            {
+                // SAFETY: kill(2) on a pid tmux reported as its pane's process.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
         let _ = Command::new("tmux")
             .args(["-L", &self.socket, "kill-server"])
             .status();
@@ -1301,7 +1316,7 @@ fn a5_an_old_rustc_gets_a_clear_message_from_the_toolchain_check() {
 #[test]
 fn a1_log_lines_are_coloured_when_stderr_is_a_terminal() {
     let command = format!(
-        "{} --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0",
+        "exec {} --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0",
         env!("CARGO_BIN_EXE_shardrelay")
     );
     let Some(tmux) = Tmux::start("colour", &command) else {
