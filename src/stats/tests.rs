@@ -139,8 +139,14 @@ fn steady_state_recording_does_not_grow_any_buffer() {
     let mut s = ShardStats::new(0);
     s.record_forward(Style::Pair, 5);
     s.rejected(Rejected::NotFound);
+    s.dropped(Dropped::TextInPair);
+    s.event(Event::NotReading);
     let modes_cap = s.live.forward_by_mode.capacity();
     let rejected_cap = s.live.rejected.order.capacity();
+    let keyed_caps = (
+        s.live.dropped.order.capacity(),
+        s.live.events.order.capacity(),
+    );
     let slots = s.live.forward.distinct_values();
     let mode_slots = s.live.forward_by_mode[0].1.distinct_values();
     for v in [0, 1, 999, 123_456, HIST_HIGH_MICROS, u64::MAX] {
@@ -148,9 +154,16 @@ fn steady_state_recording_does_not_grow_any_buffer() {
         s.message_in(v as usize);
         s.message_out(7);
         s.rejected(Rejected::NotFound);
+        s.dropped(Dropped::TextInPair);
+        s.event(Event::NotReading);
     }
     assert_eq!(s.live.forward_by_mode.capacity(), modes_cap);
     assert_eq!(s.live.rejected.order.capacity(), rejected_cap);
+    let caps = (
+        s.live.dropped.order.capacity(),
+        s.live.events.order.capacity(),
+    );
+    assert_eq!(caps, keyed_caps);
     assert_eq!(s.live.forward.distinct_values(), slots);
     assert_eq!(s.live.forward_by_mode[0].1.distinct_values(), mode_slots);
 }
