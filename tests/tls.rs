@@ -446,6 +446,18 @@ fn pt1_garbage_or_plain_http_instead_of_a_client_hello_is_closed_without_an_answ
     assert_eq!(resp.status, 200);
 }
 
+#[test]
+fn pt1_a_connection_refused_at_accept_on_a_tls_listener_is_closed_without_plaintext() {
+    let pki = Pki::mint();
+    let relay = pki.relay(&["--max-connections", "1"]);
+    // The one connection the cap allows, held open in its handshake.
+    let _held = TcpStream::connect(relay.public).unwrap();
+    relay.wait_total("/accepted", 1);
+    let refused = TcpStream::connect(relay.public).unwrap();
+    closed_without_answer(refused, Duration::from_secs(5));
+    relay.wait_total("/rejected/over_capacity", 1);
+}
+
 /// The leaf certificate a new connection is served.
 fn served_cert(relay: &Relay, config: Arc<ClientConfig>) -> CertificateDer<'static> {
     let tls = tls_connect(relay, config).unwrap();

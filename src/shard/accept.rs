@@ -157,6 +157,11 @@ pub(super) fn refuse_at_accept(shard: &Shard, stream: &TcpStream, refusal: Admis
         ),
     };
     shard.stats.borrow_mut().rejected(reason);
+    if shard.global.tls.is_some() {
+        // A TLS client cannot read a plaintext answer before its handshake, and a
+        // handshake is the work refusing at accept exists to avoid: just close.
+        return;
+    }
     let resp = response::close_response(status, "text/plain", &[], body);
     sys::refuse_now(stream.as_raw_fd(), &resp);
 }
