@@ -9,31 +9,17 @@
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::net::{Ipv4Addr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{expect_close, next_text, wait_until, Relay, Ws, IO_TIMEOUT};
+use common::{connect_from, expect_close, next_text, wait_until, Relay, Ws};
 use serde_json::Value;
-use socket2::{Domain, Socket, Type};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::Message;
 
 /// How long an answer "at once" may take on a busy shared box: far below the handshake
 /// timeout the tests configure (60 s), which is what a client waited before the fix.
 const PROMPT: Duration = Duration::from_secs(5);
-
-/// A TCP connection to `to` from source address `from` (any port).
-fn connect_from(from: Ipv4Addr, to: SocketAddr) -> TcpStream {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-    socket
-        .bind(&SocketAddr::V4(SocketAddrV4::new(from, 0)).into())
-        .expect("bind source address");
-    socket.connect(&to.into()).expect("connect");
-    let stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream.set_nodelay(true).unwrap();
-    stream
-}
 
 /// A WebSocket client on `path` from source address `from`.
 fn ws_from(relay: &Relay, from: Ipv4Addr, path: &str) -> Ws {

@@ -15,13 +15,12 @@
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{wait_until, Relay, IO_TIMEOUT};
-use socket2::{Domain, Socket, Type};
+use common::{connect_from, wait_until, Relay, IO_TIMEOUT};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::Message;
 
@@ -80,19 +79,6 @@ fn v2_local() -> Vec<u8> {
     let mut h = V2_SIGNATURE.to_vec();
     h.extend_from_slice(&[0x20, 0x00, 0, 0]);
     h
-}
-
-/// Connect to `to` from source address `from`.
-fn connect_from(from: Ipv4Addr, to: SocketAddr) -> TcpStream {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-    socket
-        .bind(&SocketAddr::V4(SocketAddrV4::new(from, 0)).into())
-        .expect("bind source address");
-    socket.connect(&to.into()).expect("connect");
-    let stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream.set_nodelay(true).unwrap();
-    stream
 }
 
 /// Everything the relay sends until it closes (a reset after some bytes ends it too).

@@ -217,10 +217,7 @@ async fn serve_new(
         Ok(Err(HeadFailure::Closed)) => return,
         Ok(Err(HeadFailure::Tls)) => {
             // PROTOCOL §1.1: no HTTP answer to a failed handshake or plain HTTP.
-            shard
-                .stats
-                .borrow_mut()
-                .rejected(crate::stats::Rejected::TlsHandshake);
+            shard.stats.borrow_mut().rejected(Rejected::TlsHandshake);
             return;
         }
         Ok(Err(HeadFailure::Bad(err))) => {
@@ -266,10 +263,7 @@ pub fn new_link(shard: &Shard, which: Listener, already_read: Vec<u8>) -> Option
         Ok(link) => Some(link),
         Err(e) => {
             tracing::warn!(shard = shard.id, error = %e, "could not start a TLS session");
-            shard
-                .stats
-                .borrow_mut()
-                .rejected(crate::stats::Rejected::TlsHandshake);
+            shard.stats.borrow_mut().rejected(Rejected::TlsHandshake);
             None
         }
     }

@@ -601,3 +601,18 @@ fn parse_server_frame(buf: &[u8]) -> Option<((u8, Vec<u8>), usize)> {
     let payload = buf.get(off..off + len)?.to_vec();
     Some(((buf[0], payload), off + len))
 }
+
+/// A TCP connection to `to` from source address `from` (any port): several 127.0.0.x
+/// sources stand for several clients in per-address tests.
+pub fn connect_from(from: std::net::Ipv4Addr, to: SocketAddr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::V4(std::net::SocketAddrV4::new(from, 0)).into())
+        .expect("bind source address");
+    socket.connect(&to.into()).expect("connect");
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+}
