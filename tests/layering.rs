@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 const RELAY_LAYERS: &[(&str, &[&str])] = &[
     // The operating system, the allocator, the connection count, and the client
     // address behind a balancer (PROXY header, trusted proxies), the TLS record layer,
-    // the timing wheel.
+    // the timing wheel, the cross-thread channel with a wake (`wake`).
     (
         "platform",
         &[
@@ -26,6 +26,7 @@ const RELAY_LAYERS: &[(&str, &[&str])] = &[
             "net",
             "proxy",
             "timer",
+            "wake",
         ],
     ),
     // Settings, counters, logs, per-address state, the listeners' setup.

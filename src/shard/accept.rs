@@ -17,7 +17,7 @@ use crate::http::routes::{self, Route};
 use crate::http::upgrade;
 use crate::modes;
 use crate::modes::Conn;
-use crate::net::{self, Linger};
+use crate::net;
 use crate::shard::admin;
 use crate::shard::{client_addr, ConnPermit, Handoff, InboxMsg, Shard, Upgrade};
 use crate::stats::{ConnKind, Event, Rejected};
@@ -516,7 +516,7 @@ async fn read_head(
     }
     loop {
         // A TLS handshake flight the socket did not take at once goes first.
-        flush_link(stream, link)
+        net::flush_link(stream, link)
             .await
             .map_err(|_| HeadFailure::Closed)?;
         stream
@@ -580,22 +580,7 @@ fn head_error_name(err: HeadError) -> Rejected {
 /// rejection, and close.
 pub async fn refuse(shard: &Shard, stream: TcpStream, link: Link, reason: Rejected, resp: Vec<u8>) {
     shard.stats.borrow_mut().rejected(reason);
-    respond_and_close(stream, link, &resp).await;
-}
-
-/// Write a response (inside TLS on a TLS connection) and close lingering
-/// (`net::Linger::RESPONSE`).
-pub async fn respond_and_close(stream: TcpStream, mut link: Link, resp: &[u8]) {
-    net::respond_and_close(&stream, &mut link, resp, Linger::RESPONSE).await;
-}
-
-/// Send what the link holds for the socket (a TLS handshake flight), waiting for
-/// writability while the socket pushes back.
-pub async fn flush_link(stream: &TcpStream, link: &mut Link) -> io::Result<()> {
-    while !link.send_unsent(stream.as_raw_fd())? {
-        stream.writable(false).await?;
-    }
-    Ok(())
+    net::reply_and_close(stream, link, &resp).await;
 }
 
 /// The kind counted for a route once upgraded.

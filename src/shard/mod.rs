@@ -11,13 +11,12 @@
 pub mod accept;
 pub mod admin;
 mod client_addr;
-pub mod inbox;
 pub mod tick;
 pub mod timers;
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -27,16 +26,15 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use crate::config::{Config, DriverChoice};
-use crate::http::head::RequestHead;
-use crate::http::routes::Route;
+pub use crate::http::upgrade::Upgrade;
 use crate::modes::{self, pair, server_id, session, session_ws, ticket, Conn, Pause, Role};
 use crate::net::ConnCount;
 pub use crate::net::ConnPermit;
 use crate::stats::HealthMirror;
 use crate::stats::{HistId, ReportKind, ShardReport, ShardStats, CELL_BUCKETS};
+use crate::wake::{self, WakeReceiver, WakeSender};
 use crate::ws::codec::MessageKind;
 use crate::ws::conn::{self, Flushed, Host, Outbox, Relocation, READ_CHUNK};
-use inbox::{WakeReceiver, WakeSender};
 
 /// State every shard reads; written once at start-up (save the connection count).
 #[derive(Debug)]
@@ -159,28 +157,6 @@ pub struct Handoff {
     pub sent_at: Instant,
     /// The request, ready to upgrade.
     pub upgrade: Upgrade,
-}
-
-/// A request that passed every pre-upgrade check, ready for its 101 on the owner shard.
-#[derive(Debug)]
-pub struct Upgrade {
-    /// The client's address.
-    pub peer: SocketAddr,
-    /// The request head as parsed by the accepting shard.
-    pub head: RequestHead,
-    /// Bytes that arrived after the head.
-    pub leftover: Vec<u8>,
-    /// Where the request goes.
-    pub route: Route,
-    /// `Sec-WebSocket-Accept` for the 101.
-    pub accept_key: String,
-    /// When the accepting shard accepted the TCP connection (handshake histogram).
-    pub accepted_at: Instant,
-    /// The connection's place under the global cap.
-    pub permit: ConnPermit,
-    /// Its transport: plain, or TLS with its session (the handshake done on the
-    /// accepting shard moves with the socket).
-    pub link: crate::tls::Link,
 }
 
 /// One shard's state.
@@ -380,7 +356,7 @@ impl Shard {
     /// Each shard reduces its histograms before replying (see `stats::Report`), so what
     /// crosses is small whatever the traffic history.
     pub async fn gather_stats(&self, kind: ReportKind, reset: bool) -> Vec<ShardReport> {
-        let (tx, rx) = inbox::wake_channel();
+        let (tx, rx) = wake::wake_channel();
         let mut expected = 0;
         for inbox in &self.global.inboxes {
             let msg = InboxMsg::Snapshot {
@@ -413,7 +389,7 @@ impl Shard {
         reset: bool,
     ) -> Vec<Vec<[u64; CELL_BUCKETS]>> {
         let asked = std::sync::Arc::new(asked);
-        let (tx, rx) = inbox::wake_channel();
+        let (tx, rx) = wake::wake_channel();
         let mut expected = 0;
         for inbox in &self.global.inboxes {
             let msg = InboxMsg::Fine {

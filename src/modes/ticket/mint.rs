@@ -18,12 +18,13 @@ use serde::Deserialize;
 use super::registry::MintRefusal;
 use crate::http::head::RequestHead;
 use crate::http::response;
-use crate::shard::accept::{refuse, respond_and_close};
-use crate::shard::inbox::wake_channel;
+use crate::net::reply_and_close;
+use crate::shard::accept::refuse;
 use crate::shard::{InboxMsg, Shard};
 use crate::stats::{Event, Gauge, Rejected};
 use crate::sys;
 use crate::tls::Link;
+use crate::wake::wake_channel;
 
 /// Largest mint request body: the JSON is a few short ids; 64 KiB leaves room for long
 /// ids while keeping a hostile admin client's cost trivial.
@@ -117,7 +118,7 @@ pub async fn serve_mint(shard: &Rc<Shard>, stream: TcpStream, head: &RequestHead
         Err(msg) => Err((400, msg)),
     };
     match resp {
-        Ok(resp) => respond_and_close(stream, Link::plain(), &resp).await,
+        Ok(resp) => reply_and_close(stream, Link::plain(), &resp).await,
         Err((status, msg)) => {
             refuse(
                 shard,

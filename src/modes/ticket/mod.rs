@@ -46,8 +46,9 @@ use transfer::PutSide;
 use crate::http::head::RequestHead;
 use crate::http::response;
 use crate::http::routes::Route;
+use crate::http::upgrade::Upgrade;
 use crate::shard::accept::refuse;
-use crate::shard::{Shard, Upgrade};
+use crate::shard::Shard;
 use crate::stats::{Event, Gauge, Rejected};
 
 /// `HTTP/1.1 100 Continue`, sent to a PUT with `Expect: 100-continue` once its claim
