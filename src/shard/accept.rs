@@ -447,7 +447,7 @@ async fn upgrade_here(shard: &Rc<Shard>, stream: TcpStream, mut request: Upgrade
         let resp = response::close_response(503, "text/plain", &[], b"memory limit\n");
         return Box::pin(refuse(shard, stream, link, Rejected::MemoryLimit, resp)).await;
     }
-    if let Some(refusal) = modes::refusal_before_upgrade(shard, &request.route) {
+    if let Some(refusal) = modes::refusal_before_upgrade(&**shard, &request.route) {
         return Box::pin(refuse(
             shard,
             stream,

@@ -27,7 +27,9 @@ use slab::Slab;
 
 use crate::config::{Config, DriverChoice};
 pub use crate::http::upgrade::Upgrade;
-use crate::modes::{self, pair, server_id, session, session_ws, ticket, Conn, Pause, Role};
+use crate::modes::{
+    self, pair, server_id, session, session_ws, ticket, Conn, Pause, Role, StyleHost,
+};
 use crate::net::ConnCount;
 pub use crate::net::ConnPermit;
 use crate::stats::HealthMirror;
@@ -210,6 +212,8 @@ impl Shard {
         let server_id_settings = server_id::Settings::from(&global.config);
         let pair_settings = pair::Settings::from(&global.config);
         let session_settings = session::Settings::from(&global.config);
+        let session_ws_settings = session_ws::Settings::from(&global.config);
+        let ticket_settings = ticket::Settings::from(&global.config);
         let tick_period = global.config.tick_period();
         Rc::new(Shard {
             id,
@@ -225,8 +229,8 @@ impl Shard {
             server_ids: RefCell::new(server_id::Registry::new(server_id_settings)),
             pairs: RefCell::new(pair::Registry::new(pair_settings)),
             sessions: RefCell::new(session::Registry::new(session_settings)),
-            session_ws: RefCell::new(session_ws::Registry::default()),
-            tickets: RefCell::new(ticket::Registry::default()),
+            session_ws: RefCell::new(session_ws::Registry::new(session_ws_settings)),
+            tickets: RefCell::new(ticket::Registry::new(ticket_settings)),
             shutting_down: Cell::new(false),
             listeners: RefCell::new(Vec::new()),
             timers: timers::ConnTimers::new(Instant::now(), tick_period),
@@ -503,6 +507,56 @@ impl Host<Role> for Shard {
     }
 }
 
+/// What the styles see of their shard: the route, the guessing budget, the reader
+/// spawn, the registries, and the cross-shard mint request.
+impl StyleHost for Shard {
+    fn shards(&self) -> usize {
+        self.global.shards
+    }
+    fn shard_of(&self, key: &[u8]) -> usize {
+        self.global.shard_of(key)
+    }
+    fn may_try_code(&self, ip: IpAddr) -> bool {
+        self.global.may_try_code(ip)
+    }
+    fn failed_join(&self, ip: IpAddr) {
+        self.global.failed_join(ip)
+    }
+    fn open_connections(&self) -> usize {
+        self.global.open_connections()
+    }
+    fn shutting_down(&self) -> bool {
+        self.shutting_down.get()
+    }
+    fn spawn_reader(self: &Rc<Self>, conn: Rc<Conn>, initial: Vec<u8>) {
+        Shard::spawn_reader(self, conn, initial)
+    }
+    fn server_ids(&self) -> &RefCell<server_id::Registry> {
+        &self.server_ids
+    }
+    fn pairs(&self) -> &RefCell<pair::Registry> {
+        &self.pairs
+    }
+    fn sessions(&self) -> &RefCell<session::Registry> {
+        &self.sessions
+    }
+    fn session_ws(&self) -> &RefCell<session_ws::Registry> {
+        &self.session_ws
+    }
+    fn tickets(&self) -> &RefCell<ticket::Registry> {
+        &self.tickets
+    }
+    fn ask_mint(
+        &self,
+        owner: usize,
+        plan: Box<ticket::MintPlan>,
+    ) -> Option<WakeReceiver<ticket::MintOutcome>> {
+        let (reply, answer) = wake::wake_channel();
+        let inbox = self.global.inboxes.get(owner)?;
+        inbox.send(InboxMsg::Mint { plan, reply }).then_some(answer)
+    }
+}
+
 /// A connection moved here: adopt its socket and resume it in its rendezvous.
 fn adopt_moved(shard: &Rc<Shard>, moving: Relocation<Role>) {
     if let Some(arrived) = conn::adopt_moved(&**shard, shard.id, moving) {
@@ -626,7 +680,7 @@ async fn run_flusher(shard: Rc<Shard>) {
 async fn wait_drained(shard: &Rc<Shard>) {
     let deadline = Instant::now() + shard.config().drain_timeout;
     let step = Duration::from_millis(10);
-    let busy = || !shard.conns.borrow().is_empty() || ticket::in_flight(shard) > 0;
+    let busy = || !shard.conns.borrow().is_empty() || ticket::in_flight(&**shard) > 0;
     while busy() && Instant::now() < deadline {
         monoio::time::sleep(step).await;
     }
