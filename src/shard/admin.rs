@@ -14,7 +14,7 @@ use crate::http::head::{Method, RequestHead};
 use crate::http::response;
 use crate::modes::ticket;
 use crate::net::reply_and_close;
-use crate::shard::accept::refuse;
+use crate::shard::refuse::refuse;
 use crate::shard::Shard;
 use crate::stats::{
     self, CoarseReport, HealthCounts, MetricsReport, Rejected, ReportKind, ShardReport, StatsPlan,

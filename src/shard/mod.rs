@@ -11,6 +11,7 @@
 pub mod accept;
 pub mod admin;
 mod client_addr;
+mod refuse;
 pub mod tick;
 pub mod timers;
 
