@@ -6,11 +6,11 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use super::messages::{self, Control};
+use super::registry::JoinRefusal;
 use super::{
-    mac_of, reply, reply_owned, set_kind, set_role, BrowserId, Resume, WsRole, ALPHABET,
-    BROWSER_ID_LEN, MODE,
+    mac_of, reply, reply_owned, set_kind, set_role, BrowserId, Resume, WsRole, ALPHABET, MODE,
 };
-use crate::modes::session::code::{self, Alphabet, Code};
+use crate::modes::session::code::{self, Code};
 use crate::modes::Conn;
 use crate::modes::Role;
 use crate::modes::StyleHost;
@@ -18,14 +18,6 @@ use crate::stats::{ConnKind, Dropped, Event};
 use crate::ws::codec::{MessageKind, OpCode};
 use crate::ws::conn::{OutFrame, Overflow};
 use crate::ws::payload::Payload;
-
-/// Browser ids are drawn from nanoid's URL-safe alphabet, as the clients' own relay did.
-const BROWSER_ID_ALPHABET: Alphabet =
-    Alphabet::new(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-");
-
-/// Draws allowed for a browser id unique in its session: 64⁸ ids against at most a few
-/// dozen browsers, so a second draw is already rare.
-const BROWSER_ID_DRAWS: usize = 16;
 
 /// Why an `auth` failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +30,16 @@ pub(super) enum AuthFailure {
     NoBrowserId,
     /// The address is past its guessing budget: the code was not tried.
     RateLimited,
+}
+
+impl From<JoinRefusal> for AuthFailure {
+    fn from(refusal: JoinRefusal) -> Self {
+        match refusal {
+            JoinRefusal::InvalidCode => AuthFailure::InvalidCode,
+            JoinRefusal::SessionFull => AuthFailure::SessionFull,
+            JoinRefusal::NoBrowserId => AuthFailure::NoBrowserId,
+        }
+    }
 }
 
 impl AuthFailure {
@@ -98,9 +100,10 @@ pub(super) fn auth<S: StyleHost>(shard: &Rc<S>, conn: &Rc<Conn>, typed: &str) {
 
 /// `auth` with `code`, which this shard owns: join its session, or fail.
 pub(super) fn auth_here<S: StyleHost>(shard: &Rc<S>, conn: &Rc<Conn>, code: Code) {
-    let (id, mac) = match join(&**shard, conn, &code) {
+    let joined = shard.session_ws().borrow_mut().join(&code, conn);
+    let (id, mac) = match joined {
         Ok(joined) => joined,
-        Err(failure) => return on_failed_auth(shard, conn, failure),
+        Err(refusal) => return on_failed_auth(shard, conn, refusal.into()),
     };
     // The Mac is never stalled by this browser: an overflowing queue closes the browser.
     conn.overflow.set(Overflow::CloseReceiver);
@@ -109,25 +112,6 @@ pub(super) fn auth_here<S: StyleHost>(shard: &Rc<S>, conn: &Rc<Conn>, code: Code
     shard.stats().event(Event::WsAuthsOk);
     reply(&**shard, conn, messages::AUTH_SUCCESS);
     reply_owned(&**shard, &mac, messages::browser_connected(&id));
-}
-
-/// Add `browser` to `code`'s session under a fresh id; returns the id and the Mac.
-fn join<S: StyleHost>(
-    shard: &S,
-    browser: &Rc<Conn>,
-    code: &Code,
-) -> Result<(BrowserId, Rc<Conn>), AuthFailure> {
-    let mut reg = shard.session_ws().borrow_mut();
-    let max = reg.settings.max_browsers;
-    let session = reg.sessions.get_mut(code).ok_or(AuthFailure::InvalidCode)?;
-    if session.browsers.len() >= max {
-        return Err(AuthFailure::SessionFull);
-    }
-    let taken = |id: &[u8; BROWSER_ID_LEN]| session.browsers.iter().any(|(b, _)| b == id);
-    let id = code::mint_in(&BROWSER_ID_ALPHABET, BROWSER_ID_DRAWS, |id| !taken(id))
-        .ok_or(AuthFailure::NoBrowserId)?;
-    session.browsers.push((id, browser.clone()));
-    Ok((id, session.mac.clone()))
 }
 
 /// Every failed `auth` ends here: counted, answered `auth_failed`, and closed.
@@ -196,15 +180,7 @@ pub(super) fn backlog_full<S: StyleHost>(shard: &Rc<S>, code: &Code, browser: &R
 
 /// A browser left its session: the Mac gets `browser_disconnected`.
 pub(super) fn gone<S: StyleHost>(shard: &Rc<S>, conn: &Rc<Conn>, code: &Code, id: &BrowserId) {
-    let mac = {
-        let mut reg = shard.session_ws().borrow_mut();
-        let Some(session) = reg.sessions.get_mut(code) else {
-            return;
-        };
-        let before = session.browsers.len();
-        session.browsers.retain(|(_, b)| !Rc::ptr_eq(b, conn));
-        (session.browsers.len() != before).then(|| session.mac.clone())
-    };
+    let mac = shard.session_ws().borrow_mut().leave(code, conn);
     if let Some(mac) = mac {
         reply_owned(&**shard, &mac, messages::browser_disconnected(id));
     }

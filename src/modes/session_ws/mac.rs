@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use super::messages::{self, Control};
-use super::{browser, reply, reply_owned, set_kind, set_role, WsRole, WsSession, ALPHABET, MODE};
+use super::{browser, reply, reply_owned, set_kind, set_role, WsRole, ALPHABET, MODE};
 use crate::modes::session::code::{self, Code};
 use crate::modes::Conn;
 use crate::modes::Role;
@@ -21,7 +21,7 @@ pub(super) fn register<S: StyleHost>(shard: &Rc<S>, conn: &Rc<Conn>) {
     let minted = {
         let reg = shard.session_ws().borrow();
         let owner_of = |c: &Code| shard.shard_of(c);
-        let live = |c: &Code| reg.sessions.contains_key(c);
+        let live = |c: &Code| reg.is_live(c);
         code::mint_owned(&ALPHABET, shard.shard_id(), shard.shards(), owner_of, live)
     };
     let Some(code) = minted else {
@@ -33,15 +33,7 @@ pub(super) fn register<S: StyleHost>(shard: &Rc<S>, conn: &Rc<Conn>) {
         reply(&**shard, conn, messages::ERROR_NO_CODE);
         return conn.close(shard, 1011, "no code available");
     };
-    let session = WsSession {
-        mac: conn.clone(),
-        browsers: Vec::new(),
-    };
-    shard
-        .session_ws()
-        .borrow_mut()
-        .sessions
-        .insert(code, session);
+    shard.session_ws().borrow_mut().open(code, conn);
     {
         let mut stats = shard.stats();
         stats.event(Event::WsCodesMinted);
@@ -80,14 +72,14 @@ fn fan_out<S: StyleHost>(shard: &Rc<S>, code: &Code, op: OpCode, payload: &[u8],
     let mut overflowed = Vec::new();
     {
         let reg = shard.session_ws().borrow();
-        let Some(session) = reg.sessions.get(code) else {
+        let Some(browsers) = reg.browsers(code) else {
             return;
         };
-        if session.browsers.is_empty() {
+        if browsers.is_empty() {
             return shard.stats().dropped(Dropped::WsNoBrowsers);
         }
-        let shared: Option<Rc<[u8]>> = (session.browsers.len() > 1).then(|| Rc::from(payload));
-        for (_, browser) in &session.browsers {
+        let shared: Option<Rc<[u8]>> = (browsers.len() > 1).then(|| Rc::from(payload));
+        for (_, browser) in browsers {
             let body = match &shared {
                 Some(shared) => Payload::from(shared.clone()),
                 None => Payload::copy_of(payload),
@@ -111,19 +103,12 @@ fn fan_out<S: StyleHost>(shard: &Rc<S>, code: &Code, op: OpCode, payload: &[u8],
 /// The Mac left: its code is gone, and each browser gets `Session disconnected` and is
 /// closed `1000 "peer disconnected"` (it may reconnect with a new code).
 pub(super) fn gone<S: StyleHost>(shard: &Rc<S>, conn: &Rc<Conn>, code: &Code) {
-    let session = {
-        let mut reg = shard.session_ws().borrow_mut();
-        let owned = reg
-            .sessions
-            .get(code)
-            .is_some_and(|s| Rc::ptr_eq(&s.mac, conn));
-        owned.then(|| reg.sessions.remove(code)).flatten()
-    };
-    let Some(session) = session else {
+    let removed = shard.session_ws().borrow_mut().remove_mac(code, conn);
+    let Some(browsers) = removed else {
         return;
     };
     shard.stats().gauge_add(Gauge::WsSessions, -1);
-    for (_, browser) in session.browsers {
+    for (_, browser) in browsers {
         *browser.role.borrow_mut() = Role::Detached;
         reply(&**shard, &browser, messages::ERROR_SESSION_DISCONNECTED);
         browser.close(shard, 1000, "peer disconnected");

@@ -10,6 +10,12 @@
 //! browser moves here, once, exactly like a `/browser` join (`Conn::request_move`).
 //! It also owns the deadline of `/ws` connections that have not sent their first message.
 //!
+//! # Layout
+//! * `registry` — the rules, without sockets and unit-tested: sessions by code, the
+//!   browser cap and ids, who may end a session, the first-message deadlines.
+//! * `mac`, `browser` — each side's glue: sends, closes and counts as the registry says.
+//! * `messages` — the JSON control messages.
+//!
 //! Bounds: at most `--max-browsers-per-session` browsers per code; a browser whose queue
 //! would pass `--max-queue` is closed (`1011 "browser backlog full"`), so a Mac is never
 //! stalled by one slow browser, while browsers feeding a slow Mac are paused; a
@@ -20,14 +26,13 @@
 mod browser;
 mod mac;
 pub mod messages;
+mod registry;
 
-use std::collections::{HashMap, VecDeque};
 use std::rc::{Rc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::config::Config;
 use crate::modes::session::code::{Alphabet, Code};
 use crate::modes::Conn;
 use crate::modes::Role;
@@ -37,6 +42,8 @@ use crate::ws::codec::{MessageKind, OpCode};
 use crate::ws::conn::OutFrame;
 use crate::ws::payload::Payload;
 use messages::Control;
+use registry::Waiting;
+pub use registry::{BrowserId, Settings, BROWSER_ID_LEN};
 
 /// The style's name in `/stats` (`forward_by_mode`).
 const MODE: Style = Style::SessionWs;
@@ -45,86 +52,22 @@ const MODE: Style = Style::SessionWs;
 /// (31 characters: 31⁶ ≈ 8.9 × 10⁸ codes).
 pub const ALPHABET: Alphabet = Alphabet::new(b"ABCDEFGHJKMNPQRSTUVWXYZ23456789");
 
-/// Characters in a browser id (unique within its session only): 8, as the clients' own
-/// relay drew them (64⁸ ids against at most a few dozen browsers).
-pub const BROWSER_ID_LEN: usize = 8;
+/// The `/ws` sessions this shard minted, and the connections still owing a first
+/// message: the rules of `registry` over the relay's connections.
+pub type Registry = registry::Registry<Rc<Conn>, Weak<Conn>>;
 
-/// A browser's id within its session, as its ASCII bytes.
-pub type BrowserId = [u8; BROWSER_ID_LEN];
-
-/// The settings the `/ws` rules use, taken from `Config` once per shard.
-#[derive(Debug, Clone, Copy)]
-pub struct Settings {
-    /// `--handshake-timeout`: how long a connection has to send its first message.
-    pub handshake_timeout: Duration,
-    /// `--max-browsers-per-session`: browsers one Mac's session admits.
-    pub max_browsers: usize,
-}
-
-impl From<&Config> for Settings {
-    fn from(config: &Config) -> Self {
-        Settings {
-            handshake_timeout: config.handshake_timeout,
-            max_browsers: config.max_browsers_per_session,
-        }
-    }
-}
-
-/// The `/ws` sessions this shard minted, and the connections still owing a first message.
-#[derive(Debug)]
-pub struct Registry {
-    /// The settings the rules use.
-    settings: Settings,
-    /// Each connected Mac's session by its code (one code per Mac).
-    sessions: HashMap<Code, WsSession, ahash::RandomState>,
-    /// First-message deadlines, oldest first (one timeout for all, so pushes come in
-    /// order); a connection that already spoke, or is gone, is skipped when it comes due.
-    pending: VecDeque<(Instant, Weak<Conn>)>,
-    /// `pending`'s length at which it is next compacted (see [`Registry::push_pending`]).
-    compact_at: usize,
-}
-
-/// Stale first-message deadlines tolerated beyond twice the live ones before the queue
-/// is compacted: a flood of connections that speak (or leave) at once cannot make the
-/// queue — and the `Conn` allocations its `Weak`s keep — outgrow what is pending.
-const STALE_SLACK: usize = 64;
-
-impl Registry {
-    /// An empty registry.
-    pub fn new(settings: Settings) -> Self {
-        Registry {
-            settings,
-            sessions: HashMap::default(),
-            pending: VecDeque::new(),
-            compact_at: 0,
-        }
-    }
-
-    /// Queue `conn`'s first-message deadline; compact the queue when stale entries (for
-    /// connections that spoke or left) have doubled it, so pushes stay O(1) amortised.
-    fn push_pending(&mut self, due: Instant, conn: &Rc<Conn>) {
-        self.pending.push_back((due, Rc::downgrade(conn)));
-        if self.pending.len() > self.compact_at {
-            self.pending
-                .retain(|(_, weak)| weak.upgrade().is_some_and(|c| is_pending(&c)));
-            self.compact_at = 2 * self.pending.len() + STALE_SLACK;
-        }
+/// A `/ws` connection in the first-message queue is held weakly; it still waits while
+/// it exists and its role is still pending.
+impl Waiting for Weak<Conn> {
+    type Member = Rc<Conn>;
+    fn still_waiting(&self) -> Option<Rc<Conn>> {
+        self.upgrade().filter(|conn| is_pending(conn))
     }
 }
 
 /// True while `conn` has not sent its first message.
 fn is_pending(conn: &Conn) -> bool {
     matches!(&*conn.role.borrow(), Role::SessionWs(WsRole::Pending))
-}
-
-/// One Mac and the browsers watching it.
-#[derive(Debug)]
-struct WsSession {
-    /// The Mac's connection.
-    mac: Rc<Conn>,
-    /// Its browsers by id (at most `--max-browsers-per-session`: a Vec is the cheapest
-    /// map at that size, and fan-out walks it in order).
-    browsers: Vec<(BrowserId, Rc<Conn>)>,
 }
 
 /// A `/ws` connection's part.
@@ -156,10 +99,10 @@ pub struct Resume {
 /// A `/ws` connection upgraded: it has until `--handshake-timeout` to say what it is.
 pub fn on_upgrade<S: StyleHost>(shard: &Rc<S>, conn: Rc<Conn>, leftover: Vec<u8>) {
     set_role(&conn, WsRole::Pending);
-    let mut reg = shard.session_ws().borrow_mut();
-    let due = Instant::now() + reg.settings.handshake_timeout;
-    reg.push_pending(due, &conn);
-    drop(reg);
+    shard
+        .session_ws()
+        .borrow_mut()
+        .await_first(Rc::downgrade(&conn), Instant::now());
     shard.spawn_reader(conn, leftover);
 }
 
@@ -228,8 +171,7 @@ pub fn mac_fed_by<S: StyleHost>(shard: &S, role: &WsRole) -> Option<Rc<Conn>> {
 
 /// The Mac holding `code`, if it is still here.
 fn mac_of<S: StyleHost>(shard: &S, code: &Code) -> Option<Rc<Conn>> {
-    let reg = shard.session_ws().borrow();
-    reg.sessions.get(code).map(|session| session.mac.clone())
+    shard.session_ws().borrow().mac_of(code)
 }
 
 /// A `/ws` connection ended: a Mac takes its code and its browsers with it; a browser
@@ -253,24 +195,10 @@ pub fn tick<S: StyleHost>(shard: &Rc<S>, now: Instant) {
     }
 }
 
-/// Connections whose first-message deadline passed and that are still pending.
+/// Connections whose first-message deadline passed, still pending and open.
 fn first_message_overdue<S: StyleHost>(shard: &S, now: Instant) -> Vec<Rc<Conn>> {
-    let mut reg = shard.session_ws().borrow_mut();
-    let mut overdue = Vec::new();
-    while let Some((due, _)) = reg.pending.front() {
-        if *due > now {
-            break;
-        }
-        let Some((_, weak)) = reg.pending.pop_front() else {
-            break;
-        };
-        let Some(conn) = weak.upgrade() else {
-            continue;
-        };
-        if is_pending(&conn) && conn.is_open() {
-            overdue.push(conn);
-        }
-    }
+    let mut overdue = shard.session_ws().borrow_mut().take_overdue(now);
+    overdue.retain(|conn| conn.is_open());
     overdue
 }
 
