@@ -1,6 +1,8 @@
 //! The rendezvous styles. Each connection's `Role` says which registry entry it belongs
 //! to; this module dispatches the connection's life events to the style that owns it.
-//! Every function here runs on the owner shard of the connection's route key.
+//! Every function here runs on the owner shard of the connection's route key, which the
+//! styles see only through [`StyleHost`] (`context.rs`): they import nothing from
+//! `shard`, which sits above them.
 
 mod context;
 pub mod echo;
