@@ -342,7 +342,7 @@ pub enum MeasureCommand {
     /// `bytes` (equal to --bytes when given), else 1.
     PutAnswer(PutAnswerArgs),
     /// Wait (at most --within) for the machine to be quiet: under a tenth of a core
-    /// busy over one second; then go on anyway with a warning. Always exits 0.
+    /// busy over one second. Exits 0 once it is, 3 when it is still busy at the end.
     WaitQuiet(WaitQuietArgs),
 }
 

@@ -1,7 +1,7 @@
 //! `measure wait-quiet`: before a benchmark run, wait for the machine to be quiet — under
 //! a tenth of a core busy (user, nice, system, irq, softirq and steal from `/proc/stat`)
-//! over one second — for at most `--within`; then run anyway with a warning on stderr.
-//! Always exits 0: a busy machine is noted, not a failure.
+//! over one second — for at most `--within`. Exits 0 once it is quiet, 3 when it is
+//! still busy at the end (the script logs a warning and runs anyway).
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,8 @@ use crate::sys;
 const SAMPLE: Duration = Duration::from_secs(1);
 /// Quiet means under this fraction of one core busy over [`SAMPLE`].
 const QUIET_FRACTION: f64 = 0.1;
+/// The exit code when the machine is still busy after `--within`.
+pub const STILL_BUSY: i32 = 3;
 
 /// True when `busy_ticks` over one [`SAMPLE`] is under [`QUIET_FRACTION`] of a core.
 pub fn is_quiet(busy_ticks: u64, hz: u64) -> bool {
@@ -35,11 +37,7 @@ pub fn wait_quiet(args: &WaitQuietArgs) -> Result<i32, String> {
             return Ok(0);
         }
         if Instant::now() >= end {
-            eprintln!(
-                "warning: the machine is still busy after {}s; running anyway",
-                args.within.as_secs()
-            );
-            return Ok(0);
+            return Ok(STILL_BUSY);
         }
     }
 }
