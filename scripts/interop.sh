@@ -82,6 +82,10 @@ install_node
 if wanted session || wanted session-ws || wanted session-tls; then install_chromium; fi
 T_INSTALL=$((SECONDS - T_INSTALL))
 relay_build
+if wanted tickets || wanted tickets-tls; then
+    load_build
+    export LOAD_BIN
+fi
 export NODE_PATH="$OUT/node_modules"
 
 declare -a SUMMARY=()

@@ -28,6 +28,9 @@
 # LOAD_BIN (or SOAK_LOAD_BIN), OUT_DIR (default <target>/shard-scaling/<stamp>), WAIT_QUIET
 # (seconds to wait for an idle machine before each run, default 0).
 # Bounded: ~9 s per throughput run (12), ≤ 10 s per handoff run (8): about 2.5 minutes.
+# This script starts processes and takes the window's edges (lib/bench.sh `sample`); the
+# figures and the tables are computed by `shardrelay-load measure scaling-row`,
+# `handoff-row` and `scaling-table` (loadtest/src/measure/scaling.rs).
 # The load generator shares the machine's cores with the relay: on a 2-core machine there
 # is no placement that gives two shards and the load generator cores of their own.
 set -euo pipefail
@@ -57,7 +60,6 @@ RESULTS=$OUT/throughput.tsv
 HANDOFFS=$OUT/handoff.tsv
 : >"$RESULTS"
 : >"$HANDOFFS"
-HZ=$(getconf CLK_TCK)
 LOAD_PID=""
 cleanup() {
     local rc=$?
@@ -114,25 +116,8 @@ throughput_run() {
     curl -fsS --max-time 5 -o "$OUT/$tag.end.json" "http://$RELAY_ADMIN/stats"
     relay_stop
     [ "$rc" -eq 0 ] || die "load run failed ($tag, exit $rc): $(tail -n 3 "$OUT/$tag.load.txt")"
-    python3 - "$OUT/$tag" "$style" "$conns" "$placement" "$HZ" >>"$RESULTS" <<'EOF'
-import json, sys
-base, style, conns, placement, hz = sys.argv[1:]
-hz = float(hz)
-b = [float(x) for x in open(base + ".before").read().split()]
-a = [float(x) for x in open(base + ".after").read().split()]
-tb, ta = (json.load(open(base + s + ".json"))["totals"] for s in (".before", ".after"))
-secs = a[0] - b[0]
-fwd = ta["messages_out"] - tb["messages_out"]
-relay, load, busy, steal = ((a[i] - b[i]) / hz for i in (1, 2, 3, 4))
-other = max(busy - relay - load, 0.0)
-report = json.load(open(base + ".json"))
-end = json.load(open(base + ".end.json"))["totals"]
-h = end["histograms"]["handoff"]
-fields = [style, conns, placement, report["throughput"]["messages_per_s"], fwd / secs,
-          relay / secs, fwd / max(relay, 1e-9), load / secs, other / secs, steal / secs,
-          end["handoffs"], end["adopted"], h["count"], h["p50"], h["p99"]]
-print("\t".join(f"{x:.3f}" if isinstance(x, float) else str(x) for x in fields))
-EOF
+    "$LOAD_BIN" measure scaling-row --base "$OUT/$tag" --style "$style" --connections "$conns" \
+        --placement "$placement" >>"$RESULTS" || die "no figures for $tag"
     log "$tag: $(tail -n 1 "$RESULTS")"
 }
 
@@ -150,10 +135,10 @@ handoff_run() {
     timeout 60 "$LOAD_BIN" idle --style "$style" "${extra[@]}" --connections "$HANDOFF_CONNS" \
         --connect-rate "$rate" --duration 2s --setup-timeout 40s \
         --source-ips 127.0.0.1-127.0.0.4 --target "$RELAY_PUBLIC" --admin "$RELAY_ADMIN" \
-        --no-relay-stats >"$OUT/$tag.load.txt" 2>"$OUT/$tag.load.err" &
+        --no-relay-stats --json "$OUT/$tag.load.json" >"$OUT/$tag.load.txt" 2>"$OUT/$tag.load.err" &
     LOAD_PID=$!
     local deadline=$((SECONDS + 50))
-    until grep -q '^all connections up' "$OUT/$tag.load.txt"; do
+    until grep -qs '^all connections up' "$OUT/$tag.load.txt"; do
         [ $SECONDS -lt $deadline ] || die "connections not up in time ($tag)"
         kill -0 "$LOAD_PID" 2>/dev/null || die "idle run ended early ($tag): $(tail -n 3 "$OUT/$tag.load.txt")"
         sleep 0.05
@@ -167,21 +152,9 @@ handoff_run() {
     relay_alive
     relay_stop
     [ "$rc" -eq 0 ] || die "idle run failed ($tag, exit $rc): $(tail -n 3 "$OUT/$tag.load.txt")"
-    python3 - "$OUT/$tag.json" "$OUT/$tag.load.txt" "$style" "$rate" "$shards" \
-        "$(((up - start) * 1000000 / HZ))" >>"$HANDOFFS" <<'EOF'
-import json, re, sys
-path, load, style, rate, shards, cpu_us = sys.argv[1:]
-t = json.load(open(path))["totals"]
-h, hs = t["histograms"]["handoff"], t["histograms"]["handshake"]
-text = open(load).read()
-ramp = re.search(r"ramp ([0-9.]+) s", text)
-connect = re.search(r"client connect +\d+ +(\d+) +\d+ +(\d+)", text)
-fields = [style, rate, shards, t["accepted"], t["handoffs"], t["adopted"], h["count"], h["p50"],
-          h["p90"], h["p99"], h["p999"], h["max"], hs["p50"], hs["p99"],
-          connect.group(1) if connect else "-", connect.group(2) if connect else "-",
-          ramp.group(1) if ramp else "-", int(cpu_us) / max(t["accepted"], 1)]
-print("\t".join(f"{x:.1f}" if isinstance(x, float) else str(x) for x in fields))
-EOF
+    "$LOAD_BIN" measure handoff-row --stats "$OUT/$tag.json" --report "$OUT/$tag.load.json" \
+        --style "$style" --rate "$rate" --shards "$shards" --cpu-ticks "$start" "$up" \
+        >>"$HANDOFFS" || die "no figures for $tag"
     log "$tag: $(tail -n 1 "$HANDOFFS")"
 }
 
@@ -204,41 +177,7 @@ echo
 echo "shard scaling — $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, Linux $(uname -r)"
 echo "closed loop, --inflight 8 per stream, 64 B; a $((DURATION - 2)) s window inside each load run's ${DURATION} s"
 echo "CPU columns in cores (1.00 = one core busy); forwarded = relayed messages/s (two per round trip)"
-python3 - "$RESULTS" "$HANDOFFS" <<'EOF' | tee "$OUT/table.md"
-import sys
-rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
-head = ["style", "connections", "shards", "round trips/s (load)", "forwarded/s (relay)",
-        "relay CPU", "forwarded / relay CPU-s", "load CPU", "other CPU", "steal",
-        "handoffs / adopted", "handoff p50 / p99 µs"]
-print("| " + " | ".join(head) + " |")
-print("|" + "---|" * len(head))
-base = {}
-for r in rows:
-    style, conns, placement = r[0], r[1], r[2]
-    rt, fwd, relay, eff, load, other, steal = (float(x) for x in r[3:10])
-    ho = f"{r[10]} / {r[11]}"
-    hist = f"{r[13]} / {r[14]}" if int(r[12]) else "–"
-    print("| " + " | ".join([style, f"{int(conns):,}", placement, f"{rt:,.0f}", f"{fwd:,.0f}",
-          f"{relay:.2f}", f"{eff:,.0f}", f"{load:.2f}", f"{other:.2f}", f"{steal:.2f}", ho, hist]) + " |")
-    base[(style, conns, placement)] = (fwd, eff)
-print()
-print("| style | connections | 2 ÷ 1 forwarded/s | 2 ÷ 1-own forwarded/s | 2 ÷ 1 per relay CPU-s | 2 ÷ 1-own per relay CPU-s |")
-print("|---|---|---|---|---|---|")
-for (style, conns, placement), (fwd, eff) in base.items():
-    if placement != "2":
-        continue
-    def ratio(p, i):
-        o = base.get((style, conns, p))
-        return f"{(fwd, eff)[i] / o[i]:.2f}×" if o and o[i] else "–"
-    print(f"| {style} | {int(conns):,} | {ratio('1', 0)} | {ratio('1-own', 0)} | {ratio('1', 1)} | {ratio('1-own', 1)} |")
-print()
-print("| style (idle) | connect rate | shards | accepted | handoffs / adopted | handoff p50 / p90 / p99 / p99.9 / max µs | relay handshake p50 / p99 µs | client connect p50 / p99 µs | ramp s | relay CPU µs / connection |")
-print("|---|---|---|---|---|---|---|---|---|---|")
-for l in open(sys.argv[2]):
-    s, rate, shards, acc, ho, ad, n, p50, p90, p99, p999, mx, hs50, hs99, c50, c99, ramp, cpu = l.rstrip("\n").split("\t")
-    pace = "unpaced" if rate == "0" else f"{int(rate):,}/s"
-    hist = f"{p50} / {p90} / {p99} / {p999} / {mx}" if int(n) else "–"
-    print(f"| {s} | {pace} | {shards} | {int(acc):,} | {int(ho):,} / {int(ad):,} | {hist} | {hs50} / {hs99} | {c50} / {c99} | {ramp} | {float(cpu):.0f} |")
-EOF
+"$LOAD_BIN" measure scaling-table --throughput "$RESULTS" --handoffs "$HANDOFFS" |
+    tee "$OUT/table.md"
 echo
 echo "load reports, /stats samples and relay logs: $OUT"

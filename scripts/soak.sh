@@ -45,6 +45,9 @@
 # What is read and decided (/stats conditions, RSS and descriptor samples, the p99 and
 # shutdown checks over the load reports) is `shardrelay-load measure …`
 # (loadtest/src/measure/); this script starts the processes and says what to check.
+# What stays in bash: shell integer tests of figures `measure` printed against the
+# limits (RSS peak within post-start + --memory-limit, RSS back within 10 % + slack,
+# descriptors back within FD_SLACK) and the SIGTERM exit time from $EPOCHREALTIME.
 set -euo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib/relay.sh"

@@ -25,6 +25,9 @@
 # (io_uring_submit_req) and poll(2) calls that found nothing ready, per message; and the
 # CPU of the relay, the load generator, everything else on the machine and the hypervisor's
 # steal over the window (other work on the box changes how much batches: it is shown).
+# This script starts processes and perf and takes the window's edges (lib/bench.sh
+# `sample`); the figures and the table are computed by `shardrelay-load measure
+# syscalls-row` and `syscalls-table` (loadtest/src/measure/syscalls.rs).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/relay.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/relay.sh"
@@ -132,46 +135,9 @@ run_one() {
     if grep -q 'corrupt+misrouted [1-9]\|errors [1-9]' "$OUT/$tag.load.err"; then
         die "the load saw errors or integrity failures ($tag): $(tail -n 2 "$OUT/$tag.load.err")"
     fi
-    python3 - "$OUT/$tag.perf.csv" "$OUT/$tag.before" "$OUT/$tag.after" "$style" "$RELAY_DRIVER" \
-        "$rate" "$(getconf CLK_TCK)" "${EVENTS[@]}" >>"$RESULTS" <<'EOF'
-import json, sys
-perf, before, after, style, driver, rate, hz, *events = sys.argv[1:]
-lines = [l.strip().split(",") for l in open(perf) if l.strip() and not l.startswith("#")]
-lines = [l for l in lines if len(l) > 2 and l[2] in events]
-if len(lines) != len(events):
-    sys.exit(f"{perf}: {len(lines)} counts for {len(events)} events")
-c = {}
-for i, (event, line) in enumerate(zip(events, lines)):
-    if line[2] != event:
-        sys.exit(f"{perf}: line {i} is {line[2]}, expected {event}")
-    c[event.split(":")[1]] = float(line[0]) if line[0].replace(".", "").isdigit() else 0.0
-b = [float(x) for x in open(before).read().split()]
-a = [float(x) for x in open(after).read().split()]
-tb, ta = (json.load(open(p + ".json"))["totals"] for p in (before, after))
-m_in, m_out = ta["messages_in"] - tb["messages_in"], ta["messages_out"] - tb["messages_out"]
-secs, hz = a[0] - b[0], float(hz)
-relay_cpu, load_cpu, busy, steal = ((a[i] - b[i]) / hz for i in (1, 2, 3, 4))
-n = max(m_out, 1)
-send = c["sys_enter_sendmsg"] + c["sys_enter_sendto"] + c["sys_enter_writev"]
-recv = c["sys_enter_recvfrom"] + c["sys_enter_recvmsg"]
-uring = c["sys_enter_io_uring_enter"]
-epoll = c["sys_enter_epoll_wait"] + c["sys_enter_epoll_pwait"]
-poll = c["sys_enter_poll"] + c["sys_enter_ppoll"]
-total = c["sys_enter"]
-other = total - send - recv - uring - epoll - poll
-recv_eagain = c["sys_exit_recvfrom"]
-send_eagain = c["sys_exit_sendmsg"]
-fields = [style, driver, rate, m_out, m_in, secs, total / n, send / n, recv / n, uring / n,
-          epoll / n, poll / n, other / n,
-          m_out / max(send - send_eagain, 1), m_in / max(recv - recv_eagain, 1),
-          recv_eagain / n, c["io_uring_submit_req"] / n, c["sys_exit_poll"] / n,
-          100 * relay_cpu / secs, 100 * load_cpu / secs,
-          100 * max(busy - relay_cpu - load_cpu, 0) / secs, 100 * steal / secs]
-print("\t".join(f"{f:.4f}" if isinstance(f, float) else str(f) for f in fields))
-if abs(m_out / secs / (2 * int(rate)) - 1) > 0.05:
-    print(f"warning: {style}/{driver}/{rate}: {m_out / secs:.0f} messages/s forwarded, "
-          f"not the {2 * int(rate)} the rate asks for (load or relay saturated?)", file=sys.stderr)
-EOF
+    "$LOAD_BIN" measure syscalls-row --perf "$OUT/$tag.perf.csv" --before "$OUT/$tag.before" \
+        --after "$OUT/$tag.after" --style "$style" --driver "$RELAY_DRIVER" --rate "$rate" \
+        -- "${EVENTS[@]}" >>"$RESULTS" || die "no figures for $tag"
     log "$tag: $(tail -n 1 "$RESULTS")"
 }
 
@@ -187,21 +153,6 @@ echo
 echo "syscalls per forwarded message — $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, Linux $(uname -r)"
 echo "relay: $RELAY_BIN (default shards); load: 100 connections, 64 B, open loop; rate = round trips/s"
 echo "(each round trip is two relayed messages); window ${WINDOW}s after a ${WARMUP}s warm-up; CPU in % of one core"
-python3 - "$RESULTS" <<'EOF' | tee "$OUT/table.md"
-import sys
-head = ["style", "driver", "rate", "forwarded/s", "all/msg", "sendmsg", "recv", "uring_enter",
-        "epoll_wait", "poll", "other", "frames/sendmsg", "msgs/read", "EAGAIN reads",
-        "SQEs/msg", "poll: not ready", "relay CPU", "load CPU", "other CPU", "steal"]
-print("| " + " | ".join(head) + " |")
-print("|" + "---|" * len(head))
-for line in open(sys.argv[1]):
-    f = line.rstrip("\n").split("\t")
-    style, driver, rate, out, secs = f[0], f[1], int(f[2]), int(f[3]), float(f[5])
-    v = [float(x) for x in f[6:]]
-    per = [f"{x:.3f}" if x >= 0.0005 else "0" for x in v[:7]]
-    batch = [f"{v[7]:.2f}", f"{v[8]:.2f}", f"{v[9]:.3f}", f"{v[10]:.3f}", f"{v[11]:.3f}"]
-    cpu = [f"{x:.0f} %" for x in v[12:16]]
-    print("| " + " | ".join([style, driver, f"{rate:,}", f"{out / secs:,.0f}"] + per + batch + cpu) + " |")
-EOF
+"$LOAD_BIN" measure syscalls-table --results "$RESULTS" | tee "$OUT/table.md"
 echo
 echo "raw counts, load reports and relay logs: $OUT"

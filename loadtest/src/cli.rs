@@ -319,6 +319,175 @@ pub enum MeasureCommand {
     StormTable(StormTableArgs),
     /// One markdown row of `scripts/bench-styles.sh` from a run's `--json` report.
     StyleRow(StyleRowArgs),
+    /// One line of `scripts/shard-scaling.sh`'s `throughput.tsv`: a run's window edges
+    /// (`BASE.before`, `BASE.after` and their `.json`), its report (`BASE.json`) and the
+    /// relay's `/stats` at the end (`BASE.end.json`).
+    ScalingRow(ScalingRowArgs),
+    /// One line of `scripts/shard-scaling.sh`'s `handoff.tsv`: an idle run's `/stats`
+    /// once every connection was up, its report, and the relay's CPU ticks.
+    HandoffRow(HandoffRowArgs),
+    /// Print `scripts/shard-scaling.sh`'s tables from `throughput.tsv` and `handoff.tsv`.
+    ScalingTable(ScalingTableArgs),
+    /// One line of `scripts/syscalls-per-message.sh`'s `results.tsv`: a window's perf
+    /// counts per forwarded message, batching, and CPU.
+    SyscallsRow(SyscallsRowArgs),
+    /// Print `scripts/syscalls-per-message.sh`'s table from `results.tsv`.
+    SyscallsTable(SyscallsTableArgs),
+    /// Judge Autobahn|Testsuite's `index.json`: print the summary, optionally rewrite
+    /// the conformance doc, exit 1 unless every case run passes.
+    AutobahnReport(AutobahnReportArgs),
+    /// Print a top-level field of a JSON object file (nothing when missing or null).
+    JsonField(JsonFieldArgs),
+    /// Exit 0 when a ticket PUT's JSON answer has the given `status` and a whole
+    /// `bytes` (equal to --bytes when given), else 1.
+    PutAnswer(PutAnswerArgs),
+    /// Wait (at most --within) for the machine to be quiet: under a tenth of a core
+    /// busy over one second. Exits 0 once it is, 3 when it is still busy at the end.
+    WaitQuiet(WaitQuietArgs),
+}
+
+/// `measure wait-quiet` flags.
+#[derive(Debug, Args)]
+pub struct WaitQuietArgs {
+    /// The longest wait.
+    #[arg(long, value_parser = parse_duration)]
+    pub within: Duration,
+}
+
+/// `measure scaling-row` flags.
+#[derive(Debug, Args)]
+pub struct ScalingRowArgs {
+    /// The run's files' common prefix (`OUT/STYLE.CONNS.PLACEMENT`).
+    #[arg(long)]
+    pub base: PathBuf,
+    /// For the row: the style.
+    #[arg(long)]
+    pub style: String,
+    /// For the row: the connection count.
+    #[arg(long)]
+    pub connections: u64,
+    /// For the row: the placement (`1`, `1-own`, `2`).
+    #[arg(long)]
+    pub placement: String,
+}
+
+/// `measure handoff-row` flags.
+#[derive(Debug, Args)]
+pub struct HandoffRowArgs {
+    /// The relay's `/stats` once every connection was up.
+    #[arg(long)]
+    pub stats: PathBuf,
+    /// The idle run's `--json` report.
+    #[arg(long)]
+    pub report: PathBuf,
+    /// For the row: the style.
+    #[arg(long)]
+    pub style: String,
+    /// For the row: the connect rate (0: unpaced).
+    #[arg(long)]
+    pub rate: u64,
+    /// For the row: `--shards`.
+    #[arg(long)]
+    pub shards: u64,
+    /// The relay's CPU ticks before the run and once every connection was up.
+    #[arg(long, num_args = 2, value_names = ["START", "UP"], required = true)]
+    pub cpu_ticks: Vec<u64>,
+}
+
+/// `measure scaling-table` flags.
+#[derive(Debug, Args)]
+pub struct ScalingTableArgs {
+    /// `throughput.tsv`.
+    #[arg(long)]
+    pub throughput: PathBuf,
+    /// `handoff.tsv`.
+    #[arg(long)]
+    pub handoffs: PathBuf,
+}
+
+/// `measure syscalls-row` flags.
+#[derive(Debug, Args)]
+pub struct SyscallsRowArgs {
+    /// `perf stat -x,` output for the window.
+    #[arg(long)]
+    pub perf: PathBuf,
+    /// The window's first edge (`sample`'s file; its `/stats` beside it in `.json`).
+    #[arg(long)]
+    pub before: PathBuf,
+    /// The window's last edge.
+    #[arg(long)]
+    pub after: PathBuf,
+    /// For the row: the style.
+    #[arg(long)]
+    pub style: String,
+    /// For the row: the relay's driver.
+    #[arg(long)]
+    pub driver: String,
+    /// The offered round trips per second.
+    #[arg(long)]
+    pub rate: u64,
+    /// The events counted, in the order perf was given them.
+    #[arg(last = true, required = true)]
+    pub events: Vec<String>,
+}
+
+/// `measure syscalls-table` flags.
+#[derive(Debug, Args)]
+pub struct SyscallsTableArgs {
+    /// `results.tsv`.
+    #[arg(long)]
+    pub results: PathBuf,
+}
+
+/// `measure autobahn-report` flags.
+#[derive(Debug, Args)]
+pub struct AutobahnReportArgs {
+    /// The suite's `reports/index.json` (per-case reports beside it).
+    #[arg(long)]
+    pub index: PathBuf,
+    /// The agent whose cases are judged.
+    #[arg(long, default_value = "shardrelay")]
+    pub agent: String,
+    /// For the doc: the relay's version.
+    #[arg(long = "version", default_value = "?")]
+    pub relay_version: String,
+    /// For the doc: the relay's flags.
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    pub relay_flags: String,
+    /// For the doc: the relay's driver.
+    #[arg(long, default_value = "?")]
+    pub driver: String,
+    /// For the doc: autobahntestsuite's version.
+    #[arg(long, default_value = "?")]
+    pub wstest: String,
+    /// For the doc: wstest's wall time, seconds.
+    #[arg(long, default_value_t = 0)]
+    pub seconds: u64,
+    /// Rewrite this page (unless only its date or wall time would change).
+    #[arg(long)]
+    pub doc: Option<PathBuf>,
+}
+
+/// `measure json-field` flags.
+#[derive(Debug, Args)]
+pub struct JsonFieldArgs {
+    /// The JSON file.
+    pub file: PathBuf,
+    /// The top-level key.
+    pub key: String,
+}
+
+/// `measure put-answer` flags.
+#[derive(Debug, Args)]
+pub struct PutAnswerArgs {
+    /// The PUT's answer (a JSON file).
+    pub file: PathBuf,
+    /// The `status` it must have.
+    #[arg(long)]
+    pub status: String,
+    /// The `bytes` it must have (any whole number when not given).
+    #[arg(long)]
+    pub bytes: Option<u64>,
 }
 
 /// `measure style-row` flags.

@@ -7,6 +7,8 @@
 # Mints tickets on the admin API, PUTs a file (Content-Length, then chunked) while a
 # GET downloads it, and compares sha256; checks the PUT's JSON answer and that a used
 # ticket answers 410. curl waits on the transfer itself: no sleeps. Exit 1 on mismatch.
+# LOAD_BIN (shardrelay-load; scripts/interop.sh builds it) reads the JSON answers:
+# `measure json-field` and `measure put-answer`.
 set -uo pipefail  # no -e: each check records its own result
 PUBLIC="$1"
 ADMIN="$2"
@@ -24,7 +26,11 @@ failures=0
 check() { # check COND_RC WHAT
     if [ "$1" = 0 ]; then passes=$((passes + 1)); echo "  ok   $2"; else failures=$((failures + 1)); echo "  FAIL $2"; fi
 }
-json_field() { python3 -c 'import json,sys; v=json.load(open(sys.argv[1])).get(sys.argv[2]); print("" if v is None else v)' "$@"; }
+if [ ! -x "${LOAD_BIN:-}" ]; then
+    echo "tickets.sh: LOAD_BIN must name the shardrelay-load binary" >&2
+    exit 1
+fi
+json_field() { "$LOAD_BIN" measure json-field "$@"; }
 
 mint() { # mint OUTFILE -> prints the HTTP status; body in OUTFILE
     curl -sS --max-time 10 -o "$1" -w '%{http_code}' -X POST "http://$ADMIN/v1/tickets" \
@@ -64,11 +70,7 @@ transfer() {
     check $? "$name: GET -> 200, curl exit 0 (got $get_status, rc $get_rc $(head -c 200 "$WORK/$name.get.err"))"
     [ "$put_status" = 200 ]
     check $? "$name: PUT -> 200 (got $put_status $(head -c 200 "$WORK/$name.put.err"))"
-    python3 - "$WORK/$name.put.json" "$size" <<'EOF'
-import json, sys
-body = json.load(open(sys.argv[1]))
-sys.exit(0 if body.get("status") == "ok" and body.get("bytes") == int(sys.argv[2]) else 1)
-EOF
+    "$LOAD_BIN" measure put-answer "$WORK/$name.put.json" --status ok --bytes "$size"
     check $? "$name: PUT answer {\"bytes\":$size,\"status\":\"ok\"} (got $(head -c 200 "$WORK/$name.put.json"))"
     local a b
     a="$(sha256sum <"$src" | cut -d' ' -f1)"
@@ -120,11 +122,7 @@ aborted() {
         local put_status
         put_status="$(curl -sS --max-time 60 -o "$WORK/$name.put.json" -w '%{http_code}' \
             -H "Authorization: Bearer $ticket" -T "$src" "${CURL_TLS[@]}" "$BASE/v1/relay" 2>"$WORK/$name.put.err")"
-        python3 - "$WORK/$name.put.json" <<'EOF2'
-import json, sys
-b = json.load(open(sys.argv[1]))
-sys.exit(0 if b.get("status") == "error" and isinstance(b.get("bytes"), int) else 1)
-EOF2
+        "$LOAD_BIN" measure put-answer "$WORK/$name.put.json" --status error
         local body_ok=$?
         [ "$put_status" = 413 ] && [ "$body_ok" = 0 ]
         check $? "$name: PUT over max_bytes -> 413 {\"bytes\":n,\"status\":\"error\"} (got $put_status $(head -c 120 "$WORK/$name.put.json"))"

@@ -6,9 +6,13 @@
 #                    then the wall clock, the relay's and the load generator's utime+stime,
 #                    the machine's busy time and its steal time (CPU the hypervisor gave to
 #                    other guests), into OUT — bash builtins only, no fork after curl, so
-#                    it can also run inside a perf workload (`declare -f sample`)
+#                    it can also run inside a perf workload (`declare -f sample`), where a
+#                    fork of shardrelay-load would be counted. It only copies counters; the
+#                    figures are computed from its files by `shardrelay-load measure
+#                    scaling-row` / `syscalls-row` (loadtest/src/measure/edges.rs).
 # wait_quiet         with WAIT_QUIET=S, wait up to S s for the machine to be quiet (under a
 #                    tenth of a core busy over one second), then run anyway with a warning
+#                    (`$LOAD_BIN measure wait-quiet`)
 # messages_out       the relay's /stats totals `messages_out` (through
 #                    `$LOAD_BIN measure relay-figure`)
 
@@ -25,21 +29,16 @@ sample() {
 }
 
 wait_quiet() {
-    local limit=${WAIT_QUIET:-0} end f a b
+    local limit=${WAIT_QUIET:-0}
+    case $limit in '' | *[!0-9]*) die "WAIT_QUIET must be whole seconds, not '$limit'" ;; esac
     [ "$limit" -gt 0 ] || return 0
-    end=$((SECONDS + limit))
-    while :; do
-        read -r -a f </proc/stat
-        a=$((f[1] + f[2] + f[3] + f[6] + f[7] + f[8]))
-        sleep 1
-        read -r -a f </proc/stat
-        b=$((f[1] + f[2] + f[3] + f[6] + f[7] + f[8]))
-        if [ $((b - a)) -lt $(($(getconf CLK_TCK) / 10)) ]; then return 0; fi
-        if [ $SECONDS -ge "$end" ]; then
-            log "warning: the machine is still busy after ${limit}s; running anyway"
-            return 0
-        fi
-    done
+    local rc=0
+    "$LOAD_BIN" measure wait-quiet --within "${limit}s" || rc=$?
+    case $rc in
+        0) ;;
+        3) log "warning: the machine is still busy after ${limit}s; running anyway" ;;
+        *) die "measure wait-quiet failed (exit $rc)" ;;
+    esac
 }
 
 messages_out() {

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shared helpers for scripts/conformance.sh and scripts/interop.sh (source this file).
+# Shared helpers for the scripts that start a relay (source this file).
 #
 # relay_build        build the release binary (`cargo build --release`; honours CARGO_TARGET_DIR);
 #                    SHARDRELAY_BIN=/path/to/shardrelay skips the build and tests that binary
@@ -7,6 +7,11 @@
 #                    set RELAY_PID, RELAY_PUBLIC, RELAY_ADMIN, RELAY_DRIVER, RELAY_VERSION,
 #                    RELAY_LOG (its stderr); SHARDRELAY_DRIVER etc. reach it from the env
 # relay_stop         SIGTERM it, wait (bounded), SIGKILL if it is still there
+# load_build         set LOAD_BIN to the load generator, whose `measure` subcommands read
+#                    and judge what the scripts collect: LOAD_BIN (or SOAK_LOAD_BIN) if
+#                    set, else the one beside the relay binary, built (`cargo build
+#                    -p shardrelay-load`, release when the relay is a release build; a
+#                    no-op when it is up to date)
 #
 # Call `trap relay_cleanup EXIT` (or chain it) so the relay never outlives the script.
 # Nothing here sleeps to synchronise: the ready line is read from a FIFO with a timeout.
@@ -36,6 +41,29 @@ relay_build() {
     log "building the relay: $CARGO build --release"
     (cd "$ROOT" && "$CARGO" build --release --quiet) || die "cargo build --release failed"
     [ -x "$RELAY_BIN" ] || die "no relay binary at $RELAY_BIN"
+}
+
+load_build() {
+    LOAD_BIN="${LOAD_BIN:-${SOAK_LOAD_BIN:-}}"
+    if [ -n "$LOAD_BIN" ]; then
+        [ -x "$LOAD_BIN" ] || die "LOAD_BIN=$LOAD_BIN is not an executable"
+        return 0
+    fi
+    local dir profile=()
+    dir="$(cd "$(dirname "$RELAY_BIN")" && pwd)"
+    case "$(basename "$dir")" in
+        debug) ;;
+        release) profile=(--release) ;;
+        *)
+            dir="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+            profile=(--release)
+            ;;
+    esac
+    LOAD_BIN="$dir/shardrelay-load"
+    log "building the load generator: $CARGO build ${profile[*]} -p shardrelay-load"
+    (cd "$ROOT" && CARGO_TARGET_DIR="$(dirname "$dir")" "$CARGO" build "${profile[@]}" --quiet \
+        -p shardrelay-load) || die "cargo build -p shardrelay-load failed"
+    [ -x "$LOAD_BIN" ] || die "no load generator at $LOAD_BIN"
 }
 
 # relay_start LOGFILE [relay flags...]

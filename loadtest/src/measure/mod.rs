@@ -12,14 +12,26 @@
 //! * [`bench`] — CPU over a load run, and bench-compare's table.
 //! * [`cpu_per_message`] — relay CPU over a window, and CPU-s per million messages.
 //! * [`idle_memory`] — idle memory per connection, and its growth across churn.
+//! * [`edges`] — a sampling window's edges as `scripts/lib/bench.sh` writes them.
+//! * [`scaling`] — shard-scaling's rows and tables.
+//! * [`syscalls`] — syscalls per forwarded message from `perf stat` counts.
+//! * [`autobahn`] — the Autobahn|Testsuite report judged against the pass criteria.
+//! * [`answers`] — the relay's JSON answers read for the ticket interop check.
+//! * [`quiet`] — wait for a quiet machine before a benchmark run.
 
 pub mod alloc;
+pub mod answers;
+pub mod autobahn;
 pub mod bench;
 pub mod cpu_per_message;
+pub mod edges;
 pub mod idle_memory;
+pub mod quiet;
 pub mod relay;
 pub mod requests;
+pub mod scaling;
 pub mod storm;
+pub mod syscalls;
 pub mod verdict;
 pub mod watch;
 
@@ -45,6 +57,15 @@ pub fn run(args: &MeasureArgs) -> Result<i32, String> {
         MeasureCommand::RunSummary(a) => requests::run_summary(a),
         MeasureCommand::StormTable(a) => storm::storm_table(a),
         MeasureCommand::StyleRow(a) => requests::style_row_command(a),
+        MeasureCommand::ScalingRow(a) => scaling::scaling_row_command(a),
+        MeasureCommand::HandoffRow(a) => scaling::handoff_row_command(a),
+        MeasureCommand::ScalingTable(a) => scaling::scaling_table_command(a),
+        MeasureCommand::SyscallsRow(a) => syscalls::syscalls_row_command(a),
+        MeasureCommand::SyscallsTable(a) => syscalls::syscalls_table_command(a),
+        MeasureCommand::AutobahnReport(a) => autobahn::autobahn_report(a),
+        MeasureCommand::JsonField(a) => answers::json_field(a),
+        MeasureCommand::PutAnswer(a) => answers::put_answer(a),
+        MeasureCommand::WaitQuiet(a) => quiet::wait_quiet(a),
     }
 }
 

@@ -121,8 +121,12 @@ pub struct ThroughputView {
 
 /// Reads `DIR/NAME.json`.
 pub fn load(dir: &Path, name: &str) -> Result<ReportView, String> {
-    let path = dir.join(format!("{name}.json"));
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    load_path(&dir.join(format!("{name}.json")))
+}
+
+/// Reads the report at `path`.
+pub fn load_path(path: &Path) -> Result<ReportView, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
