@@ -106,6 +106,10 @@ defaults
     mode http
     log global
     option dontlognull
+    # A node that refuses a connection (down, not yet marked so): try another; for
+    # the hashed backends that is the key's next node, as when the check fails.
+    retries 3
+    option redispatch 1
     timeout connect 5s
     # A request head must arrive within the relay's own --handshake-timeout.
     timeout http-request 10s
