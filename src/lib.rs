@@ -26,6 +26,8 @@
 //! * `timer`   — a hierarchical timing wheel: deadlines that cost what expires, not what
 //!   is registered.
 //! * `tls`     — native TLS (rustls, unbuffered): key loading and reload, the record layer.
+//! * `wake`    — the cross-thread channel with a task wake that every shard's inbox
+//!   and each cross-shard reply uses.
 //! * `alloc_count` — (feature `alloc-count` only) the counting allocator of the
 //!   allocations-per-message benchmark.
 #![deny(unreachable_pub)]
@@ -51,5 +53,6 @@ pub mod stats;
 pub mod sys;
 pub mod timer;
 pub mod tls;
+pub mod wake;
 pub mod watch;
 pub mod ws;

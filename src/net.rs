@@ -68,6 +68,21 @@ pub async fn respond_and_close(stream: &TcpStream, link: &mut Link, resp: &[u8],
     }
 }
 
+/// Write a response (inside TLS on a TLS connection) and close lingering
+/// (`Linger::RESPONSE`); the stream closes when this returns.
+pub async fn reply_and_close(stream: TcpStream, mut link: Link, resp: &[u8]) {
+    respond_and_close(&stream, &mut link, resp, Linger::RESPONSE).await;
+}
+
+/// Send what the link holds for the socket (a TLS handshake flight), waiting for
+/// writability while the socket pushes back.
+pub async fn flush_link(stream: &TcpStream, link: &mut Link) -> io::Result<()> {
+    while !link.send_unsent(stream.as_raw_fd())? {
+        stream.writable(false).await?;
+    }
+    Ok(())
+}
+
 /// Half-close (over TLS after a `close_notify`), then read and drop what the client
 /// still sends until EOF, bounded in time and bytes (raw ciphertext over TLS: the
 /// connection is only being closed).

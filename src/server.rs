@@ -15,9 +15,9 @@ use signal_hook::iterator::Signals;
 use crate::config::{Config, ConfigError, DriverChoice};
 use crate::listen::{self, BindError};
 use crate::per_ip::{GuessBudget, RateLimit};
-use crate::shard::inbox::{wake_channel, WakeReceiver};
 use crate::shard::{self, Global, InboxMsg, ShardSeed};
 use crate::sys;
+use crate::wake::{wake_channel, WakeReceiver};
 
 /// Why the relay could not run.
 #[derive(Debug, thiserror::Error)]

@@ -3,6 +3,8 @@
 //! This module owns the decision whether a parsed request head may be upgraded, the
 //! exact refusal sent when it may not, and the `Sec-WebSocket-Accept` value when it may.
 //! It does no I/O and knows nothing of routes: the caller has already matched the path.
+//! [`Upgrade`] is what a request that passed every check carries to its owner shard
+//! (the accept path builds it; the shard upgrades it, or a ticket side serves it).
 
 use base64::Engine as _;
 
@@ -103,6 +105,28 @@ fn key_is_valid(key: &str) -> bool {
     base64::engine::general_purpose::STANDARD
         .decode(key)
         .is_ok_and(|bytes| bytes.len() == KEY_BYTES)
+}
+
+/// A request that passed every pre-upgrade check, ready for its 101 on the owner shard.
+#[derive(Debug)]
+pub struct Upgrade {
+    /// The client's address.
+    pub peer: std::net::SocketAddr,
+    /// The request head as parsed by the accepting shard.
+    pub head: RequestHead,
+    /// Bytes that arrived after the head.
+    pub leftover: Vec<u8>,
+    /// Where the request goes.
+    pub route: crate::http::routes::Route,
+    /// `Sec-WebSocket-Accept` for the 101.
+    pub accept_key: String,
+    /// When the accepting shard accepted the TCP connection (handshake histogram).
+    pub accepted_at: std::time::Instant,
+    /// The connection's place under the global cap.
+    pub permit: crate::net::ConnPermit,
+    /// Its transport: plain, or TLS with its session (the handshake done on the
+    /// accepting shard moves with the socket).
+    pub link: crate::tls::Link,
 }
 
 #[cfg(test)]

@@ -6,21 +6,21 @@ use std::time::Instant;
 
 use crate::modes::Conn;
 use crate::modes::Role;
-use crate::shard::Shard;
+use crate::modes::StyleHost;
 use crate::stats::Style;
 use crate::ws::codec::{MessageKind, OpCode};
 use crate::ws::conn::OutFrame;
 use crate::ws::payload::Payload;
 
 /// An echo connection upgraded.
-pub fn on_upgrade(shard: &Rc<Shard>, conn: Rc<Conn>, leftover: Vec<u8>) {
+pub fn on_upgrade<S: StyleHost>(shard: &Rc<S>, conn: Rc<Conn>, leftover: Vec<u8>) {
     *conn.role.borrow_mut() = Role::Echo;
     shard.spawn_reader(conn, leftover);
 }
 
 /// Send the message back.
-pub fn on_message(
-    shard: &Shard,
+pub fn on_message<S: StyleHost>(
+    shard: &S,
     conn: &Rc<Conn>,
     kind: MessageKind,
     payload: &[u8],

@@ -2,6 +2,7 @@
 //! to; this module dispatches the connection's life events to the style that owns it.
 //! Every function here runs on the owner shard of the connection's route key.
 
+mod context;
 pub mod echo;
 pub mod json;
 pub mod pair;
@@ -16,10 +17,10 @@ use std::time::Instant;
 
 use crate::http::head::RequestHead;
 use crate::http::routes::{Refusal, Route};
-use crate::shard::Shard;
 use crate::stats::Dropped;
 use crate::ws::codec::MessageKind;
 use crate::ws::conn::Rendezvous;
+pub use context::StyleHost;
 
 /// An upgraded connection as the styles see it: the connection layer's `Conn` carrying
 /// a `Role`.
@@ -79,8 +80,8 @@ pub enum Resume {
 }
 
 /// An upgraded connection arrives on its owner shard.
-pub fn on_upgrade(
-    shard: &Rc<Shard>,
+pub fn on_upgrade<S: StyleHost>(
+    shard: &Rc<S>,
     conn: Rc<Conn>,
     route: Route,
     _head: RequestHead,
@@ -100,13 +101,13 @@ pub fn on_upgrade(
         Route::SessionWs => session_ws::on_upgrade(shard, conn, leftover),
         Route::Health | Route::TicketPut { .. } | Route::TicketGet { .. } => {
             // Never upgraded: accept.rs serves these as plain HTTP.
-            shard.stats.borrow_mut().dropped(Dropped::NotWebsocket);
+            shard.stats().dropped(Dropped::NotWebsocket);
         }
     }
 }
 
 /// An established connection moved here from another shard.
-pub fn on_resume(shard: &Rc<Shard>, conn: Rc<Conn>, resume: Resume, unread: Vec<u8>) {
+pub fn on_resume<S: StyleHost>(shard: &Rc<S>, conn: Rc<Conn>, resume: Resume, unread: Vec<u8>) {
     match resume {
         Resume::Session(state) => session::on_resume(shard, conn, state, unread),
         Resume::SessionWs(state) => session_ws::on_resume(shard, conn, state, unread),
@@ -114,8 +115,8 @@ pub fn on_resume(shard: &Rc<Shard>, conn: Rc<Conn>, resume: Resume, unread: Vec<
 }
 
 /// A whole data message arrived on `conn`.
-pub fn on_message(
-    shard: &Rc<Shard>,
+pub fn on_message<S: StyleHost>(
+    shard: &Rc<S>,
     conn: &Rc<Conn>,
     kind: MessageKind,
     payload: &[u8],
@@ -123,7 +124,7 @@ pub fn on_message(
 ) {
     let role = conn.role.borrow();
     match &*role {
-        Role::Echo => echo::on_message(shard, conn, kind, payload, read_at),
+        Role::Echo => echo::on_message(&**shard, conn, kind, payload, read_at),
         Role::Binary(binary) => {
             let binary = binary.clone();
             drop(role);
@@ -149,12 +150,12 @@ pub fn on_message(
             drop(role);
             session_ws::on_message(shard, conn, ws, kind, payload, read_at);
         }
-        Role::Pending | Role::Detached => shard.stats.borrow_mut().dropped(Dropped::Detached),
+        Role::Pending | Role::Detached => shard.stats().dropped(Dropped::Detached),
     }
 }
 
 /// Bytes arrived on `conn` (any frame): a probed server-id holder has answered.
-pub fn on_activity(shard: &Rc<Shard>, conn: &Rc<Conn>) {
+pub fn on_activity<S: StyleHost>(shard: &Rc<S>, conn: &Rc<Conn>) {
     let probed = matches!(&*conn.role.borrow(), Role::Binary(b) if b.is_probed());
     if probed {
         server_id::on_incumbent_answered(shard, conn);
@@ -173,16 +174,16 @@ pub fn on_activity(shard: &Rc<Shard>, conn: &Rc<Conn>) {
 /// ones paused; a binary whose reads stopped could not answer a takeover probe, and a
 /// stranger's phone could then take its server-id (§2.1 liveness). A binary that does not
 /// drain is closed by the stall clock instead.
-pub fn pause_for(shard: &Shard, conn: &Rc<Conn>) -> Option<Pause> {
+pub fn pause_for<S: StyleHost>(shard: &S, conn: &Rc<Conn>) -> Option<Pause> {
     if !conn.is_open() {
         // Closing: it reads on (discarding) until its close frame or EOF ends it.
         return None;
     }
     let share = pressure_share(shard);
     if share.is_some_and(|share| conn.held_bytes() > share) {
-        return Some(Pause::Pressure(shard.config().tick_period()));
+        return Some(Pause::Pressure(shard.tick_period()));
     }
-    let max_queue = shard.config().max_queue;
+    let max_queue = shard.max_queue();
     // At the limit nothing grows: every feeder of a queue past the pressure floor waits.
     let room = share.map_or(max_queue, |_| crate::memory::PRESSURE_ROOM.min(max_queue));
     let role = conn.role.borrow();
@@ -206,14 +207,14 @@ pub fn pause_for(shard: &Shard, conn: &Rc<Conn>) -> Option<Pause> {
 }
 
 /// A connection's share of `--memory-limit` while the process is at it; None below it.
-pub fn pressure_share(shard: &Shard) -> Option<usize> {
+pub fn pressure_share<S: StyleHost>(shard: &S) -> Option<usize> {
     crate::memory::over_limit()
-        .then(|| crate::memory::share(shard.global.open_connections(), shard.config().max_queue))
+        .then(|| crate::memory::share(shard.open_connections(), shard.max_queue()))
 }
 
 /// A refusal that depends on a registry, decided on the owner shard just before the
 /// upgrade: a third side for a full pair gets `409 pair is full`.
-pub fn refusal_before_upgrade(shard: &Shard, route: &Route) -> Option<Refusal> {
+pub fn refusal_before_upgrade<S: StyleHost>(shard: &S, route: &Route) -> Option<Refusal> {
     match route {
         Route::Pair { code } if pair::is_full(shard, code) => Some(Refusal::pair_full()),
         _ => None,
@@ -221,7 +222,7 @@ pub fn refusal_before_upgrade(shard: &Shard, route: &Route) -> Option<Refusal> {
 }
 
 /// The connection ended: its rendezvous forgets it and tells whoever must know.
-pub fn on_disconnect(shard: &Rc<Shard>, conn: &Rc<Conn>) {
+pub fn on_disconnect<S: StyleHost>(shard: &Rc<S>, conn: &Rc<Conn>) {
     let role = std::mem::replace(&mut *conn.role.borrow_mut(), Role::Detached);
     match role {
         Role::Binary(binary) => server_id::on_binary_gone(shard, conn, &binary),
@@ -234,7 +235,7 @@ pub fn on_disconnect(shard: &Rc<Shard>, conn: &Rc<Conn>) {
 }
 
 /// Housekeeping from the shard's tick: every style's deadlines.
-pub fn tick(shard: &Rc<Shard>, now: Instant) {
+pub fn tick<S: StyleHost>(shard: &Rc<S>, now: Instant) {
     server_id::tick(shard, now);
     pair::tick(shard, now);
     session::tick(shard, now);

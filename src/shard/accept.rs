@@ -17,8 +17,9 @@ use crate::http::routes::{self, Route};
 use crate::http::upgrade;
 use crate::modes;
 use crate::modes::Conn;
-use crate::net::{self, Linger};
+use crate::net;
 use crate::shard::admin;
+use crate::shard::refuse::{refuse, refuse_at_accept, Admission};
 use crate::shard::{client_addr, ConnPermit, Handoff, InboxMsg, Shard, Upgrade};
 use crate::stats::{ConnKind, Event, Rejected};
 use crate::sys;
@@ -133,37 +134,6 @@ impl AcceptErrors {
     fn recovered(&mut self) {
         self.backoff = Duration::ZERO;
     }
-}
-
-/// A refusal decided at accept, before any byte of the head is read.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Admission {
-    /// Over `--max-connections`.
-    OverCapacity,
-    /// Over `--per-ip-rate`.
-    RateLimited,
-}
-
-/// Refuse a public connection at accept (PROTOCOL §2.1): a best-effort `503`/`429`
-/// written now if the socket takes it, and the socket closed when the caller drops it —
-/// no head is read and no descriptor is held past this loop turn.
-pub(super) fn refuse_at_accept(shard: &Shard, stream: &TcpStream, refusal: Admission) {
-    let (reason, status, body): (_, _, &[u8]) = match refusal {
-        Admission::OverCapacity => (Rejected::OverCapacity, 503, b"over capacity\n"),
-        Admission::RateLimited => (
-            Rejected::RateLimited,
-            429,
-            b"too many connection attempts\n",
-        ),
-    };
-    shard.stats.borrow_mut().rejected(reason);
-    if shard.global.tls.is_some() {
-        // A TLS client cannot read a plaintext answer before its handshake, and a
-        // handshake is the work refusing at accept exists to avoid: just close.
-        return;
-    }
-    let resp = response::close_response(status, "text/plain", &[], body);
-    sys::refuse_now(stream.as_raw_fd(), &resp);
 }
 
 /// Serve one new TCP connection up to its upgrade (or its one HTTP response).
@@ -447,7 +417,7 @@ async fn upgrade_here(shard: &Rc<Shard>, stream: TcpStream, mut request: Upgrade
         let resp = response::close_response(503, "text/plain", &[], b"memory limit\n");
         return Box::pin(refuse(shard, stream, link, Rejected::MemoryLimit, resp)).await;
     }
-    if let Some(refusal) = modes::refusal_before_upgrade(shard, &request.route) {
+    if let Some(refusal) = modes::refusal_before_upgrade(&**shard, &request.route) {
         return Box::pin(refuse(
             shard,
             stream,
@@ -516,7 +486,7 @@ async fn read_head(
     }
     loop {
         // A TLS handshake flight the socket did not take at once goes first.
-        flush_link(stream, link)
+        net::flush_link(stream, link)
             .await
             .map_err(|_| HeadFailure::Closed)?;
         stream
@@ -574,28 +544,6 @@ fn head_error_name(err: HeadError) -> Rejected {
         HeadError::BadContentLength => Rejected::BadContentLength,
         HeadError::DuplicateTransferEncoding => Rejected::DuplicateTransferEncoding,
     }
-}
-
-/// Answer with a plain HTTP response (inside TLS on a TLS connection), count the
-/// rejection, and close.
-pub async fn refuse(shard: &Shard, stream: TcpStream, link: Link, reason: Rejected, resp: Vec<u8>) {
-    shard.stats.borrow_mut().rejected(reason);
-    respond_and_close(stream, link, &resp).await;
-}
-
-/// Write a response (inside TLS on a TLS connection) and close lingering
-/// (`net::Linger::RESPONSE`).
-pub async fn respond_and_close(stream: TcpStream, mut link: Link, resp: &[u8]) {
-    net::respond_and_close(&stream, &mut link, resp, Linger::RESPONSE).await;
-}
-
-/// Send what the link holds for the socket (a TLS handshake flight), waiting for
-/// writability while the socket pushes back.
-pub async fn flush_link(stream: &TcpStream, link: &mut Link) -> io::Result<()> {
-    while !link.send_unsent(stream.as_raw_fd())? {
-        stream.writable(false).await?;
-    }
-    Ok(())
 }
 
 /// The kind counted for a route once upgraded.

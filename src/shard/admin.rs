@@ -13,7 +13,8 @@ use crate::http::auth::{bearer_token, constant_time_eq};
 use crate::http::head::{Method, RequestHead};
 use crate::http::response;
 use crate::modes::ticket;
-use crate::shard::accept::{refuse, respond_and_close};
+use crate::net::reply_and_close;
+use crate::shard::refuse::refuse;
 use crate::shard::Shard;
 use crate::stats::{
     self, CoarseReport, HealthCounts, MetricsReport, Rejected, ReportKind, ShardReport, StatsPlan,
@@ -109,7 +110,7 @@ pub async fn serve_health(shard: &Rc<Shard>, stream: TcpStream, link: Link) {
         &[("Cache-Control", "no-store")],
         body.as_bytes(),
     );
-    respond_and_close(stream, link, &resp).await;
+    reply_and_close(stream, link, &resp).await;
 }
 
 /// The health JSON, keys in the sorted order serde_json gave them before, written
@@ -175,7 +176,7 @@ async fn serve_stats(shard: &Rc<Shard>, stream: TcpStream, head: &RequestHead) {
         &[("Cache-Control", "no-store")],
         body.as_bytes(),
     );
-    respond_and_close(stream, Link::plain(), &resp).await;
+    reply_and_close(stream, Link::plain(), &resp).await;
 }
 
 /// `GET /metrics`.
@@ -199,7 +200,7 @@ async fn serve_metrics(shard: &Rc<Shard>, stream: TcpStream) {
         &[("Cache-Control", "no-store")],
         body.as_bytes(),
     );
-    respond_and_close(stream, Link::plain(), &resp).await;
+    reply_and_close(stream, Link::plain(), &resp).await;
 }
 
 #[cfg(test)]

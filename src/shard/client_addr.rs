@@ -20,7 +20,7 @@ use monoio::net::TcpStream;
 use crate::config::Config;
 use crate::http::head::RequestHead;
 use crate::proxy::{self, ProxyHeaderError, TrustedProxies};
-use crate::shard::accept::{refuse_at_accept, Admission};
+use crate::shard::refuse::{refuse_at_accept, Admission};
 use crate::shard::Shard;
 use crate::stats::{Event, Rejected};
 

@@ -11,13 +11,13 @@
 pub mod accept;
 pub mod admin;
 mod client_addr;
-pub mod inbox;
+mod refuse;
 pub mod tick;
 pub mod timers;
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -27,16 +27,17 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use crate::config::{Config, DriverChoice};
-use crate::http::head::RequestHead;
-use crate::http::routes::Route;
-use crate::modes::{self, pair, server_id, session, session_ws, ticket, Conn, Pause, Role};
+pub use crate::http::upgrade::Upgrade;
+use crate::modes::{
+    self, pair, server_id, session, session_ws, ticket, Conn, Pause, Role, StyleHost,
+};
 use crate::net::ConnCount;
 pub use crate::net::ConnPermit;
 use crate::stats::HealthMirror;
 use crate::stats::{HistId, ReportKind, ShardReport, ShardStats, CELL_BUCKETS};
+use crate::wake::{self, WakeReceiver, WakeSender};
 use crate::ws::codec::MessageKind;
 use crate::ws::conn::{self, Flushed, Host, Outbox, Relocation, READ_CHUNK};
-use inbox::{WakeReceiver, WakeSender};
 
 /// State every shard reads; written once at start-up (save the connection count).
 #[derive(Debug)]
@@ -161,28 +162,6 @@ pub struct Handoff {
     pub upgrade: Upgrade,
 }
 
-/// A request that passed every pre-upgrade check, ready for its 101 on the owner shard.
-#[derive(Debug)]
-pub struct Upgrade {
-    /// The client's address.
-    pub peer: SocketAddr,
-    /// The request head as parsed by the accepting shard.
-    pub head: RequestHead,
-    /// Bytes that arrived after the head.
-    pub leftover: Vec<u8>,
-    /// Where the request goes.
-    pub route: Route,
-    /// `Sec-WebSocket-Accept` for the 101.
-    pub accept_key: String,
-    /// When the accepting shard accepted the TCP connection (handshake histogram).
-    pub accepted_at: Instant,
-    /// The connection's place under the global cap.
-    pub permit: ConnPermit,
-    /// Its transport: plain, or TLS with its session (the handshake done on the
-    /// accepting shard moves with the socket).
-    pub link: crate::tls::Link,
-}
-
 /// One shard's state.
 pub struct Shard {
     /// This shard's index.
@@ -234,6 +213,8 @@ impl Shard {
         let server_id_settings = server_id::Settings::from(&global.config);
         let pair_settings = pair::Settings::from(&global.config);
         let session_settings = session::Settings::from(&global.config);
+        let session_ws_settings = session_ws::Settings::from(&global.config);
+        let ticket_settings = ticket::Settings::from(&global.config);
         let tick_period = global.config.tick_period();
         Rc::new(Shard {
             id,
@@ -249,8 +230,8 @@ impl Shard {
             server_ids: RefCell::new(server_id::Registry::new(server_id_settings)),
             pairs: RefCell::new(pair::Registry::new(pair_settings)),
             sessions: RefCell::new(session::Registry::new(session_settings)),
-            session_ws: RefCell::new(session_ws::Registry::default()),
-            tickets: RefCell::new(ticket::Registry::default()),
+            session_ws: RefCell::new(session_ws::Registry::new(session_ws_settings)),
+            tickets: RefCell::new(ticket::Registry::new(ticket_settings)),
             shutting_down: Cell::new(false),
             listeners: RefCell::new(Vec::new()),
             timers: timers::ConnTimers::new(Instant::now(), tick_period),
@@ -380,7 +361,7 @@ impl Shard {
     /// Each shard reduces its histograms before replying (see `stats::Report`), so what
     /// crosses is small whatever the traffic history.
     pub async fn gather_stats(&self, kind: ReportKind, reset: bool) -> Vec<ShardReport> {
-        let (tx, rx) = inbox::wake_channel();
+        let (tx, rx) = wake::wake_channel();
         let mut expected = 0;
         for inbox in &self.global.inboxes {
             let msg = InboxMsg::Snapshot {
@@ -413,7 +394,7 @@ impl Shard {
         reset: bool,
     ) -> Vec<Vec<[u64; CELL_BUCKETS]>> {
         let asked = std::sync::Arc::new(asked);
-        let (tx, rx) = inbox::wake_channel();
+        let (tx, rx) = wake::wake_channel();
         let mut expected = 0;
         for inbox in &self.global.inboxes {
             let msg = InboxMsg::Fine {
@@ -524,6 +505,56 @@ impl Host<Role> for Shard {
             .inboxes
             .get(owner)
             .is_some_and(|inbox| inbox.send(InboxMsg::Moved(Box::new(moving))))
+    }
+}
+
+/// What the styles see of their shard: the route, the guessing budget, the reader
+/// spawn, the registries, and the cross-shard mint request.
+impl StyleHost for Shard {
+    fn shards(&self) -> usize {
+        self.global.shards
+    }
+    fn shard_of(&self, key: &[u8]) -> usize {
+        self.global.shard_of(key)
+    }
+    fn may_try_code(&self, ip: IpAddr) -> bool {
+        self.global.may_try_code(ip)
+    }
+    fn failed_join(&self, ip: IpAddr) {
+        self.global.failed_join(ip)
+    }
+    fn open_connections(&self) -> usize {
+        self.global.open_connections()
+    }
+    fn shutting_down(&self) -> bool {
+        self.shutting_down.get()
+    }
+    fn spawn_reader(self: &Rc<Self>, conn: Rc<Conn>, initial: Vec<u8>) {
+        Shard::spawn_reader(self, conn, initial)
+    }
+    fn server_ids(&self) -> &RefCell<server_id::Registry> {
+        &self.server_ids
+    }
+    fn pairs(&self) -> &RefCell<pair::Registry> {
+        &self.pairs
+    }
+    fn sessions(&self) -> &RefCell<session::Registry> {
+        &self.sessions
+    }
+    fn session_ws(&self) -> &RefCell<session_ws::Registry> {
+        &self.session_ws
+    }
+    fn tickets(&self) -> &RefCell<ticket::Registry> {
+        &self.tickets
+    }
+    fn ask_mint(
+        &self,
+        owner: usize,
+        plan: Box<ticket::MintPlan>,
+    ) -> Option<WakeReceiver<ticket::MintOutcome>> {
+        let (reply, answer) = wake::wake_channel();
+        let inbox = self.global.inboxes.get(owner)?;
+        inbox.send(InboxMsg::Mint { plan, reply }).then_some(answer)
     }
 }
 
@@ -650,7 +681,7 @@ async fn run_flusher(shard: Rc<Shard>) {
 async fn wait_drained(shard: &Rc<Shard>) {
     let deadline = Instant::now() + shard.config().drain_timeout;
     let step = Duration::from_millis(10);
-    let busy = || !shard.conns.borrow().is_empty() || ticket::in_flight(shard) > 0;
+    let busy = || !shard.conns.borrow().is_empty() || ticket::in_flight(&**shard) > 0;
     while busy() && Instant::now() < deadline {
         monoio::time::sleep(step).await;
     }

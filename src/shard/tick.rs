@@ -56,7 +56,7 @@ fn close_not_reading(shard: &Rc<Shard>, conn: &Rc<Conn>) {
 /// Look at the connections whose wheel entry came due and those listed for this tick
 /// (each once): see `check`, then `follow_up`.
 fn heartbeat(shard: &Rc<Shard>, now: Instant) {
-    let share = modes::pressure_share(shard);
+    let share = modes::pressure_share(&**shard);
     let (tick, mut listed, mut fired) = shard.timers.begin(now);
     for (key, generation) in fired.drain(..) {
         let conn = shard.conns.borrow().get(key as usize).cloned();

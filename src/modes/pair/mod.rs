@@ -8,8 +8,8 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use crate::modes::Role;
+use crate::modes::StyleHost;
 use crate::modes::{Conn, Pause};
-use crate::shard::Shard;
 use crate::stats::{Dropped, Event, Gauge, Style};
 use crate::ws::codec::{MessageKind, OpCode};
 use crate::ws::conn::OutFrame;
@@ -35,21 +35,21 @@ pub struct PairRole {
 
 /// True when a pair with this code already has both sides: the next one gets 409
 /// before its upgrade.
-pub fn is_full(shard: &Shard, code: &[u8]) -> bool {
-    shard.pairs.borrow().is_full(code)
+pub fn is_full<S: StyleHost>(shard: &S, code: &[u8]) -> bool {
+    shard.pairs().borrow().is_full(code)
 }
 
 /// A side upgraded on its code's owner shard (the 409 check ran just before, with no
 /// await in between, so a pair here has at most one side).
-pub fn on_upgrade(shard: &Rc<Shard>, conn: Rc<Conn>, code: Vec<u8>, leftover: Vec<u8>) {
+pub fn on_upgrade<S: StyleHost>(shard: &Rc<S>, conn: Rc<Conn>, code: Vec<u8>, leftover: Vec<u8>) {
     let code: Rc<[u8]> = Rc::from(code);
     let arrived = shard
-        .pairs
+        .pairs()
         .borrow_mut()
         .arrive(&code, &conn, Instant::now());
     let side = match arrived {
         Ok(Arrived::First) => {
-            let mut stats = shard.stats.borrow_mut();
+            let mut stats = shard.stats();
             stats.gauge_add(Gauge::Pairs, 1);
             stats.event(Event::PairsCreated);
             Side::A
@@ -60,7 +60,7 @@ pub fn on_upgrade(shard: &Rc<Shard>, conn: Rc<Conn>, code: Vec<u8>, leftover: Ve
                     conn.send(shard, OutFrame::message(OpCode::Binary, None, body, b""));
                 });
             }
-            shard.stats.borrow_mut().event(Event::PairsMatched);
+            shard.stats().event(Event::PairsMatched);
             side
         }
         Err(Full) => {
@@ -71,15 +71,15 @@ pub fn on_upgrade(shard: &Rc<Shard>, conn: Rc<Conn>, code: Vec<u8>, leftover: Ve
         }
     };
     // Never the code: it is the pair's rendezvous secret.
-    tracing::debug!(shard = shard.id, ?side, "pair side arrived");
+    tracing::debug!(shard = shard.shard_id(), ?side, "pair side arrived");
     *conn.role.borrow_mut() = Role::Pair(PairRole { code, side });
     shard.spawn_reader(conn, leftover);
 }
 
 /// A message from one side: binary goes to the peer verbatim (or waits for it), text is
 /// dropped and counted.
-pub fn on_message(
-    shard: &Rc<Shard>,
+pub fn on_message<S: StyleHost>(
+    shard: &Rc<S>,
     _conn: &Rc<Conn>,
     role: &PairRole,
     kind: MessageKind,
@@ -87,10 +87,10 @@ pub fn on_message(
     read_at: Instant,
 ) {
     if kind == MessageKind::Text {
-        shard.stats.borrow_mut().dropped(Dropped::TextInPair);
+        shard.stats().dropped(Dropped::TextInPair);
         return;
     }
-    let mut reg = shard.pairs.borrow_mut();
+    let mut reg = shard.pairs().borrow_mut();
     let Some(toward) = reg.toward(&role.code, role.side) else {
         return;
     };
@@ -102,7 +102,7 @@ pub fn on_message(
         }
         Toward::Early(waiting) => {
             let early_bytes = waiting.push(body);
-            if early_bytes >= shard.config().max_queue || crate::memory::over_limit() {
+            if early_bytes >= shard.max_queue() || crate::memory::over_limit() {
                 crate::ws::conn::signal_queue_filled();
             }
         }
@@ -111,8 +111,8 @@ pub fn on_message(
 
 /// What a side's reader waits on before reading more: its peer's queue at `room`, or —
 /// while alone with early messages at `room` — its peer's arrival.
-pub fn pause_for(shard: &Shard, role: &PairRole, room: usize) -> Option<Pause> {
-    let reg = shard.pairs.borrow();
+pub fn pause_for<S: StyleHost>(shard: &S, role: &PairRole, room: usize) -> Option<Pause> {
+    let reg = shard.pairs().borrow();
     match reg.ahead(&role.code, role.side)? {
         Ahead::Peer(peer) => peer.is_full(room).then(|| Pause::Room(peer.clone(), room)),
         Ahead::Early(waiting) => {
@@ -123,11 +123,11 @@ pub fn pause_for(shard: &Shard, role: &PairRole, room: usize) -> Option<Pause> {
 
 /// A side left: the other is closed (1000 after a clean close, 1011 otherwise) and the
 /// pair is gone, its code free again.
-pub fn on_gone(shard: &Rc<Shard>, conn: &Rc<Conn>, role: PairRole) {
-    let Some(peer) = shard.pairs.borrow_mut().leave(&role.code, role.side) else {
+pub fn on_gone<S: StyleHost>(shard: &Rc<S>, conn: &Rc<Conn>, role: PairRole) {
+    let Some(peer) = shard.pairs().borrow_mut().leave(&role.code, role.side) else {
         return;
     };
-    shard.stats.borrow_mut().gauge_add(Gauge::Pairs, -1);
+    shard.stats().gauge_add(Gauge::Pairs, -1);
     let Some(peer) = peer else {
         return;
     };
@@ -143,28 +143,28 @@ pub fn on_gone(shard: &Rc<Shard>, conn: &Rc<Conn>, role: PairRole) {
 /// Sweep pairs whose lone side waited past `--pair-ttl` (from the pair's creation), and
 /// close lone sides whose early messages held more than their share of `--memory-limit`
 /// for `--stall-timeout` while the process was at the limit.
-pub fn tick(shard: &Rc<Shard>, now: Instant) {
+pub fn tick<S: StyleHost>(shard: &Rc<S>, now: Instant) {
     expire(shard, now);
     close_over_share(shard, now);
 }
 
 /// Lone sides above their share at the memory limit for the stall timeout: closed with
 /// `1008 "not reading"` (nobody reads what they hold), their early messages dropped.
-fn close_over_share(shard: &Rc<Shard>, now: Instant) {
-    let share = crate::modes::pressure_share(shard);
-    let over = shard.pairs.borrow_mut().over_share(now, share);
+fn close_over_share<S: StyleHost>(shard: &Rc<S>, now: Instant) {
+    let share = crate::modes::pressure_share(&**shard);
+    let over = shard.pairs().borrow_mut().over_share(now, share);
     for lone in over {
-        shard.stats.borrow_mut().event(Event::NotReading);
+        shard.stats().event(Event::NotReading);
         lone.close_not_reading(shard);
     }
 }
 
 /// Sweep pairs whose lone side waited past `--pair-ttl` (from the pair's creation).
-fn expire(shard: &Rc<Shard>, now: Instant) {
-    let expired = shard.pairs.borrow_mut().expire(now);
+fn expire<S: StyleHost>(shard: &Rc<S>, now: Instant) {
+    let expired = shard.pairs().borrow_mut().expire(now);
     for _ in 0..expired.pairs {
-        shard.stats.borrow_mut().gauge_add(Gauge::Pairs, -1);
-        shard.stats.borrow_mut().event(Event::PairsExpired);
+        shard.stats().gauge_add(Gauge::Pairs, -1);
+        shard.stats().event(Event::PairsExpired);
     }
     for lone in expired.sides {
         *lone.role.borrow_mut() = Role::Detached;

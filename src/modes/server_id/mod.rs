@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 use crate::logging::escaped;
 use crate::modes::Conn;
 use crate::modes::Role;
-use crate::shard::Shard;
+use crate::modes::StyleHost;
 use crate::stats::{Dropped, Event, Gauge, Style};
 use crate::ws::codec::{MessageKind, OpCode};
 use crate::ws::conn::{OutFrame, Overflow};
@@ -83,21 +83,21 @@ impl PhoneRole {
 }
 
 /// A binary upgraded on `/v1/server`.
-pub fn on_binary(shard: &Rc<Shard>, conn: Rc<Conn>, server_id: &str, leftover: Vec<u8>) {
+pub fn on_binary<S: StyleHost>(shard: &Rc<S>, conn: Rc<Conn>, server_id: &str, leftover: Vec<u8>) {
     let sid: Rc<str> = Rc::from(server_id);
     let claim = shard
-        .server_ids
+        .server_ids()
         .borrow_mut()
         .claim(&sid, &conn, Instant::now());
     match claim {
         Claim::New => {
-            shard.stats.borrow_mut().gauge_add(Gauge::ServerSlots, 1);
+            shard.stats().gauge_add(Gauge::ServerSlots, 1);
             set_holder(&conn, &sid);
-            tracing::debug!(shard = shard.id, server_id = %escaped(&sid), "binary claimed server-id");
+            tracing::debug!(shard = shard.shard_id(), server_id = %escaped(&sid), "binary claimed server-id");
         }
         Claim::Reclaimed { evicted } => {
             took_over(shard, &conn, &sid, evicted);
-            tracing::debug!(shard = shard.id, server_id = %escaped(&sid), "binary reclaimed server-id from grace");
+            tracing::debug!(shard = shard.shard_id(), server_id = %escaped(&sid), "binary reclaimed server-id from grace");
         }
         Claim::Refused => refuse_claim(shard, &conn),
         Claim::Probe { holder } => start_probe(shard, &holder, &conn, &sid),
@@ -115,26 +115,31 @@ fn set_holder(conn: &Conn, sid: &Rc<str>) {
 }
 
 /// `newcomer` took the slot: every phone that was attached is evicted with 4404.
-fn took_over(shard: &Rc<Shard>, newcomer: &Rc<Conn>, sid: &Rc<str>, evicted: Vec<Rc<Conn>>) {
+fn took_over<S: StyleHost>(
+    shard: &Rc<S>,
+    newcomer: &Rc<Conn>,
+    sid: &Rc<str>,
+    evicted: Vec<Rc<Conn>>,
+) {
     for phone in evicted {
         *phone.role.borrow_mut() = Role::Detached;
         phone.close(shard, 4404, "binary reclaimed server-id");
     }
     set_holder(newcomer, sid);
-    shard.stats.borrow_mut().event(Event::Takeovers);
+    shard.stats().event(Event::Takeovers);
 }
 
 /// A claim refused while another waits on the holder's probe, or after the holder
 /// answered it: 4409.
-fn refuse_claim(shard: &Rc<Shard>, claimant: &Rc<Conn>) {
+fn refuse_claim<S: StyleHost>(shard: &Rc<S>, claimant: &Rc<Conn>) {
     *claimant.role.borrow_mut() = Role::Detached;
     claimant.close(shard, 4409, "server-id already claimed");
-    shard.stats.borrow_mut().event(Event::ClaimsRefused);
+    shard.stats().event(Event::ClaimsRefused);
 }
 
 /// A second binary for a live slot: ping the holder; the newcomer waits up to
 /// `--takeover-probe` as the claimant.
-fn start_probe(shard: &Rc<Shard>, holder: &Rc<Conn>, newcomer: &Rc<Conn>, sid: &Rc<str>) {
+fn start_probe<S: StyleHost>(shard: &Rc<S>, holder: &Rc<Conn>, newcomer: &Rc<Conn>, sid: &Rc<str>) {
     *newcomer.role.borrow_mut() = Role::Binary(BinaryRole {
         server_id: sid.clone(),
         holds: false,
@@ -144,11 +149,11 @@ fn start_probe(shard: &Rc<Shard>, holder: &Rc<Conn>, newcomer: &Rc<Conn>, sid: &
         role.probed = true;
     }
     holder.ping(shard);
-    tracing::debug!(shard = shard.id, server_id = %escaped(sid), "second binary: probing the holder");
+    tracing::debug!(shard = shard.shard_id(), server_id = %escaped(sid), "second binary: probing the holder");
 }
 
 /// The probed holder sent a frame: it is alive, so the claimant is refused.
-pub fn on_incumbent_answered(shard: &Rc<Shard>, holder: &Rc<Conn>) {
+pub fn on_incumbent_answered<S: StyleHost>(shard: &Rc<S>, holder: &Rc<Conn>) {
     let sid = match &mut *holder.role.borrow_mut() {
         Role::Binary(role) => {
             role.probed = false;
@@ -156,15 +161,15 @@ pub fn on_incumbent_answered(shard: &Rc<Shard>, holder: &Rc<Conn>) {
         }
         _ => return,
     };
-    let claimant = shard.server_ids.borrow_mut().holder_answered(&sid);
+    let claimant = shard.server_ids().borrow_mut().holder_answered(&sid);
     if let Some(claimant) = claimant {
         refuse_claim(shard, &claimant);
     }
 }
 
 /// A phone upgraded on `/v1/client`.
-pub fn on_phone(
-    shard: &Rc<Shard>,
+pub fn on_phone<S: StyleHost>(
+    shard: &Rc<S>,
     conn: Rc<Conn>,
     server_id: &str,
     device_name: Option<&str>,
@@ -173,21 +178,21 @@ pub fn on_phone(
     conn.overflow.set(Overflow::CloseReceiver);
     let draw = || format!("client-{server_id}-{}", random_hex8());
     let attached = shard
-        .server_ids
+        .server_ids()
         .borrow_mut()
         .attach_phone(server_id, &conn, draw);
     match attached {
         Err(PhoneRefusal::NoServer) => {
             conn.close(shard, 4404, "no server with that id");
-            shard.stats.borrow_mut().event(Event::PhonesNoServer);
+            shard.stats().event(Event::PhonesNoServer);
         }
         Err(PhoneRefusal::OverCap) => {
             conn.close(shard, 4429, "too many phones for server-id");
-            shard.stats.borrow_mut().event(Event::PhonesOverCap);
+            shard.stats().event(Event::PhonesOverCap);
         }
         Ok((sid, conn_id)) => {
             tracing::debug!(
-                shard = shard.id,
+                shard = shard.shard_id(),
                 server_id = %escaped(server_id),
                 conn_id = %escaped(&conn_id),
                 device_name = %escaped(device_name.unwrap_or("")),
@@ -222,8 +227,8 @@ fn random_hex8() -> String {
 }
 
 /// A phone's message: it must be JSON; it goes to the binary inside the envelope.
-pub fn on_phone_message(
-    shard: &Rc<Shard>,
+pub fn on_phone_message<S: StyleHost>(
+    shard: &Rc<S>,
     conn: &Rc<Conn>,
     phone: &PhoneRole,
     kind: MessageKind,
@@ -231,13 +236,13 @@ pub fn on_phone_message(
     read_at: Instant,
 ) {
     if !is_json(kind, payload) {
-        shard.stats.borrow_mut().dropped(Dropped::PhoneNotJson);
+        shard.stats().dropped(Dropped::PhoneNotJson);
         conn.failed.set(true);
         conn.close(shard, 1007, "message is not JSON");
         return;
     }
-    let Some(binary) = holder_of(shard, &phone.server_id) else {
-        shard.stats.borrow_mut().dropped(Dropped::SlotInGrace);
+    let Some(binary) = holder_of(&**shard, &phone.server_id) else {
+        shard.stats().dropped(Dropped::SlotInGrace);
         return;
     };
     let frame = OutFrame::message(
@@ -247,7 +252,7 @@ pub fn on_phone_message(
         ENVELOPE_SUFFIX,
     );
     if !binary.send(shard, frame.relayed(read_at, MODE)) {
-        shard.stats.borrow_mut().dropped(Dropped::BinaryClosing);
+        shard.stats().dropped(Dropped::BinaryClosing);
     }
 }
 
@@ -261,14 +266,14 @@ fn is_json(kind: MessageKind, payload: &[u8]) -> bool {
 }
 
 /// The open binary holding `sid`, if any.
-fn holder_of(shard: &Shard, sid: &str) -> Option<Rc<Conn>> {
-    let reg = shard.server_ids.borrow();
+fn holder_of<S: StyleHost>(shard: &S, sid: &str) -> Option<Rc<Conn>> {
+    let reg = shard.server_ids().borrow();
     let binary = reg.holder(sid)?;
     binary.is_open().then(|| binary.clone())
 }
 
 /// The binary a phone feeds (for back-pressure).
-pub fn binary_of(shard: &Shard, phone: &PhoneRole) -> Option<Rc<Conn>> {
+pub fn binary_of<S: StyleHost>(shard: &S, phone: &PhoneRole) -> Option<Rc<Conn>> {
     holder_of(shard, &phone.server_id)
 }
 
@@ -351,8 +356,8 @@ pub fn parse_envelope(kind: MessageKind, payload: &[u8]) -> Option<Command<'_>> 
 }
 
 /// A binary's envelope: deliver to / close one of its slot's phones.
-pub fn on_binary_message(
-    shard: &Rc<Shard>,
+pub fn on_binary_message<S: StyleHost>(
+    shard: &Rc<S>,
     _conn: &Rc<Conn>,
     binary: &BinaryRole,
     kind: MessageKind,
@@ -360,12 +365,12 @@ pub fn on_binary_message(
     read_at: Instant,
 ) {
     if !binary.holds {
-        shard.stats.borrow_mut().dropped(Dropped::ClaimPending);
+        shard.stats().dropped(Dropped::ClaimPending);
         return;
     }
     match parse_envelope(kind, payload) {
-        None => shard.stats.borrow_mut().dropped(Dropped::MalformedEnvelope),
-        Some(Command::PushWake) => shard.stats.borrow_mut().event(Event::PushWake),
+        None => shard.stats().dropped(Dropped::MalformedEnvelope),
+        Some(Command::PushWake) => shard.stats().event(Event::PushWake),
         Some(Command::ToPhone {
             conn_id,
             frame,
@@ -375,8 +380,8 @@ pub fn on_binary_message(
 }
 
 /// Carry out a binary's command for one phone of its slot.
-fn to_phone(
-    shard: &Rc<Shard>,
+fn to_phone<S: StyleHost>(
+    shard: &Rc<S>,
     binary: &BinaryRole,
     conn_id: &str,
     frame: Option<&str>,
@@ -384,35 +389,35 @@ fn to_phone(
     read_at: Instant,
 ) {
     let phone = {
-        let reg = shard.server_ids.borrow();
+        let reg = shard.server_ids().borrow();
         reg.phone(&binary.server_id, conn_id).cloned()
     };
     let Some(phone) = phone else {
-        shard.stats.borrow_mut().dropped(Dropped::UnknownConnId);
+        shard.stats().dropped(Dropped::UnknownConnId);
         return;
     };
     if let Some(frame) = frame {
         deliver_to_phone(shard, binary, &phone, frame.as_bytes(), read_at);
     }
     if let Some(code) = close_code {
-        detach_phone(shard, &binary.server_id, &phone);
+        detach_phone(&**shard, &binary.server_id, &phone);
         phone.close(shard, code, "");
     }
 }
 
 /// Queue a message for a phone; a phone whose queue overflows is closed with
 /// `1011 "phone backlog full"` (the binary is never stalled by one slow phone).
-fn deliver_to_phone(
-    shard: &Rc<Shard>,
+fn deliver_to_phone<S: StyleHost>(
+    shard: &Rc<S>,
     binary: &BinaryRole,
     phone: &Rc<Conn>,
     bytes: &[u8],
     read_at: Instant,
 ) {
-    if phone.queued_bytes() + OutFrame::charge_for(bytes.len()) > shard.config().max_queue {
-        shard.stats.borrow_mut().dropped(Dropped::PhoneBacklogFull);
-        let role = detach_phone(shard, &binary.server_id, phone);
-        if let (Some(holder), Some(role)) = (holder_of(shard, &binary.server_id), role) {
+    if phone.queued_bytes() + OutFrame::charge_for(bytes.len()) > shard.max_queue() {
+        shard.stats().dropped(Dropped::PhoneBacklogFull);
+        let role = detach_phone(&**shard, &binary.server_id, phone);
+        if let (Some(holder), Some(role)) = (holder_of(&**shard, &binary.server_id), role) {
             send_close_notice(shard, &holder, &role, 1011);
         }
         phone.failed.set(true);
@@ -421,15 +426,15 @@ fn deliver_to_phone(
     }
     let frame = OutFrame::message(OpCode::Text, None, Payload::copy_of(bytes), b"");
     if !phone.send(shard, frame.relayed(read_at, MODE)) {
-        shard.stats.borrow_mut().dropped(Dropped::PhoneClosing);
+        shard.stats().dropped(Dropped::PhoneClosing);
     }
 }
 
 /// Take a phone out of its slot (the relay closes it; its end changes nothing more).
 /// Returns its role.
-fn detach_phone(shard: &Shard, sid: &str, phone: &Rc<Conn>) -> Option<PhoneRole> {
+fn detach_phone<S: StyleHost>(shard: &S, sid: &str, phone: &Rc<Conn>) -> Option<PhoneRole> {
     let role = std::mem::replace(&mut *phone.role.borrow_mut(), Role::Detached);
-    shard.server_ids.borrow_mut().remove_phone(sid, phone);
+    shard.server_ids().borrow_mut().remove_phone(sid, phone);
     match role {
         Role::Phone(p) => Some(p),
         _ => None,
@@ -437,7 +442,7 @@ fn detach_phone(shard: &Shard, sid: &str, phone: &Rc<Conn>) -> Option<PhoneRole>
 }
 
 /// `{"conn_id":"…","close_code":N}` to a binary.
-fn send_close_notice(shard: &Rc<Shard>, binary: &Rc<Conn>, phone: &PhoneRole, code: u16) {
+fn send_close_notice<S: StyleHost>(shard: &Rc<S>, binary: &Rc<Conn>, phone: &PhoneRole, code: u16) {
     // Written by hand to keep pyrycode's field order (conn_id first).
     let mut body = Vec::with_capacity(phone.prefix.len() + 8);
     body.extend_from_slice(PREFIX_HEAD.as_bytes());
@@ -448,34 +453,34 @@ fn send_close_notice(shard: &Rc<Shard>, binary: &Rc<Conn>, phone: &PhoneRole, co
 }
 
 /// A phone's connection ended while attached: leave the slot, tell the binary.
-pub fn on_phone_gone(shard: &Rc<Shard>, conn: &Rc<Conn>, phone: &PhoneRole) {
+pub fn on_phone_gone<S: StyleHost>(shard: &Rc<S>, conn: &Rc<Conn>, phone: &PhoneRole) {
     shard
-        .server_ids
+        .server_ids()
         .borrow_mut()
         .remove_phone(&phone.server_id, conn);
     let code = conn.peer_close.get().unwrap_or(1006);
-    if let Some(binary) = holder_of(shard, &phone.server_id) {
+    if let Some(binary) = holder_of(&**shard, &phone.server_id) {
         send_close_notice(shard, &binary, phone, code);
     }
-    tracing::debug!(shard = shard.id, conn_id = %phone.conn_id_for_log(), code, "phone left");
+    tracing::debug!(shard = shard.shard_id(), conn_id = %phone.conn_id_for_log(), code, "phone left");
 }
 
 /// A binary's connection ended: a holder's slot enters its grace window (or passes to
 /// a waiting claimant); a claimant simply stops claiming.
-pub fn on_binary_gone(shard: &Rc<Shard>, conn: &Rc<Conn>, binary: &BinaryRole) {
+pub fn on_binary_gone<S: StyleHost>(shard: &Rc<S>, conn: &Rc<Conn>, binary: &BinaryRole) {
     let sid = &binary.server_id;
     let left = shard
-        .server_ids
+        .server_ids()
         .borrow_mut()
         .binary_left(sid, conn, binary.holds, Instant::now());
     match left {
         Left::Nothing | Left::ClaimWithdrawn => {}
         Left::TakenOver { claimant, evicted } => {
             took_over(shard, &claimant, sid, evicted);
-            tracing::debug!(shard = shard.id, server_id = %escaped(sid), "holder left during probe: claimant took over");
+            tracing::debug!(shard = shard.shard_id(), server_id = %escaped(sid), "holder left during probe: claimant took over");
         }
         Left::Grace => {
-            tracing::debug!(shard = shard.id, server_id = %escaped(sid), "binary left: grace window open")
+            tracing::debug!(shard = shard.shard_id(), server_id = %escaped(sid), "binary left: grace window open")
         }
     }
 }
@@ -483,8 +488,8 @@ pub fn on_binary_gone(shard: &Rc<Shard>, conn: &Rc<Conn>, binary: &BinaryRole) {
 /// Housekeeping from the shard's tick: takeover probes past their deadline (the holder
 /// is closed with 1011 and the claimant takes over exactly as from grace), grace windows
 /// past their end (the slot's phones are closed with 1011).
-pub fn tick(shard: &Rc<Shard>, now: Instant) {
-    let due = shard.server_ids.borrow_mut().due(now);
+pub fn tick<S: StyleHost>(shard: &Rc<S>, now: Instant) {
+    let due = shard.server_ids().borrow_mut().due(now);
     for failed in due.probes_failed {
         if let Some(holder) = failed.holder {
             *holder.role.borrow_mut() = Role::Detached;
@@ -492,15 +497,15 @@ pub fn tick(shard: &Rc<Shard>, now: Instant) {
             holder.close_discarding(shard, 1011, "heartbeat timeout");
         }
         took_over(shard, &failed.claimant, &failed.server_id, failed.evicted);
-        tracing::debug!(shard = shard.id, server_id = %escaped(&failed.server_id), "holder did not answer the probe: claimant took over");
+        tracing::debug!(shard = shard.shard_id(), server_id = %escaped(&failed.server_id), "holder did not answer the probe: claimant took over");
     }
     for expired in due.graces_expired {
         for phone in expired.phones {
             *phone.role.borrow_mut() = Role::Detached;
             phone.close(shard, 1011, "binary did not reconnect");
         }
-        shard.stats.borrow_mut().gauge_add(Gauge::ServerSlots, -1);
-        tracing::debug!(shard = shard.id, server_id = %escaped(&expired.server_id), "grace window expired");
+        shard.stats().gauge_add(Gauge::ServerSlots, -1);
+        tracing::debug!(shard = shard.shard_id(), server_id = %escaped(&expired.server_id), "grace window expired");
     }
 }
 

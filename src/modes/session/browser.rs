@@ -10,18 +10,18 @@ use super::registry::{after_failed_join, is_a_guess, join_step, JoinStep};
 use super::{reply, set_role, BrowserRole, Resume, SessionRole};
 use crate::modes::Conn;
 use crate::modes::Role;
-use crate::shard::Shard;
+use crate::modes::StyleHost;
 use crate::stats::Event;
 
 /// `join`: answered here when this shard owns the code, else the browser moves there.
 /// An address past its guessing budget gets `RATE_LIMITED` and the code is not tried.
-pub(super) fn join(shard: &Rc<Shard>, conn: &Rc<Conn>, role: BrowserRole, typed: &str) {
+pub(super) fn join<S: StyleHost>(shard: &Rc<S>, conn: &Rc<Conn>, role: BrowserRole, typed: &str) {
     let step = join_step(
-        shard.global.may_try_code(role.client),
+        shard.may_try_code(role.client),
         role.joined.is_some(),
         typed,
-        shard.id,
-        |code| shard.global.shard_of(code),
+        shard.shard_id(),
+        |code| shard.shard_of(code),
     );
     let (owner, code) = match step {
         JoinStep::Fail(error) => return fail_join(shard, conn, role, error),
@@ -35,13 +35,18 @@ pub(super) fn join(shard: &Rc<Shard>, conn: &Rc<Conn>, role: BrowserRole, typed:
         failed_joins: role.failed_joins,
     };
     conn.request_move(owner, crate::modes::Resume::Session(resume));
-    shard.stats.borrow_mut().event(Event::BrowserHandoffs);
+    shard.stats().event(Event::BrowserHandoffs);
 }
 
 /// Join `code`, which this shard owns.
-pub(super) fn join_here(shard: &Rc<Shard>, conn: &Rc<Conn>, mut role: BrowserRole, code: Code) {
+pub(super) fn join_here<S: StyleHost>(
+    shard: &Rc<S>,
+    conn: &Rc<Conn>,
+    mut role: BrowserRole,
+    code: Code,
+) {
     let claimed = shard
-        .sessions
+        .sessions()
         .borrow_mut()
         .claim(&code, conn, Instant::now());
     let host = match claimed {
@@ -50,51 +55,51 @@ pub(super) fn join_here(shard: &Rc<Shard>, conn: &Rc<Conn>, mut role: BrowserRol
     };
     role.joined = Some(code);
     set_role(conn, SessionRole::Browser(role));
-    shard.stats.borrow_mut().event(Event::JoinsOk);
+    shard.stats().event(Event::JoinsOk);
     let joined = Message::Joined {
         session_id: uuid::Uuid::new_v4().hyphenated().to_string().into(),
     }
     .to_text();
-    reply(shard, &host, joined.clone());
-    reply(shard, conn, joined);
+    reply(&**shard, &host, joined.clone());
+    reply(&**shard, conn, joined);
 }
 
 /// A join answered with an error: counted, charged to the address's guessing budget
 /// (unless it was refused for that budget: not tried, so not a guess), and the 5th on
 /// one connection closes the browser with 4429.
-pub(super) fn fail_join(
-    shard: &Rc<Shard>,
+pub(super) fn fail_join<S: StyleHost>(
+    shard: &Rc<S>,
     conn: &Rc<Conn>,
     mut role: BrowserRole,
     error: ErrorCode,
 ) {
-    shard.stats.borrow_mut().event(match error {
+    shard.stats().event(match error {
         ErrorCode::InvalidCode => Event::JoinsInvalidCode,
         ErrorCode::ExpiredCode => Event::JoinsExpiredCode,
         ErrorCode::RateLimited => Event::JoinsRateLimited,
         _ => Event::JoinsAlreadyJoined,
     });
     if is_a_guess(error) {
-        shard.global.failed_join(role.client);
+        shard.failed_join(role.client);
     }
-    reply(shard, conn, error.to_text());
+    reply(&**shard, conn, error.to_text());
     let (failed_joins, closes) = after_failed_join(role.failed_joins);
     role.failed_joins = failed_joins;
     if !closes {
         return set_role(conn, SessionRole::Browser(role));
     }
-    shard.stats.borrow_mut().event(Event::JoinsTooMany);
+    shard.stats().event(Event::JoinsTooMany);
     if let Some(code) = role.joined {
-        leave(shard, conn, code);
+        leave(&**shard, conn, code);
     }
     *conn.role.borrow_mut() = Role::Detached;
     conn.close(shard, 4429, "too many attempts");
 }
 
 /// A joined browser left: its host is told and its code is joinable again for a TTL.
-pub(super) fn leave(shard: &Shard, browser: &Rc<Conn>, code: Code) {
+pub(super) fn leave<S: StyleHost>(shard: &S, browser: &Rc<Conn>, code: Code) {
     let host = shard
-        .sessions
+        .sessions()
         .borrow_mut()
         .leave(&code, browser, Instant::now());
     if let Some(host) = host {

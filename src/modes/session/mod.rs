@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use crate::modes::Conn;
 use crate::modes::Role;
-use crate::shard::Shard;
+use crate::modes::StyleHost;
 use crate::stats::{Dropped, Event, Gauge, Style};
 use crate::ws::codec::{MessageKind, OpCode};
 use crate::ws::conn::OutFrame;
@@ -70,15 +70,15 @@ pub struct Resume {
 }
 
 /// A host upgraded: mint its code and tell it.
-pub fn on_host(shard: &Rc<Shard>, conn: Rc<Conn>, leftover: Vec<u8>) {
-    match mint(shard) {
+pub fn on_host<S: StyleHost>(shard: &Rc<S>, conn: Rc<Conn>, leftover: Vec<u8>) {
+    match mint(&**shard) {
         Some(code) => {
-            open_code(shard, &conn, code);
-            shard.stats.borrow_mut().gauge_add(Gauge::Sessions, 1);
+            open_code(&**shard, &conn, code);
+            shard.stats().gauge_add(Gauge::Sessions, 1);
             set_role(&conn, SessionRole::Host { code });
-            send_registered(shard, &conn, &code);
+            send_registered(&**shard, &conn, &code);
         }
-        None => refuse_mint(shard, &conn),
+        None => refuse_mint(&**shard, &conn),
     }
     shard.spawn_reader(conn, leftover);
 }
@@ -86,8 +86,8 @@ pub fn on_host(shard: &Rc<Shard>, conn: Rc<Conn>, leftover: Vec<u8>) {
 /// A browser from `client` upgraded; with `?code=` it was routed here, the code's owner,
 /// and joins now (its address's guessing budget was checked before the upgrade, and is
 /// again here).
-pub fn on_browser(
-    shard: &Rc<Shard>,
+pub fn on_browser<S: StyleHost>(
+    shard: &Rc<S>,
     conn: Rc<Conn>,
     code: Option<String>,
     leftover: Vec<u8>,
@@ -102,7 +102,7 @@ pub fn on_browser(
     set_role(&conn, SessionRole::Browser(role.clone()));
     if let Some(text) = code {
         match code::parse(&text) {
-            _ if !shard.global.may_try_code(client) => {
+            _ if !shard.may_try_code(client) => {
                 fail_join(shard, &conn, role, ErrorCode::RateLimited)
             }
             Some(code) => join_here(shard, &conn, role, code),
@@ -113,7 +113,7 @@ pub fn on_browser(
 }
 
 /// A browser moved here to join a code this shard owns.
-pub fn on_resume(shard: &Rc<Shard>, conn: Rc<Conn>, resume: Resume, unread: Vec<u8>) {
+pub fn on_resume<S: StyleHost>(shard: &Rc<S>, conn: Rc<Conn>, resume: Resume, unread: Vec<u8>) {
     let role = BrowserRole {
         client: resume.client,
         joined: None,
@@ -126,8 +126,8 @@ pub fn on_resume(shard: &Rc<Shard>, conn: Rc<Conn>, resume: Resume, unread: Vec<
 }
 
 /// A message from a host or browser: its shape is checked before any state.
-pub fn on_message(
-    shard: &Rc<Shard>,
+pub fn on_message<S: StyleHost>(
+    shard: &Rc<S>,
     conn: &Rc<Conn>,
     role: &SessionRole,
     kind: MessageKind,
@@ -141,32 +141,30 @@ pub fn on_message(
     let message = match parsed {
         Ok(message) => message,
         Err(why) => {
-            shard
-                .stats
-                .borrow_mut()
-                .dropped(Dropped::SessionInvalidMessage);
+            shard.stats().dropped(Dropped::SessionInvalidMessage);
             let text = ErrorCode::InvalidMessage.with_detail(&why.to_string());
-            return reply(shard, conn, text);
+            return reply(&**shard, conn, text);
         }
     };
     match (role, message) {
-        (_, Message::Ping { ts }) => reply(shard, conn, Message::Pong { ts }.to_text()),
+        (_, Message::Ping { ts }) => reply(&**shard, conn, Message::Pong { ts }.to_text()),
         (SessionRole::Host { code }, Message::Register { .. }) => register(shard, conn, *code),
         (SessionRole::Browser(browser), Message::Join { code }) => {
             join(shard, conn, browser.clone(), &code)
         }
-        (_, Message::Data { .. }) => forward(shard, conn, role, payload, read_at),
+        (_, Message::Data { .. }) => forward(&**shard, conn, role, payload, read_at),
         (_, other) => {
-            shard
-                .stats
-                .borrow_mut()
-                .dropped(Dropped::SessionInvalidMessage);
+            shard.stats().dropped(Dropped::SessionInvalidMessage);
             let side = match role {
                 SessionRole::Host { .. } => "host",
                 SessionRole::Browser(_) => "browser",
             };
             let detail = format!("a {side} does not send {}", other.kind());
-            reply(shard, conn, ErrorCode::InvalidMessage.with_detail(&detail));
+            reply(
+                &**shard,
+                conn,
+                ErrorCode::InvalidMessage.with_detail(&detail),
+            );
         }
     }
 }
@@ -174,17 +172,17 @@ pub fn on_message(
 /// The connection whose full queue pauses a session member's reader (PROTOCOL §2.7):
 /// its own while the relay's answers to it (pongs, errors) are unread, else its joined
 /// peer, which its `data` feeds.
-pub fn peer_of(shard: &Shard, role: &SessionRole) -> Option<Rc<Conn>> {
+pub fn peer_of<S: StyleHost>(shard: &S, role: &SessionRole) -> Option<Rc<Conn>> {
     let (own, peer) = members(shard, role);
     match own {
-        Some(own) if own.is_full(shard.config().max_queue) => Some(own),
+        Some(own) if own.is_full(shard.max_queue()) => Some(own),
         _ => peer,
     }
 }
 
 /// A session member's own connection and its joined peer, as far as they are known.
-fn members(shard: &Shard, role: &SessionRole) -> (Option<Rc<Conn>>, Option<Rc<Conn>>) {
-    let reg = shard.sessions.borrow();
+fn members<S: StyleHost>(shard: &S, role: &SessionRole) -> (Option<Rc<Conn>>, Option<Rc<Conn>>) {
+    let reg = shard.sessions().borrow();
     match role {
         SessionRole::Host { code } => match reg.members(code) {
             Some((host, browser)) => (Some(host.clone()), browser.cloned()),
@@ -203,34 +201,34 @@ fn members(shard: &Shard, role: &SessionRole) -> (Option<Rc<Conn>>, Option<Rc<Co
 
 /// A session member left: a host takes its code and its browser with it; a browser
 /// leaves its host waiting with the code joinable again.
-pub fn on_gone(shard: &Rc<Shard>, conn: &Rc<Conn>, role: SessionRole) {
+pub fn on_gone<S: StyleHost>(shard: &Rc<S>, conn: &Rc<Conn>, role: SessionRole) {
     match role {
         SessionRole::Host { code } => {
-            if let Some(browser) = remove_host(shard, conn, &code).and_then(|r| r.browser) {
+            if let Some(browser) = remove_host(&**shard, conn, &code).and_then(|r| r.browser) {
                 *browser.role.borrow_mut() = Role::Detached;
-                reply(shard, &browser, ErrorCode::MacDisconnected.to_text());
+                reply(&**shard, &browser, ErrorCode::MacDisconnected.to_text());
                 browser.close(shard, 1000, "peer disconnected");
             }
         }
         SessionRole::Browser(BrowserRole {
             joined: Some(code), ..
-        }) => leave(shard, conn, code),
+        }) => leave(&**shard, conn, code),
         SessionRole::Browser(_) => {}
     }
 }
 
 /// Deadlines: open codes past their TTL expire; hosts that did not register again
 /// within a further TTL are closed with 4408.
-pub fn tick(shard: &Rc<Shard>, now: Instant) {
-    let expired = shard.sessions.borrow_mut().expire_due(now);
+pub fn tick<S: StyleHost>(shard: &Rc<S>, now: Instant) {
+    let expired = shard.sessions().borrow_mut().expire_due(now);
     for host in expired {
-        shard.stats.borrow_mut().event(Event::CodesExpired);
-        reply(shard, &host, ErrorCode::ExpiredCode.to_text());
+        shard.stats().event(Event::CodesExpired);
+        reply(&**shard, &host, ErrorCode::ExpiredCode.to_text());
     }
-    let closed = shard.sessions.borrow_mut().close_due(now);
+    let closed = shard.sessions().borrow_mut().close_due(now);
     for host in closed {
         *host.role.borrow_mut() = Role::Detached;
-        let mut stats = shard.stats.borrow_mut();
+        let mut stats = shard.stats();
         stats.gauge_add(Gauge::Sessions, -1);
         stats.event(Event::HostsExpired);
         drop(stats);
@@ -239,9 +237,15 @@ pub fn tick(shard: &Rc<Shard>, now: Instant) {
 }
 
 /// `data`: the exact text goes to the joined peer.
-fn forward(shard: &Shard, conn: &Rc<Conn>, role: &SessionRole, text: &[u8], read_at: Instant) {
+fn forward<S: StyleHost>(
+    shard: &S,
+    conn: &Rc<Conn>,
+    role: &SessionRole,
+    text: &[u8],
+    read_at: Instant,
+) {
     let Some(peer) = joined_peer(shard, conn, role) else {
-        shard.stats.borrow_mut().dropped(Dropped::SessionNotJoined);
+        shard.stats().dropped(Dropped::SessionNotJoined);
         return reply(shard, conn, ErrorCode::NotJoined.to_text());
     };
     let frame = OutFrame::message(OpCode::Text, None, Payload::copy_of(text), b"");
@@ -249,17 +253,17 @@ fn forward(shard: &Shard, conn: &Rc<Conn>, role: &SessionRole, text: &[u8], read
 }
 
 /// The peer of `conn` if it is joined (checked against the registry, not only the role).
-fn joined_peer(shard: &Shard, conn: &Rc<Conn>, role: &SessionRole) -> Option<Rc<Conn>> {
+fn joined_peer<S: StyleHost>(shard: &S, conn: &Rc<Conn>, role: &SessionRole) -> Option<Rc<Conn>> {
     let (code, is_host) = match role {
         SessionRole::Host { code } => (*code, true),
         SessionRole::Browser(browser) => (browser.joined?, false),
     };
-    let reg = shard.sessions.borrow();
+    let reg = shard.sessions().borrow();
     reg.joined_peer(&code, conn, is_host).cloned()
 }
 
 /// Queue a relay message (a JSON text) to `conn`.
-fn reply(shard: &Shard, conn: &Rc<Conn>, text: String) {
+fn reply<S: StyleHost>(shard: &S, conn: &Rc<Conn>, text: String) {
     conn.send(
         shard,
         OutFrame::message(OpCode::Text, None, Payload::from(text), b""),

@@ -13,7 +13,7 @@ use super::{
 use crate::modes::session::code::{self, Alphabet, Code};
 use crate::modes::Conn;
 use crate::modes::Role;
-use crate::shard::Shard;
+use crate::modes::StyleHost;
 use crate::stats::{ConnKind, Dropped, Event};
 use crate::ws::codec::{MessageKind, OpCode};
 use crate::ws::conn::{OutFrame, Overflow};
@@ -80,49 +80,45 @@ impl AuthFailure {
 
 /// `auth`: answered here when this shard owns the code, else the browser moves there
 /// (once: the owner answers it, whatever the answer).
-pub(super) fn auth(shard: &Rc<Shard>, conn: &Rc<Conn>, typed: &str) {
-    if conn
-        .peer()
-        .ip()
-        .is_some_and(|ip| !shard.global.may_try_code(ip))
-    {
+pub(super) fn auth<S: StyleHost>(shard: &Rc<S>, conn: &Rc<Conn>, typed: &str) {
+    if conn.peer().ip().is_some_and(|ip| !shard.may_try_code(ip)) {
         return on_failed_auth(shard, conn, AuthFailure::RateLimited);
     }
     let Some(code) = code::parse_in(&ALPHABET, typed) else {
         return on_failed_auth(shard, conn, AuthFailure::InvalidCode);
     };
-    let owner = shard.global.shard_of(&code);
-    if owner == shard.id {
+    let owner = shard.shard_of(&code);
+    if owner == shard.shard_id() {
         return auth_here(shard, conn, code);
     }
     *conn.role.borrow_mut() = Role::Detached;
     conn.request_move(owner, crate::modes::Resume::SessionWs(Resume { code }));
-    shard.stats.borrow_mut().event(Event::WsBrowserHandoffs);
+    shard.stats().event(Event::WsBrowserHandoffs);
 }
 
 /// `auth` with `code`, which this shard owns: join its session, or fail.
-pub(super) fn auth_here(shard: &Rc<Shard>, conn: &Rc<Conn>, code: Code) {
-    let (id, mac) = match join(shard, conn, &code) {
+pub(super) fn auth_here<S: StyleHost>(shard: &Rc<S>, conn: &Rc<Conn>, code: Code) {
+    let (id, mac) = match join(&**shard, conn, &code) {
         Ok(joined) => joined,
         Err(failure) => return on_failed_auth(shard, conn, failure),
     };
     // The Mac is never stalled by this browser: an overflowing queue closes the browser.
     conn.overflow.set(Overflow::CloseReceiver);
-    set_kind(shard, conn, ConnKind::SessionBrowser);
+    set_kind(&**shard, conn, ConnKind::SessionBrowser);
     set_role(conn, WsRole::Browser { code, id });
-    shard.stats.borrow_mut().event(Event::WsAuthsOk);
-    reply(shard, conn, messages::AUTH_SUCCESS);
-    reply_owned(shard, &mac, messages::browser_connected(&id));
+    shard.stats().event(Event::WsAuthsOk);
+    reply(&**shard, conn, messages::AUTH_SUCCESS);
+    reply_owned(&**shard, &mac, messages::browser_connected(&id));
 }
 
 /// Add `browser` to `code`'s session under a fresh id; returns the id and the Mac.
-fn join(
-    shard: &Shard,
+fn join<S: StyleHost>(
+    shard: &S,
     browser: &Rc<Conn>,
     code: &Code,
 ) -> Result<(BrowserId, Rc<Conn>), AuthFailure> {
-    let max = shard.config().max_browsers_per_session;
-    let mut reg = shard.session_ws.borrow_mut();
+    let mut reg = shard.session_ws().borrow_mut();
+    let max = reg.settings.max_browsers;
     let session = reg.sessions.get_mut(code).ok_or(AuthFailure::InvalidCode)?;
     if session.browsers.len() >= max {
         return Err(AuthFailure::SessionFull);
@@ -140,16 +136,16 @@ fn join(
 /// guessing budget (`--code-guesses-per-ip`, PROTOCOL §5) is charged: for the failures
 /// whose [`AuthFailure::is_guess`] is true, against the client's address. Each is also
 /// counted in `/stats` (`events.ws_auth_*`).
-pub(super) fn on_failed_auth(shard: &Rc<Shard>, conn: &Rc<Conn>, failure: AuthFailure) {
-    shard.stats.borrow_mut().event(failure.event());
+pub(super) fn on_failed_auth<S: StyleHost>(shard: &Rc<S>, conn: &Rc<Conn>, failure: AuthFailure) {
+    shard.stats().event(failure.event());
     if failure.is_guess() {
         if let Some(ip) = conn.peer().ip() {
-            shard.global.failed_join(ip);
+            shard.failed_join(ip);
         }
     }
-    tracing::debug!(shard = shard.id, peer = %conn.peer(), guess = failure.is_guess(), "/ws auth failed");
+    tracing::debug!(shard = shard.shard_id(), peer = %conn.peer(), guess = failure.is_guess(), "/ws auth failed");
     *conn.role.borrow_mut() = Role::Detached;
-    reply(shard, conn, failure.answer());
+    reply(&**shard, conn, failure.answer());
     let (code, reason) = failure.close();
     conn.close(shard, code, reason);
 }
@@ -157,15 +153,15 @@ pub(super) fn on_failed_auth(shard: &Rc<Shard>, conn: &Rc<Conn>, failure: AuthFa
 /// A browser's message: binary frames go to the Mac as they are; `create_session` goes
 /// as the text received, `close_session` as the Mac's binary framing; other text is not
 /// forwarded.
-pub(super) fn on_message(
-    shard: &Rc<Shard>,
+pub(super) fn on_message<S: StyleHost>(
+    shard: &Rc<S>,
     code: &Code,
     kind: MessageKind,
     payload: &[u8],
     read_at: Instant,
 ) {
-    let Some(mac) = mac_of(shard, code) else {
-        return shard.stats.borrow_mut().dropped(Dropped::WsNoMac);
+    let Some(mac) = mac_of(&**shard, code) else {
+        return shard.stats().dropped(Dropped::WsNoMac);
     };
     let (op, body) = match kind {
         MessageKind::Binary => (OpCode::Binary, Payload::copy_of(payload)),
@@ -174,35 +170,22 @@ pub(super) fn on_message(
             Some(Control::CloseSession { session_id }) => {
                 match messages::close_session_frame(&session_id) {
                     Some(frame) => (OpCode::Binary, Payload::from(frame)),
-                    None => {
-                        return shard
-                            .stats
-                            .borrow_mut()
-                            .dropped(Dropped::WsSessionIdTooLong)
-                    }
+                    None => return shard.stats().dropped(Dropped::WsSessionIdTooLong),
                 }
             }
-            _ => {
-                return shard
-                    .stats
-                    .borrow_mut()
-                    .dropped(Dropped::WsBrowserTextIgnored)
-            }
+            _ => return shard.stats().dropped(Dropped::WsBrowserTextIgnored),
         },
     };
     let frame = OutFrame::message(op, None, body, b"");
     if !mac.send(shard, frame.relayed(read_at, MODE)) {
-        shard.stats.borrow_mut().dropped(Dropped::WsMacClosing);
+        shard.stats().dropped(Dropped::WsMacClosing);
     }
 }
 
 /// A browser whose queue would overflow: out of its session (the Mac is told), closed
 /// `1011 "browser backlog full"` without waiting behind its backlog.
-pub(super) fn backlog_full(shard: &Rc<Shard>, code: &Code, browser: &Rc<Conn>) {
-    shard
-        .stats
-        .borrow_mut()
-        .dropped(Dropped::WsBrowserBacklogFull);
+pub(super) fn backlog_full<S: StyleHost>(shard: &Rc<S>, code: &Code, browser: &Rc<Conn>) {
+    shard.stats().dropped(Dropped::WsBrowserBacklogFull);
     let role = std::mem::replace(&mut *browser.role.borrow_mut(), Role::Detached);
     if let Role::SessionWs(WsRole::Browser { id, .. }) = role {
         gone(shard, browser, code, &id);
@@ -212,9 +195,9 @@ pub(super) fn backlog_full(shard: &Rc<Shard>, code: &Code, browser: &Rc<Conn>) {
 }
 
 /// A browser left its session: the Mac gets `browser_disconnected`.
-pub(super) fn gone(shard: &Rc<Shard>, conn: &Rc<Conn>, code: &Code, id: &BrowserId) {
+pub(super) fn gone<S: StyleHost>(shard: &Rc<S>, conn: &Rc<Conn>, code: &Code, id: &BrowserId) {
     let mac = {
-        let mut reg = shard.session_ws.borrow_mut();
+        let mut reg = shard.session_ws().borrow_mut();
         let Some(session) = reg.sessions.get_mut(code) else {
             return;
         };
@@ -223,6 +206,6 @@ pub(super) fn gone(shard: &Rc<Shard>, conn: &Rc<Conn>, code: &Code, id: &Browser
         (session.browsers.len() != before).then(|| session.mac.clone())
     };
     if let Some(mac) = mac {
-        reply_owned(shard, &mac, messages::browser_disconnected(id));
+        reply_owned(&**shard, &mac, messages::browser_disconnected(id));
     }
 }

@@ -10,45 +10,52 @@ use super::{browser, reply, reply_owned, set_kind, set_role, WsRole, WsSession, 
 use crate::modes::session::code::{self, Code};
 use crate::modes::Conn;
 use crate::modes::Role;
-use crate::shard::Shard;
+use crate::modes::StyleHost;
 use crate::stats::{ConnKind, Dropped, Event, Gauge};
 use crate::ws::codec::{MessageKind, OpCode};
 use crate::ws::conn::OutFrame;
 use crate::ws::payload::Payload;
 
 /// `register`: mint a code this shard owns, open the session, answer `registered`.
-pub(super) fn register(shard: &Rc<Shard>, conn: &Rc<Conn>) {
+pub(super) fn register<S: StyleHost>(shard: &Rc<S>, conn: &Rc<Conn>) {
     let minted = {
-        let reg = shard.session_ws.borrow();
-        let owner_of = |c: &Code| shard.global.shard_of(c);
+        let reg = shard.session_ws().borrow();
+        let owner_of = |c: &Code| shard.shard_of(c);
         let live = |c: &Code| reg.sessions.contains_key(c);
-        code::mint_owned(&ALPHABET, shard.id, shard.global.shards, owner_of, live)
+        code::mint_owned(&ALPHABET, shard.shard_id(), shard.shards(), owner_of, live)
     };
     let Some(code) = minted else {
-        tracing::warn!(shard = shard.id, "could not mint a /ws session code");
+        tracing::warn!(
+            shard = shard.shard_id(),
+            "could not mint a /ws session code"
+        );
         *conn.role.borrow_mut() = Role::Detached;
-        reply(shard, conn, messages::ERROR_NO_CODE);
+        reply(&**shard, conn, messages::ERROR_NO_CODE);
         return conn.close(shard, 1011, "no code available");
     };
     let session = WsSession {
         mac: conn.clone(),
         browsers: Vec::new(),
     };
-    shard.session_ws.borrow_mut().sessions.insert(code, session);
+    shard
+        .session_ws()
+        .borrow_mut()
+        .sessions
+        .insert(code, session);
     {
-        let mut stats = shard.stats.borrow_mut();
+        let mut stats = shard.stats();
         stats.event(Event::WsCodesMinted);
         stats.gauge_add(Gauge::WsSessions, 1);
     }
-    set_kind(shard, conn, ConnKind::SessionHost);
+    set_kind(&**shard, conn, ConnKind::SessionHost);
     set_role(conn, WsRole::Mac { code });
-    reply_owned(shard, conn, messages::registered(&code));
+    reply_owned(&**shard, conn, messages::registered(&code));
 }
 
 /// A Mac's message: binary frames and `session_*` texts go to every browser; any other
 /// text is not forwarded.
-pub(super) fn on_message(
-    shard: &Rc<Shard>,
+pub(super) fn on_message<S: StyleHost>(
+    shard: &Rc<S>,
     code: &Code,
     kind: MessageKind,
     payload: &[u8],
@@ -58,7 +65,7 @@ pub(super) fn on_message(
         MessageKind::Binary => fan_out(shard, code, OpCode::Binary, payload, read_at),
         MessageKind::Text => match messages::parse(payload) {
             Some(Control::SessionEvent) => fan_out(shard, code, OpCode::Text, payload, read_at),
-            _ => shard.stats.borrow_mut().dropped(Dropped::WsMacTextIgnored),
+            _ => shard.stats().dropped(Dropped::WsMacTextIgnored),
         },
     }
 }
@@ -67,17 +74,17 @@ pub(super) fn on_message(
 /// (into a pooled buffer for one browser, into one shared `Rc` for several), so the
 /// per-browser cost is a queue slot. A browser whose queue would pass `--max-queue` is
 /// closed instead (`browser::backlog_full`): the Mac is never stalled by one browser.
-fn fan_out(shard: &Rc<Shard>, code: &Code, op: OpCode, payload: &[u8], read_at: Instant) {
-    let max_queue = shard.config().max_queue;
+fn fan_out<S: StyleHost>(shard: &Rc<S>, code: &Code, op: OpCode, payload: &[u8], read_at: Instant) {
+    let max_queue = shard.max_queue();
     // Allocates only if a browser overflows.
     let mut overflowed = Vec::new();
     {
-        let reg = shard.session_ws.borrow();
+        let reg = shard.session_ws().borrow();
         let Some(session) = reg.sessions.get(code) else {
             return;
         };
         if session.browsers.is_empty() {
-            return shard.stats.borrow_mut().dropped(Dropped::WsNoBrowsers);
+            return shard.stats().dropped(Dropped::WsNoBrowsers);
         }
         let shared: Option<Rc<[u8]>> = (session.browsers.len() > 1).then(|| Rc::from(payload));
         for (_, browser) in &session.browsers {
@@ -92,7 +99,7 @@ fn fan_out(shard: &Rc<Shard>, code: &Code, op: OpCode, payload: &[u8], read_at: 
                 continue;
             }
             if !browser.send(shard, frame.relayed(read_at, MODE)) {
-                shard.stats.borrow_mut().dropped(Dropped::WsBrowserClosing);
+                shard.stats().dropped(Dropped::WsBrowserClosing);
             }
         }
     }
@@ -103,9 +110,9 @@ fn fan_out(shard: &Rc<Shard>, code: &Code, op: OpCode, payload: &[u8], read_at: 
 
 /// The Mac left: its code is gone, and each browser gets `Session disconnected` and is
 /// closed `1000 "peer disconnected"` (it may reconnect with a new code).
-pub(super) fn gone(shard: &Rc<Shard>, conn: &Rc<Conn>, code: &Code) {
+pub(super) fn gone<S: StyleHost>(shard: &Rc<S>, conn: &Rc<Conn>, code: &Code) {
     let session = {
-        let mut reg = shard.session_ws.borrow_mut();
+        let mut reg = shard.session_ws().borrow_mut();
         let owned = reg
             .sessions
             .get(code)
@@ -115,10 +122,10 @@ pub(super) fn gone(shard: &Rc<Shard>, conn: &Rc<Conn>, code: &Code) {
     let Some(session) = session else {
         return;
     };
-    shard.stats.borrow_mut().gauge_add(Gauge::WsSessions, -1);
+    shard.stats().gauge_add(Gauge::WsSessions, -1);
     for (_, browser) in session.browsers {
         *browser.role.borrow_mut() = Role::Detached;
-        reply(shard, &browser, messages::ERROR_SESSION_DISCONNECTED);
+        reply(&**shard, &browser, messages::ERROR_SESSION_DISCONNECTED);
         browser.close(shard, 1000, "peer disconnected");
     }
 }

@@ -23,14 +23,15 @@ pub mod messages;
 
 use std::collections::{HashMap, VecDeque};
 use std::rc::{Rc, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::config::Config;
 use crate::modes::session::code::{Alphabet, Code};
 use crate::modes::Conn;
 use crate::modes::Role;
-use crate::shard::Shard;
+use crate::modes::StyleHost;
 use crate::stats::{ConnKind, Event, Style};
 use crate::ws::codec::{MessageKind, OpCode};
 use crate::ws::conn::OutFrame;
@@ -51,9 +52,29 @@ pub const BROWSER_ID_LEN: usize = 8;
 /// A browser's id within its session, as its ASCII bytes.
 pub type BrowserId = [u8; BROWSER_ID_LEN];
 
+/// The settings the `/ws` rules use, taken from `Config` once per shard.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// `--handshake-timeout`: how long a connection has to send its first message.
+    pub handshake_timeout: Duration,
+    /// `--max-browsers-per-session`: browsers one Mac's session admits.
+    pub max_browsers: usize,
+}
+
+impl From<&Config> for Settings {
+    fn from(config: &Config) -> Self {
+        Settings {
+            handshake_timeout: config.handshake_timeout,
+            max_browsers: config.max_browsers_per_session,
+        }
+    }
+}
+
 /// The `/ws` sessions this shard minted, and the connections still owing a first message.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Registry {
+    /// The settings the rules use.
+    settings: Settings,
     /// Each connected Mac's session by its code (one code per Mac).
     sessions: HashMap<Code, WsSession, ahash::RandomState>,
     /// First-message deadlines, oldest first (one timeout for all, so pushes come in
@@ -69,6 +90,16 @@ pub struct Registry {
 const STALE_SLACK: usize = 64;
 
 impl Registry {
+    /// An empty registry.
+    pub fn new(settings: Settings) -> Self {
+        Registry {
+            settings,
+            sessions: HashMap::default(),
+            pending: VecDeque::new(),
+            compact_at: 0,
+        }
+    }
+
     /// Queue `conn`'s first-message deadline; compact the queue when stale entries (for
     /// connections that spoke or left) have doubled it, so pushes stay O(1) amortised.
     fn push_pending(&mut self, due: Instant, conn: &Rc<Conn>) {
@@ -123,23 +154,25 @@ pub struct Resume {
 }
 
 /// A `/ws` connection upgraded: it has until `--handshake-timeout` to say what it is.
-pub fn on_upgrade(shard: &Rc<Shard>, conn: Rc<Conn>, leftover: Vec<u8>) {
+pub fn on_upgrade<S: StyleHost>(shard: &Rc<S>, conn: Rc<Conn>, leftover: Vec<u8>) {
     set_role(&conn, WsRole::Pending);
-    let due = Instant::now() + shard.config().handshake_timeout;
-    shard.session_ws.borrow_mut().push_pending(due, &conn);
+    let mut reg = shard.session_ws().borrow_mut();
+    let due = Instant::now() + reg.settings.handshake_timeout;
+    reg.push_pending(due, &conn);
+    drop(reg);
     shard.spawn_reader(conn, leftover);
 }
 
 /// A browser moved here to `auth` with a code this shard owns.
-pub fn on_resume(shard: &Rc<Shard>, conn: Rc<Conn>, resume: Resume, unread: Vec<u8>) {
+pub fn on_resume<S: StyleHost>(shard: &Rc<S>, conn: Rc<Conn>, resume: Resume, unread: Vec<u8>) {
     set_role(&conn, WsRole::Pending);
     browser::auth_here(shard, &conn, resume.code);
     shard.spawn_reader(conn, unread);
 }
 
 /// A whole message from a `/ws` connection.
-pub fn on_message(
-    shard: &Rc<Shard>,
+pub fn on_message<S: StyleHost>(
+    shard: &Rc<S>,
     conn: &Rc<Conn>,
     role: WsRole,
     kind: MessageKind,
@@ -155,10 +188,10 @@ pub fn on_message(
 
 /// The first message decides the role; anything but `register` or `auth` is answered
 /// with an error and closes the connection.
-fn first_message(shard: &Rc<Shard>, conn: &Rc<Conn>, kind: MessageKind, payload: &[u8]) {
+fn first_message<S: StyleHost>(shard: &Rc<S>, conn: &Rc<Conn>, kind: MessageKind, payload: &[u8]) {
     if kind == MessageKind::Binary {
         return refuse(
-            shard,
+            &**shard,
             conn,
             messages::ERROR_NOT_JSON,
             "first message must be JSON",
@@ -168,25 +201,25 @@ fn first_message(shard: &Rc<Shard>, conn: &Rc<Conn>, kind: MessageKind, payload:
         Some(Control::Register) => mac::register(shard, conn),
         Some(Control::Auth { session_code }) => browser::auth(shard, conn, &session_code),
         Some(_) => refuse(
-            shard,
+            &**shard,
             conn,
             messages::ERROR_NOT_REGISTER_OR_AUTH,
             "first message must be register or auth",
         ),
-        None => refuse(shard, conn, messages::ERROR_INVALID_JSON, "invalid JSON"),
+        None => refuse(&**shard, conn, messages::ERROR_INVALID_JSON, "invalid JSON"),
     }
 }
 
 /// Answer a connection that cannot take part with `error`, then close it `1008 reason`.
-fn refuse(shard: &Shard, conn: &Rc<Conn>, error: &'static str, reason: &str) {
-    shard.stats.borrow_mut().event(Event::WsFirstMessageRefused);
+fn refuse<S: StyleHost>(shard: &S, conn: &Rc<Conn>, error: &'static str, reason: &str) {
+    shard.stats().event(Event::WsFirstMessageRefused);
     *conn.role.borrow_mut() = Role::Detached;
     reply(shard, conn, error);
     conn.close(shard, 1008, reason);
 }
 
 /// The Mac a browser's frames feed (its full queue pauses the browser's reader).
-pub fn mac_fed_by(shard: &Shard, role: &WsRole) -> Option<Rc<Conn>> {
+pub fn mac_fed_by<S: StyleHost>(shard: &S, role: &WsRole) -> Option<Rc<Conn>> {
     match role {
         WsRole::Browser { code, .. } => mac_of(shard, code),
         WsRole::Pending | WsRole::Mac { .. } => None,
@@ -194,14 +227,14 @@ pub fn mac_fed_by(shard: &Shard, role: &WsRole) -> Option<Rc<Conn>> {
 }
 
 /// The Mac holding `code`, if it is still here.
-fn mac_of(shard: &Shard, code: &Code) -> Option<Rc<Conn>> {
-    let reg = shard.session_ws.borrow();
+fn mac_of<S: StyleHost>(shard: &S, code: &Code) -> Option<Rc<Conn>> {
+    let reg = shard.session_ws().borrow();
     reg.sessions.get(code).map(|session| session.mac.clone())
 }
 
 /// A `/ws` connection ended: a Mac takes its code and its browsers with it; a browser
 /// leaves its session and the Mac is told.
-pub fn on_gone(shard: &Rc<Shard>, conn: &Rc<Conn>, role: WsRole) {
+pub fn on_gone<S: StyleHost>(shard: &Rc<S>, conn: &Rc<Conn>, role: WsRole) {
     match role {
         WsRole::Pending => {}
         WsRole::Mac { code } => mac::gone(shard, conn, &code),
@@ -211,21 +244,18 @@ pub fn on_gone(shard: &Rc<Shard>, conn: &Rc<Conn>, role: WsRole) {
 
 /// Deadlines: a connection still without a first message at `--handshake-timeout` is
 /// answered with an error and closed `1008`.
-pub fn tick(shard: &Rc<Shard>, now: Instant) {
-    for conn in first_message_overdue(shard, now) {
-        shard
-            .stats
-            .borrow_mut()
-            .event(Event::WsFirstMessageTimeouts);
+pub fn tick<S: StyleHost>(shard: &Rc<S>, now: Instant) {
+    for conn in first_message_overdue(&**shard, now) {
+        shard.stats().event(Event::WsFirstMessageTimeouts);
         *conn.role.borrow_mut() = Role::Detached;
-        reply(shard, &conn, messages::ERROR_FIRST_MESSAGE_TIMEOUT);
+        reply(&**shard, &conn, messages::ERROR_FIRST_MESSAGE_TIMEOUT);
         conn.close(shard, 1008, "first message timeout");
     }
 }
 
 /// Connections whose first-message deadline passed and that are still pending.
-fn first_message_overdue(shard: &Shard, now: Instant) -> Vec<Rc<Conn>> {
-    let mut reg = shard.session_ws.borrow_mut();
+fn first_message_overdue<S: StyleHost>(shard: &S, now: Instant) -> Vec<Rc<Conn>> {
+    let mut reg = shard.session_ws().borrow_mut();
     let mut overdue = Vec::new();
     while let Some((due, _)) = reg.pending.front() {
         if *due > now {
@@ -245,13 +275,13 @@ fn first_message_overdue(shard: &Shard, now: Instant) -> Vec<Rc<Conn>> {
 }
 
 /// Queue one of the relay's own fixed JSON messages to `conn` (no allocation).
-fn reply(shard: &Shard, conn: &Rc<Conn>, text: &'static str) {
+fn reply<S: StyleHost>(shard: &S, conn: &Rc<Conn>, text: &'static str) {
     let body = Payload::from(Bytes::from_static(text.as_bytes()));
     conn.send(shard, OutFrame::message(OpCode::Text, None, body, b""));
 }
 
 /// Queue a JSON message the relay built to `conn`.
-fn reply_owned(shard: &Shard, conn: &Rc<Conn>, text: String) {
+fn reply_owned<S: StyleHost>(shard: &S, conn: &Rc<Conn>, text: String) {
     conn.send(
         shard,
         OutFrame::message(OpCode::Text, None, Payload::from(text), b""),
@@ -265,9 +295,9 @@ fn set_role(conn: &Conn, role: WsRole) {
 
 /// Count `conn` under `kind` in `/stats` `connections` from now on (a `/ws` connection
 /// counts as `handshake` until its first message says what it is).
-fn set_kind(shard: &Shard, conn: &Conn, kind: ConnKind) {
+fn set_kind<S: StyleHost>(shard: &S, conn: &Conn, kind: ConnKind) {
     let before = conn.kind.replace(kind);
-    let mut stats = shard.stats.borrow_mut();
+    let mut stats = shard.stats();
     stats.conn_closed(before);
     stats.conn_opened(kind);
 }

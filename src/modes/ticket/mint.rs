@@ -18,9 +18,8 @@ use serde::Deserialize;
 use super::registry::MintRefusal;
 use crate::http::head::RequestHead;
 use crate::http::response;
-use crate::shard::accept::{refuse, respond_and_close};
-use crate::shard::inbox::wake_channel;
-use crate::shard::{InboxMsg, Shard};
+use crate::modes::StyleHost;
+use crate::net::reply_and_close;
 use crate::stats::{Event, Gauge, Rejected};
 use crate::sys;
 use crate::tls::Link;
@@ -97,12 +96,17 @@ pub(super) fn parse_mint(body: &[u8]) -> Result<MintPlan, &'static str> {
 }
 
 /// Serve `POST /v1/tickets` (auth and method already checked).
-pub async fn serve_mint(shard: &Rc<Shard>, stream: TcpStream, head: &RequestHead, body: Vec<u8>) {
-    let body = match read_body(shard, &stream, head, body).await {
+pub async fn serve_mint<S: StyleHost>(
+    shard: &Rc<S>,
+    stream: TcpStream,
+    head: &RequestHead,
+    body: Vec<u8>,
+) {
+    let body = match read_body(&**shard, &stream, head, body).await {
         Ok(body) => body,
         Err(BodyFailure::Refused(status, msg)) => {
-            return refuse(
-                shard,
+            return super::refuse(
+                &**shard,
                 stream,
                 Link::plain(),
                 Rejected::BadMintBody,
@@ -117,10 +121,10 @@ pub async fn serve_mint(shard: &Rc<Shard>, stream: TcpStream, head: &RequestHead
         Err(msg) => Err((400, msg)),
     };
     match resp {
-        Ok(resp) => respond_and_close(stream, Link::plain(), &resp).await,
+        Ok(resp) => reply_and_close(stream, Link::plain(), &resp).await,
         Err((status, msg)) => {
-            refuse(
-                shard,
+            super::refuse(
+                &**shard,
                 stream,
                 Link::plain(),
                 Rejected::MintRefused,
@@ -132,19 +136,14 @@ pub async fn serve_mint(shard: &Rc<Shard>, stream: TcpStream, head: &RequestHead
 }
 
 /// Mint on the workspace's shard: here, or over that shard's inbox.
-async fn mint_on_owner(shard: &Rc<Shard>, plan: MintPlan) -> MintOutcome {
-    let owner = shard.global.shard_of(plan.workspace.as_bytes());
-    if owner == shard.id {
+async fn mint_on_owner<S: StyleHost>(shard: &Rc<S>, plan: MintPlan) -> MintOutcome {
+    let owner = shard.shard_of(plan.workspace.as_bytes());
+    if owner == shard.shard_id() {
         return mint_here(shard, &plan);
     }
-    let (reply, answer) = wake_channel();
-    let asked = shard.global.inboxes[owner].send(InboxMsg::Mint {
-        plan: Box::new(plan),
-        reply,
-    });
-    if !asked {
+    let Some(answer) = shard.ask_mint(owner, Box::new(plan)) else {
         return Err((503, "ticket shard unavailable"));
-    }
+    };
     match monoio::time::timeout(MINT_REPLY_TIMEOUT, answer.recv()).await {
         Ok(Some(outcome)) => outcome,
         _ => Err((503, "ticket shard unavailable")),
@@ -153,10 +152,10 @@ async fn mint_on_owner(shard: &Rc<Shard>, plan: MintPlan) -> MintOutcome {
 
 /// Mint on this shard, which owns the plan's workspace, under the caps: the 201
 /// response or the refusal.
-pub fn mint_here(shard: &Rc<Shard>, plan: &MintPlan) -> MintOutcome {
-    let cap = shard.config().max_relays_per_workspace;
+pub fn mint_here<S: StyleHost>(shard: &Rc<S>, plan: &MintPlan) -> MintOutcome {
     let ticket = {
-        let registry = shard.tickets.borrow();
+        let registry = shard.tickets().borrow();
+        let cap = registry.settings().max_relays_per_workspace;
         match registry.may_mint(&plan.workspace, cap) {
             Err(MintRefusal::WorkspaceCap) => {
                 return Err((429, "workspace concurrent relay cap reached"))
@@ -164,16 +163,18 @@ pub fn mint_here(shard: &Rc<Shard>, plan: &MintPlan) -> MintOutcome {
             Err(MintRefusal::TableFull) => return Err((503, "ticket table full")),
             Ok(()) => {}
         }
-        draw_owned_ticket(shard, |t| registry.contains(t)).ok_or((500, "could not mint"))?
+        draw_owned_ticket(&**shard, |t| registry.contains(t)).ok_or((500, "could not mint"))?
     };
     let expires_at = Instant::now() + plan.ttl;
     let expires_ms = unix_ms(SystemTime::now() + plan.ttl);
-    shard
-        .tickets
-        .borrow_mut()
-        .insert(ticket.clone(), &plan.workspace, expires_at, plan.max_bytes);
+    shard.tickets().borrow_mut().insert(
+        ticket.clone(),
+        &plan.workspace,
+        expires_at,
+        plan.max_bytes,
+    );
     {
-        let mut stats = shard.stats.borrow_mut();
+        let mut stats = shard.stats();
         stats.event(Event::TicketsMinted);
         stats.gauge_add(Gauge::Tickets, 1);
     }
@@ -187,11 +188,11 @@ pub fn mint_here(shard: &Rc<Shard>, plan: &MintPlan) -> MintOutcome {
 }
 
 /// A fresh `rly_…` ticket whose owner shard is this shard (redrawn until it is).
-fn draw_owned_ticket(shard: &Shard, taken: impl Fn(&str) -> bool) -> Option<String> {
-    let draws = DRAWS_PER_SHARD * shard.global.shards.max(1);
+fn draw_owned_ticket<S: StyleHost>(shard: &S, taken: impl Fn(&str) -> bool) -> Option<String> {
+    let draws = DRAWS_PER_SHARD * shard.shards().max(1);
     for _ in 0..draws {
         let ticket = draw_ticket()?;
-        if shard.global.shard_of(ticket.as_bytes()) == shard.id && !taken(&ticket) {
+        if shard.shard_of(ticket.as_bytes()) == shard.shard_id() && !taken(&ticket) {
             return Some(ticket);
         }
     }
@@ -224,8 +225,8 @@ enum BodyFailure {
 
 /// Read the whole `Content-Length` body (bounded by `MAX_MINT_BODY` and the handshake
 /// timeout); `already` holds the bytes read past the head.
-async fn read_body(
-    shard: &Shard,
+async fn read_body<S: StyleHost>(
+    shard: &S,
     stream: &TcpStream,
     head: &RequestHead,
     mut already: Vec<u8>,
@@ -244,7 +245,7 @@ async fn read_body(
     if len > MAX_MINT_BODY {
         return Err(BodyFailure::Refused(413, "body over 64 KiB"));
     }
-    let timeout = shard.config().handshake_timeout;
+    let timeout = shard.tickets().borrow().settings().handshake_timeout;
     monoio::time::timeout(timeout, fill(stream, &mut already, len))
         .await
         .map_err(|_| BodyFailure::Closed)?

@@ -37,7 +37,7 @@ use monoio::net::TcpStream;
 
 pub use mint::serve_mint as mint;
 pub use mint::{mint_here, MintOutcome, MintPlan};
-pub use registry::Registry;
+pub use registry::{Registry, Settings};
 
 use body::framing_of;
 use registry::{Arrived, Claim, SideConn, TicketSide, Waiter, Wakeup};
@@ -46,30 +46,32 @@ use transfer::PutSide;
 use crate::http::head::RequestHead;
 use crate::http::response;
 use crate::http::routes::Route;
-use crate::shard::accept::refuse;
-use crate::shard::{Shard, Upgrade};
+use crate::http::upgrade::Upgrade;
+use crate::modes::StyleHost;
+use crate::net::reply_and_close;
 use crate::stats::{Event, Gauge, Rejected};
+use crate::tls::Link;
 
 /// `HTTP/1.1 100 Continue`, sent to a PUT with `Expect: 100-continue` once its claim
 /// is accepted.
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Serve `PUT /v1/relay` or `GET /v1/relay` on the ticket's owner shard.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream, mut request: Upgrade) {
+pub async fn serve<S: StyleHost>(shard: Rc<S>, stream: TcpStream, mut request: Upgrade) {
     let link = std::mem::take(&mut request.link);
     let (ticket, side) = match request.route {
         Route::TicketPut { ticket } => (ticket, TicketSide::Put),
         Route::TicketGet { ticket } => (ticket, TicketSide::Get),
         _ => return,
     };
-    if shard.shutting_down.get() {
+    if shard.shutting_down() {
         let resp = response::json_error(503, "shutting down");
-        return refuse(&shard, stream, link, Rejected::ShuttingDown, resp).await;
+        return refuse(&*shard, stream, link, Rejected::ShuttingDown, resp).await;
     }
     if side == TicketSide::Put {
         if let Err(msg) = framing_of(&request.head) {
             return refuse(
-                &shard,
+                &*shard,
                 stream,
                 link,
                 Rejected::BadTicketBody,
@@ -79,7 +81,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, mut request: Upgrade) {
         }
     }
     let claim = shard
-        .tickets
+        .tickets()
         .borrow_mut()
         .claim(&ticket, side, Instant::now());
     let (reason, status, msg) = match claim {
@@ -108,13 +110,26 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, mut request: Upgrade) {
         }
     };
     refuse(
-        &shard,
+        &*shard,
         stream,
         link,
         reason,
         response::json_error(status, msg),
     )
     .await;
+}
+
+/// Answer with a plain HTTP response (inside TLS on a TLS connection), count the
+/// rejection, and close.
+async fn refuse<S: StyleHost>(
+    shard: &S,
+    stream: TcpStream,
+    link: Link,
+    reason: Rejected,
+    resp: Vec<u8>,
+) {
+    shard.stats().rejected(reason);
+    reply_and_close(stream, link, &resp).await;
 }
 
 /// Answer `Expect: 100-continue` on a PUT whose claim was accepted. One non-blocking
@@ -137,16 +152,21 @@ fn send_continue(conn: &SideConn, head: &RequestHead) -> bool {
 /// claim if its client leaves meanwhile. A waiting PUT reads ahead into a buffer of at
 /// most one window (it must read to notice an EOF); once that is full it waits on the
 /// latch alone, and a client gone by then is found when the transfer starts.
-async fn wait_for_peer(shard: Rc<Shard>, ticket: String, waiter: Rc<Waiter>, mut me: Arrived) {
+async fn wait_for_peer<S: StyleHost>(
+    shard: Rc<S>,
+    ticket: String,
+    waiter: Rc<Waiter>,
+    mut me: Arrived,
+) {
     if !send_continue(&me.conn, &me.head) {
-        shard.tickets.borrow_mut().release(&ticket, &waiter);
+        shard.tickets().borrow_mut().release(&ticket, &waiter);
         return;
     }
     let wakeup = loop {
         if let Some(wakeup) = waiter.take() {
             break wakeup;
         }
-        let window = shard.config().ticket_window;
+        let window = shard.tickets().borrow().settings().window;
         let watch = me.conn.side == TicketSide::Get || me.leftover.len() < window;
         let gone = monoio::select! {
             _ = waiter.woken() => false,
@@ -154,7 +174,7 @@ async fn wait_for_peer(shard: Rc<Shard>, ticket: String, waiter: Rc<Waiter>, mut
                 r.is_err() || client_left(&mut me, window)
             }
         };
-        if gone && shard.tickets.borrow_mut().release(&ticket, &waiter) {
+        if gone && shard.tickets().borrow_mut().release(&ticket, &waiter) {
             return;
         }
     };
@@ -199,7 +219,7 @@ fn client_left(me: &mut Arrived, window: usize) -> bool {
 }
 
 /// Both sides are here: order them and pump.
-async fn start_transfer(shard: Rc<Shard>, ticket: String, me: Arrived, peer: Arrived) {
+async fn start_transfer<S: StyleHost>(shard: Rc<S>, ticket: String, me: Arrived, peer: Arrived) {
     let (put, get) = match me.conn.side {
         TicketSide::Put => (me, peer),
         TicketSide::Get => (peer, me),
@@ -213,10 +233,10 @@ async fn start_transfer(shard: Rc<Shard>, ticket: String, me: Arrived, peer: Arr
 }
 
 /// Expire waiting sides (408) and forget spent tickets past their retention.
-pub fn tick(shard: &Rc<Shard>, now: Instant) {
-    let swept = shard.tickets.borrow_mut().sweep(now);
+pub fn tick<S: StyleHost>(shard: &Rc<S>, now: Instant) {
+    let swept = shard.tickets().borrow_mut().sweep(now);
     {
-        let mut stats = shard.stats.borrow_mut();
+        let mut stats = shard.stats();
         for _ in 0..swept.timed_out {
             stats.event(Event::TicketsTimedOut);
         }
@@ -233,14 +253,14 @@ pub fn tick(shard: &Rc<Shard>, now: Instant) {
 }
 
 /// Transfers still running on this shard: shutdown waits for them.
-pub fn in_flight(shard: &Shard) -> usize {
-    shard.tickets.borrow().running()
+pub fn in_flight<S: StyleHost>(shard: &S) -> usize {
+    shard.tickets().borrow().running()
 }
 
 /// Shutdown began: sides still waiting get 503 and their claims are freed; running
 /// transfers continue.
-pub fn on_shutdown(shard: &Rc<Shard>) {
-    let waiters = shard.tickets.borrow_mut().take_all_waiters();
+pub fn on_shutdown<S: StyleHost>(shard: &Rc<S>) {
+    let waiters = shard.tickets().borrow_mut().take_all_waiters();
     for waiter in waiters {
         waiter.wake(Wakeup::ShuttingDown);
     }
@@ -248,8 +268,8 @@ pub fn on_shutdown(shard: &Rc<Shard>) {
 
 /// The drain timeout passed: abort every transfer still running (the GET response is
 /// cut short, never complete-looking; the PUT gets 503).
-pub fn abort_all(shard: &Rc<Shard>) {
-    let flags = shard.tickets.borrow().abort_flags();
+pub fn abort_all<S: StyleHost>(shard: &Rc<S>) {
+    let flags = shard.tickets().borrow().abort_flags();
     for flag in flags {
         flag.raise();
     }

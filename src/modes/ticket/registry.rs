@@ -19,11 +19,14 @@ use std::os::fd::AsRawFd;
 
 use monoio::net::TcpStream;
 
+use crate::config::Config;
 use crate::http::head::RequestHead;
-use crate::shard::{ConnPermit, Shard};
+use crate::modes::{Role, StyleHost};
+use crate::net::ConnPermit;
 use crate::stats::{ConnKind, Event};
 use crate::timer::Reminders;
 use crate::tls::Link;
+use crate::ws::conn::Outbox;
 
 /// How long a ticket that ended at or past its expiry still answers 410: enough for a
 /// client that got 408 to retry and learn the ticket is spent rather than unknown.
@@ -71,26 +74,27 @@ pub(super) struct SideConn {
     pub(super) side: TicketSide,
     /// The connection's place under `--max-connections`, held for its whole life.
     _permit: ConnPermit,
-    /// The shard whose stats count this connection.
-    shard: Rc<Shard>,
+    /// The shard whose stats count this connection (its close is counted from `Drop`,
+    /// once per side: a dynamic call there costs nothing that matters).
+    shard: Rc<dyn Outbox<Role>>,
 }
 
 impl SideConn {
     /// Count a newly served side.
-    pub(super) fn open(
-        shard: &Rc<Shard>,
+    pub(super) fn open<S: StyleHost>(
+        shard: &Rc<S>,
         stream: TcpStream,
         link: Link,
         side: TicketSide,
         permit: ConnPermit,
     ) -> Self {
-        shard.stats.borrow_mut().conn_opened(side.conn_kind());
+        shard.stats().conn_opened(side.conn_kind());
         SideConn {
             stream,
             link: RefCell::new(link),
             side,
             _permit: permit,
-            shard: shard.clone(),
+            shard: shard.clone() as Rc<dyn Outbox<Role>>,
         }
     }
 }
@@ -111,10 +115,7 @@ impl SideConn {
 
 impl Drop for SideConn {
     fn drop(&mut self) {
-        self.shard
-            .stats
-            .borrow_mut()
-            .conn_closed(self.side.conn_kind());
+        self.shard.stats().conn_closed(self.side.conn_kind());
     }
 }
 
@@ -296,9 +297,31 @@ impl Ending {
     }
 }
 
+/// The settings the ticket glue uses, taken from `Config` once per shard.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// `--ticket-window`: bytes of a body held between the PUT and the GET.
+    pub window: usize,
+    /// `--max-relays-per-workspace`: unfinished tickets one workspace may hold.
+    pub max_relays_per_workspace: usize,
+    /// `--handshake-timeout`: how long a mint request's body may take to arrive.
+    pub handshake_timeout: Duration,
+}
+
+impl From<&Config> for Settings {
+    fn from(config: &Config) -> Self {
+        Settings {
+            window: config.ticket_window,
+            max_relays_per_workspace: config.max_relays_per_workspace,
+            handshake_timeout: config.handshake_timeout,
+        }
+    }
+}
+
 /// The tickets minted by one shard.
-#[derive(Default)]
 pub struct Registry {
+    /// The settings the glue reads.
+    settings: Settings,
     /// Tickets by their bearer string (kept in memory only; never logged).
     tickets: HashMap<String, Ticket>,
     /// Unfinished tickets per workspace.
@@ -322,6 +345,22 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
+    /// An empty table.
+    pub fn new(settings: Settings) -> Self {
+        Registry {
+            settings,
+            tickets: HashMap::new(),
+            unfinished: HashMap::new(),
+            running: 0,
+            reminders: Reminders::default(),
+        }
+    }
+
+    /// The settings the glue reads.
+    pub(super) fn settings(&self) -> Settings {
+        self.settings
+    }
+
     /// Check the caps for one more ticket in `workspace`.
     pub(super) fn may_mint(&self, workspace: &str, cap: usize) -> Result<(), MintRefusal> {
         if self.tickets.len() >= MAX_TICKETS {
@@ -545,8 +584,16 @@ pub(super) struct Swept {
 mod tests {
     use super::*;
 
+    /// The defaults of `--ticket-window`, `--max-relays-per-workspace` and
+    /// `--handshake-timeout` (the table's rules do not read them).
+    const TEST_SETTINGS: Settings = Settings {
+        window: 256 * 1024,
+        max_relays_per_workspace: 64,
+        handshake_timeout: Duration::from_secs(10),
+    };
+
     fn registry_with(ticket: &str, ttl: Duration, now: Instant) -> Registry {
-        let mut r = Registry::default();
+        let mut r = Registry::new(TEST_SETTINGS);
         r.insert(ticket.to_owned(), "ws", now + ttl, 0);
         r
     }
@@ -584,7 +631,7 @@ mod tests {
     #[test]
     fn workspace_cap_counts_unfinished_only() {
         let now = Instant::now();
-        let mut r = Registry::default();
+        let mut r = Registry::new(TEST_SETTINGS);
         r.insert("a".into(), "ws", now + Duration::from_secs(5), 0);
         assert_eq!(r.may_mint("ws", 1), Err(MintRefusal::WorkspaceCap));
         assert_eq!(r.may_mint("other", 1), Ok(()));

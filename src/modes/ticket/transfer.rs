@@ -16,8 +16,8 @@ use std::time::Instant;
 use super::body::{framing_of, BodyIn, BodyOut, Decoded, Framing, ReadPlan, Window};
 use super::registry::{AbortFlag, Ending, SideConn};
 use crate::http::head::RequestHead;
+use crate::modes::StyleHost;
 use crate::net::{self, Linger};
-use crate::shard::Shard;
 use crate::stats::Gauge;
 use crate::sys;
 
@@ -54,8 +54,13 @@ enum Stop {
 }
 
 /// Run a transfer to its end and answer both sides; `ticket` is the registry key.
-pub(super) async fn run(shard: Rc<Shard>, ticket: String, mut put: PutSide, get: SideConn) {
-    let info = shard.tickets.borrow().running_info(&ticket);
+pub(super) async fn run<S: StyleHost>(
+    shard: Rc<S>,
+    ticket: String,
+    mut put: PutSide,
+    get: SideConn,
+) {
+    let info = shard.tickets().borrow().running_info(&ticket);
     let Some((max_bytes, abort)) = info else {
         return;
     };
@@ -69,18 +74,18 @@ pub(super) async fn run(shard: Rc<Shard>, ticket: String, mut put: PutSide, get:
         let mut pump = Pump {
             body: BodyIn::new(framing, std::mem::take(&mut put.pre)),
             out: BodyOut::new(framing),
-            window: Window::new(shard.config().ticket_window),
+            window: Window::new(shard.tickets().borrow().settings().window),
             max_bytes,
         };
-        let stop = pump.run(&shard, &put.conn, &get, &abort).await;
+        let stop = pump.run(&*shard, &put.conn, &get, &abort).await;
         (stop, pump.body.total)
     };
-    let ending = finish(&shard, &ticket, stop);
+    let ending = finish(&*shard, &ticket, stop);
     answer(ending, bytes, put.conn, get).await;
 }
 
 /// Record the ending: the ticket is spent, the gauge falls, the outcome is counted.
-fn finish(shard: &Shard, ticket: &str, stop: Stop) -> (Ending, bool) {
+fn finish<S: StyleHost>(shard: &S, ticket: &str, stop: Stop) -> (Ending, bool) {
     let (ending, malformed) = match stop {
         Stop::Done => (Ending::Ok, false),
         Stop::TooLarge => (Ending::TooLarge, false),
@@ -88,8 +93,8 @@ fn finish(shard: &Shard, ticket: &str, stop: Stop) -> (Ending, bool) {
         Stop::GetBroke => (Ending::GetAborted, false),
         Stop::Aborted => (Ending::Shutdown, false),
     };
-    let was_unfinished = shard.tickets.borrow_mut().end(ticket, Instant::now());
-    let mut stats = shard.stats.borrow_mut();
+    let was_unfinished = shard.tickets().borrow_mut().end(ticket, Instant::now());
+    let mut stats = shard.stats();
     if was_unfinished {
         stats.gauge_add(Gauge::Tickets, -1);
     }
@@ -166,9 +171,9 @@ enum Pulled {
 
 impl Pump {
     /// Move bytes until the body is through or a side breaks.
-    async fn run(
+    async fn run<S: StyleHost>(
         &mut self,
-        shard: &Shard,
+        shard: &S,
         put: &SideConn,
         get: &SideConn,
         abort: &AbortFlag,
@@ -220,7 +225,7 @@ impl Pump {
     }
 
     /// Take what the PUT has (decoded, into the window), under the cap.
-    fn pull(&mut self, shard: &Shard, put: &SideConn) -> Result<Pulled, Stop> {
+    fn pull<S: StyleHost>(&mut self, shard: &S, put: &SideConn) -> Result<Pulled, Stop> {
         let room = self.window.room();
         let added = match self.body.decode_buffered(self.window.tail(room), room) {
             Ok(Decoded::Bytes(n)) => Some(n),
@@ -230,7 +235,7 @@ impl Pump {
         let Some(added) = added else {
             return Ok(Pulled::Blocked);
         };
-        shard.stats.borrow_mut().message_in(added);
+        shard.stats().message_in(added);
         if self.max_bytes > 0 && self.body.total > self.max_bytes {
             let excess = usize::try_from(self.body.total - self.max_bytes).unwrap_or(usize::MAX);
             self.window.unappend(excess);
@@ -267,7 +272,7 @@ impl Pump {
     }
 
     /// One vectored write to the GET. `Ok(false)`: the socket is full.
-    fn push(&mut self, shard: &Shard, get: &SideConn) -> Result<bool, ()> {
+    fn push<S: StyleHost>(&mut self, shard: &S, get: &SideConn) -> Result<bool, ()> {
         let sent = {
             let slices = self.out.slices(self.window.data());
             get.send_vectored(&slices)
@@ -277,7 +282,7 @@ impl Pump {
                 let payload = self.out.advance(n);
                 self.window.consume(payload);
                 if payload > 0 {
-                    shard.stats.borrow_mut().message_out(payload);
+                    shard.stats().message_out(payload);
                 }
                 Ok(n > 0)
             }
