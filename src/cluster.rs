@@ -25,6 +25,11 @@ use std::str::FromStr;
 /// smallest minted-key alphabet (the session codes' 28, PROTOCOL §5).
 pub const MAX_NODES: usize = 28;
 
+/// The base64url alphabet in index order: a ticket's first character after `rly_` is the
+/// top six bits of its first random byte, so every character is equally likely.
+pub const TICKET_ALPHABET: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
 /// Longest node id: it names HAProxy servers and backends and appears in logs.
 pub const MAX_ID_LEN: usize = 32;
 

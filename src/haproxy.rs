@@ -16,13 +16,8 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use crate::cluster::{self, Node, NodeError};
+use crate::cluster::{self, Node, NodeError, TICKET_ALPHABET};
 use crate::modes::session::code::ALPHABET as SESSION_ALPHABET;
-
-/// The base64url alphabet in index order: a ticket's first character after `rly_` is
-/// the top six bits of its first random byte.
-pub const TICKET_ALPHABET: &[u8; 64] =
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 /// What the configuration is generated for.
 #[derive(Debug, Clone)]

@@ -110,6 +110,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         shards,
         health: (0..shards).map(|_| Arc::default()).collect(),
         tls,
+        cluster: config.cluster()?,
         config,
     });
     let handles = spawn_shards(&global, receivers, publics, admin)?;

@@ -370,3 +370,103 @@ fn p4_a_killed_node_takes_only_its_own_connections_and_its_binaries_come_back_on
         round_trip(binary, phone, "{\"still\":1}");
     }
 }
+
+/// The next text message as JSON.
+fn next_json(ws: &mut Ws) -> serde_json::Value {
+    serde_json::from_str(&next_text(ws)).expect("JSON message")
+}
+
+#[test]
+fn p3_session_codes_route_back_to_their_minting_node_through_haproxy() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let front = cluster.front;
+    // Hosts land on whichever node is least loaded; each browser joins by `?code=`
+    // (lower-case, as a person may type it) through the same address and must reach
+    // its host's node.
+    let mut hosts = Vec::new();
+    for _ in 0..9 {
+        let mut host = ws_at(front, "/mac", &[]).expect("host upgrade");
+        let m = next_json(&mut host);
+        assert_eq!(m["type"], "registered", "{m}");
+        hosts.push((host, m["code"].as_str().unwrap().to_owned()));
+    }
+    let per_node: Vec<u64> = (0..3)
+        .map(|i| cluster.node(i).total("/events/codes_minted"))
+        .collect();
+    assert!(
+        per_node.iter().filter(|&&n| n > 0).count() >= 2,
+        "every host landed on one node: {per_node:?}"
+    );
+    for (host, code) in &mut hosts {
+        let path = format!("/browser?code={}", code.to_lowercase());
+        let mut browser = ws_at(front, &path, &[]).expect("browser upgrade");
+        let joined = next_json(&mut browser);
+        assert_eq!(joined["type"], "joined", "{code}: {joined}");
+        assert_eq!(next_json(host)["sessionId"], joined["sessionId"]);
+    }
+}
+
+/// `POST /v1/tickets` on node `i`'s admin listener: the ticket.
+fn mint_on(cluster: &Cluster, i: usize, workspace: &str) -> String {
+    let body =
+        format!(r#"{{"workspace_id":"{workspace}","source_id":"a","dest_id":"b","ttl_ms":60000}}"#);
+    let req = format!(
+        "POST /v1/tickets HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let resp = raw_http(cluster.node(i).admin, req.as_bytes());
+    assert_eq!(resp.status, 201, "{}", resp.body_text());
+    let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+    v["ticket"].as_str().unwrap().to_owned()
+}
+
+/// Send a ticket side's request through `front` (`Connection: close`, so HAProxy ends
+/// the client connection with the response).
+fn ticket_side(front: SocketAddr, method: &str, ticket: &str, body: &[u8]) -> TcpStream {
+    use std::io::Write;
+    let mut s = TcpStream::connect(front).unwrap();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let length = if method == "PUT" {
+        format!("Content-Length: {}\r\n", body.len())
+    } else {
+        String::new()
+    };
+    let head = format!(
+        "{method} /v1/relay HTTP/1.1\r\nHost: relay\r\nAuthorization: Bearer {ticket}\r\n\
+         {length}Connection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    s
+}
+
+/// A whole response, read to EOF.
+fn read_all(mut s: TcpStream) -> HttpResponse {
+    use std::io::Read;
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    parse_response(&raw)
+}
+
+#[test]
+fn p3_a_ticket_minted_on_a_node_is_served_there_through_haproxy() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let front = cluster.front;
+    for i in 0..3 {
+        for n in 0..3 {
+            let ticket = mint_on(&cluster, i, &format!("ws-{i}-{n}"));
+            let get = ticket_side(front, "GET", &ticket, b"");
+            let body = format!("payload {i}.{n}");
+            let put = ticket_side(front, "PUT", &ticket, body.as_bytes());
+            let got = read_all(get);
+            assert_eq!(got.status, 200, "node {i}: {}", got.body_text());
+            assert_eq!(got.body_text(), body);
+            assert_eq!(read_all(put).status, 200);
+        }
+    }
+}

@@ -44,6 +44,8 @@ use crate::ws::conn::{self, Flushed, Host, Outbox, Relocation, READ_CHUNK};
 pub struct Global {
     /// The relay's settings.
     pub config: Config,
+    /// This node among `--nodes` (PROTOCOL §9); None for a single node.
+    pub cluster: Option<crate::cluster::Cluster>,
     /// Number of shards.
     pub shards: usize,
     /// The route-key hasher: one state shared by every shard, random per process.
@@ -513,6 +515,18 @@ impl Host<Role> for Shard {
 impl StyleHost for Shard {
     fn shards(&self) -> usize {
         self.global.shards
+    }
+    fn mints(&self, alphabet: &[u8], first: u8, key: &[u8]) -> bool {
+        let node_owns = self
+            .global
+            .cluster
+            .as_ref()
+            .is_none_or(|cluster| cluster.owns_first(alphabet, first));
+        node_owns && self.global.shard_of(key) == self.id
+    }
+    fn minters(&self) -> usize {
+        let nodes = self.global.cluster.as_ref().map_or(1, |c| c.nodes().len());
+        self.global.shards * nodes
     }
     fn shard_of(&self, key: &[u8]) -> usize {
         self.global.shard_of(key)
