@@ -470,3 +470,64 @@ fn p3_a_ticket_minted_on_a_node_is_served_there_through_haproxy() {
         }
     }
 }
+
+/// `forwarded_to_node` summed over the live nodes.
+fn forwarded(cluster: &Cluster) -> u64 {
+    (0..3)
+        .map(|i| cluster.node(i).total("/events/forwarded_to_node"))
+        .sum()
+}
+
+#[test]
+fn p3_a_browser_joining_by_message_a_code_of_another_node_is_handed_there() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let front = cluster.front;
+    // Nine hosts and nine browsers, each landing on the least-loaded node: most browsers
+    // join a code another node minted, and every join must work as on one node.
+    for n in 0..9 {
+        let mut host = ws_at(front, "/mac", &[]).expect("host upgrade");
+        let m = next_json(&mut host);
+        assert_eq!(m["type"], "registered", "{m}");
+        let code = m["code"].as_str().unwrap().to_owned();
+        let mut browser = ws_at(front, "/browser", &[]).expect("browser upgrade");
+        browser
+            .send(Message::text(
+                serde_json::json!({"type": "join", "code": code}).to_string(),
+            ))
+            .unwrap();
+        let joined = next_json(&mut browser);
+        assert_eq!(joined["type"], "joined", "{n}: {joined}");
+        assert_eq!(next_json(&mut host)["sessionId"], joined["sessionId"]);
+        // Messages flow both ways through the pipe, then the browser leaves.
+        browser
+            .send(Message::text(r#"{"type":"data","payload":"from browser"}"#))
+            .unwrap();
+        assert!(next_text(&mut host).contains("from browser"));
+        host.send(Message::text(r#"{"type":"data","payload":"from host"}"#))
+            .unwrap();
+        assert!(next_text(&mut browser).contains("from host"));
+    }
+    assert!(
+        forwarded(&cluster) > 0,
+        "no browser was handed to another node"
+    );
+    // /ws: a browser's `auth` for another node's code is handed there too.
+    for n in 0..6 {
+        let mut mac = ws_at(front, "/ws", &[]).expect("mac upgrade");
+        mac.send(Message::text(r#"{"type":"register","client_id":"mac"}"#))
+            .unwrap();
+        let m = next_json(&mut mac);
+        assert_eq!(m["type"], "registered", "{m}");
+        let code = m["code"].as_str().unwrap().to_owned();
+        let mut browser = ws_at(front, "/ws", &[]).expect("browser upgrade");
+        browser
+            .send(Message::text(
+                serde_json::json!({"type": "auth", "session_code": code}).to_string(),
+            ))
+            .unwrap();
+        assert_eq!(next_text(&mut browser), r#"{"type":"auth_success"}"#, "{n}");
+        assert_eq!(next_json(&mut mac)["type"], "browser_connected");
+    }
+}

@@ -46,6 +46,8 @@ pub struct Global {
     pub config: Config,
     /// This node among `--nodes` (PROTOCOL §9); None for a single node.
     pub cluster: Option<crate::cluster::Cluster>,
+    /// Each node's public address, resolved at start-up, in the cluster's (id) order.
+    pub node_addrs: Vec<std::net::SocketAddr>,
     /// Number of shards.
     pub shards: usize,
     /// The route-key hasher: one state shared by every shard, random per process.
@@ -523,6 +525,16 @@ impl StyleHost for Shard {
             .as_ref()
             .is_none_or(|cluster| cluster.owns_first(alphabet, first));
         node_owns && self.global.shard_of(key) == self.id
+    }
+    fn node_for(&self, alphabet: &[u8], first: u8) -> Option<std::net::SocketAddr> {
+        let cluster = self.global.cluster.as_ref()?;
+        let owner = crate::cluster::first_char_owner(alphabet, first, cluster.nodes().len())?;
+        (owner != cluster.my_index())
+            .then(|| self.global.node_addrs.get(owner).copied())
+            .flatten()
+    }
+    fn proxy_protocol(&self) -> bool {
+        self.global.config.proxy_protocol
     }
     fn minters(&self) -> usize {
         let nodes = self.global.cluster.as_ref().map_or(1, |c| c.nodes().len());
