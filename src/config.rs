@@ -57,6 +57,24 @@ pub enum Command {
     },
     /// Print the man page (roff; `shardrelay man > shardrelay.1`).
     Man,
+    /// Print a complete `haproxy.cfg` for a cluster of relays (PROTOCOL §9): consistent
+    /// hashing on `X-Pyrycode-Server` and `pair`, minted session codes and tickets routed
+    /// back to their node, PROXY v2 and `/healthz` checks to every node.
+    HaproxyConfig {
+        /// Every node, `ID=HOST:PORT,…` (the same list each node gets as `--nodes`).
+        #[arg(long, value_delimiter = ',', required = true)]
+        nodes: Vec<crate::cluster::Node>,
+        /// The balancer's public address, `HOST:PORT`.
+        #[arg(long)]
+        listen: String,
+        /// Terminate TLS at the balancer with this certificate chain (PEM).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's key (PEM): HAProxy reads it from `<cert>.key` or from the
+        /// certificate file itself.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+    },
 }
 
 /// Which io_uring/epoll driver each shard's runtime uses.
@@ -263,6 +281,21 @@ pub struct Config {
     #[arg(long, env = "SHARDRELAY_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
 
+    /// This node's id in a cluster (PROTOCOL §9); needs `--nodes`. Without both the
+    /// relay is a single node.
+    #[arg(long, env = "SHARDRELAY_NODE_ID", requires = "nodes")]
+    pub node_id: Option<String>,
+
+    /// Every node of the cluster, this one included, `ID=HOST:PORT,…` at the address the
+    /// other nodes reach its public listener on; needs `--node-id`.
+    #[arg(
+        long,
+        env = "SHARDRELAY_NODES",
+        value_delimiter = ',',
+        requires = "node_id"
+    )]
+    pub nodes: Vec<crate::cluster::Node>,
+
     /// Log level: error, warn, info, debug, trace (or a tracing filter directive).
     #[arg(long, env = "SHARDRELAY_LOG_LEVEL", default_value = "info", value_parser = parse_log_level)]
     pub log_level: String,
@@ -285,6 +318,9 @@ const FD_PER_SHARD: usize = 8;
 /// Why a configuration cannot run.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// `--node-id`/`--nodes` do not describe a cluster.
+    #[error(transparent)]
+    Cluster(crate::cluster::NodeError),
     /// A value out of its range.
     #[error("--{flag}: {why}")]
     Invalid {
@@ -361,7 +397,18 @@ impl Config {
                 "needs --trusted-proxies (the balancers' addresses)",
             );
         }
+        self.cluster()?;
         Ok(())
+    }
+
+    /// This node's cluster (`--node-id`, `--nodes`), or None for a single node.
+    pub fn cluster(&self) -> Result<Option<crate::cluster::Cluster>, ConfigError> {
+        match &self.node_id {
+            None => Ok(None),
+            Some(me) => crate::cluster::Cluster::new(me, &self.nodes)
+                .map(Some)
+                .map_err(ConfigError::Cluster),
+        }
     }
 
     /// The shard count to run: `--shards`, else the cores this process may use.

@@ -2,6 +2,9 @@
 //!
 //! # Layout
 //! * `config`  — flags, environment variables, defaults and validation.
+//! * `cluster` — several hosts (PROTOCOL §9): this node among `--nodes`, and the placement
+//!   rules every node and the generated HAProxy configuration share.
+//! * `haproxy` — `shardrelay haproxy-config`: the balancer's configuration for a cluster.
 //! * `server`  — listeners, shard threads, signals, shutdown.
 //! * `listen`  — exclusive listener binds shared by the shards, restart grace.
 //! * `shard`   — one pinned runtime: accept path, inbox/handoff, tick task.
@@ -31,7 +34,9 @@
 
 #[cfg(feature = "alloc-count")]
 pub mod alloc_count;
+pub mod cluster;
 pub mod config;
+pub mod haproxy;
 pub mod http;
 pub mod listen;
 pub mod logging;

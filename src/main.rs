@@ -41,6 +41,21 @@ fn main() -> std::process::ExitCode {
         Some(Command::Completions { shell }) => {
             shardrelay::manual::completions(shell).map_err(|e| (1, e.to_string()))
         }
+        Some(Command::HaproxyConfig {
+            nodes,
+            listen,
+            tls_cert,
+            tls_key,
+        }) => {
+            let options = shardrelay::haproxy::HaproxyOptions {
+                nodes,
+                listen,
+                tls: tls_cert.zip(tls_key),
+            };
+            shardrelay::haproxy::config(&options)
+                .map(|text| print!("{text}"))
+                .map_err(|e| (2, e.to_string()))
+        }
         Some(Command::Man) => shardrelay::manual::man_page().map_err(|e| (1, e.to_string())),
         None => shardrelay::server::run(cli.config).map_err(|e| (e.exit_code(), e.to_string())),
     };

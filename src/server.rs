@@ -4,7 +4,7 @@
 //! wait for SIGTERM/SIGINT, broadcast shutdown, and join. SIGHUP rereads the TLS
 //! certificate and key (`--tls-cert`/`--tls-key`), and is logged and ignored without them.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -25,6 +25,9 @@ pub enum ServerError {
     /// Bad configuration.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A `--nodes` address that does not resolve.
+    #[error("--nodes: `{0}` does not resolve to an address")]
+    NodeAddress(String),
     /// A listener could not be bound (another process holds it: exit code 2).
     #[error(transparent)]
     Bind(#[from] BindError),
@@ -93,6 +96,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             "client addresses from the balancers in front (PROTOCOL §1.2)"
         );
     }
+    let cluster = config.cluster()?;
     let global = Arc::new(Global {
         rate_limiter: config.per_ip_rate.map(|rate| {
             let burst = config.per_ip_burst.unwrap_or(rate * 2.0);
@@ -110,6 +114,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         shards,
         health: (0..shards).map(|_| Arc::default()).collect(),
         tls,
+        node_addrs: resolve_nodes(cluster.as_ref())?,
+        cluster,
         config,
     });
     let handles = spawn_shards(&global, receivers, publics, admin)?;
@@ -297,4 +303,26 @@ fn join_shards(
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Each node's public address (PROTOCOL §9), resolved once at start-up: a shard never
+/// blocks on a name lookup.
+fn resolve_nodes(
+    cluster: Option<&crate::cluster::Cluster>,
+) -> Result<Vec<SocketAddr>, ServerError> {
+    let Some(cluster) = cluster else {
+        return Ok(Vec::new());
+    };
+    cluster
+        .nodes()
+        .iter()
+        .map(|node| {
+            use std::net::ToSocketAddrs;
+            node.addr
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut addrs| addrs.next())
+                .ok_or_else(|| ServerError::NodeAddress(node.to_string()))
+        })
+        .collect()
 }

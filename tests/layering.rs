@@ -32,7 +32,9 @@ const RELAY_LAYERS: &[(&str, &[&str])] = &[
     // Settings, counters, logs, per-address state, the listeners' setup.
     (
         "settings and counters",
-        &["config", "stats", "logging", "process", "per_ip", "listen"],
+        &[
+            "cluster", "config", "stats", "logging", "process", "per_ip", "listen",
+        ],
     ),
     // Wire protocols: WebSocket frames and connections, HTTP heads and
     // responses.
@@ -42,7 +44,7 @@ const RELAY_LAYERS: &[(&str, &[&str])] = &[
     // One shard: registries, dispatch, accept, inbox, tick, admin endpoints.
     ("shard", &["shard"]),
     // The process: start-up, the CLI's other commands.
-    ("process", &["server", "watch", "manual"]),
+    ("process", &["server", "watch", "manual", "haproxy"]),
 ];
 
 /// Upward edges still being removed on another branch (`from`, `to`, who). They are

@@ -29,6 +29,21 @@ pub trait StyleHost: Host<Role> {
     /// The shard that owns a route key (a server-id, a pair or session code, a ticket,
     /// a workspace).
     fn shard_of(&self, key: &[u8]) -> usize;
+    /// Does this shard (of this node) mint keys like `key` of `alphabet`, whose first
+    /// significant character is `first`? Its node must own `first` (PROTOCOL §9; always
+    /// so for a single node) and its shard the key's hash, so that whatever places the
+    /// key later — HAProxy, then the accepting shard — finds it here.
+    fn mints(&self, alphabet: &[u8], first: u8, key: &[u8]) -> bool;
+    /// The node that minted keys starting with `first` of `alphabet`, when that is
+    /// another node (PROTOCOL §9): a browser joining such a key by message is handed
+    /// there. None for this node, and always for a single node.
+    fn node_for(&self, alphabet: &[u8], first: u8) -> Option<std::net::SocketAddr>;
+    /// The nodes read a PROXY header from their peers (`--proxy-protocol`): a hand-over
+    /// to another node sends one naming the client.
+    fn proxy_protocol(&self) -> bool;
+    /// How many node-shards share a minted key space: a draw is this shard's one time in
+    /// this many, on average.
+    fn minters(&self) -> usize;
     /// May `ip` try a session code now (PROTOCOL §5)? False once its failed joins used
     /// up `--code-guesses-per-ip` for the minute; always true when the budget is off.
     fn may_try_code(&self, ip: IpAddr) -> bool;

@@ -44,6 +44,10 @@ use crate::ws::conn::{self, Flushed, Host, Outbox, Relocation, READ_CHUNK};
 pub struct Global {
     /// The relay's settings.
     pub config: Config,
+    /// This node among `--nodes` (PROTOCOL §9); None for a single node.
+    pub cluster: Option<crate::cluster::Cluster>,
+    /// Each node's public address, resolved at start-up, in the cluster's (id) order.
+    pub node_addrs: Vec<std::net::SocketAddr>,
     /// Number of shards.
     pub shards: usize,
     /// The route-key hasher: one state shared by every shard, random per process.
@@ -513,6 +517,28 @@ impl Host<Role> for Shard {
 impl StyleHost for Shard {
     fn shards(&self) -> usize {
         self.global.shards
+    }
+    fn mints(&self, alphabet: &[u8], first: u8, key: &[u8]) -> bool {
+        let node_owns = self
+            .global
+            .cluster
+            .as_ref()
+            .is_none_or(|cluster| cluster.owns_first(alphabet, first));
+        node_owns && self.global.shard_of(key) == self.id
+    }
+    fn node_for(&self, alphabet: &[u8], first: u8) -> Option<std::net::SocketAddr> {
+        let cluster = self.global.cluster.as_ref()?;
+        let owner = crate::cluster::first_char_owner(alphabet, first, cluster.nodes().len())?;
+        (owner != cluster.my_index())
+            .then(|| self.global.node_addrs.get(owner).copied())
+            .flatten()
+    }
+    fn proxy_protocol(&self) -> bool {
+        self.global.config.proxy_protocol
+    }
+    fn minters(&self) -> usize {
+        let nodes = self.global.cluster.as_ref().map_or(1, |c| c.nodes().len());
+        self.global.shards * nodes
     }
     fn shard_of(&self, key: &[u8]) -> usize {
         self.global.shard_of(key)

@@ -3,5 +3,6 @@
 
 pub mod codec;
 pub mod conn;
+pub mod forward;
 pub mod mask;
 pub mod payload;

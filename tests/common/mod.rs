@@ -133,50 +133,17 @@ impl Relay {
 
     /// Open a WebSocket on the public listener with extra headers.
     pub fn ws(&self, path: &str, headers: &[(&str, &str)]) -> Result<Ws, tungstenite::Error> {
-        let mut request = self.url(path).into_client_request()?;
-        for (name, value) in headers {
-            let name: tungstenite::http::HeaderName = name.parse().expect("header name");
-            request
-                .headers_mut()
-                .insert(name, HeaderValue::from_str(value).expect("header value"));
-        }
-        let stream = TcpStream::connect(self.public).expect("connect");
-        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream.set_nodelay(true).unwrap();
-        match tungstenite::client(request, stream) {
-            Ok((ws, _resp)) => Ok(ws),
-            Err(tungstenite::HandshakeError::Failure(e)) => Err(e),
-            Err(tungstenite::HandshakeError::Interrupted(_)) => {
-                panic!("blocking handshake interrupted")
-            }
-        }
+        ws_at(self.public, path, headers)
     }
 
     /// A pyrycode binary on `/v1/server`.
     pub fn binary(&self, server_id: &str) -> Ws {
-        self.ws(
-            "/v1/server",
-            &[
-                ("X-Pyrycode-Server", server_id),
-                ("X-Pyrycode-Version", "1.0.0"),
-                ("User-Agent", "pyrycode-binary/1.0"),
-            ],
-        )
-        .expect("binary upgrade")
+        binary_at(self.public, server_id)
     }
 
     /// A pyrycode phone on `/v1/client`.
     pub fn phone(&self, server_id: &str, token: &str) -> Ws {
-        self.ws(
-            "/v1/client",
-            &[
-                ("X-Pyrycode-Server", server_id),
-                ("X-Pyrycode-Token", token),
-                ("User-Agent", "pyrycode-phone/1.0"),
-                ("X-Pyrycode-Device-Name", "test phone"),
-            ],
-        )
-        .expect("phone upgrade")
+        phone_at(self.public, server_id, token)
     }
 
     /// Send a raw HTTP request to the public listener; returns the whole response.
@@ -342,6 +309,61 @@ fn histogram_field(h: &Histogram, field: &str) -> u64 {
         "max" => h.max,
         other => panic!("a /stats histogram has no integer field `{other}`"),
     }
+}
+
+/// Open a WebSocket on `addr` (a relay's public listener, or a balancer in front of
+/// relays) with extra headers.
+pub fn ws_at(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Ws, tungstenite::Error> {
+    let mut request = format!("ws://{addr}{path}").into_client_request()?;
+    for (name, value) in headers {
+        let name: tungstenite::http::HeaderName = name.parse().expect("header name");
+        request
+            .headers_mut()
+            .insert(name, HeaderValue::from_str(value).expect("header value"));
+    }
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    match tungstenite::client(request, stream) {
+        Ok((ws, _resp)) => Ok(ws),
+        Err(tungstenite::HandshakeError::Failure(e)) => Err(e),
+        Err(tungstenite::HandshakeError::Interrupted(_)) => {
+            panic!("blocking handshake interrupted")
+        }
+    }
+}
+
+/// A pyrycode binary on `addr`'s `/v1/server`.
+pub fn binary_at(addr: SocketAddr, server_id: &str) -> Ws {
+    ws_at(
+        addr,
+        "/v1/server",
+        &[
+            ("X-Pyrycode-Server", server_id),
+            ("X-Pyrycode-Version", "1.0.0"),
+            ("User-Agent", "pyrycode-binary/1.0"),
+        ],
+    )
+    .expect("binary upgrade")
+}
+
+/// A pyrycode phone on `addr`'s `/v1/client`.
+pub fn phone_at(addr: SocketAddr, server_id: &str, token: &str) -> Ws {
+    ws_at(
+        addr,
+        "/v1/client",
+        &[
+            ("X-Pyrycode-Server", server_id),
+            ("X-Pyrycode-Token", token),
+            ("User-Agent", "pyrycode-phone/1.0"),
+            ("X-Pyrycode-Device-Name", "test phone"),
+        ],
+    )
+    .expect("phone upgrade")
 }
 
 /// Poll `cond` every few milliseconds until it holds, failing the test after 10 s.

@@ -355,6 +355,9 @@ keys! {
         WsAuthNoBrowserId => "ws_auth_no_browser_id",
         /// An auth over the rate limit.
         WsAuthRateLimited => "ws_auth_rate_limited",
+        /// A browser joined by message a code another node minted: handed to that node
+        /// through a pipe (PROTOCOL §9).
+        ForwardedToNode => "forwarded_to_node",
         /// A first message that is not a valid hello.
         WsFirstMessageRefused => "ws_first_message_refused",
         /// No first message within the timeout.

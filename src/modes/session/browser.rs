@@ -16,6 +16,13 @@ use crate::stats::Event;
 /// `join`: answered here when this shard owns the code, else the browser moves there.
 /// An address past its guessing budget gets `RATE_LIMITED` and the code is not tried.
 pub(super) fn join<S: StyleHost>(shard: &Rc<S>, conn: &Rc<Conn>, role: BrowserRole, typed: &str) {
+    if role.joined.is_none() && shard.may_try_code(role.client) {
+        let owner_node =
+            super::code::parse(typed).and_then(|c| shard.node_for(super::code::ALPHABET, c[0]));
+        if let Some(addr) = owner_node {
+            return hand_to_node(shard, conn, addr, typed);
+        }
+    }
     let step = join_step(
         shard.may_try_code(role.client),
         role.joined.is_some(),
@@ -105,4 +112,22 @@ pub(super) fn leave<S: StyleHost>(shard: &S, browser: &Rc<Conn>, code: Code) {
     if let Some(host) = host {
         reply(shard, &host, ErrorCode::BrowserDisconnected.to_text());
     }
+}
+
+/// A code another node minted (PROTOCOL §9): hand the browser to that node, replaying
+/// its `join` there; the owner answers it and runs the session.
+fn hand_to_node<S: StyleHost>(
+    shard: &Rc<S>,
+    conn: &Rc<Conn>,
+    addr: std::net::SocketAddr,
+    typed: &str,
+) {
+    *conn.role.borrow_mut() = Role::Detached;
+    let first = serde_json::json!({"type": "join", "code": typed}).to_string();
+    conn.request_forward(crate::ws::forward::Forward {
+        addr,
+        path: "/browser",
+        first: first.into_bytes(),
+        proxy_header: shard.proxy_protocol(),
+    });
 }

@@ -47,6 +47,11 @@ impl Alphabet {
         }
     }
 
+    /// The characters, in order (the order a cluster deals first characters in).
+    pub fn chars(&self) -> &'static [u8] {
+        self.chars
+    }
+
     /// True when `c` is one of the characters.
     pub fn contains(&self, c: &u8) -> bool {
         self.chars.contains(c)
@@ -143,18 +148,18 @@ pub fn mint_in<const N: usize>(
     None
 }
 
-/// A fresh code of `alphabet` that shard `here` of `shards` owns (`owner_of`: the
-/// route, so joins are routed to it) and that is not `live`. None only when the CSPRNG is
-/// broken.
+/// A fresh code of `alphabet` that the minting shard owns (`owned`: its node's first
+/// characters and its shard's hash, so joins are routed to it) and that is not `live`;
+/// `owners` is how many node-shards share the code space, so a draw is owned one time in
+/// `owners` on average. None only when the CSPRNG is broken.
 pub fn mint_owned(
     alphabet: &Alphabet,
-    here: usize,
-    shards: usize,
-    owner_of: impl Fn(&Code) -> usize,
+    owners: usize,
+    owned: impl Fn(&Code) -> bool,
     live: impl Fn(&Code) -> bool,
 ) -> Option<Code> {
-    let draws = MINT_DRAWS_PER_SHARD * shards.max(1);
-    mint_in(alphabet, draws, |c| owner_of(c) == here && !live(c))
+    let draws = MINT_DRAWS_PER_SHARD * owners.max(1);
+    mint_in(alphabet, draws, |c| owned(c) && !live(c))
 }
 
 #[cfg(test)]
@@ -174,7 +179,7 @@ mod tests {
         let owner_of = |c: &Code| usize::from(c[0]) % 4;
         let live = |c: &Code| c[1] == b'A';
         for _ in 0..200 {
-            let code = mint_owned(&SESSION, 3, 4, owner_of, live)
+            let code = mint_owned(&SESSION, 4, |c| owner_of(c) == 3, live)
                 .unwrap_or_else(|| panic!("CSPRNG failed"));
             assert_eq!(owner_of(&code), 3);
             assert!(!live(&code));

@@ -15,11 +15,8 @@ use crate::stats::{Event, Gauge};
 /// A fresh code this shard owns and no live host holds.
 pub(super) fn mint<S: StyleHost>(shard: &S) -> Option<Code> {
     let reg = shard.sessions().borrow();
-    let owner_of = |c: &Code| shard.shard_of(c);
-    let shards = shard.shards();
-    let code = code::mint_owned(&code::SESSION, shard.shard_id(), shards, owner_of, |c| {
-        reg.is_live(c)
-    });
+    let owned = |c: &Code| shard.mints(code::ALPHABET, c[0], c);
+    let code = code::mint_owned(&code::SESSION, shard.minters(), owned, |c| reg.is_live(c));
     drop(reg);
     if code.is_some() {
         shard.stats().event(Event::CodesMinted);

@@ -89,6 +89,18 @@ pub(super) fn auth<S: StyleHost>(shard: &Rc<S>, conn: &Rc<Conn>, typed: &str) {
     let Some(code) = code::parse_in(&ALPHABET, typed) else {
         return on_failed_auth(shard, conn, AuthFailure::InvalidCode);
     };
+    if let Some(addr) = shard.node_for(ALPHABET.chars(), code[0]) {
+        // Another node minted it (PROTOCOL §9): hand the browser there, replaying its
+        // `auth`; the owner answers it.
+        *conn.role.borrow_mut() = Role::Detached;
+        let first = serde_json::json!({"type": "auth", "session_code": typed}).to_string();
+        return conn.request_forward(crate::ws::forward::Forward {
+            addr,
+            path: "/ws",
+            first: first.into_bytes(),
+            proxy_header: shard.proxy_protocol(),
+        });
+    }
     let owner = shard.shard_of(&code);
     if owner == shard.shard_id() {
         return auth_here(shard, conn, code);

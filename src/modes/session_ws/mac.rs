@@ -20,9 +20,9 @@ use crate::ws::payload::Payload;
 pub(super) fn register<S: StyleHost>(shard: &Rc<S>, conn: &Rc<Conn>) {
     let minted = {
         let reg = shard.session_ws().borrow();
-        let owner_of = |c: &Code| shard.shard_of(c);
+        let owned = |c: &Code| shard.mints(ALPHABET.chars(), c[0], c);
         let live = |c: &Code| reg.is_live(c);
-        code::mint_owned(&ALPHABET, shard.shard_id(), shard.shards(), owner_of, live)
+        code::mint_owned(&ALPHABET, shard.minters(), owned, live)
     };
     let Some(code) = minted else {
         tracing::warn!(

@@ -16,6 +16,7 @@ use monoio::net::TcpStream;
 use serde::Deserialize;
 
 use super::registry::MintRefusal;
+use crate::cluster::TICKET_ALPHABET;
 use crate::http::head::RequestHead;
 use crate::http::response;
 use crate::modes::StyleHost;
@@ -189,22 +190,30 @@ pub fn mint_here<S: StyleHost>(shard: &Rc<S>, plan: &MintPlan) -> MintOutcome {
 
 /// A fresh `rly_…` ticket whose owner shard is this shard (redrawn until it is).
 fn draw_owned_ticket<S: StyleHost>(shard: &S, taken: impl Fn(&str) -> bool) -> Option<String> {
-    let draws = DRAWS_PER_SHARD * shard.shards().max(1);
+    let draws = DRAWS_PER_SHARD * shard.minters().max(1);
     for _ in 0..draws {
         let ticket = draw_ticket()?;
-        if shard.shard_of(ticket.as_bytes()) == shard.shard_id() && !taken(&ticket) {
+        let first = ticket
+            .as_bytes()
+            .get(TICKET_PREFIX.len())
+            .copied()
+            .unwrap_or(0);
+        if shard.mints(TICKET_ALPHABET, first, ticket.as_bytes()) && !taken(&ticket) {
             return Some(ticket);
         }
     }
     None
 }
 
+/// What every ticket starts with (PROTOCOL §6).
+const TICKET_PREFIX: &str = "rly_";
+
 /// `rly_` + base64url (unpadded) of 32 CSPRNG bytes.
 pub(super) fn draw_ticket() -> Option<String> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).ok()?;
     Some(format!(
-        "rly_{}",
+        "{TICKET_PREFIX}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     ))
 }

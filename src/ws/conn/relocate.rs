@@ -13,9 +13,10 @@ use std::time::Instant;
 
 use super::{Conn, Host, Life, OutFrame, Outbox, Rendezvous};
 use crate::net::ConnPermit;
-use crate::stats::ConnKind;
+use crate::stats::{ConnKind, Event};
 use crate::sys;
 use crate::tls::Link;
+use crate::ws::forward::{self, Forward, Handover};
 
 /// An established connection on its way to another shard.
 #[derive(Debug)]
@@ -43,11 +44,16 @@ pub struct Relocation<R: Rendezvous> {
 
 /// A move the rendezvous asked for, carried out once the message being handled is done.
 #[derive(Debug)]
-pub(super) struct MoveRequest<R: Rendezvous> {
-    /// The shard the connection goes to.
-    owner: usize,
-    /// What it resumes with there.
-    resume: R::Resume,
+pub(super) enum MoveRequest<R: Rendezvous> {
+    /// To another shard of this process.
+    Shard {
+        /// The shard the connection goes to.
+        owner: usize,
+        /// What it resumes with there.
+        resume: R::Resume,
+    },
+    /// To another node, through a pipe (`ws::forward`).
+    Node(Forward),
 }
 
 /// A moved connection adopted by its new shard, for the rendezvous to take over.
@@ -66,7 +72,14 @@ impl<R: Rendezvous> Conn<R> {
     /// handled is done; it resumes there with `resume`. The caller has already taken it
     /// out of every registry here.
     pub fn request_move(&self, owner: usize, resume: R::Resume) {
-        self.rare_mut(|rare| rare.moving = Some(MoveRequest { owner, resume }));
+        self.rare_mut(|rare| rare.moving = Some(MoveRequest::Shard { owner, resume }));
+    }
+
+    /// Ask for this connection to be handed to another node (PROTOCOL §9) as soon as the
+    /// message being handled is done. The caller has already taken it out of every
+    /// registry here.
+    pub fn request_forward(&self, forward: Forward) {
+        self.rare_mut(|rare| rare.moving = Some(MoveRequest::Node(forward)));
     }
 
     /// True once the rendezvous asked for a move (`request_move`).
@@ -81,7 +94,10 @@ pub(super) fn start_move<R: Rendezvous, H: Host<R>>(host: &H, conn: &Rc<Conn<R>>
     let Some(moving) = conn.rare(|rare| rare.and_then(|rare| rare.moving.take())) else {
         return;
     };
-    let MoveRequest { owner, resume } = moving;
+    let (owner, resume) = match moving {
+        MoveRequest::Shard { owner, resume } => (owner, resume),
+        MoveRequest::Node(forward) => return start_forward(host, conn, unread, forward),
+    };
     let permit = conn.permit.take();
     let (Ok(fd), Some(permit)) = (sys::dup_fd(conn.fd()), permit) else {
         tracing::warn!(
@@ -114,6 +130,43 @@ pub(super) fn start_move<R: Rendezvous, H: Host<R>>(host: &H, conn: &Rc<Conn<R>>
             "owner shard is gone; connection dropped"
         );
     }
+}
+
+/// Hand `conn` to another node: duplicate its descriptor, carry its unsent and unread
+/// bytes into a pipe task, and let this shard's copy end quietly, as a move does.
+fn start_forward<R: Rendezvous, H: Host<R>>(
+    host: &H,
+    conn: &Rc<Conn<R>>,
+    unread: Vec<u8>,
+    forward: Forward,
+) {
+    let permit = conn.permit.take();
+    let client = conn.client().or_else(|| sys::peer_addr(conn.fd()));
+    let (Ok(fd), Some(permit), Some(client)) = (sys::dup_fd(conn.fd()), permit, client) else {
+        tracing::warn!(
+            shard = host.shard_id(),
+            "could not hand a connection to its node; closing it"
+        );
+        conn.abort();
+        return;
+    };
+    let unsent = conn.take_unsent();
+    conn.update(Life::moved);
+    let handover = Handover {
+        fd,
+        link: conn.link.take(),
+        permit,
+        client,
+        unsent,
+        unread,
+    };
+    host.stats().event(Event::ForwardedToNode);
+    let shard = host.shard_id();
+    monoio::spawn(async move {
+        if let Err(e) = forward::run(handover, forward).await {
+            tracing::info!(shard, error = %e, "a connection handed to its node failed");
+        }
+    });
 }
 
 /// A connection moved here: adopt its socket and queue its unsent bytes first, for the
