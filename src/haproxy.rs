@@ -79,7 +79,7 @@ fn header(out: &mut String, nodes: &[Node]) {
     for node in nodes {
         let _ = writeln!(
             out,
-            "#   shardrelay --node-id {} --nodes {list} --listen {} \\\n#     --proxy-protocol --trusted-proxies <this balancer's address>",
+            "#   shardrelay --node-id {} --nodes {list} --listen {} \\\n#     --proxy-protocol --trusted-proxies <the balancer's and the other nodes' addresses>",
             node.id, node.addr
         );
     }
