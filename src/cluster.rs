@@ -163,6 +163,11 @@ impl Cluster {
         &self.nodes[rendezvous_owner(&self.nodes, workspace.as_bytes())]
     }
 
+    /// The index (in id order) of the node that owns `workspace`'s tickets.
+    pub fn owner_index_of_workspace(&self, workspace: &str) -> usize {
+        rendezvous_owner(&self.nodes, workspace.as_bytes())
+    }
+
     /// True when this node owns `workspace`.
     pub fn owns_workspace(&self, workspace: &str) -> bool {
         rendezvous_owner(&self.nodes, workspace.as_bytes()) == self.me

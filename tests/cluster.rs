@@ -70,6 +70,11 @@ struct Cluster {
 impl Cluster {
     /// Start the nodes, then HAProxy with the generated configuration.
     fn start() -> Option<Cluster> {
+        Cluster::start_with(&[])
+    }
+
+    /// [`Cluster::start`], each node with `extra` flags too.
+    fn start_with(extra: &[&str]) -> Option<Cluster> {
         if !haproxy_installed() {
             return None;
         }
@@ -84,7 +89,7 @@ impl Cluster {
         let nodes = ids
             .iter()
             .zip(&addrs)
-            .map(|(id, addr)| Some(start_node(id, *addr, &list)))
+            .map(|(id, addr)| Some(start_node(id, *addr, &list, extra)))
             .collect();
         let front = free_addr();
         let (code, config, err) =
@@ -157,7 +162,7 @@ impl Drop for Cluster {
 
 /// Start node `id` on `addr` in the cluster `list`, trusting HAProxy (on loopback) for
 /// its PROXY header.
-fn start_node(id: &str, addr: SocketAddr, list: &str) -> Relay {
+fn start_node(id: &str, addr: SocketAddr, list: &str, extra: &[&str]) -> Relay {
     let mut child = Command::new(env!("CARGO_BIN_EXE_shardrelay"))
         .args([
             "--listen",
@@ -167,6 +172,7 @@ fn start_node(id: &str, addr: SocketAddr, list: &str) -> Relay {
         ])
         .args(["--node-id", id, "--nodes", list])
         .args(["--proxy-protocol", "--trusted-proxies", "127.0.0.1"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -408,21 +414,6 @@ fn p3_session_codes_route_back_to_their_minting_node_through_haproxy() {
     }
 }
 
-/// `POST /v1/tickets` on node `i`'s admin listener: the ticket.
-fn mint_on(cluster: &Cluster, i: usize, workspace: &str) -> String {
-    let body =
-        format!(r#"{{"workspace_id":"{workspace}","source_id":"a","dest_id":"b","ttl_ms":60000}}"#);
-    let req = format!(
-        "POST /v1/tickets HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let resp = raw_http(cluster.node(i).admin, req.as_bytes());
-    assert_eq!(resp.status, 201, "{}", resp.body_text());
-    let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
-    v["ticket"].as_str().unwrap().to_owned()
-}
-
 /// Send a ticket side's request through `front` (`Connection: close`, so HAProxy ends
 /// the client connection with the response).
 fn ticket_side(front: SocketAddr, method: &str, ticket: &str, body: &[u8]) -> TcpStream {
@@ -452,23 +443,48 @@ fn read_all(mut s: TcpStream) -> HttpResponse {
 }
 
 #[test]
-fn p3_a_ticket_minted_on_a_node_is_served_there_through_haproxy() {
+fn p3_without_an_admin_token_a_mint_for_another_nodes_workspace_is_refused_clearly() {
     let Some(cluster) = Cluster::start() else {
         return;
     };
     let front = cluster.front;
-    for i in 0..3 {
-        for n in 0..3 {
-            let ticket = mint_on(&cluster, i, &format!("ws-{i}-{n}"));
-            let get = ticket_side(front, "GET", &ticket, b"");
-            let body = format!("payload {i}.{n}");
-            let put = ticket_side(front, "PUT", &ticket, body.as_bytes());
-            let got = read_all(get);
-            assert_eq!(got.status, 200, "node {i}: {}", got.body_text());
-            assert_eq!(got.body_text(), body);
-            assert_eq!(read_all(put).status, 200);
+    let (mut local, mut refused) = (0, 0);
+    // Workspaces until both kinds were seen (each is another node's with odds 2/3).
+    for n in 0..100 {
+        if local > 0 && refused > 0 {
+            break;
+        }
+        let body =
+            format!(r#"{{"workspace_id":"ws-{n}","source_id":"a","dest_id":"b","ttl_ms":60000}}"#);
+        let req = format!(
+            "POST /v1/tickets HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let resp = raw_http(cluster.node(0).admin, req.as_bytes());
+        match resp.status {
+            201 => {
+                // Owned here: minted here, and served here through HAProxy.
+                local += 1;
+                let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+                let ticket = v["ticket"].as_str().unwrap();
+                let get = ticket_side(front, "GET", ticket, b"");
+                let put = ticket_side(front, "PUT", ticket, b"payload");
+                assert_eq!(read_all(get).body_text(), "payload");
+                assert_eq!(read_all(put).status, 200);
+            }
+            503 => {
+                refused += 1;
+                assert!(
+                    resp.body_text().contains("--admin-token-file"),
+                    "{}",
+                    resp.body_text()
+                );
+            }
+            other => panic!("ws-{n}: {other} {}", resp.body_text()),
         }
     }
+    assert!(local > 0 && refused > 0, "local {local}, refused {refused}");
 }
 
 /// `forwarded_to_node` summed over the live nodes.
@@ -530,4 +546,56 @@ fn p3_a_browser_joining_by_message_a_code_of_another_node_is_handed_there() {
         assert_eq!(next_text(&mut browser), r#"{"type":"auth_success"}"#, "{n}");
         assert_eq!(next_json(&mut mac)["type"], "browser_connected");
     }
+}
+
+/// `POST /v1/tickets` on node `i`'s admin listener with the admin token: the response.
+fn mint_with_token(cluster: &Cluster, i: usize, workspace: &str, token: &str) -> HttpResponse {
+    let body =
+        format!(r#"{{"workspace_id":"{workspace}","source_id":"a","dest_id":"b","ttl_ms":60000}}"#);
+    let req = format!(
+        "POST /v1/tickets HTTP/1.1\r\nHost: relay\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    raw_http(cluster.node(i).admin, req.as_bytes())
+}
+
+#[test]
+fn p3_mints_are_handed_to_the_workspaces_node_so_its_cap_holds_across_the_cluster() {
+    let token = "cluster-admin-token";
+    let Some(cluster) =
+        Cluster::start_with(&["--admin-token", token, "--max-relays-per-workspace", "2"])
+    else {
+        return;
+    };
+    let front = cluster.front;
+    for workspace in ["alpha", "beta", "gamma", "delta"] {
+        // Two mints, sent to two different nodes, both land on the workspace's node...
+        let mut tickets = Vec::new();
+        for i in [0, 1] {
+            let resp = mint_with_token(&cluster, i, workspace, token);
+            assert_eq!(
+                resp.status,
+                201,
+                "{workspace} via node {i}: {}",
+                resp.body_text()
+            );
+            let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+            tickets.push(v["ticket"].as_str().unwrap().to_owned());
+        }
+        // ...so the third, sent to the third node, meets the cap of 2.
+        let third = mint_with_token(&cluster, 2, workspace, token);
+        assert_eq!(third.status, 429, "{workspace}: {}", third.body_text());
+        // Both tickets work through HAProxy (they route to the minting node).
+        for ticket in &tickets {
+            let get = ticket_side(front, "GET", ticket, b"");
+            let put = ticket_side(front, "PUT", ticket, b"hello");
+            assert_eq!(read_all(get).body_text(), "hello");
+            assert_eq!(read_all(put).status, 200);
+        }
+    }
+    // A public mint without the token is refused, as on the admin listener.
+    let req =
+        b"POST /v1/tickets HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+    assert_eq!(raw_http(front, req).status, 401);
 }

@@ -49,6 +49,10 @@ pub enum Route {
         /// The bearer ticket (shape-checked): the route key.
         ticket: String,
     },
+    /// `POST /v1/tickets` on a cluster node's public listener: a ticket mint another
+    /// node handed here because this node owns the workspace (PROTOCOL §9). Served only
+    /// with the admin token; answered as the admin listener answers a mint.
+    NodeMint,
     /// `GET /v1/relay`: the receiving side of a ticket.
     TicketGet {
         /// The bearer ticket (shape-checked): the route key.
@@ -67,6 +71,7 @@ impl Route {
             Route::SessionJoin { code: Some(code) } => Some(code.as_bytes()),
             Route::TicketPut { ticket } | Route::TicketGet { ticket } => Some(ticket.as_bytes()),
             Route::Health
+            | Route::NodeMint
             | Route::Echo
             | Route::SessionHost
             | Route::SessionWs
@@ -78,7 +83,7 @@ impl Route {
     pub fn is_websocket(&self) -> bool {
         !matches!(
             self,
-            Route::Health | Route::TicketPut { .. } | Route::TicketGet { .. }
+            Route::Health | Route::NodeMint | Route::TicketPut { .. } | Route::TicketGet { .. }
         )
     }
 }
@@ -203,6 +208,12 @@ pub fn classify(head: &RequestHead, config: &Config) -> Result<Route, Refusal> {
             Ok(Route::SessionWs)
         }
         "/v1/relay" => ticket_route(head),
+        "/v1/tickets" if config.node_id.is_some() => {
+            if head.method != Method::Post {
+                return Err(Refusal::method_not_allowed("POST"));
+            }
+            Ok(Route::NodeMint)
+        }
         _ => Err(Refusal::not_found()),
     }
 }

@@ -38,6 +38,13 @@ pub trait StyleHost: Host<Role> {
     /// another node (PROTOCOL §9): a browser joining such a key by message is handed
     /// there. None for this node, and always for a single node.
     fn node_for(&self, alphabet: &[u8], first: u8) -> Option<std::net::SocketAddr>;
+    /// The node that owns `workspace`'s tickets, when that is another node (PROTOCOL
+    /// §9): a mint for it is handed there, so the per-workspace cap holds across the
+    /// cluster. None for this node, and always for a single node.
+    fn workspace_node(&self, workspace: &str) -> Option<std::net::SocketAddr>;
+    /// The admin token (`--admin-token-file`), which a mint handed to another node
+    /// carries.
+    fn admin_token(&self) -> Option<&str>;
     /// The nodes read a PROXY header from their peers (`--proxy-protocol`): a hand-over
     /// to another node sends one naming the client.
     fn proxy_protocol(&self) -> bool;

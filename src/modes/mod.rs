@@ -101,7 +101,7 @@ pub fn on_upgrade<S: StyleHost>(
         Route::SessionHost => session::on_host(shard, conn, leftover),
         Route::SessionJoin { code } => session::on_browser(shard, conn, code, leftover, peer.ip()),
         Route::SessionWs => session_ws::on_upgrade(shard, conn, leftover),
-        Route::Health | Route::TicketPut { .. } | Route::TicketGet { .. } => {
+        Route::Health | Route::NodeMint | Route::TicketPut { .. } | Route::TicketGet { .. } => {
             // Never upgraded: accept.rs serves these as plain HTTP.
             shard.stats().dropped(Dropped::NotWebsocket);
         }

@@ -308,6 +308,9 @@ async fn route_public(
             .await
         }
     };
+    if route == Route::NodeMint {
+        return Box::pin(serve_node_mint(shard, stream, link, head, leftover)).await;
+    }
     // Courier credentials were checked for presence by classify(); drop them now so no
     // later code path can log, forward or store them.
     routes::drop_credentials(&mut head);
@@ -561,7 +564,24 @@ impl Route {
             Route::SessionWs => ConnKind::Handshake,
             Route::TicketPut { .. } => ConnKind::TicketPut,
             Route::TicketGet { .. } => ConnKind::TicketGet,
-            Route::Echo | Route::Health => ConnKind::Echo,
+            Route::Echo | Route::Health | Route::NodeMint => ConnKind::Echo,
         }
     }
+}
+
+/// A mint another node handed here (PROTOCOL §9): served as on the admin listener, but
+/// only over plain TCP and only when an admin token is configured (it is the only thing
+/// that tells a node from anyone else on the public listener); otherwise `404`.
+async fn serve_node_mint(
+    shard: &Rc<Shard>,
+    stream: TcpStream,
+    link: Link,
+    head: RequestHead,
+    body: Vec<u8>,
+) {
+    if shard.global.admin_token.is_none() || link.is_tls() {
+        let resp = response::close_response(404, "text/plain", &[], b"not found\n");
+        return refuse(shard, stream, link, Rejected::NotFound, resp).await;
+    }
+    admin::serve(shard, stream, head, body).await
 }

@@ -533,6 +533,16 @@ impl StyleHost for Shard {
             .then(|| self.global.node_addrs.get(owner).copied())
             .flatten()
     }
+    fn workspace_node(&self, workspace: &str) -> Option<std::net::SocketAddr> {
+        let cluster = self.global.cluster.as_ref()?;
+        let owner = cluster.owner_index_of_workspace(workspace);
+        (owner != cluster.my_index())
+            .then(|| self.global.node_addrs.get(owner).copied())
+            .flatten()
+    }
+    fn admin_token(&self) -> Option<&str> {
+        self.global.admin_token.as_deref()
+    }
     fn proxy_protocol(&self) -> bool {
         self.global.config.proxy_protocol
     }

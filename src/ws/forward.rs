@@ -169,7 +169,7 @@ fn upgrade_request(forward: &Forward) -> String {
 
 /// A PROXY v2 `PROXY` header: the client, and the owner node as the destination (both
 /// as IPv6 when their families differ, as the header carries one family).
-fn proxy_v2_header(client: SocketAddr, to: SocketAddr) -> io::Result<Vec<u8>> {
+pub fn proxy_v2_header(client: SocketAddr, to: SocketAddr) -> io::Result<Vec<u8>> {
     use ppp::v2::{Builder, Command, Protocol, Version};
     let (client, to) = match (client, to) {
         (SocketAddr::V4(_), SocketAddr::V4(_)) | (SocketAddr::V6(_), SocketAddr::V6(_)) => {

@@ -118,7 +118,12 @@ pub async fn serve_mint<S: StyleHost>(
         Err(BodyFailure::Closed) => return,
     };
     let resp = match parse_mint(&body) {
-        Ok(plan) => mint_on_owner(shard, plan).await,
+        Ok(plan) => match shard.workspace_node(&plan.workspace) {
+            Some(node) if head.header(HANDED_OVER).is_none() => {
+                mint_on_node(&**shard, node, &body).await
+            }
+            _ => mint_on_owner(shard, plan).await,
+        },
         Err(msg) => Err((400, msg)),
     };
     match resp {
@@ -132,6 +137,73 @@ pub async fn serve_mint<S: StyleHost>(
                 response::json_error(status, msg),
             )
             .await
+        }
+    }
+}
+
+/// Marks a mint handed over by another node: minted where it arrives, never handed on
+/// (nodes whose `--nodes` disagree cannot bounce a mint between them).
+const HANDED_OVER: &str = "x-shardrelay-handed-over";
+
+/// How long the owner node has to answer a handed-over mint.
+const NODE_MINT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Largest answer accepted from the owner node (a mint's answer is ~150 bytes).
+const MAX_NODE_ANSWER: usize = 16 * 1024;
+
+/// Hand a mint to the node that owns its workspace (PROTOCOL §9) over that node's public
+/// listener, with the admin token, and pass its answer on verbatim.
+async fn mint_on_node<S: StyleHost>(
+    shard: &S,
+    node: std::net::SocketAddr,
+    body: &[u8],
+) -> MintOutcome {
+    let Some(token) = shard.admin_token() else {
+        return Err((503, "workspace owned by another node; handing mints over needs --admin-token-file on every node"));
+    };
+    let asked = ask_node(node, token, body, shard.proxy_protocol());
+    match monoio::time::timeout(NODE_MINT_TIMEOUT, asked).await {
+        Ok(Ok(answer)) if answer.starts_with(b"HTTP/1.1 ") => Ok(answer),
+        _ => Err((503, "workspace owner node unavailable")),
+    }
+}
+
+/// Send the mint to `node` and read its whole answer (it closes after it).
+async fn ask_node(
+    node: std::net::SocketAddr,
+    token: &str,
+    body: &[u8],
+    proxy_header: bool,
+) -> io::Result<Vec<u8>> {
+    let stream = TcpStream::connect(node).await?;
+    let mut request = Vec::with_capacity(256 + body.len());
+    if proxy_header {
+        let local = stream.local_addr()?;
+        request.extend_from_slice(&crate::ws::forward::proxy_v2_header(local, node)?);
+    }
+    request.extend_from_slice(
+        format!(
+            "POST /v1/tickets HTTP/1.1\r\nHost: {node}\r\nAuthorization: Bearer {token}\r\n\
+             {HANDED_OVER}: 1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    request.extend_from_slice(body);
+    crate::net::write_all(&stream, &mut Link::plain(), &request).await?;
+    let mut answer = Vec::with_capacity(512);
+    loop {
+        let room = MAX_NODE_ANSWER.saturating_sub(answer.len());
+        if room == 0 {
+            return Ok(answer);
+        }
+        match sys::recv_into(stream.as_raw_fd(), &mut answer, room) {
+            Ok(0) => return Ok(answer),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.readable(false).await?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
 }
