@@ -344,6 +344,19 @@ pub enum MeasureCommand {
     /// Wait (at most --within) for the machine to be quiet: under a tenth of a core
     /// busy over one second. Exits 0 once it is, 3 when it is still busy at the end.
     WaitQuiet(WaitQuietArgs),
+    /// Print a TCP port on 127.0.0.1 the kernel just picked (bound, then released), for
+    /// a process that must be told its address before it starts.
+    FreePort,
+    /// Wait (at most 10 s) until something accepts TCP connections at ADDR; exit 1 if
+    /// nothing does.
+    WaitPort(WaitPortArgs),
+}
+
+/// `measure wait-port` arguments.
+#[derive(Debug, Args)]
+pub struct WaitPortArgs {
+    /// `HOST:PORT`.
+    pub addr: std::net::SocketAddr,
 }
 
 /// `measure wait-quiet` flags.

@@ -26,6 +26,7 @@ pub mod bench;
 pub mod cpu_per_message;
 pub mod edges;
 pub mod idle_memory;
+pub mod ports;
 pub mod quiet;
 pub mod relay;
 pub mod requests;
@@ -66,6 +67,8 @@ pub fn run(args: &MeasureArgs) -> Result<i32, String> {
         MeasureCommand::JsonField(a) => answers::json_field(a),
         MeasureCommand::PutAnswer(a) => answers::put_answer(a),
         MeasureCommand::WaitQuiet(a) => quiet::wait_quiet(a),
+        MeasureCommand::FreePort => ports::free_port(),
+        MeasureCommand::WaitPort(a) => ports::wait_port(a),
     }
 }
 
