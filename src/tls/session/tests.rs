@@ -448,3 +448,35 @@ fn an_idle_tls_session_after_the_handshake_is_small() {
     eprintln!("size_of::<TlsSession>() = {size} B");
     assert!(size <= 320, "TlsSession grew to {size} B");
 }
+
+#[test]
+fn data_in_the_flight_that_finishes_the_handshake_survives_the_hand_off() {
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        for step in [1, 7, 100, usize::MAX] {
+            let (pair, mut server) = pair_and_server();
+            let mut client = client(&pair, &[version], &[b"http/1.1"]);
+            // Written before the handshake: rustls sends it right behind its Finished.
+            let request = b"GET /v1/pair HTTP/1.1\r\nHost: x\r\n\r\n".repeat(50);
+            client.writer().write_all(&request).unwrap();
+            let mut got = Vec::new();
+            for _ in 0..20 {
+                let wire = client_wire(&mut client);
+                got.extend(feed(&mut server, &wire, step).unwrap());
+                let to_client = server.unsent().to_vec();
+                server.sent(to_client.len());
+                client.read_tls(&mut to_client.as_slice()).unwrap();
+                client.process_new_packets().unwrap();
+                if got.len() >= request.len() {
+                    break;
+                }
+            }
+            assert!(
+                got == request,
+                "{version:?} step {step}: {} bytes",
+                got.len()
+            );
+            assert!(!server.is_handshaking());
+            assert_eq!(server.held_bytes(), 0);
+        }
+    }
+}
