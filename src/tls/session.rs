@@ -146,16 +146,27 @@ struct Handshake {
     secrets: Captured,
 }
 
+impl Drop for Captured {
+    fn drop(&mut self) {
+        for secret in [&mut self.client, &mut self.server].into_iter().flatten() {
+            secret.bytes.fill(0);
+            std::hint::black_box(&secret.bytes);
+        }
+    }
+}
+
 impl Captured {
     /// Move secrets logged by the last `process_tls_records` call on this thread here.
     fn collect(&mut self) {
         CAPTURED.with_borrow_mut(|captured| {
-            if let Some(client) = captured.client.take() {
+            // Moved, then the thread's copy wiped (not just emptied).
+            if let Some(client) = captured.client {
                 self.client = Some(client);
             }
-            if let Some(server) = captured.server.take() {
+            if let Some(server) = captured.server {
                 self.server = Some(server);
             }
+            *captured = Captured::default();
         });
     }
 }
