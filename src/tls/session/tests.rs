@@ -50,6 +50,15 @@ fn client(
     versions: &[&'static SupportedProtocolVersion],
     alpn: &[&[u8]],
 ) -> ClientConnection {
+    let config = client_config(pair, versions, alpn);
+    ClientConnection::new(config, ServerName::try_from("localhost").unwrap()).unwrap()
+}
+
+fn client_config(
+    pair: &Pair,
+    versions: &[&'static SupportedProtocolVersion],
+    alpn: &[&[u8]],
+) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
     roots.add(pair.cert_der.clone()).unwrap();
     #[allow(deprecated)]
@@ -60,7 +69,7 @@ fn client(
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap()).unwrap()
+    Arc::new(config)
 }
 
 /// Feed `bytes` to the server in pieces of `step`, as reads would: each time the cut
@@ -477,6 +486,34 @@ fn data_in_the_flight_that_finishes_the_handshake_survives_the_hand_off() {
             );
             assert!(!server.is_handshaking());
             assert_eq!(server.held_bytes(), 0);
+        }
+    }
+}
+
+#[test]
+fn a_resumed_handshake_hands_off_too() {
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let pair = Pair::mint();
+        let config = load_server_config(&pair.cert(), &pair.key()).unwrap();
+        // One client config (and its session cache) for both connections.
+        let shared = client_config(&pair, &[version], &[b"http/1.1"]);
+        for i in 0..2 {
+            let name = ServerName::try_from("localhost").unwrap();
+            let mut client = ClientConnection::new(shared.clone(), name).unwrap();
+            let mut server = TlsSession::new(config.clone()).unwrap();
+            handshake(&mut server, &mut client, 50);
+            if i == 1 {
+                assert_eq!(
+                    client.handshake_kind(),
+                    Some(rustls::HandshakeKind::Resumed),
+                    "{version:?}"
+                );
+            }
+            client.writer().write_all(b"ping").unwrap();
+            let wire = client_wire(&mut client);
+            assert_eq!(feed(&mut server, &wire, 3).unwrap(), b"ping");
+            let wire = server_sends(&mut server, b"pong");
+            assert_eq!(client_reads(&mut client, &wire), b"pong");
         }
     }
 }
