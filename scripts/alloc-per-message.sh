@@ -20,7 +20,8 @@
 #   session-ws-1 (50 Macs × 1 browser); SECONDS: window (default 10)
 # Env: RATE (round trips/s for the whole run, default 20000: 40,000 forwarded messages/s),
 # SIZE (message payload, default 64; payloads over 512 B are allocated, see ws::payload),
-# SOAK_LOAD_BIN (load generator; default the workspace's release build), CARGO,
+# ALLOC_TLS=1 (the relay with a throw-away P-256 pair minted by openssl, the load over
+# wss://), SOAK_LOAD_BIN (load generator; default the workspace's release build), CARGO,
 # CARGO_TARGET_DIR, SHARDRELAY_DRIVER (reaches the relay).
 # Bounded: per style, ramp (≤ 20 s) + 3 s warm-up + SECONDS + 3 s; the load generator's
 # own --duration ends it even if this script is killed. What is read and computed is
@@ -63,6 +64,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
+relay_tls=()
+load_scheme=""
+load_tls=()
+if [ "${ALLOC_TLS:-0}" = 1 ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+        -keyout "$OUT/key.pem" -out "$OUT/cert.pem" -subj /CN=localhost \
+        -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+        -addext "basicConstraints=critical,CA:FALSE" 2>/dev/null || die "openssl could not mint a test pair"
+    relay_tls=(--tls-cert "$OUT/cert.pem" --tls-key "$OUT/key.pem")
+    load_scheme="wss://"
+    load_tls=(--tls-ca "$OUT/cert.pem")
+    log "over TLS (wss://)"
+fi
+
 printf '%-10s %7s %6s %6s %10s | %10s %10s | %s\n' style rate conns secs forwarded \
     "allocs/msg" "bytes/msg" "one /stats read"
 for style in "${styles[@]}"; do
@@ -75,8 +90,9 @@ for style in "${styles[@]}"; do
         session-ws-1) shape=(--sessions 50 --browsers 1) ;;
         *) die "unknown style $style (pair, server-id, session, session-ws, session-ws-1)" ;;
     esac
-    relay_start "$OUT/relay.log" --log-level warn
-    "$LOAD_BIN" "${style%-1}" --target "$RELAY_PUBLIC" --admin "$RELAY_ADMIN" "${shape[@]}" \
+    relay_start "$OUT/relay.log" --log-level warn "${relay_tls[@]}"
+    "$LOAD_BIN" "${style%-1}" --target "$load_scheme$RELAY_PUBLIC" --admin "$RELAY_ADMIN" \
+        "${load_tls[@]}" "${shape[@]}" \
         --rate "$RATE" --size "$SIZE" --warmup "${WARMUP}s" --duration "$((WINDOW + 3))s" \
         --no-relay-stats >"$OUT/load.txt" 2>&1 &
     LOAD_PID=$!

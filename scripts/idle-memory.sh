@@ -6,7 +6,9 @@
 # before) ÷ N, the kernel's slab and TCP figures, and any growth across a close-and-reopen
 # churn (loadtest/src/measure/idle_memory.rs). This script only starts the relay.
 # Env: SHARDRELAY_BIN, SOAK_LOAD_BIN, IDLE_CONNECT_RATE (default 5000/s), IDLE_WARM
-# (default 100; 0 measures from a relay that has served nothing).
+# (default 100; 0 measures from a relay that has served nothing), IDLE_TLS=1 (the relay
+# with a throw-away P-256 pair minted by openssl, connections over wss://),
+# IDLE_UP_TIMEOUT (seconds the N connections may take to come up, default 120).
 # Usage: scripts/idle-memory.sh STYLE [N]   (STYLE: pair | server-id | echo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,8 +21,17 @@ trap relay_cleanup EXIT
 out=$(mktemp -d)
 extra=()
 [ "$style" = echo ] && extra=(--enable-echo)
+tls=()
+if [ "${IDLE_TLS:-0}" = 1 ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+        -keyout "$out/key.pem" -out "$out/cert.pem" -subj /CN=localhost \
+        -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+        -addext "basicConstraints=critical,CA:FALSE" 2>/dev/null || die "openssl could not mint a test pair"
+    extra+=(--tls-cert "$out/cert.pem" --tls-key "$out/key.pem")
+    tls=(--tls-ca "$out/cert.pem")
+fi
 relay_start "$out/relay.log" --log-level warn "${extra[@]}"
 "$LOAD" measure idle-memory --pid "$RELAY_PID" --target "$RELAY_PUBLIC" --admin "$RELAY_ADMIN" \
     --style "$style" --connections "$n" --warm "${IDLE_WARM:-100}" \
-    --connect-rate "${IDLE_CONNECT_RATE:-5000}"
+    --connect-rate "${IDLE_CONNECT_RATE:-5000}" --up-timeout "${IDLE_UP_TIMEOUT:-120}" "${tls[@]}"
 rm -rf "$out"

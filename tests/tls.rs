@@ -566,3 +566,26 @@ fn pt1_a_tls_connection_handed_to_its_owner_shard_keeps_its_session() {
         "no TLS connection was handed off: {stats}"
     );
 }
+
+/// After the handshake the relay keeps only the traffic keys and does the record layer
+/// itself (issue #16 point 3): a TLS 1.3 KeyUpdate from a client — asking the relay to
+/// renew its keys too — must be honoured in both directions, over and over.
+#[test]
+fn pt3_a_client_key_update_mid_connection_is_honoured_both_ways() {
+    let pki = Pki::mint();
+    let relay = pki.relay(&[]);
+    let tls13 = client_config(&[&pki.der], &[&rustls::version::TLS13], &[b"http/1.1"]);
+    let mut a = wss(&relay, tls13.clone(), "/?pair=tls-keyupdate", &[]);
+    let mut b = wss(&relay, tls13, "/v1/pair?pair=tls-keyupdate", &[]);
+    for round in 0..4u8 {
+        a.get_mut().conn.refresh_traffic_keys().unwrap();
+        if round % 2 == 1 {
+            b.get_mut().conn.refresh_traffic_keys().unwrap();
+        }
+        let payload = vec![round; 1000 + usize::from(round)];
+        a.send(Message::binary(payload.clone())).unwrap();
+        assert!(next_binary(&mut b) == payload, "a→b round {round}");
+        b.send(Message::binary(payload.clone())).unwrap();
+        assert!(next_binary(&mut a) == payload, "b→a round {round}");
+    }
+}

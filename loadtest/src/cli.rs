@@ -779,6 +779,14 @@ pub struct IdleMemoryArgs {
     /// Source addresses for the idle connections (past one address's ports).
     #[arg(long, default_value = "127.0.0.1-127.0.0.8")]
     pub source_ips: String,
+    /// Hold TLS connections (`wss://`) to a relay started with `--tls-cert`, trusting
+    /// this PEM file (a test CA or the self-signed leaf). `--target` stays `host:port`.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// How long the N connections may take to come up, seconds (TLS handshakes on a
+    /// busy box are slower than plain upgrades).
+    #[arg(long, default_value_t = 120)]
+    pub up_timeout: u64,
 }
 
 /// `chaos` flags (its own: it runs no plan, no monoio workers).

@@ -74,6 +74,12 @@ pub fn load_server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, 
     // The provider's order is ours to keep: the client's preference does not pick a
     // costlier suite (docs/benchmarks.md, "TLS").
     config.ignore_client_order = true;
+    // After the handshake the session keeps only the traffic keys and does the record
+    // layer itself (`tls::record`): rustls hands the keys over, and its key log gives the
+    // TLS 1.3 traffic secrets a KeyUpdate derives the next keys from (nothing is
+    // written anywhere; see `tls::session`).
+    config.enable_secret_extraction = true;
+    config.key_log = Arc::new(crate::tls::session::SecretCapture);
     Ok(Arc::new(config))
 }
 

@@ -56,7 +56,8 @@ pub struct Link {
 /// A TLS connection's state.
 #[derive(Debug)]
 struct Secured {
-    /// rustls's state, and the records held for this connection alone.
+    /// The handshake (rustls) or, after it, the traffic keys; and the records held for
+    /// this connection alone.
     session: TlsSession,
     /// What `session` holds of its own (a cut record, unsent records), as last charged
     /// to the memory budget.

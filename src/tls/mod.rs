@@ -4,10 +4,15 @@
 //! * `keys`    — the certificate chain and key: loading, and the shared `ServerConfig`
 //!   swapped on `SIGHUP` (new handshakes use the new pair; established connections keep
 //!   the config they started with, through their own `Arc`).
-//! * `session` — one connection's TLS state machine over caller-owned buffers
-//!   (`rustls::server::UnbufferedServerConnection`): no I/O, no per-connection buffer
-//!   while idle. Decryption reads the shard's scratch buffer; only a record cut by the
-//!   read boundary, or ciphertext the socket did not take, is kept per connection.
+//! * `session` — one connection's TLS over caller-owned buffers, without I/O: rustls's
+//!   `UnbufferedServerConnection` for the handshake, then the hand-off of the traffic
+//!   keys to `record` (rustls's connection is dropped). No per-connection buffer while
+//!   idle: decryption reads the shard's scratch buffer; only a record cut by the read
+//!   boundary, or ciphertext the socket did not take, is kept per connection.
+//! * `record`  — the record layer after the handshake: the traffic keys, IVs and
+//!   sequence numbers rustls hands over, and record protection with *ring*'s AEAD in
+//!   place in the caller's buffers (no allocation per record, no expanded key while
+//!   idle).
 //! * `link`    — a connection's transport (plain or TLS) with the `sys` calls the
 //!   connection code makes: `recv_into`, `send_vectored`, `shutdown_write`.
 //!
@@ -15,6 +20,7 @@
 
 pub mod keys;
 pub mod link;
+pub mod record;
 pub mod session;
 
 pub use keys::{TlsKeyError, TlsKeys};

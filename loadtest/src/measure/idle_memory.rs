@@ -17,8 +17,6 @@ use crate::figure::{Cmp, Condition, Figure};
 use crate::measure::{relay, rss_parts};
 use crate::procfs::{self, Slab, TcpSockets};
 
-/// How long N connections may take to come up.
-const UP_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the relay may take to let every connection go.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Between `/stats` polls.
@@ -76,8 +74,9 @@ pub fn run(args: &IdleMemoryArgs) -> Result<i32, String> {
     bench.release(held)?;
     let _ = std::fs::remove_file(&bench.log);
     println!(
-        "style={} connections={n} warm={} rss_cold_kib={cold} rss_with_n_kib={first} per_conn_bytes={}",
+        "style={}{} connections={n} warm={} rss_cold_kib={cold} rss_with_n_kib={first} per_conn_bytes={}",
         style_name(args),
+        if args.tls_ca.is_some() { " tls" } else { "" },
         args.warm,
         per(first - cold, n)
     );
@@ -143,7 +142,12 @@ impl Bench<'_> {
             cmp: Cmp::AtLeast,
             value: count as u64,
         };
-        match relay::wait_for(self.args.admin, &[up], UP_TIMEOUT, POLL) {
+        match relay::wait_for(
+            self.args.admin,
+            &[up],
+            Duration::from_secs(self.args.up_timeout),
+            POLL,
+        ) {
             Ok(None) => {
                 std::thread::sleep(SETTLE);
                 Ok(child)
@@ -179,10 +183,18 @@ impl Bench<'_> {
         let log =
             std::fs::File::create(&self.log).map_err(|e| format!("{}: {e}", self.log.display()))?;
         let err = log.try_clone().map_err(|e| e.to_string())?;
+        let (target, tls) = match &self.args.tls_ca {
+            Some(ca) => (
+                format!("wss://{}", addr(self.args.target)),
+                vec!["--tls-ca".into(), ca.clone().into_os_string()],
+            ),
+            None => (addr(self.args.target), Vec::new()),
+        };
         Command::new(me)
             .arg("idle")
             .args(["--style", &style_name(self.args)])
-            .args(["--target", &addr(self.args.target)])
+            .args(["--target", &target])
+            .args(tls)
             .args(["--admin", &addr(self.args.admin)])
             .args(["--connections", &count.to_string()])
             .args(["--duration", HOLD_FOR])
