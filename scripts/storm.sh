@@ -27,7 +27,8 @@
 # and the load each hold N), STYLES (shardrelay: "server-id pair session echo"; the
 # baseline only has server-id and pair), SOURCES (default 127.0.0.1-127.0.0.16),
 # PER_IP_RATE (default 200/s per source; 0 skips the shaped run), RELAY_CPU (1),
-# LOAD_CPU (0), OUT_DIR. Bounded: each case is the ramp (seconds) + 1 s hold + close;
+# LOAD_CPU (0), OUT_DIR, BASELINE_BIN (another baseline build, e.g. `--features
+# aws-lc`). Bounded: each case is the ramp (seconds) + 1 s hold + close;
 # loopback only.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,7 +36,7 @@ cd "$ROOT"
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 SHARDRELAY=${SHARDRELAY_BIN:-$TARGET_DIR/release/shardrelay}
 LOAD=${LOAD_BIN:-$TARGET_DIR/release/shardrelay-load}
-BASELINE=./benches/baseline/target/release/shardrelay-baseline
+BASELINE=${BASELINE_BIN:-./benches/baseline/target/release/shardrelay-baseline}
 TLS=${TLS:-0}
 if [ "$TLS" = 1 ]; then
     N=${N:-4000}
