@@ -60,7 +60,10 @@ async fn main() {
 /// Binds both listeners, prints the ready line, then accepts until killed.
 async fn run(cli: Cli) -> std::io::Result<()> {
     let acceptor = match (&cli.tls_cert, &cli.tls_key) {
-        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key).map_err(std::io::Error::other)?),
+        (Some(cert), Some(key)) => {
+            eprintln!("baseline: TLS provider={}", tls::PROVIDER);
+            Some(tls::acceptor(cert, key).map_err(std::io::Error::other)?)
+        }
         _ => None,
     };
     let public = TcpListener::bind(cli.listen).await?;

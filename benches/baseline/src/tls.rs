@@ -21,6 +21,13 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
+/// Which provider this build uses (printed in the ready line).
+pub const PROVIDER: &str = if cfg!(feature = "aws-lc") {
+    "aws-lc-rs"
+} else {
+    "ring"
+};
+
 /// The listener's acceptor from a certificate chain and key (PEM files).
 pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
     let chain = CertificateDer::pem_file_iter(cert)
@@ -42,10 +49,15 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// shardrelay's provider: *ring*, AES-128-GCM suites first.
+/// shardrelay's provider: *ring* (aws-lc-rs with `--features aws-lc`), AES-128-GCM
+/// suites first. The key exchange is the client's first group (X25519 from
+/// `shardrelay-load`) with either provider.
 fn provider() -> rustls::crypto::CryptoProvider {
+    #[cfg(not(feature = "aws-lc"))]
     #[allow(deprecated)]
     let mut provider = rustls::crypto::ring::default_provider();
+    #[cfg(feature = "aws-lc")]
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     provider.cipher_suites.sort_by_key(|suite| {
         use rustls::CipherSuite::*;
         !matches!(
