@@ -19,7 +19,9 @@
 # ("shardrelay-tls"), nginx (Debian package, installed here if missing; one worker)
 # terminating TLS in front of a plain shardrelay ("nginx-tls", both pinned to RELAY_CPU,
 # CPU = nginx master + worker + relay), the tokio baseline with tokio-rustls
-# ("baseline-tls"), and plain shardrelay as the reference ("shardrelay"). N defaults to
+# ("baseline-tls"), HAProxy in TCP mode with send-proxy-v2 in front of shardrelay
+# --tls-cert --proxy-protocol ("haproxy-tls", if haproxy is installed; CPU = HAProxy +
+# relay), and plain shardrelay as the reference ("shardrelay"). N defaults to
 # 4000 there (nginx holds 2 descriptors per client) and STYLES to "pair".
 #
 # Usage: scripts/storm.sh               (or `make storm`; TLS=1 / `make storm-tls`)
@@ -53,7 +55,7 @@ OUT=${OUT_DIR:-$TARGET_DIR/storm/$(date -u +%Y%m%dT%H%M%SZ)}
 TAGS=()
 RELAY_PID=""
 LOAD_PID=""
-NGINX_PID=""
+FRONT_PID=""
 # TLS runs: the load's target scheme and trust flags, set per case.
 SCHEME=ws
 TRUST=()
@@ -62,13 +64,13 @@ log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "FAIL: $*"; exit 1; }
 stop() {
     local pid
-    for pid in "$LOAD_PID" "$NGINX_PID" "$RELAY_PID"; do
+    for pid in "$LOAD_PID" "$FRONT_PID" "$RELAY_PID"; do
         [ -n "$pid" ] || continue
         kill -TERM "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
     LOAD_PID=""
-    NGINX_PID=""
+    FRONT_PID=""
     RELAY_PID=""
 }
 trap stop EXIT
@@ -81,8 +83,8 @@ ticks() { "$LOAD" measure proc --pid "$1" cpu-ticks; }
 server_ticks() {
     local pid sum
     sum=$(ticks "$RELAY_PID")
-    if [ -n "$NGINX_PID" ]; then
-        for pid in "$NGINX_PID" $(pgrep -P "$NGINX_PID"); do
+    if [ -n "$FRONT_PID" ]; then
+        for pid in "$FRONT_PID" $(pgrep -P "$FRONT_PID"); do
             sum=$((sum + $(ticks "$pid")))
         done
     fi
@@ -93,6 +95,9 @@ server_ticks() {
 start() {
     local name=$1 log=$2
     shift 2
+    # A log left in a reused OUT_DIR must not pass the ready wait below before the new
+    # process has truncated it.
+    rm -f "$log" "$log.err"
     case $name in
         baseline) taskset -c "$RELAY_CPU" "$BASELINE" --listen 127.0.0.1:0 \
             --admin-listen 127.0.0.1:0 "$@" >"$log" 2>"$log.err" & ;;
@@ -118,10 +123,13 @@ run_case() {
     local retry=()
     [ "$label" = shaped ] && retry=(--retry-rate-limited)
     local kind=$relay
-    [ "$relay" = nginx ] && kind=shardrelay
+    [ "$relay" = nginx ] || [ "$relay" = haproxy ] && kind=shardrelay
     start "$kind" "$OUT/$tag.relay.log" "$@"
     local t0 t1=""
+    # Likewise a report: it would end the poll below at once.
+    rm -f "$OUT/$tag.txt" "$OUT/$tag.json"
     [ "$relay" = nginx ] && start_nginx "$OUT/$tag.nginx"
+    [ "$relay" = haproxy ] && start_haproxy "$OUT/$tag.haproxy"
     t0=$(server_ticks)
     taskset -c "$LOAD_CPU" "$LOAD" idle --style "$style" --target "$SCHEME://$PUBLIC" \
         --admin "$ADMIN" "${TRUST[@]}" \
@@ -165,9 +173,10 @@ mint_pki() {
 
 # start_nginx DIR: nginx (one worker; master and worker pinned to RELAY_CPU) terminating
 # TLS with the storm's pair on a free loopback port and proxying the upgrades to the plain
-# relay at PUBLIC; sets NGINX_PID and points PUBLIC at nginx.
+# relay at PUBLIC; sets FRONT_PID and points PUBLIC at nginx.
 start_nginx() {
     local dir=$1 port tries=200
+    rm -rf "$dir"    # a stale pid file from a reused OUT_DIR would pass the wait below
     mkdir -p "$dir/tmp"
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     cat >"$dir/nginx.conf" <<NGINX
@@ -204,11 +213,44 @@ http {
 NGINX
     taskset -c "$RELAY_CPU" nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" \
         >"$dir/stdout" 2>&1 &
-    NGINX_PID=$!
+    FRONT_PID=$!
     # Listening once the master wrote its pid file and forked its worker.
-    until [ -s "$dir/nginx.pid" ] && pgrep -P "$NGINX_PID" >/dev/null; do
+    until [ -s "$dir/nginx.pid" ] && pgrep -P "$FRONT_PID" >/dev/null; do
         tries=$((tries - 1))
-        [ $tries -gt 0 ] && kill -0 "$NGINX_PID" 2>/dev/null || die "nginx did not start ($dir)"
+        [ $tries -gt 0 ] && kill -0 "$FRONT_PID" 2>/dev/null || die "nginx did not start ($dir)"
+        sleep 0.05
+    done
+    PUBLIC=127.0.0.1:$port
+}
+
+# start_haproxy DIR: HAProxy (TCP mode, one thread, pinned to RELAY_CPU) in front of the
+# relay at PUBLIC, writing `send-proxy-v2` headers; the TLS stream passes through to the
+# relay. Sets FRONT_PID and points PUBLIC at it.
+start_haproxy() {
+    local dir=$1 port tries=200
+    rm -rf "$dir"    # a stale pid file from a reused OUT_DIR would pass the wait below
+    mkdir -p "$dir"
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    cat >"$dir/haproxy.cfg" <<HAPROXY
+global
+    maxconn 9900
+    nbthread 1
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+frontend fe
+    bind 127.0.0.1:$port backlog 4096
+    default_backend relay
+backend relay
+    server relay $PUBLIC send-proxy-v2
+HAPROXY
+    taskset -c "$RELAY_CPU" haproxy -db -f "$dir/haproxy.cfg" >"$dir/stdout" 2>&1 &
+    FRONT_PID=$!
+    until ss -Hltn "sport = :$port" | grep -q .; do
+        tries=$((tries - 1))
+        [ $tries -gt 0 ] && kill -0 "$FRONT_PID" 2>/dev/null || die "haproxy did not start ($dir)"
         sleep 0.05
     done
     PUBLIC=127.0.0.1:$port
@@ -231,6 +273,11 @@ main_tls() {
         run_case shardrelay-tls shardrelay "$style" "${tls[@]}"
         log "storm: $N × $style, TLS 1.3, on nginx in front of shardrelay"
         run_case nginx-tls nginx "$style"
+        if command -v haproxy >/dev/null; then
+            log "storm: $N × $style, TLS 1.3, through HAProxy send-proxy-v2 to shardrelay --tls-cert"
+            run_case haproxy-tls haproxy "$style" "${tls[@]}" --proxy-protocol \
+                --trusted-proxies 127.0.0.1
+        fi
         if [ "$style" = server-id ] || [ "$style" = pair ]; then
             log "storm: $N × $style, TLS 1.3, on the baseline (tokio-rustls)"
             run_case baseline-tls baseline "$style" "${tls[@]}"
