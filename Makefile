@@ -3,7 +3,7 @@ CARGO ?= cargo
 ARGS ?=
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: all toolchain build release run test test-tools test-unit test-uring test-epoll test-conformance test-interop lint fmt bench bench-compare storm cpu-per-message baseline syscalls shard-scaling alloc-count loadtest clean
+.PHONY: all toolchain build release run test test-tools test-unit test-uring test-epoll test-conformance test-interop lint fmt bench bench-compare storm storm-tls cpu-per-message baseline syscalls shard-scaling alloc-count loadtest clean
 
 all: build
 
@@ -76,6 +76,13 @@ syscalls:
 storm: baseline
 	$(CARGO) build --release -p shardrelay -p shardrelay-load
 	bash scripts/storm.sh
+
+## TLS handshake storm (#16 pt 4): full TLS 1.3 handshakes + upgrades per CPU-second on
+## shardrelay --tls-cert, nginx (installed if missing) in front of shardrelay, and the
+## tokio baseline with tokio-rustls, in one run (scripts/storm.sh, TLS=1).
+storm-tls: baseline
+	$(CARGO) build --release -p shardrelay -p shardrelay-load
+	TLS=1 bash scripts/storm.sh
 
 ## Relay CPU per million forwarded messages at fixed rates, relay and load pinned apart,
 ## shardrelay beside the tokio baseline and the raw-copy relay (PERF=1 adds a profile).

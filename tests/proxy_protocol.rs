@@ -6,8 +6,11 @@
 //! * `--trust-forwarded-for`: `X-Forwarded-For` believed from trusted proxies only.
 //! * A real HAProxy (`send-proxy-v2`) in front of the relay, with clients on several
 //!   127.0.0.x sources: traffic passes and the per-IP limit is keyed on each client.
-//!   HAProxy comes from `scripts/install-test-tools.sh` (Debian package `haproxy`); when
-//!   it is missing the test says SKIPPED loudly, and under `CI` it fails.
+//!   The same over TLS: HAProxy in TCP mode in front of a relay with `--tls-cert`/
+//!   `--tls-key --proxy-protocol`, the clients speaking TLS through it (the PROXY header
+//!   comes before any TLS byte). HAProxy comes from `scripts/install-test-tools.sh`
+//!   (Debian package `haproxy`); when it is missing the test says SKIPPED loudly, and
+//!   under `CI` it fails. The TLS pair is minted here (rcgen); no key is committed.
 //!
 //! Every relay here sees only 127.0.0.1 (or a chosen 127.0.0.x) as its socket peer, so a
 //! limit that separates two clients can only have keyed on the address the header gave.
@@ -18,6 +21,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{connect_from, wait_until, Relay, IO_TIMEOUT};
@@ -356,7 +360,10 @@ impl Haproxy {
             );
             return None;
         }
-        let dir = std::env::temp_dir().join(format!("shardrelay-haproxy-{}", std::process::id()));
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("shardrelay-haproxy-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         // A port the kernel picked, released for haproxy to bind.
         let front = TcpListener::bind("127.0.0.1:0")
@@ -614,4 +621,211 @@ fn ap7_with_both_flags_the_proxy_source_is_the_hop_whose_forwarded_for_counts() 
         "HTTP/1.1 429 Too Many Requests",
         "{spoofed:?}"
     );
+}
+
+/// A self-signed pair for `localhost` in a fresh directory (rcgen), removed on drop.
+struct TlsPair {
+    /// Holds `cert.pem` and `key.pem`.
+    dir: PathBuf,
+    /// The certificate, for the clients' root store.
+    der: rustls::pki_types::CertificateDer<'static>,
+}
+
+impl TlsPair {
+    fn mint() -> TlsPair {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("shardrelay-proxy-tls-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let minted = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        std::fs::write(dir.join("cert.pem"), minted.cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), minted.key_pair.serialize_pem()).unwrap();
+        let der = minted.cert.der().clone();
+        TlsPair { dir, der }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    /// A client trusting this pair: TLS 1.3 or 1.2, ALPN `http/1.1`.
+    fn client(&self) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.der.clone()).unwrap();
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(config)
+    }
+}
+
+impl Drop for TlsPair {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A TLS client stream.
+type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A TLS connection through haproxy from source address `from`, handshake done (an
+/// error if the relay closed instead of answering the ClientHello).
+fn tls_via(
+    front: SocketAddr,
+    from: Ipv4Addr,
+    config: &Arc<rustls::ClientConfig>,
+) -> std::io::Result<Tls> {
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::clone(config), name).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, connect_from(from, front));
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock)?;
+    }
+    Ok(tls)
+}
+
+/// `GET /health` over TLS through haproxy from `from`: the response, or the error of a
+/// connection the relay closed before or during the handshake.
+fn tls_health_via(
+    front: SocketAddr,
+    from: Ipv4Addr,
+    config: &Arc<rustls::ClientConfig>,
+) -> std::io::Result<String> {
+    let mut tls = tls_via(front, from, config)?;
+    tls.write_all(HEALTH)?;
+    let mut answer = Vec::new();
+    match tls.read_to_end(&mut answer) {
+        Ok(_) => {}
+        // The relay may close the TCP stream right after its answer, without close_notify.
+        Err(e) if e.kind() == ErrorKind::UnexpectedEof && !answer.is_empty() => {}
+        Err(e) => return Err(e),
+    }
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// A `wss://` WebSocket through haproxy from `from`.
+fn wss_via(
+    front: SocketAddr,
+    from: Ipv4Addr,
+    path: &str,
+    config: &Arc<rustls::ClientConfig>,
+) -> tungstenite::WebSocket<Tls> {
+    let request = format!("wss://localhost:{}{path}", front.port())
+        .into_client_request()
+        .unwrap();
+    let tls = tls_via(front, from, config).expect("TLS handshake through haproxy");
+    let (ws, _) = tungstenite::client(request, tls).expect("upgrade");
+    ws
+}
+
+#[test]
+fn ap6_behind_haproxy_send_proxy_v2_tls_traffic_passes_and_the_rate_keys_on_real_clients() {
+    let pair = TlsPair::mint();
+    let (cert, key) = (pair.path("cert.pem"), pair.path("key.pem"));
+    let relay = Relay::start(&[
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--proxy-protocol",
+        "--trusted-proxies",
+        "127.0.0.1",
+        "--per-ip-rate",
+        "0.01",
+        "--per-ip-burst",
+        "2",
+    ]);
+    let Some(mut haproxy) = Haproxy::start(relay.public) else {
+        return;
+    };
+    let (front, client) = (haproxy.front, pair.client());
+    // Traffic passes over TLS: a pair, each side from its own address.
+    let path = "/?pair=tls-through-haproxy";
+    let mut a = wss_via(front, Ipv4Addr::new(127, 0, 0, 31), path, &client);
+    let mut b = wss_via(front, Ipv4Addr::new(127, 0, 0, 32), path, &client);
+    a.send(Message::Binary(b"hello via haproxy, TLS".to_vec().into()))
+        .unwrap();
+    let got = loop {
+        match b.read().expect("read") {
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => break other,
+        }
+    };
+    assert_eq!(
+        got,
+        Message::Binary(b"hello via haproxy, TLS".to_vec().into())
+    );
+    // 127.0.0.31 spent one attempt; one more is in its burst, the next is refused.
+    let limited = Ipv4Addr::new(127, 0, 0, 31);
+    let second = tls_health_via(front, limited, &client).expect("second attempt");
+    assert!(second.starts_with("HTTP/1.1 200 "), "{second:?}");
+    // Refused right after its header: on a TLS listener the relay closes without writing
+    // (no plaintext 429 a TLS client could not read), so the handshake fails.
+    let third = tls_health_via(front, limited, &client);
+    assert!(third.is_err(), "a refused TLS client got {third:?}");
+    relay.wait_total("/rejected/rate_limited", 1);
+    // 127.0.0.33 comes through the same haproxy (same socket peer) and is admitted.
+    let fresh = tls_health_via(front, Ipv4Addr::new(127, 0, 0, 33), &client).expect("fresh");
+    assert!(fresh.starts_with("HTTP/1.1 200 "), "{fresh:?}");
+    assert_eq!(relay.total("/rejected/rate_limited"), 1);
+    for cause in ["malformed", "untrusted", "late", "too_long"] {
+        assert_eq!(
+            relay.total(&format!("/events/proxy_header_{cause}")),
+            0,
+            "{cause}"
+        );
+    }
+    haproxy.assert_running();
+    drop((a, b));
+}
+
+#[test]
+fn ap6_a_tls_client_hello_in_the_same_segment_as_the_proxy_header_is_answered() {
+    // HAProxy sends its header and the client's first bytes together: the ClientHello
+    // arrives with the header, and the client then waits for the ServerHello.
+    let pair = TlsPair::mint();
+    let (cert, key) = (pair.path("cert.pem"), pair.path("key.pem"));
+    let relay = Relay::start(&[
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--proxy-protocol",
+        "--trusted-proxies",
+        "127.0.0.1",
+        "--handshake-timeout",
+        "30s",
+    ]);
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut conn = rustls::ClientConnection::new(pair.client(), name).unwrap();
+    let mut first = v2_tcp4(Ipv4Addr::new(192, 0, 2, 7), 40_000);
+    conn.write_tls(&mut first).unwrap();
+    let mut sock = TcpStream::connect(relay.public).unwrap();
+    sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    sock.write_all(&first).unwrap();
+    let started = Instant::now();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    while tls.conn.is_handshaking() {
+        tls.conn
+            .complete_io(&mut tls.sock)
+            .expect("the relay answers the ClientHello");
+    }
+    // Answered at once, not at the handshake timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    tls.write_all(HEALTH).unwrap();
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer:?}");
+    assert_eq!(relay.total("/rejected/handshake_timeout"), 0);
 }

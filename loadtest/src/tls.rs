@@ -53,12 +53,29 @@ pub fn config() -> Option<Arc<ClientConfig>> {
     CONFIG.get().cloned().flatten()
 }
 
+/// The client's provider: *ring* (the relay's), offering X25519 first.
+///
+/// rustls 0.23.48's *ring* provider lists secp384r1 first, so a client built on its
+/// defaults sends a P-384 key share and the server (which takes the client's first group
+/// it supports) does the key exchange on P-384 — in *ring* a generic big-number path,
+/// ~1.5 ms per handshake on each side here, ten times X25519. That, not the relay, held
+/// TLS storms to ~100–250 handshakes a second (docs/benchmarks.md, "TLS handshakes").
+/// Browsers, curl/OpenSSL, Go and Node offer X25519 first; so does this client.
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     // The relay's provider; rustls 0.23.48 deprecates it only for lacking post-quantum
     // key exchange.
     #[allow(deprecated)]
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.kx_groups = KX_ORDER.to_vec();
+    Arc::new(provider)
 }
+
+/// Key-exchange groups offered, in order; the key share is sent for the first.
+static KX_ORDER: &[&dyn rustls::crypto::SupportedKxGroup] = &[
+    rustls::crypto::ring::kx_group::X25519,
+    rustls::crypto::ring::kx_group::SECP256R1,
+    rustls::crypto::ring::kx_group::SECP384R1,
+];
 
 /// A TLS 1.3/1.2 client offering ALPN `http/1.1`.
 fn client_config(ca: Option<&Path>, insecure: bool) -> Result<Arc<ClientConfig>, String> {
@@ -82,6 +99,9 @@ fn client_config(ca: Option<&Path>, insecure: bool) -> Result<Arc<ClientConfig>,
         builder.with_root_certificates(roots).with_no_client_auth()
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Every connection is a full handshake (certificate, signature, key exchange), the
+    // cost a storm of new clients puts on a server; resumption would hide it.
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(config))
 }
 
@@ -226,6 +246,19 @@ mod tests {
             server_name("relay.example.com:443").unwrap(),
             ServerName::try_from("relay.example.com").unwrap()
         );
+    }
+
+    #[test]
+    fn the_client_offers_x25519_first() {
+        let config = client_config(None, true).unwrap();
+        let groups: Vec<_> = config
+            .crypto_provider()
+            .kx_groups
+            .iter()
+            .map(|g| g.name())
+            .collect();
+        use rustls::NamedGroup::*;
+        assert_eq!(groups, [X25519, secp256r1, secp384r1]);
     }
 
     #[test]

@@ -487,15 +487,21 @@ async fn read_head(
     if let Some(parsed) = parse_early(&mut buf, &limits)? {
         return Ok(parsed);
     }
+    // A ClientHello read with a PROXY header is in the link already: the client waits
+    // for our answer, so it is read before waiting on the socket.
+    let mut wait = !link.has_seed();
     loop {
         // A TLS handshake flight the socket did not take at once goes first.
         net::flush_link(stream, link)
             .await
             .map_err(|_| HeadFailure::Closed)?;
-        stream
-            .readable(false)
-            .await
-            .map_err(|_| HeadFailure::Closed)?;
+        if wait {
+            stream
+                .readable(false)
+                .await
+                .map_err(|_| HeadFailure::Closed)?;
+        }
+        wait = true;
         loop {
             let room = (limits.max_head_bytes + 1)
                 .saturating_sub(buf.len())

@@ -62,6 +62,10 @@ struct Secured {
     /// What `session` holds of its own (a cut record, unsent records), as last charged
     /// to the memory budget.
     charged: usize,
+    /// The session was seeded with ciphertext read before it existed (what followed a
+    /// PROXY header, typically the whole ClientHello): the next `recv_into` opens it even
+    /// when the socket has nothing new, since the client waits for our answer.
+    seeded: bool,
 }
 
 impl Drop for Secured {
@@ -89,14 +93,22 @@ impl Link {
         Link::default()
     }
 
-    /// TLS through `session`.
+    /// TLS through `session` (seeded, if it already holds ciphertext).
     pub fn tls(session: TlsSession) -> Self {
+        let seeded = session.held_bytes() > 0;
         Link {
             tls: Some(Box::new(Secured {
                 session,
                 charged: 0,
+                seeded,
             })),
         }
+    }
+
+    /// Ciphertext read before the session existed waits in it: read (`recv_into`) before
+    /// waiting for the socket to be readable.
+    pub fn has_seed(&self) -> bool {
+        self.tls.as_ref().is_some_and(|s| s.seeded)
     }
 
     /// True for a TLS connection.
@@ -124,11 +136,13 @@ impl Link {
     /// the stream (EOF or `close_notify`); a TLS failure is `InvalidData`. Over TLS the
     /// plaintext may pass `max` by less than one record (16 KiB).
     pub fn recv_into(&mut self, fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
-        let Some(session) = self.tls.as_deref_mut() else {
+        let Some(secured) = self.tls.as_deref_mut() else {
             return sys::recv_into(fd, buf, max);
         };
-        let result = SCRATCH
-            .with_borrow_mut(|s| recv_tls(&mut session.session, fd, &mut s.cipher_in, buf, max));
+        let seeded = std::mem::take(&mut secured.seeded);
+        let session = &mut secured.session;
+        let result =
+            SCRATCH.with_borrow_mut(|s| recv_tls(session, seeded, fd, &mut s.cipher_in, buf, max));
         self.recharge();
         result
     }
@@ -180,9 +194,11 @@ impl Link {
     }
 }
 
-/// The TLS side of `Link::recv_into`.
+/// The TLS side of `Link::recv_into`; `seeded`: the session's held ciphertext is whole
+/// input not yet opened, to open even if the socket has nothing more.
 fn recv_tls(
     session: &mut TlsSession,
+    mut seeded: bool,
     fd: RawFd,
     cipher: &mut Vec<u8>,
     plain: &mut Vec<u8>,
@@ -197,6 +213,7 @@ fn recv_tls(
         match sys::recv_into(fd, cipher, room.unwrap_or(MIN_READ)) {
             Ok(0) => return Ok(0),
             Ok(_) => {}
+            Err(e) if std::mem::take(&mut seeded) && e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => {
                 session.put_back(cipher);
                 return Err(e);

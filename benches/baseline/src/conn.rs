@@ -10,7 +10,6 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
@@ -19,6 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::registry::{close_message, Outbox, PairGuard, Registry};
+use crate::tls::Io;
 
 /// Outbox capacity in messages: 1024 × 64 B probes is far more than any run keeps in
 /// flight, so only a stuck reader ever sees it full.
@@ -30,7 +30,7 @@ const MAX_MESSAGE: usize = 256 << 10;
 /// How long a refused connection gets to answer our close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<Io>;
 
 /// What the request head asked for.
 enum Route {
@@ -52,7 +52,7 @@ struct Envelope<'a> {
 /// Upgrades `socket`, then runs it in the role its request asked for.
 // The handshake callback's error type is tungstenite's `http::Response`, not ours to shrink.
 #[allow(clippy::result_large_err)]
-pub async fn serve(socket: TcpStream, registry: Arc<Registry>) {
+pub async fn serve(socket: Io, registry: Arc<Registry>) {
     let (outbox, queue) = mpsc::channel(OUTBOX_MESSAGES);
     let mut route = None;
     let callback =

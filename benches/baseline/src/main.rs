@@ -10,13 +10,17 @@
 //! * `admin` — `/health` and `/stats` on the admin listener.
 //! * `raw` — `--raw-copy`: handshake then a plain byte copy between pair sides, the
 //!   floor for CPU per message (#20 point 4).
+//! * `tls` — `--tls-cert`/`--tls-key`: tokio-rustls with shardrelay's TLS settings, for
+//!   the handshake storm (#16 point 4).
 
 mod admin;
 mod conn;
 mod raw;
 mod registry;
+mod tls;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Parser;
@@ -34,8 +38,14 @@ struct Cli {
     admin_listen: SocketAddr,
     /// Be the raw-copy reference instead: pair upgrades only, then `copy_bidirectional`
     /// between the two sides (frames stay masked; see `raw`).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "tls_cert")]
     raw_copy: bool,
+    /// Terminate TLS on the public listener with this certificate chain (PEM).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -49,6 +59,13 @@ async fn main() {
 
 /// Binds both listeners, prints the ready line, then accepts until killed.
 async fn run(cli: Cli) -> std::io::Result<()> {
+    let acceptor = match (&cli.tls_cert, &cli.tls_key) {
+        (Some(cert), Some(key)) => {
+            eprintln!("baseline: TLS provider={}", tls::PROVIDER);
+            Some(tls::acceptor(cert, key).map_err(std::io::Error::other)?)
+        }
+        _ => None,
+    };
     let public = TcpListener::bind(cli.listen).await?;
     let admin = TcpListener::bind(cli.admin_listen).await?;
     println!(
@@ -66,8 +83,16 @@ async fn run(cli: Cli) -> std::io::Result<()> {
                 socket.set_nodelay(true)?;
                 if cli.raw_copy {
                     tokio::spawn(raw::serve(socket, Arc::clone(&raw_pairs)));
+                } else if let Some(acceptor) = &acceptor {
+                    let (acceptor, registry) = (acceptor.clone(), Arc::clone(&registry));
+                    tokio::spawn(async move {
+                        // A failed handshake just ends the connection, as in shardrelay.
+                        if let Ok(tls) = acceptor.accept(socket).await {
+                            conn::serve(tls::Io::Tls(Box::new(tls)), registry).await;
+                        }
+                    });
                 } else {
-                    tokio::spawn(conn::serve(socket, Arc::clone(&registry)));
+                    tokio::spawn(conn::serve(tls::Io::Plain(socket), Arc::clone(&registry)));
                 }
             }
             Err(why) => {

@@ -1,6 +1,7 @@
 //! `measure storm-table`: the table of `scripts/storm.sh` — per case, how fast the
 //! connections came up, what the relay's CPU over the ramp was (upgrades per
-//! CPU-second), the connect latency and the errors — from each run's `TAG.json`
+//! CPU-second; with nginx in front, nginx's CPU and the relay's), the connect latency
+//! (TCP connect + TLS handshake, if any + upgrade) and the errors — from each run's `TAG.json`
 //! report and `TAG.ticks` (the relay's CPU ticks before the load and when every
 //! connection was up, as `measure proc cpu-ticks` printed them).
 
@@ -40,7 +41,7 @@ fn line(out: &mut String, tag: &str, run: &ReportView, cpu_s: f64) {
     let errors = serde_json::to_string(&run.errors).unwrap_or_default();
     let _ = writeln!(
         out,
-        "{label:<10} {style:<9} {:>6} {:>6} {:>7.2} {:>7.0} {cpu_s:>6.2} {per_cpu:>9.0} {:>8} {:>8} {:>8} {:>4} {errors}",
+        "{label:<14} {style:<9} {:>6} {:>6} {:>7.2} {:>7.0} {cpu_s:>6.2} {per_cpu:>9.0} {:>8} {:>8} {:>8} {:>4} {errors}",
         c.up, c.failed, c.ramp_s, c.per_s, c.connect_us.p50, c.connect_us.p99, c.connect_us.max, run.exit_code
     );
 }
@@ -48,7 +49,7 @@ fn line(out: &mut String, tag: &str, run: &ReportView, cpu_s: f64) {
 /// The table's header.
 fn header() -> String {
     format!(
-        "{:<10} {:<9} {:>6} {:>6} {:>7} {:>7} {:>6} {:>9} {:>8} {:>8} {:>8} {:>4} errors\n",
+        "{:<14} {:<9} {:>6} {:>6} {:>7} {:>7} {:>6} {:>9} {:>8} {:>8} {:>8} {:>4} errors\n",
         "relay",
         "style",
         "up",
@@ -111,7 +112,7 @@ mod tests {
         );
         let h = header();
         assert!(
-            h.starts_with("relay      style     ") && h.trim_end().ends_with("exit errors"),
+            h.starts_with("relay          style     ") && h.trim_end().ends_with("exit errors"),
             "{h}"
         );
     }
