@@ -10,7 +10,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
 
 /// The only application protocol the listener speaks (PROTOCOL §1.1).
-pub const ALPN_HTTP11: &[u8] = b"http/1.1";
+pub use crate::tls::session::ALPN_HTTP11;
 
 /// Why a certificate/key pair did not load. Each message names the file and never prints
 /// key material.

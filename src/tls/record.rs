@@ -29,8 +29,6 @@
 
 use ring::{aead, hkdf};
 
-use crate::tls::session::{Opened, TlsError};
-
 /// Largest plaintext in one record (RFC 8446 §5.1, RFC 5246 §6.2.1).
 pub const MAX_FRAGMENT: usize = 16 * 1024;
 
@@ -588,6 +586,38 @@ fn tls12_aad(seq: u64, typ: u8, len: usize) -> [u8; 13] {
     aad[10] = 3;
     aad[11..].copy_from_slice(&(len as u16).to_be_bytes());
     aad
+}
+
+/// Why a TLS connection cannot go on. Never carries payload bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The peer broke TLS during the handshake (a bad record, a failed handshake, plain
+    /// HTTP on the TLS port, no ALPN protocol in common…).
+    #[error("TLS: {0}")]
+    Protocol(#[from] rustls::Error),
+    /// The peer broke TLS after the handshake (a bad tag, an oversized record, an
+    /// unexpected message, renegotiation).
+    #[error("TLS: {0}")]
+    Record(&'static str),
+    /// The peer sent a fatal alert (its description code).
+    #[error("TLS: peer sent alert {0}")]
+    Alert(u8),
+    /// The keys of this direction are used up (sequence numbers, or a TLS 1.2 suite's
+    /// confidentiality limit).
+    #[error("TLS: traffic keys exhausted")]
+    Exhausted,
+    /// Application data to send before the handshake finished.
+    #[error("TLS: not ready to send application data")]
+    NotWritable,
+}
+
+/// What one `open` found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Opened {
+    /// Plaintext bytes appended to the caller's buffer.
+    pub plain: usize,
+    /// The peer sent `close_notify` (an orderly end of its side).
+    pub peer_closed: bool,
 }
 
 #[cfg(test)]

@@ -26,40 +26,11 @@ use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, InsufficientSizeError};
 use rustls::{ConnectionTrafficSecrets, ProtocolVersion, ServerConfig, SupportedCipherSuite};
 
-use crate::tls::keys::ALPN_HTTP11;
 use crate::tls::record::{self, Cipher, DirectionKeys, Traffic, Version};
+pub use crate::tls::record::{Opened, TlsError};
 
-/// Why a TLS connection cannot go on. Never carries payload bytes.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    /// The peer broke TLS during the handshake (a bad record, a failed handshake, plain
-    /// HTTP on the TLS port, no ALPN protocol in common…).
-    #[error("TLS: {0}")]
-    Protocol(#[from] rustls::Error),
-    /// The peer broke TLS after the handshake (a bad tag, an oversized record, an
-    /// unexpected message, renegotiation).
-    #[error("TLS: {0}")]
-    Record(&'static str),
-    /// The peer sent a fatal alert (its description code).
-    #[error("TLS: peer sent alert {0}")]
-    Alert(u8),
-    /// The keys of this direction are used up (sequence numbers, or a TLS 1.2 suite's
-    /// confidentiality limit).
-    #[error("TLS: traffic keys exhausted")]
-    Exhausted,
-    /// Application data to send before the handshake finished.
-    #[error("TLS: not ready to send application data")]
-    NotWritable,
-}
-
-/// What one `open` found.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Opened {
-    /// Plaintext bytes appended to the caller's buffer.
-    pub plain: usize,
-    /// The peer sent `close_notify` (an orderly end of its side).
-    pub peer_closed: bool,
-}
+/// The one ALPN protocol offered (PROTOCOL §1.1).
+pub const ALPN_HTTP11: &[u8] = b"http/1.1";
 
 /// TLS 1.3 record overhead: 5 header bytes, 1 content-type byte, 16 tag bytes. TLS 1.2
 /// AES-GCM has 5 + 8 (explicit nonce) + 16; 32 covers both with room.
