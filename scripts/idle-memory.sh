@@ -8,7 +8,10 @@
 # Env: SHARDRELAY_BIN, SOAK_LOAD_BIN, IDLE_CONNECT_RATE (default 5000/s), IDLE_WARM
 # (default 100; 0 measures from a relay that has served nothing), IDLE_TLS=1 (the relay
 # with a throw-away P-256 pair minted by openssl, connections over wss://),
-# IDLE_UP_TIMEOUT (seconds the N connections may take to come up, default 120).
+# IDLE_UP_TIMEOUT (seconds the N connections may take to come up, default 120),
+# IDLE_VIA=nginx (the same throw-away pair on nginx, one worker, terminating TLS in front
+# of the plain relay: nginx's RSS per connection is reported beside the relay's; nginx
+# holds two descriptors per client, so N ≤ 9000 under a 20,000 limit).
 # Usage: scripts/idle-memory.sh STYLE [N]   (STYLE: pair | server-id | echo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,21 +20,33 @@ n=${2:-15000}
 SHARDRELAY_BIN=${SHARDRELAY_BIN:-./target/release/shardrelay}
 LOAD=${SOAK_LOAD_BIN:-./target/release/shardrelay-load}
 source scripts/lib/relay.sh
+source scripts/lib/nginx.sh
 trap relay_cleanup EXIT
 out=$(mktemp -d)
 extra=()
 [ "$style" = echo ] && extra=(--enable-echo)
 tls=()
-if [ "${IDLE_TLS:-0}" = 1 ]; then
+front=()
+if [ "${IDLE_TLS:-0}" = 1 ] || [ "${IDLE_VIA:-}" = nginx ]; then
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
         -keyout "$out/key.pem" -out "$out/cert.pem" -subj /CN=localhost \
         -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
         -addext "basicConstraints=critical,CA:FALSE" 2>/dev/null || die "openssl could not mint a test pair"
-    extra+=(--tls-cert "$out/cert.pem" --tls-key "$out/key.pem")
+    [ "${IDLE_VIA:-}" = nginx ] || extra+=(--tls-cert "$out/cert.pem" --tls-key "$out/key.pem")
     tls=(--tls-ca "$out/cert.pem")
 fi
 relay_start "$out/relay.log" --log-level warn "${extra[@]}"
-"$LOAD" measure idle-memory --pid "$RELAY_PID" --target "$RELAY_PUBLIC" --admin "$RELAY_ADMIN" \
+target=$RELAY_PUBLIC
+if [ "${IDLE_VIA:-}" = nginx ]; then
+    command -v nginx >/dev/null || die "nginx missing (apt-get install nginx)"
+    PKI=$out PUBLIC=$RELAY_PUBLIC
+    start_nginx "$out/nginx"
+    target=$PUBLIC
+    front=(--front-pid "$FRONT_PID")
+    for pid in $(pgrep -P "$FRONT_PID"); do front+=(--front-pid "$pid"); done
+    trap 'kill "$FRONT_PID" 2>/dev/null; relay_cleanup' EXIT
+fi
+"$LOAD" measure idle-memory --pid "$RELAY_PID" --target "$target" --admin "$RELAY_ADMIN" \
     --style "$style" --connections "$n" --warm "${IDLE_WARM:-100}" \
-    --connect-rate "${IDLE_CONNECT_RATE:-5000}" --up-timeout "${IDLE_UP_TIMEOUT:-120}" "${tls[@]}"
+    --connect-rate "${IDLE_CONNECT_RATE:-5000}" --up-timeout "${IDLE_UP_TIMEOUT:-120}" "${tls[@]}" "${front[@]}"
 rm -rf "$out"

@@ -787,6 +787,10 @@ pub struct IdleMemoryArgs {
     /// busy box are slower than plain upgrades).
     #[arg(long, default_value_t = 120)]
     pub up_timeout: u64,
+    /// A process in front of the relay (nginx's master and worker when it terminates TLS
+    /// there): their RSS is summed and reported per connection beside the relay's.
+    #[arg(long = "front-pid")]
+    pub front_pids: Vec<u32>,
 }
 
 /// `chaos` flags (its own: it runs no plan, no monoio workers).

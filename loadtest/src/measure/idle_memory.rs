@@ -57,6 +57,7 @@ pub fn run(args: &IdleMemoryArgs) -> Result<i32, String> {
         bench.release(held)?;
     }
     let cold = bench.rss()?;
+    let front_cold = bench.front_rss()?;
     println!(
         "warm ({} opened and closed): {}",
         args.warm,
@@ -65,6 +66,7 @@ pub fn run(args: &IdleMemoryArgs) -> Result<i32, String> {
     let k0 = kernel()?;
     let held = bench.hold(n)?;
     let first = bench.rss()?;
+    let front_first = bench.front_rss()?;
     println!("with {n}: {}", bench.rss_parts()?);
     let k1 = kernel()?;
     bench.release(held)?;
@@ -80,6 +82,15 @@ pub fn run(args: &IdleMemoryArgs) -> Result<i32, String> {
         args.warm,
         per(first - cold, n)
     );
+    if !args.front_pids.is_empty() {
+        println!(
+            "front (pids {:?}): rss_cold_kib={front_cold} rss_with_n_kib={front_first} \
+             per_conn_bytes={} relay_plus_front_per_conn_bytes={}",
+            args.front_pids,
+            per(front_first - front_cold, n),
+            per(front_first - front_cold + first - cold, n)
+        );
+    }
     let slab = k1.slab.total_kib as i64 - k0.slab.total_kib as i64;
     let sockets = k1.tcp.in_use as i64 - k0.tcp.in_use as i64;
     println!(
@@ -124,6 +135,15 @@ impl Bench<'_> {
         Ok(procfs::read_rss(self.args.pid)
             .map_err(|e| e.to_string())?
             .total_kib as i64)
+    }
+
+    /// The summed VmRSS of the processes in front (`--front-pid`), KiB.
+    fn front_rss(&self) -> Result<i64, String> {
+        let mut total = 0;
+        for &pid in &self.args.front_pids {
+            total += procfs::read_rss(pid).map_err(|e| e.to_string())?.total_kib as i64;
+        }
+        Ok(total)
     }
 
     /// `RssAnon: N RssFile: N`.
