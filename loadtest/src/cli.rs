@@ -344,12 +344,40 @@ pub enum MeasureCommand {
     /// Wait (at most --within) for the machine to be quiet: under a tenth of a core
     /// busy over one second. Exits 0 once it is, 3 when it is still busy at the end.
     WaitQuiet(WaitQuietArgs),
+    /// The soak's memory verdicts (PROTOCOL §2.1, issue 15): with `--peak`, the RSS peak
+    /// under attack within post-start RSS + `--memory-limit`; with `--end`, the RSS at
+    /// the end back within post-warm-up RSS + 10 % + `--slack-kib`. Prints one line per
+    /// check; exits 1 when one fails.
+    RssWithin(RssWithinArgs),
     /// Print a TCP port on 127.0.0.1 the kernel just picked (bound, then released), for
     /// a process that must be told its address before it starts.
     FreePort,
     /// Wait (at most 10 s) until something accepts TCP connections at ADDR; exit 1 if
     /// nothing does.
     WaitPort(WaitPortArgs),
+}
+
+/// `measure rss-within` flags (all KiB unless named otherwise).
+#[derive(Debug, Args)]
+pub struct RssWithinArgs {
+    /// RSS just after start.
+    #[arg(long)]
+    pub start: u64,
+    /// RSS after the warm-up.
+    #[arg(long)]
+    pub warm: u64,
+    /// RSS peak under attack (checked against start + `--memory-limit-mib`).
+    #[arg(long)]
+    pub peak: Option<u64>,
+    /// The relay's `--memory-limit`, MiB.
+    #[arg(long, default_value_t = 0)]
+    pub memory_limit_mib: u64,
+    /// RSS at the end (checked against warm + 10 % + `--slack-kib`).
+    #[arg(long)]
+    pub end: Option<u64>,
+    /// What the allocator may keep beyond 10 % (after attacks: what they made it map).
+    #[arg(long, default_value_t = 0)]
+    pub slack_kib: u64,
 }
 
 /// `measure wait-port` arguments.

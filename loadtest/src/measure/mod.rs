@@ -30,6 +30,7 @@ pub mod ports;
 pub mod quiet;
 pub mod relay;
 pub mod requests;
+pub mod rss_within;
 pub mod scaling;
 pub mod storm;
 pub mod syscalls;
@@ -67,6 +68,7 @@ pub fn run(args: &MeasureArgs) -> Result<i32, String> {
         MeasureCommand::JsonField(a) => answers::json_field(a),
         MeasureCommand::PutAnswer(a) => answers::put_answer(a),
         MeasureCommand::WaitQuiet(a) => quiet::wait_quiet(a),
+        MeasureCommand::RssWithin(a) => rss_within::check(a),
         MeasureCommand::FreePort => ports::free_port(),
         MeasureCommand::WaitPort(a) => ports::wait_port(a),
     }
