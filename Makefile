@@ -3,7 +3,7 @@ CARGO ?= cargo
 ARGS ?=
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: all toolchain build release run test test-tools test-unit test-uring test-epoll test-conformance test-interop lint fmt bench bench-compare storm storm-tls cpu-per-message baseline syscalls shard-scaling alloc-count loadtest clean
+.PHONY: all toolchain build release run test test-tools test-unit test-uring test-epoll test-conformance test-interop lint fmt bench bench-compare storm cluster-bench storm-tls cpu-per-message baseline syscalls shard-scaling alloc-count loadtest clean
 
 all: build
 
@@ -83,6 +83,10 @@ storm: baseline
 storm-tls: baseline
 	$(CARGO) build --release -p shardrelay -p shardrelay-load
 	TLS=1 bash scripts/storm.sh
+
+## Several hosts: the same load through HAProxy + 3 nodes, HAProxy + 1 node, and direct.
+cluster-bench:
+	bash scripts/cluster-bench.sh
 
 ## Relay CPU per million forwarded messages at fixed rates, relay and load pinned apart,
 ## shardrelay beside the tokio baseline and the raw-copy relay (PERF=1 adds a profile).

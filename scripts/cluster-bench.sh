@@ -60,10 +60,10 @@ run() {
     local name=$1 target=$2
     log "$name: pair, $PAIRS pairs at $RATE msg/s"
     "$LOAD" pair --target "$target" --pairs "$PAIRS" --rate "$RATE" --size 64 \
-        --duration "$DURATION" --warmup "$WARMUP" --json "$OUT/$name.pair.json" | tee "$OUT/$name.pair.txt"
+        --duration "$DURATION" --warmup "$WARMUP" --no-relay-stats --json "$OUT/$name.pair.json" | tee "$OUT/$name.pair.txt"
     log "$name: server-id, 10 binaries x 10 phones at $RATE msg/s"
     "$LOAD" server-id --target "$target" --binaries 10 --phones 10 --rate "$RATE" --size 64 \
-        --duration "$DURATION" --warmup "$WARMUP" --json "$OUT/$name.server-id.json" | tee "$OUT/$name.server-id.txt"
+        --duration "$DURATION" --warmup "$WARMUP" --no-relay-stats --json "$OUT/$name.server-id.json" | tee "$OUT/$name.server-id.txt"
 }
 
 p1=$(free_port); p2=$(free_port); p3=$(free_port)
