@@ -143,6 +143,11 @@ impl Cluster {
         self.node(i).total("/connections/binary")
     }
 
+    /// Pair connections on node `i`.
+    fn pairs_on(&self, i: usize) -> u64 {
+        self.node(i).total("/connections/pair")
+    }
+
     /// Kill node `i` (SIGKILL: a crashed host).
     fn kill(&mut self, i: usize) {
         if let Some(mut relay) = self.nodes[i].take() {
@@ -331,6 +336,32 @@ fn p4_a_killed_node_takes_only_its_own_connections_and_its_binaries_come_back_on
         .unwrap();
     let lost = held.iter().filter(|h| h.1 == victim).count();
     assert!(lost > 0);
+    // Pairs until one sits on the victim (each does with odds 1/3), learning each one's
+    // node the same way.
+    let mut pairs = Vec::new();
+    for n in 0..30 {
+        if n >= 6
+            && pairs
+                .iter()
+                .any(|p: &(String, usize, Ws, Ws)| p.1 == victim)
+        {
+            break;
+        }
+        let before: Vec<u64> = (0..3).map(|i| cluster.pairs_on(i)).collect();
+        let path = format!("/?pair=kill-pair-{n}");
+        let mut one = ws_at(front, &path, &[]).expect("pair side 1");
+        let mut two = ws_at(front, &path, &[]).expect("pair side 2");
+        one.send(Message::binary(vec![1u8])).unwrap();
+        assert_eq!(next_message(&mut two), Message::binary(vec![1u8]));
+        let node = (0..3)
+            .find(|&i| cluster.pairs_on(i) == before[i] + 2)
+            .expect("the pair is on some node");
+        pairs.push((path, node, one, two));
+    }
+    assert!(
+        pairs.iter().any(|p| p.1 == victim),
+        "no pair landed on node {victim}"
+    );
     cluster.kill(victim);
     // The victim's clients are closed by HAProxy; every other pair keeps working.
     let mut survivors = 0;
@@ -346,6 +377,17 @@ fn p4_a_killed_node_takes_only_its_own_connections_and_its_binaries_come_back_on
         }
     }
     assert_eq!(survivors + lost, 12);
+    for (path, node, one, two) in &mut pairs {
+        if *node == victim {
+            assert!(
+                !matches!(one.read(), Ok(Message::Binary(_))),
+                "{path}: a pair side on the killed node still reads"
+            );
+        } else {
+            one.send(Message::binary(vec![2u8])).unwrap();
+            assert_eq!(next_message(two), Message::binary(vec![2u8]), "{path}");
+        }
+    }
     // The lost binaries reconnect through the same address and work on a live node,
     // once HAProxy's checks have marked the dead one down (a few seconds).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -362,6 +404,20 @@ fn p4_a_killed_node_takes_only_its_own_connections_and_its_binaries_come_back_on
         };
         drop(back);
     }
+    // The lost pairs reconnect both sides through the same address and meet again on a
+    // live node (once HAProxy's checks agree on where the code hashes now).
+    for (path, node, _, _) in pairs.iter().filter(|p| p.1 == victim) {
+        loop {
+            if pair_meets(front, path) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{path} (was on node {node}) did not meet again"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
     // Nothing else moved: the survivors' connections are where they were.
     let live: u64 = (0..3)
         .filter(|&i| i != victim)
@@ -374,6 +430,10 @@ fn p4_a_killed_node_takes_only_its_own_connections_and_its_binaries_come_back_on
     for (_, node, binary, phone) in held.iter_mut().filter(|h| h.1 != victim) {
         let _ = node;
         round_trip(binary, phone, "{\"still\":1}");
+    }
+    for (path, _, one, two) in pairs.iter_mut().filter(|p| p.1 != victim) {
+        two.send(Message::binary(vec![3u8])).unwrap();
+        assert_eq!(next_message(one), Message::binary(vec![3u8]), "{path}");
     }
 }
 
@@ -598,4 +658,20 @@ fn p3_mints_are_handed_to_the_workspaces_node_so_its_cap_holds_across_the_cluste
     let req =
         b"POST /v1/tickets HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
     assert_eq!(raw_http(front, req).status, 401);
+}
+
+/// Both sides of pair `path` through `front`, and a message from one reaches the other
+/// within half a second (false: they landed on different nodes while the balancer's view
+/// of a dead node was changing).
+fn pair_meets(front: SocketAddr, path: &str) -> bool {
+    let (Ok(mut one), Ok(mut two)) = (ws_at(front, path, &[]), ws_at(front, path, &[])) else {
+        return false;
+    };
+    let _ = two
+        .get_mut()
+        .set_read_timeout(Some(std::time::Duration::from_millis(500)));
+    if one.send(Message::binary(vec![9u8])).is_err() {
+        return false;
+    }
+    matches!(two.read(), Ok(Message::Binary(b)) if b[..] == [9u8])
 }
