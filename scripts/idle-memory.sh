@@ -11,7 +11,9 @@
 # IDLE_UP_TIMEOUT (seconds the N connections may take to come up, default 120),
 # IDLE_VIA=nginx (the same throw-away pair on nginx, one worker, terminating TLS in front
 # of the plain relay: nginx's RSS per connection is reported beside the relay's; nginx
-# holds two descriptors per client, so N ≤ 9000 under a 20,000 limit).
+# holds two descriptors per client, so N ≤ 9000 under a 20,000 limit); IDLE_VIA=haproxy
+# (HAProxy in `mode http` running `shardrelay haproxy-config` for this one relay, PROXY
+# v2 to it, plain: its RSS per connection beside the relay's, as for nginx).
 # Usage: scripts/idle-memory.sh STYLE [N]   (STYLE: pair | server-id | echo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,8 +37,21 @@ if [ "${IDLE_TLS:-0}" = 1 ] || [ "${IDLE_VIA:-}" = nginx ]; then
     [ "${IDLE_VIA:-}" = nginx ] || extra+=(--tls-cert "$out/cert.pem" --tls-key "$out/key.pem")
     tls=(--tls-ca "$out/cert.pem")
 fi
+[ "${IDLE_VIA:-}" = haproxy ] && extra+=(--proxy-protocol --trusted-proxies 127.0.0.1)
 relay_start "$out/relay.log" --log-level warn "${extra[@]}"
 target=$RELAY_PUBLIC
+if [ "${IDLE_VIA:-}" = haproxy ]; then
+    command -v haproxy >/dev/null || die "haproxy missing (scripts/install-test-tools.sh)"
+    port=$("$LOAD" measure free-port)
+    "$SHARDRELAY_BIN" haproxy-config --nodes "solo=$RELAY_PUBLIC" --listen "127.0.0.1:$port" \
+        >"$out/haproxy.cfg"
+    haproxy -db -f "$out/haproxy.cfg" >/dev/null 2>"$out/haproxy.log" &
+    HAPROXY_PID=$!
+    trap 'kill "$HAPROXY_PID" 2>/dev/null; relay_cleanup' EXIT
+    "$LOAD" measure wait-port "127.0.0.1:$port" || die "haproxy did not listen"
+    target=127.0.0.1:$port
+    front=(--front-pid "$HAPROXY_PID")
+fi
 if [ "${IDLE_VIA:-}" = nginx ]; then
     command -v nginx >/dev/null || die "nginx missing (apt-get install nginx)"
     PKI=$out PUBLIC=$RELAY_PUBLIC

@@ -20,6 +20,12 @@
 #   tickets-tls the same over https:// (--tls-cert/--tls-key, PROTOCOL §1.1): a test CA and
 #             a leaf for localhost/127.0.0.1 minted with openssl, curl --cacert
 #   wscat     one-shot echo through /v1/echo (--enable-echo)
+#   pyrycode-cluster, pair-cluster, session-cluster, tickets-cluster  the same clients
+#             through HAProxy in front of three nodes (PROTOCOL §9, scripts/lib/cluster.sh:
+#             the generated haproxy.cfg; tickets minted on node a with the admin token,
+#             handed to the workspace's node). Opt-in, by name in INTEROP_ONLY: two
+#             checks see HAProxy's behaviour instead of the relay's (docs/operations.md,
+#             "Several hosts"), so they are not part of `make test`
 #
 # Tools are cached under target/interop/ (venv, node_modules); the first run installs them,
 # and Chromium comes from Debian (`apt-get install -y chromium`) if /usr/bin/chromium is
@@ -28,6 +34,8 @@
 set -euo pipefail
 # shellcheck source=scripts/lib/relay.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/relay.sh"
+# shellcheck source=scripts/lib/cluster.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/cluster.sh"
 
 OUT="$ROOT/target/interop"
 HERE="$ROOT/scripts/interop"
@@ -74,15 +82,23 @@ install_chromium() {
     [ -x "$CHROMIUM" ] || die "apt-get installed chromium but $CHROMIUM is missing"
 }
 
-wanted() { [ -z "${INTEROP_ONLY:-}" ] || [[ " $INTEROP_ONLY " == *" $1 "* ]]; }
+wanted() {
+    case "$1" in
+        *-cluster) [[ " ${INTEROP_ONLY:-} " == *" $1 "* ]] ;;
+        *) [ -z "${INTEROP_ONLY:-}" ] || [[ " $INTEROP_ONLY " == *" $1 "* ]] ;;
+    esac
+}
 
 T_INSTALL=$SECONDS
 install_python
 install_node
-if wanted session || wanted session-ws || wanted session-tls; then install_chromium; fi
+if wanted session || wanted session-ws || wanted session-tls || wanted session-cluster; then
+    install_chromium
+fi
 T_INSTALL=$((SECONDS - T_INSTALL))
 relay_build
-if wanted tickets || wanted tickets-tls; then
+if wanted tickets || wanted tickets-tls || wanted pyrycode-cluster || wanted pair-cluster ||
+    wanted session-cluster || wanted tickets-cluster; then
     load_build
     export LOAD_BIN
 fi
@@ -208,6 +224,37 @@ check_tickets_tls() {
     bash "$HERE/tickets.sh" "$RELAY_PUBLIC" "$RELAY_ADMIN" "$OUT/tickets-tls" "$OUT/pki/ca.pem"
 }
 
+# The cluster checks: the single-relay clients, unchanged, through HAProxy's address.
+check_pyrycode_cluster() {
+    trap 'cluster_stop; relay_cleanup' EXIT
+    cluster_start "$OUT/pyrycode-cluster" --grace 2s --max-phones-per-server 16
+    "$VENV/bin/python" "$HERE/pyrycode.py" --public "$RELAY_PUBLIC" --grace 2
+    cluster_alive
+}
+
+check_pair_cluster() {
+    trap 'cluster_stop; relay_cleanup' EXIT
+    cluster_start "$OUT/pair-cluster" --max-message 256KiB
+    node "$HERE/pair.js" --public "$RELAY_PUBLIC" --max-message $((256 * 1024))
+    cluster_alive
+}
+
+check_session_cluster() {
+    trap 'cluster_stop; relay_cleanup' EXIT
+    cluster_start "$OUT/session-cluster"
+    node "$HERE/session.js" --public "$RELAY_PUBLIC" --chromium "$CHROMIUM" \
+        --screenshot "$OUT/session-cluster.png"
+    cluster_alive
+}
+
+check_tickets_cluster() {
+    trap 'cluster_stop; relay_cleanup' EXIT
+    cluster_start "$OUT/tickets-cluster" --admin-token interop-cluster-token
+    ADMIN_TOKEN=interop-cluster-token bash "$HERE/tickets.sh" "$RELAY_PUBLIC" "$RELAY_ADMIN" \
+        "$OUT/tickets-cluster"
+    cluster_alive
+}
+
 check_wscat() {
     relay_start "$OUT/wscat.relay.log" --enable-echo
     local msg line="" ok=1
@@ -232,7 +279,8 @@ check_wscat() {
     return $ok
 }
 
-for name in pyrycode pair session session-ws tickets wscat pyrycode-tls pair-tls session-tls tickets-tls; do
+for name in pyrycode pair session session-ws tickets wscat pyrycode-tls pair-tls session-tls \
+    tickets-tls pyrycode-cluster pair-cluster session-cluster tickets-cluster; do
     wanted "$name" || continue
     log "── interop: $name"
     t0=$SECONDS

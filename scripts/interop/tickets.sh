@@ -31,10 +31,14 @@ if [ ! -x "${LOAD_BIN:-}" ]; then
     exit 1
 fi
 json_field() { "$LOAD_BIN" measure json-field "$@"; }
+# ADMIN_TOKEN (optional): the relays' admin token, sent with each mint (a cluster hands a
+# mint to the workspace's node only with it).
+ADMIN_AUTH=()
+[ -n "${ADMIN_TOKEN:-}" ] && ADMIN_AUTH=(-H "Authorization: Bearer $ADMIN_TOKEN")
 
 mint() { # mint OUTFILE -> prints the HTTP status; body in OUTFILE
     curl -sS --max-time 10 -o "$1" -w '%{http_code}' -X POST "http://$ADMIN/v1/tickets" \
-        -H 'Content-Type: application/json' \
+        -H 'Content-Type: application/json' "${ADMIN_AUTH[@]}" \
         -d '{"workspace_id":"w","source_id":"s","dest_id":"d"}'
 }
 
@@ -113,7 +117,8 @@ aborted() {
     else
         body='{"workspace_id":"w","source_id":"s","dest_id":"d"}'
     fi
-    curl -sS --max-time 10 -o "$WORK/$name.mint.json" -X POST "http://$ADMIN/v1/tickets" -d "$body"
+    curl -sS --max-time 10 -o "$WORK/$name.mint.json" -X POST "http://$ADMIN/v1/tickets" \
+        "${ADMIN_AUTH[@]}" -d "$body"
     ticket="$(json_field "$WORK/$name.mint.json" ticket)"
     curl -sS --max-time 60 -o "$dst" -H "Authorization: Bearer $ticket" "${CURL_TLS[@]}" "$BASE/v1/relay" \
         2>"$WORK/$name.get.err" &
