@@ -4,10 +4,12 @@
 //! it (one implementation for the accept path, the admin endpoints and the ticket
 //! sides).
 
+use std::future::poll_fn;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use monoio::net::TcpStream;
@@ -158,6 +160,22 @@ impl Drop for ConnPermit {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Let the shard's other tasks run once: a task that moves bytes between sockets
+/// (the ticket pump, a node hand-over's pipe) calls it every few rounds, or a pair of
+/// fast sockets that never blocks would starve them.
+pub async fn yield_now() {
+    let mut yielded = false;
+    poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -11,11 +11,9 @@
 //! The pipe holds no buffer while both sides are quiet: bytes are read only when the
 //! other side can take them, and what a socket did not take is kept only until it does.
 
-use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::task::Poll;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -250,10 +248,7 @@ async fn pipe(client: &TcpStream, link: &mut Link, upstream: &TcpStream) {
             (Ok(a), Ok(b)) => a || b,
             _ => return,
         };
-        let flushed = match link.has_unsent() {
-            true => link.send_unsent(cfd).map(|_| true).unwrap_or(false),
-            false => false,
-        };
+        let flushed = link.has_unsent() && link.send_unsent(cfd).is_ok();
         if up.ended && down.ended && up.pending.is_empty() && down.pending.is_empty() {
             return;
         }
@@ -261,7 +256,7 @@ async fn pipe(client: &TcpStream, link: &mut Link, upstream: &TcpStream) {
             rounds += 1;
             if rounds >= ROUNDS_BEFORE_YIELD {
                 rounds = 0;
-                yield_now().await;
+                net::yield_now().await;
             }
             continue;
         }
@@ -322,20 +317,6 @@ fn is_retry(e: &io::Error) -> bool {
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
     )
-}
-
-/// Let the shard's other tasks run once.
-async fn yield_now() {
-    let mut yielded = false;
-    poll_fn(|cx| {
-        if yielded {
-            return Poll::Ready(());
-        }
-        yielded = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    })
-    .await
 }
 
 #[cfg(test)]

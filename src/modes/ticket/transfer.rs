@@ -6,11 +6,9 @@
 //! awaits readiness only when a syscall would block, so dropping a wait (the `select!`
 //! below) never loses bytes on either driver.
 
-use std::future::poll_fn;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
-use std::task::Poll;
 use std::time::Instant;
 
 use super::body::{framing_of, BodyIn, BodyOut, Decoded, Framing, ReadPlan, Window};
@@ -213,7 +211,7 @@ impl Pump {
                 rounds += 1;
                 if rounds >= ROUNDS_BEFORE_YIELD {
                     rounds = 0;
-                    yield_now().await;
+                    net::yield_now().await;
                 }
                 continue;
             }
@@ -308,18 +306,4 @@ async fn wait(
         r = get.stream.writable(false), if get_blocked => r.map_err(|_| Stop::GetBroke),
         _ = abort.raised() => Err(Stop::Aborted),
     }
-}
-
-/// Let the shard's other tasks run once.
-async fn yield_now() {
-    let mut yielded = false;
-    poll_fn(|cx| {
-        if yielded {
-            return Poll::Ready(());
-        }
-        yielded = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    })
-    .await
 }
