@@ -29,11 +29,11 @@ const EXCLUDED_PREFIXES: [&str; 2] = ["12.", "13."];
 /// The one place the wire contract asks for less than Autobahn checks: PROTOCOL §2.1
 /// has the relay answer the most recent ping only (RFC 6455 §5.5.3 allows it) and hold
 /// at most one pong, so that a client pinging without reading cannot make it queue
-/// pongs. Case 2.10 sends 10 pings in one burst and wants 10 pongs ("not required by
+/// pongs. Cases 2.10 and 2.11 (the same, sent in 1-octet chops) send 10 pings and want 10 pongs ("not required by
 /// the Spec", says its expectation). It counts as passing, as LATEST-PING-ONLY, when the
 /// pongs that came are the suite's own payloads in order, the last ping's among them,
 /// and the close is clean; anything else still fails.
-const LATEST_PING_ONLY: [&str; 1] = ["2.10"];
+const LATEST_PING_ONLY: [&str; 2] = ["2.10", "2.11"];
 /// The behaviour such a case is counted as.
 const LATEST_PING_ONLY_BEHAVIOR: &str = "LATEST-PING-ONLY";
 /// What Python printed for a missing value; kept so the summary reads as before.
@@ -334,7 +334,7 @@ fn header_section(lines: &mut Vec<String>, v: &Verdict, facts: &DocFacts<'_>) {
         ],
     );
     lines.extend([
-        format!("| result | **{verdict}**: {} cases run, every one OK, NON-STRICT, INFORMATIONAL or (2.10) LATEST-PING-ONLY is required |", v.total()),
+        format!("| result | **{verdict}**: {} cases run, every one OK, NON-STRICT, INFORMATIONAL or (2.10, 2.11) LATEST-PING-ONLY is required |", v.total()),
         format!("| relay version | {} |", a.relay_version),
         format!("| driver | {} (the relay's default choice on the machine that ran it) |", a.driver),
         format!("| date | {} |", facts.date),
@@ -434,7 +434,7 @@ fn notable_section(lines: &mut Vec<String>, v: &Verdict, detail: &dyn Fn(&Entry)
             "at that very frame or chop; the relay fails it (1007) once it validates the",
             "message, which the suite accepts. INFORMATIONAL: the spec leaves the outcome open",
             "(7.1.6: a close right behind a large message; 7.13.*: close codes 5000 and 65535,",
-            "which the relay answers with 1002). LATEST-PING-ONLY (2.10): ten pings in one",
+            "which the relay answers with 1002). LATEST-PING-ONLY (2.10, 2.11): ten pings in one",
             "burst get one pong, for the last; PROTOCOL §2.1 asks exactly that (RFC 6455",
             "§5.5.3 allows it) so that a client cannot make the relay queue pongs; the suite",
             "itself says answering every ping is not required by the spec.",
