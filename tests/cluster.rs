@@ -277,6 +277,29 @@ fn p4_server_ids_and_pairs_through_haproxy_meet_on_one_node_and_spread_over_all(
     }
 }
 
+#[test]
+fn p4_a_phone_the_relay_closes_1007_through_haproxy_is_reported_1007_to_its_binary() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let front = cluster.front;
+    // Several server-ids, so more than one node closes a phone.
+    for n in 0..6 {
+        let sid = format!("json-{n}");
+        let mut binary = binary_at(front, &sid);
+        let mut phone = phone_at(front, &sid, "tok");
+        round_trip(&mut binary, &mut phone, "{\"hello\":1}");
+        phone.send(Message::text("not json")).unwrap();
+        assert_eq!(expect_close(&mut phone).0, 1007);
+        // tungstenite echoes the close on its next read; read until the tunnel ends.
+        while phone.read().is_ok() {}
+        // The relay keeps its write half open until the echo arrives (RFC 6455 §7.1.1),
+        // so HAProxy does not end the tunnel before it: the binary hears 1007, not 1006.
+        let notice: serde_json::Value = serde_json::from_str(&next_text(&mut binary)).unwrap();
+        assert_eq!(notice["close_code"], 1007, "{sid}: {notice}");
+    }
+}
+
 /// A binary and a phone on `sid` through `front`, their first round trip done; None when
 /// the phone was refused or the trip failed (the key's node is changing).
 fn try_attach(front: SocketAddr, sid: &str) -> Option<(Ws, Ws)> {

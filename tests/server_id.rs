@@ -193,6 +193,74 @@ fn non_json_phone_message_closes_that_phone_1007() {
     assert_eq!(next_text(&mut phone2), "2");
 }
 
+/// A raw phone on `sid` (its binary already holds it) that sent a non-JSON message and
+/// read the relay's `1007` close frame.
+fn phone_closed_1007(relay: &Relay, sid: &str) -> RawWs {
+    let extra = format!(
+        "X-Pyrycode-Server: {sid}\r\nX-Pyrycode-Token: tok-close\r\n\
+         User-Agent: pyrycode-phone/1.0\r\nX-Pyrycode-Device-Name: raw phone\r\n"
+    );
+    let mut phone = RawWs::connect(relay, "/v1/client", &extra);
+    phone.send_frame(0x81, b"not json", true);
+    assert_eq!(
+        phone.expect_close(),
+        (1007, "message is not JSON".to_owned())
+    );
+    phone
+}
+
+/// The binary's notice for the phone that left: its `close_code`.
+fn notice_code(binary: &mut Ws) -> u64 {
+    let notice: Value = serde_json::from_str(&next_text(binary)).unwrap();
+    notice["close_code"].as_u64().expect("close_code")
+}
+
+#[test]
+fn relay_close_keeps_the_write_half_open_until_the_phone_echoes_and_the_binary_is_told_1007() {
+    let relay = Relay::start(&[]);
+    let mut binary = relay.binary("s-order");
+    let mut phone = phone_closed_1007(&relay, "s-order");
+    // RFC 6455 §7.1.1: the relay does not end the TCP connection before the client's
+    // close frame (a balancer would otherwise end the tunnel and drop the echo). No EOF
+    // may come while the phone has not answered; the wait is a bound, not a sync.
+    phone
+        .stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    match std::io::Read::read(&mut phone.stream, &mut byte) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) => {}
+        other => panic!("the relay ended the connection before the phone's close frame: {other:?}"),
+    }
+    phone.stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    phone.send_frame(0x88, &1007u16.to_be_bytes(), true);
+    assert!(
+        phone.wait_eof(),
+        "the relay closes once the handshake is over"
+    );
+    assert_eq!(notice_code(&mut binary), 1007, "the code the phone echoed");
+}
+
+#[test]
+fn a_phone_that_never_answers_the_relays_close_is_shut_at_the_close_linger() {
+    let relay = Relay::start(&[]);
+    let mut binary = relay.binary("s-linger");
+    let mut phone = phone_closed_1007(&relay, "s-linger");
+    let closed_at = std::time::Instant::now();
+    // IO_TIMEOUT (10 s) bounds the wait: the 5 s close linger must end it first.
+    assert!(phone.wait_eof());
+    let waited = closed_at.elapsed();
+    assert!(
+        waited >= Duration::from_secs(4),
+        "shut after {waited:?}: before the 5 s close linger"
+    );
+    assert_eq!(notice_code(&mut binary), 1006, "no close frame was read");
+}
+
 #[test]
 fn unknown_conn_id_and_malformed_envelopes_are_dropped_and_counted_binary_kept() {
     let relay = Relay::start(&[]);

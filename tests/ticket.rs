@@ -691,6 +691,29 @@ fn a5_curl_get_fails_when_max_bytes_exceeded() {
 }
 
 #[test]
+fn a5_a_put_declaring_more_than_max_bytes_gives_the_get_its_head_then_an_abort() {
+    // PROTOCOL §6.2: an aborted GET response is short of its Content-Length. The GET
+    // gets the head the declared length calls for and not one body byte; through a
+    // balancer that is forwarded as a broken-off response, not the balancer's own 502.
+    let relay = Relay::start(&[]);
+    let t = mint(&relay, 60_000, 1000);
+    let get = open_side(&relay, "GET", &t, "", b"");
+    wait_side(&relay, "ticket_get", 1);
+    let put = open_side(&relay, "PUT", &t, "Content-Length: 5000\r\n", b"");
+    let resp = read_response(put);
+    assert_eq!(resp.status, 413);
+    let v: Value = serde_json::from_slice(&resp.body).unwrap();
+    assert_eq!(
+        (v["bytes"].as_u64(), v["status"].as_str()),
+        (Some(0), Some("error"))
+    );
+    let got = read_response(get);
+    assert_eq!(got.status, 200);
+    assert_eq!(got.header("content-length"), Some("5000"));
+    assert!(got.body.is_empty(), "no body byte: {} came", got.body.len());
+}
+
+#[test]
 fn a5_curl_get_fails_when_put_killed_mid_body() {
     let relay = Relay::start(&[]);
     let dir = scratch("putkilled");

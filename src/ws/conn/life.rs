@@ -20,7 +20,8 @@ pub enum Phase {
     Closing {
         /// When the handshake began (the tick aborts it after the close linger).
         since: Instant,
-        /// Everything queued went out and the write half was shut down.
+        /// Everything queued went out, the reader is past the handshake, and the
+        /// write half was shut down.
         shut: bool,
     },
     /// The socket failed or was aborted: nothing more is written, and whatever is
@@ -154,10 +155,15 @@ impl Life {
     }
 
     /// The queue emptied: true (once) when the close frame went out and the write half
-    /// is to be shut down now.
+    /// is to be shut down now. That is once the reader is past the handshake too (RFC
+    /// 6455 §5.5.1, §7.1.1): it read the client's close frame or EOF, or it discards the
+    /// stream after a protocol error or a close for not reading (a failed connection is
+    /// not waited on). Until then the write half stays open, so the client's close frame
+    /// still reaches the relay through a balancer that ends a tunnel once the server
+    /// half-closes (HAProxy); the close linger bounds the wait.
     #[must_use]
     pub fn shut_write(&mut self) -> bool {
-        if self.stage != Stage::Closing {
+        if self.stage != Stage::Closing || matches!(self.reading, Reading::Decoding { .. }) {
             return false;
         }
         self.stage = Stage::Shut;
@@ -234,8 +240,13 @@ mod tests {
             }
         );
         assert!(
+            !life.shut_write(),
+            "the write half stays open while the client's close frame may still come"
+        );
+        life.finish_reading(now);
+        assert!(
             life.shut_write(),
-            "the write half is shut once the queue empties"
+            "the write half is shut once the queue emptied and the reader finished"
         );
         assert!(!life.shut_write(), "and only once");
         assert_eq!(
@@ -244,6 +255,17 @@ mod tests {
                 since: now,
                 shut: true
             }
+        );
+    }
+
+    #[test]
+    fn a_discarding_reader_is_not_waited_on() {
+        let mut life = Life::new(t0());
+        life.discard();
+        assert!(life.close(t0()));
+        assert!(
+            life.shut_write(),
+            "after a protocol error or a close for not reading, the write half is shut at once"
         );
     }
 

@@ -511,7 +511,7 @@ mod tests {
     }
 
     #[test]
-    fn close_sends_one_close_frame_after_the_queue_then_shuts_the_write_half() {
+    fn close_sends_one_close_frame_after_the_queue_then_shuts_the_write_half_after_the_reader() {
         with_conn(|host, conn, peer| {
             let hello = OutFrame::message(
                 crate::ws::codec::OpCode::Text,
@@ -526,12 +526,20 @@ mod tests {
             assert!(!conn.send(host, OutFrame::raw(b"late".to_vec())));
             assert_eq!(host.dirty.borrow().len(), 1, "marked dirty once");
             assert_eq!(conn.flush(host), Flushed::Done);
-            assert!(matches!(conn.phase(), Phase::Closing { shut: true, .. }));
+            assert!(matches!(conn.phase(), Phase::Closing { shut: false, .. }));
             let (bytes, eof) = read_all(peer);
             let mut want = vec![0x81, 2, b'h', b'i'];
             want.extend(crate::ws::codec::encode_close(1000, "bye"));
             assert_eq!(bytes, want, "the message, then exactly one close frame");
-            assert!(eof, "the write half is shut once the close frame is out");
+            assert!(
+                !eof,
+                "the write half stays open for the client's close frame"
+            );
+            conn.update(|life| life.finish_reading(std::time::Instant::now()));
+            conn.shut_if_flushed();
+            assert!(matches!(conn.phase(), Phase::Closing { shut: true, .. }));
+            let (bytes, eof) = read_all(peer);
+            assert!(bytes.is_empty() && eof, "then the write half is shut");
             assert_eq!(conn.queued_bytes(), 0);
         });
     }

@@ -427,6 +427,12 @@ impl<R: Rendezvous> Conn<R> {
         if self.out.borrow().len() < 2 || !self.life.get().may_write() {
             self.wake_room_waiters();
         }
+        self.shut_if_flushed();
+    }
+
+    /// Half-close once the close frame went out and the reader is past the handshake
+    /// (`Life::shut_write`): after a flush, and when the reader finishes.
+    pub(super) fn shut_if_flushed(&self) {
         if self.out.borrow().is_empty()
             && !self.with_link(|l| l.has_unsent())
             && self.update(Life::shut_write)

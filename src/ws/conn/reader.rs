@@ -196,6 +196,8 @@ fn end_connection<R: Rendezvous, H: Host<R>>(host: &Rc<H>, conn: &Rc<Conn<R>>) {
     host.stats().conn_closed(conn.kind.get());
     // An open connection (EOF without a close frame) has nothing more to send.
     conn.update(|life| life.finish_reading(Instant::now()));
+    // Our close frame may have gone out while the client's was awaited: half-close now.
+    conn.shut_if_flushed();
     conn.wake_room_waiters();
     host.flush_dirty();
     if conn.is_finished() {
