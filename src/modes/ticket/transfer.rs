@@ -11,7 +11,7 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Instant;
 
-use super::body::{framing_of, response_head, BodyIn, BodyOut, Decoded, Framing, ReadPlan, Window};
+use super::body::{framing_of, BodyIn, BodyOut, Decoded, Framing, ReadPlan, Window};
 use super::registry::{AbortFlag, Ending, SideConn};
 use crate::http::head::RequestHead;
 use crate::modes::StyleHost;
@@ -65,39 +65,27 @@ pub(super) async fn run<S: StyleHost>(
     let framing = framing_of(&put.head).unwrap_or(Framing::Length(0));
     let over = matches!(framing, Framing::Length(n) if max_bytes > 0 && n > max_bytes);
 
-    // A declared length over the cap is refused before a byte moves: the GET gets the
-    // head it would have had, then the abort (`answer`), short of its Content-Length.
-    let (stop, bytes) = if over {
-        send_head(&get, framing).await;
-        (Stop::TooLarge, 0)
-    } else {
-        let mut pump = Pump {
-            body: BodyIn::new(framing, std::mem::take(&mut put.pre)),
-            out: BodyOut::new(framing),
-            window: Window::new(shard.tickets().borrow().settings().window),
-            max_bytes,
-        };
-        let stop = pump.run(&*shard, &put.conn, &get, &abort).await;
-        (stop, pump.body.total)
+    let mut pump = Pump {
+        body: BodyIn::new(framing, std::mem::take(&mut put.pre)),
+        out: BodyOut::new(framing),
+        window: Window::new(shard.tickets().borrow().settings().window),
+        max_bytes,
     };
+    // The GET's head goes out before the PUT's body is read (or refused), so every ending
+    // after this is a response broken off short of its length or final chunk (PROTOCOL
+    // §6.2), never an empty reply — which a balancer in front would turn into its own
+    // complete `502`. A declared length over the cap is then refused before a body byte
+    // moves.
+    let stop = if pump.push(&*shard, &get).is_err() {
+        Stop::GetBroke
+    } else if over {
+        Stop::TooLarge
+    } else {
+        pump.run(&*shard, &put.conn, &get, &abort).await
+    };
+    let bytes = pump.body.total;
     let ending = finish(&*shard, &ticket, stop);
     answer(ending, bytes, put.conn, get).await;
-}
-
-/// Write the GET's response head alone (bounded in time; a GET that does not take it is
-/// aborted all the same). PROTOCOL §6.2 describes an aborted GET response as one short
-/// of its `Content-Length` or final chunk: a head, then no body, is that, and a balancer
-/// in front forwards it and then breaks the response off, as it does for any other abort
-/// (with no head at all, HAProxy answers `502` itself, a complete response).
-async fn send_head(get: &SideConn, framing: Framing) {
-    let mut link = get.link.take();
-    let head = response_head(framing);
-    let _ = monoio::time::timeout(
-        Linger::UPLOAD.write,
-        net::write_all(&get.stream, &mut link, &head),
-    )
-    .await;
-    get.link.replace(link);
 }
 
 /// Record the ending: the ticket is spent, the gauge falls, the outcome is counted.
