@@ -19,7 +19,7 @@ for class in "$@"; do
     relay_start "$OUT/relay.log" --memory-limit 128MiB --log-level warn
     attack=""
     if [ "$class" != none ]; then
-        nice -n 19 "$BIN_DIR/shardrelay-load" attack --target "$RELAY_PUBLIC" --duration 20s \
+        ${ATTACK_SCHED:-nice -n 19} "$BIN_DIR/shardrelay-load" attack --target "$RELAY_PUBLIC" --duration 20s \
             --classes "$class" --source-ip 127.0.0.66 >"$OUT/attack.out" 2>&1 &
         attack=$!
     fi

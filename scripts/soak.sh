@@ -229,7 +229,7 @@ if [ "$ATTACKS" = 1 ]; then
     # niced: on a small shared box the attack client's own busy floods would otherwise
     # take the healthy load generator's CPU, and its lateness would be charged to the
     # relay. A real attacker runs on other machines; the relay's work for it still counts.
-    nice -n 19 "$LOAD_BIN" attack --target "$RELAY_PUBLIC" --duration "${LOAD_WINDOW}s" \
+    ${SOAK_ATTACK_SCHED:-nice -n 19} "$LOAD_BIN" attack --target "$RELAY_PUBLIC" --duration "${LOAD_WINDOW}s" \
         --source-ip "$ATTACK_SOURCE" \
         --classes "$ATTACK_CLASSES" --rate-percent "$RATE_PERCENT" \
         >"$OUT/attack.txt" 2>"$OUT/attack.log" &

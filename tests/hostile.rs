@@ -539,3 +539,70 @@ fn per_ip_rate_gives_429_and_admits_again_once_the_bucket_refills() {
     admitted.send(Message::text("back")).unwrap();
     assert_eq!(next_message(&mut admitted), Message::text("back"));
 }
+
+/// Pings from one client in a single write, with distinct payloads (`ping 0` …).
+fn pings(count: usize) -> Vec<u8> {
+    (0..count)
+        .flat_map(|i| client_frame(0x89, format!("ping {i}").as_bytes(), true))
+        .collect()
+}
+
+/// Read pongs on `raw` until the one answering `payload`; false if the relay sent
+/// anything else first or closed.
+fn pong_arrives(raw: &mut RawWs, payload: &[u8]) -> bool {
+    while let Some((b0, body)) = raw.read_frame() {
+        if b0 & 0x0f != 0xA {
+            return false;
+        }
+        if body == payload {
+            return true;
+        }
+    }
+    false
+}
+
+/// PROTOCOL §2.1 (issue 15 point 10): a client pinging at wire speed is read at the
+/// control-frame budget (64 a second) instead of keeping its shard decoding; it is slowed,
+/// not closed, and nothing it or anyone else sent is lost. Ordinary pinging (Autobahn's
+/// bursts of ten) is not slowed at all.
+#[test]
+fn a_ping_flood_is_read_at_the_control_budget_and_loses_nothing() {
+    let _serial = serial();
+    let relay = Relay::start(&[]);
+    let mut pinger = RawWs::connect(&relay, "/?pair=pingflood", "");
+    let mut peer = pair_side(&relay, "pingflood");
+
+    // A burst of ten, then a message: answered and forwarded, no pause.
+    let mut burst = pings(10);
+    burst.extend(client_frame(0x82, b"after ten", true));
+    pinger.stream.write_all(&burst).unwrap();
+    assert_eq!(
+        next_message(&mut peer),
+        Message::binary(b"after ten".to_vec())
+    );
+    assert!(
+        pong_arrives(&mut pinger, b"ping 9"),
+        "the tenth ping's pong"
+    );
+    assert_eq!(relay.total("/events/reads_paced"), 0, "ten pings paced");
+
+    // 150 pings in one write (more than two seconds' budget), then a message: the
+    // reader waits for the next window at least twice, and everything still arrives.
+    let mut flood = pings(150);
+    flood.extend(client_frame(0x82, b"after the flood", true));
+    pinger.stream.write_all(&flood).unwrap();
+    relay.wait_total("/events/reads_paced", 2);
+    assert_eq!(
+        next_message(&mut peer),
+        Message::binary(b"after the flood".to_vec())
+    );
+    assert!(
+        pong_arrives(&mut pinger, b"ping 149"),
+        "the last ping's pong"
+    );
+    assert!(
+        nonzero_drops(&relay).is_empty(),
+        "{:?}",
+        nonzero_drops(&relay)
+    );
+}

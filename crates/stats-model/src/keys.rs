@@ -293,6 +293,9 @@ keys! {
         HeartbeatTimeouts => "heartbeat_timeouts",
         /// A connection's reads paused for backpressure.
         ReadsPaused => "reads_paused",
+        /// A connection's reads waited for the next second: it spent its control-frame
+        /// (ping and pong) budget.
+        ReadsPaced => "reads_paced",
         /// A PROXY `LOCAL` header (the balancer's own check): the socket peer stands.
         ProxyHeaderLocal => "proxy_header_local",
         /// A connection from outside `--trusted-proxies` with `--proxy-protocol` on.

@@ -202,6 +202,10 @@ pub struct Conn<R: Rendezvous> {
     /// The relay closed this connection for a fault of its own making (protocol error,
     /// heartbeat): its peer is told the connection failed.
     pub failed: Cell<bool>,
+    /// Control frames (pings, pongs) read in the current one-second window: the window's
+    /// second (wrapping, high 16 bits) and the count (low 16 bits), so that a ping flood
+    /// is read at a bounded pace (`reader::CONTROL_FRAMES_PER_SECOND`).
+    control: Cell<u32>,
     /// Bytes of a frame cut by the read boundary (and, before the reader's first read,
     /// the bytes that came with the request head).
     partial: Cell<Vec<u8>>,
@@ -290,6 +294,7 @@ impl<R: Rendezvous> Conn<R> {
             timer: Armed::default(),
             peer_close: Cell::new(None),
             failed: Cell::new(false),
+            control: Cell::new(0),
             partial: Cell::new(Vec::new()),
             decoder: RefCell::new(Decoder::new()),
             room_waiters: RefCell::new(Vec::new()),

@@ -16,9 +16,53 @@ use crate::ws::codec::{self, Event, OpCode};
 
 thread_local! {
     /// Set when a message filled the queue it went to (a connection's outbound queue, or
-    /// a lone pair side's early messages): the reader stops decoding and checks whether
-    /// to pause. Thread-local, so per shard, and only its one running reader sets it.
+    /// a lone pair side's early messages), or when the connection spent its control-frame
+    /// budget: the reader stops decoding and checks whether to pause. Thread-local, so
+    /// per shard, and only its one running reader sets it.
     static QUEUE_FILLED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Control frames (pings and pongs) read from one connection in a one-second window;
+/// past it the reader stops decoding and waits for the next window (TCP back-pressure,
+/// PROTOCOL §2.1). A ping costs the relay a decode and a pong and moves nothing to
+/// anyone, and pongs replace each other, so nothing else bounds it: before this, two
+/// clients pinging at wire speed without reading kept 1.6 of the two cores decoding and
+/// raised every other client's p99 4-fold (docs/benchmarks.md, "Soak with attackers").
+/// 64 is far above any heartbeat (browsers send none, libraries one every few seconds)
+/// and above Autobahn's bursts of ten; a client over it is slowed, never closed.
+const CONTROL_FRAMES_PER_SECOND: u16 = 64;
+
+/// The start of the control-frame windows (any fixed instant; only differences count).
+static CONTROL_EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+
+/// The window `at` falls in (its second, wrapping) and the time left until the next.
+fn control_window(at: Instant) -> (u16, Duration) {
+    let since = at.saturating_duration_since(*CONTROL_EPOCH);
+    let left = Duration::from_secs(1) - Duration::from_nanos(u64::from(since.subsec_nanos()));
+    (since.as_secs() as u16, left)
+}
+
+/// Count one control frame read at `at`; true when this window's budget is now spent.
+fn spend_control<R: Rendezvous>(conn: &Conn<R>, at: Instant) -> bool {
+    let (window, _) = control_window(at);
+    let packed = conn.control.get();
+    let count = if (packed >> 16) as u16 == window {
+        (packed as u16).saturating_add(1)
+    } else {
+        1
+    };
+    conn.control.set(u32::from(window) << 16 | u32::from(count));
+    count >= CONTROL_FRAMES_PER_SECOND
+}
+
+/// While `conn` has spent the current window's control budget: wait for the next.
+fn control_pause<R: Rendezvous>(conn: &Conn<R>) -> Option<Pause<R>> {
+    let packed = conn.control.get();
+    if (packed as u16) < CONTROL_FRAMES_PER_SECOND {
+        return None;
+    }
+    let (window, left) = control_window(Instant::now());
+    ((packed >> 16) as u16 == window).then_some(Pause::Pace(left))
 }
 
 /// Tell the reader being served that a queue it feeds is full (or the process is at its
@@ -53,6 +97,9 @@ pub enum Pause<R: Rendezvous> {
     /// being reassembled, frames read but not decoded) hold more than its share: look
     /// again after this long (the stall clock closes it if that lasts).
     Pressure(Duration),
+    /// It spent this second's control-frame budget (`CONTROL_FRAMES_PER_SECOND`): read
+    /// on after this long, at the next window.
+    Pace(Duration),
 }
 
 impl<R: Rendezvous> Pause<R> {
@@ -61,7 +108,7 @@ impl<R: Rendezvous> Pause<R> {
         match self {
             Pause::Room(target, limit) => target.wait_for_room(*limit).await,
             Pause::Arrival(arrival) => arrival.wait().await,
-            Pause::Pressure(period) => monoio::time::sleep(*period).await,
+            Pause::Pressure(period) | Pause::Pace(period) => monoio::time::sleep(*period).await,
         }
     }
 }
@@ -142,9 +189,12 @@ pub async fn run_reader<R: Rendezvous, H: Host<R>>(host: Rc<H>, conn: Rc<Conn<R>
         host.flush_after_read();
     }
     while step == Step::Continue {
-        if let Some(pause) = host.pause_for(&conn) {
+        if let Some(pause) = control_pause(&conn).or_else(|| host.pause_for(&conn)) {
             // Counted once per pause (and per tick-long re-check), never per message.
-            host.stats().event(crate::stats::Event::ReadsPaused);
+            host.stats().event(match pause {
+                Pause::Pace(_) => crate::stats::Event::ReadsPaced,
+                _ => crate::stats::Event::ReadsPaused,
+            });
             conn.paused.set(true);
             // Boxed: its timer would otherwise sit in every reader's future, idle or not
             // (one allocation per pause, never per message).
@@ -375,9 +425,13 @@ fn on_event<R: Rendezvous, H: Host<R>>(
     match event {
         Event::Ping(payload) => {
             conn.answer_ping(host, payload);
+            spend_control_at(conn, read_at);
             Step::Continue
         }
-        Event::Pong => Step::Continue,
+        Event::Pong => {
+            spend_control_at(conn, read_at);
+            Step::Continue
+        }
         Event::Close { code, .. } => on_close_frame(host, conn, code),
         Event::Message { kind, payload } => {
             if conn.is_open() {
@@ -386,6 +440,13 @@ fn on_event<R: Rendezvous, H: Host<R>>(
             }
             Step::Continue
         }
+    }
+}
+
+/// A ping or pong was read at `read_at`: past the window's budget, decode no further.
+fn spend_control_at<R: Rendezvous>(conn: &Conn<R>, read_at: Instant) {
+    if spend_control(conn, read_at) {
+        QUEUE_FILLED.set(true);
     }
 }
 
