@@ -137,4 +137,4 @@ soak:
 soak-short:
 	$(CARGO) build -p shardrelay -p shardrelay-load
 	SHARDRELAY_BIN=$(TARGET_DIR)/debug/shardrelay SOAK_LOAD_BIN=$(TARGET_DIR)/debug/shardrelay-load \
-		SOAK_SECONDS=60 SOAK_P99_FLOOR_US=$${SOAK_P99_FLOOR_US:-4000} CARGO="$(CARGO)" bash scripts/soak.sh
+		SOAK_SECONDS=60 SOAK_P99_FLOOR_US=$${SOAK_P99_FLOOR_US:-1000} CARGO="$(CARGO)" bash scripts/soak.sh

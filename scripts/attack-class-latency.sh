@@ -4,7 +4,8 @@
 # and `shardrelay-load attack --classes CLASS` (niced, from 127.0.0.66) beside it; prints
 # the healthy clients' round-trip latency row (as the load's own report prints it: the
 # figures are the load generator's; this script only starts processes). Loopback only,
-# bounded in time. BIN_DIR (default target/debug) holds shardrelay and shardrelay-load.
+# bounded in time. BIN_DIR (default target/debug) holds shardrelay and shardrelay-load;
+# ATTACK_SCHED (default `nice -n 19`) is the command the attack client runs under.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN_DIR=${BIN_DIR:-target/debug}

@@ -39,7 +39,9 @@
 # relay's, default warn), SOAK_NO_BUILD=1 to skip the build, SHARDRELAY_BIN and
 # SOAK_LOAD_BIN to test other binaries than the release ones (`make soak-short` uses the
 # debug builds `make test` already has), SOAK_RATE_PERCENT (default 100) to scale every
-# load and chaos rate, CARGO, CARGO_TARGET_DIR, SHARDRELAY_DRIVER (reaches the relay).
+# load and chaos rate, CARGO, CARGO_TARGET_DIR, SHARDRELAY_DRIVER (reaches the relay),
+# SOAK_ATTACK_SCHED (default `nice -n 19`: the command the attack client runs under;
+# `chrt -i 0` gives it only idle CPU, for experiments separating its CPU from the relay's).
 # Loops are bounded: every wait polls a condition against a deadline.
 #
 # What is read and decided (/stats conditions, RSS and descriptor samples, the p99 and
