@@ -621,6 +621,16 @@ pub struct ShardSeed {
 /// Ring entries per io_uring: room for a burst of accepts, reads and writes per shard.
 const URING_ENTRIES: u32 = 4096;
 
+/// io_uring set up with `IORING_SETUP_COOP_TASKRUN` (Linux 5.19+; older kernels refuse
+/// it and the shard builds a plain ring): a completion arriving while the shard thread
+/// runs (a poll firing) is queued for the shard's next wait instead of interrupting it
+/// with a signal-like notification (an IPI, a VM exit on a guest).
+fn coop_taskrun() -> io_uring::Builder {
+    let mut builder = io_uring::IoUring::builder();
+    builder.setup_coop_taskrun();
+    builder
+}
+
 /// Run one shard to completion on the current thread.
 pub fn run(seed: ShardSeed) -> std::io::Result<()> {
     if let Some(cpu) = seed.cpu {
@@ -631,13 +641,27 @@ pub fn run(seed: ShardSeed) -> std::io::Result<()> {
     match seed.global.config.driver {
         DriverChoice::Auto => monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
             .with_entries(URING_ENTRIES)
+            .uring_builder(coop_taskrun())
             .enable_timer()
-            .build()?
+            .build()
+            .or_else(|_| {
+                monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+                    .with_entries(URING_ENTRIES)
+                    .enable_timer()
+                    .build()
+            })?
             .block_on(shard_main(seed)),
         DriverChoice::Uring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
             .with_entries(URING_ENTRIES)
+            .uring_builder(coop_taskrun())
             .enable_timer()
-            .build()?
+            .build()
+            .or_else(|_| {
+                monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                    .with_entries(URING_ENTRIES)
+                    .enable_timer()
+                    .build()
+            })?
             .block_on(shard_main(seed)),
         DriverChoice::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
             .enable_timer()
