@@ -621,14 +621,19 @@ pub struct ShardSeed {
 /// Ring entries per io_uring: room for a burst of accepts, reads and writes per shard.
 const URING_ENTRIES: u32 = 4096;
 
-/// io_uring set up with `IORING_SETUP_COOP_TASKRUN` (Linux 5.19+; older kernels refuse
-/// it and the shard builds a plain ring): a completion arriving while the shard thread
-/// runs (a poll firing) is queued for the shard's next wait instead of interrupting it
-/// with a signal-like notification (an IPI, a VM exit on a guest).
-fn coop_taskrun() -> io_uring::Builder {
-    let mut builder = io_uring::IoUring::builder();
-    builder.setup_coop_taskrun();
-    builder
+/// The io_uring settings of a shard's ring: `IORING_SETUP_COOP_TASKRUN` where the kernel
+/// takes it (Linux 5.19+, probed once with a small ring), else the defaults. With it, a
+/// completion arriving while the shard thread runs (a poll firing) is queued for the
+/// shard's next wait instead of interrupting it with a signal-like notification (an IPI,
+/// a VM exit on a guest).
+fn ring_builder() -> io_uring::Builder {
+    let mut coop = io_uring::IoUring::builder();
+    coop.setup_coop_taskrun();
+    if coop.build(8).is_ok() {
+        coop
+    } else {
+        io_uring::IoUring::builder()
+    }
 }
 
 /// Run one shard to completion on the current thread.
@@ -641,27 +646,15 @@ pub fn run(seed: ShardSeed) -> std::io::Result<()> {
     match seed.global.config.driver {
         DriverChoice::Auto => monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
             .with_entries(URING_ENTRIES)
-            .uring_builder(coop_taskrun())
+            .uring_builder(ring_builder())
             .enable_timer()
-            .build()
-            .or_else(|_| {
-                monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-                    .with_entries(URING_ENTRIES)
-                    .enable_timer()
-                    .build()
-            })?
+            .build()?
             .block_on(shard_main(seed)),
         DriverChoice::Uring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
             .with_entries(URING_ENTRIES)
-            .uring_builder(coop_taskrun())
+            .uring_builder(ring_builder())
             .enable_timer()
-            .build()
-            .or_else(|_| {
-                monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-                    .with_entries(URING_ENTRIES)
-                    .enable_timer()
-                    .build()
-            })?
+            .build()?
             .block_on(shard_main(seed)),
         DriverChoice::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
             .enable_timer()
