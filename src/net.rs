@@ -162,20 +162,116 @@ impl Drop for ConnPermit {
     }
 }
 
-/// Let the shard's other tasks run once: a task that moves bytes between sockets
-/// (the ticket pump, a node hand-over's pipe) calls it every few rounds, or a pair of
-/// fast sockets that never blocks would starve them.
+/// Let the shard's other tasks run, and its runtime collect what the kernel completed,
+/// before going on: a task that moves bytes between sockets (the ticket pump, a node
+/// hand-over's pipe) calls it every few rounds, or a pair of fast sockets that never
+/// blocks would starve the shard's other connections.
+///
+/// Waking itself at once would let the others run but would not let the runtime wait for
+/// I/O: monoio waits (and so collects completions) only once no task is ready, and under
+/// `IORING_SETUP_DEFER_TASKRUN` (`shard::ring_builder`) completions are collected *only*
+/// in that wait. So the yielding task sleeps until the shard's next wait instead: it
+/// signals this thread's yield gate, an eventfd whose readiness a small per-shard task
+/// awaits, and that task wakes every yielder once the runtime has seen the signal. With
+/// nothing else to do that is one `io_uring_enter` later; without a gate (no eventfd) it
+/// falls back to waking itself.
 pub async fn yield_now() {
-    let mut yielded = false;
+    let mut parked = false;
     poll_fn(|cx| {
-        if yielded {
+        if parked {
             return Poll::Ready(());
         }
-        yielded = true;
-        cx.waker().wake_by_ref();
+        parked = true;
+        if !yield_gate::wait_for_next_turn(cx.waker()) {
+            cx.waker().wake_by_ref();
+        }
         Poll::Pending
     })
     .await
+}
+
+/// This thread's yield gate (see `yield_now`).
+mod yield_gate {
+    use std::cell::{Cell, RefCell};
+    use std::os::fd::{AsRawFd, RawFd};
+    use std::rc::Rc;
+    use std::task::Waker;
+
+    use crate::sys;
+
+    /// The tasks waiting for the next turn, and the eventfd that asks for it.
+    struct Gate {
+        /// The eventfd the opener task waits on; -1 once the opener is gone.
+        fd: Cell<RawFd>,
+        /// The eventfd was signalled and the opener has not drained it yet.
+        signalled: Cell<bool>,
+        /// Yielded tasks, woken together.
+        waiting: RefCell<Vec<Waker>>,
+    }
+
+    thread_local! {
+        static GATE: RefCell<Option<Rc<Gate>>> = const { RefCell::new(None) };
+    }
+
+    /// Queue `waker` for the shard's next turn; false when there is no gate (the caller
+    /// wakes itself).
+    pub(super) fn wait_for_next_turn(waker: &Waker) -> bool {
+        let Some(gate) = gate() else {
+            return false;
+        };
+        gate.waiting.borrow_mut().push(waker.clone());
+        if !gate.signalled.replace(true) {
+            sys::eventfd_signal(gate.fd.get());
+        }
+        true
+    }
+
+    /// This thread's gate, opened (with its opener task) on first use.
+    fn gate() -> Option<Rc<Gate>> {
+        GATE.with_borrow_mut(|slot| {
+            if let Some(gate) = slot.as_ref().filter(|g| g.fd.get() >= 0) {
+                return Some(gate.clone());
+            }
+            let fd = sys::eventfd().ok()?;
+            let raw = fd.as_raw_fd();
+            let handle = sys::readiness_handle(fd).ok()?;
+            let gate = Rc::new(Gate {
+                fd: Cell::new(raw),
+                signalled: Cell::new(false),
+                waiting: RefCell::new(Vec::new()),
+            });
+            monoio::spawn(open_turns(gate.clone(), handle));
+            *slot = Some(gate.clone());
+            Some(gate)
+        })
+    }
+
+    /// The opener: each time the runtime reports the eventfd readable (so it has waited
+    /// for I/O since the signal), drain it and wake every yielded task.
+    async fn open_turns(gate: Rc<Gate>, handle: monoio::net::UnixStream) {
+        let _closed = Closed(gate.clone());
+        while handle.readable(false).await.is_ok() {
+            sys::eventfd_drain(gate.fd.get());
+            gate.signalled.set(false);
+            let waiting = std::mem::take(&mut *gate.waiting.borrow_mut());
+            for waker in waiting {
+                waker.wake();
+            }
+        }
+    }
+
+    /// When the opener ends (its runtime shut down), nobody waits on the gate: wake the
+    /// yielded tasks and let the next yield open a new gate.
+    struct Closed(Rc<Gate>);
+
+    impl Drop for Closed {
+        fn drop(&mut self) {
+            self.0.fd.set(-1);
+            for waker in self.0.waiting.take() {
+                waker.wake();
+            }
+        }
+    }
 }
 
 #[cfg(test)]

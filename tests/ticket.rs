@@ -526,6 +526,85 @@ fn a4_one_gib_moves_with_bounded_rss() {
     assert!(relay.total("/bytes_in") >= TOTAL && relay.total("/bytes_out") >= TOTAL);
 }
 
+/// A transfer whose sockets never block (both ends on loopback, as fast as the relay
+/// moves bytes) shares its shard: while it streams, a pair on the same shard still
+/// upgrades and makes round trips. The pump yields every few rounds until the shard's
+/// next wait for I/O (`net::yield_now`); waking itself at once instead starves every
+/// other connection under the deferred io_uring task run the shards use, until the
+/// transfer ends — here, until the writer's 16 GiB cap, which the test then reports.
+#[test]
+fn a4_a_transfer_that_never_blocks_leaves_its_shard_to_other_connections() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    const PIECE: usize = 1 << 20;
+    const CAP: u64 = 16 << 30;
+    let relay = Relay::start(&["--shards", "1"]);
+    let t = mint(&relay, 300_000, 0);
+    let mut get = open_side(&relay, "GET", &t, "", b"");
+    wait_side(&relay, "ticket_get", 1);
+    let put = open_side(&relay, "PUT", &t, "Transfer-Encoding: chunked\r\n", b"");
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = std::thread::spawn({
+        let mut put = put.try_clone().unwrap();
+        let stop = stop.clone();
+        move || {
+            let mut chunk = format!("{PIECE:x}\r\n").into_bytes();
+            chunk.extend(std::iter::repeat_n(b'x', PIECE));
+            chunk.extend_from_slice(b"\r\n");
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) && sent < CAP {
+                put.write_all(&chunk).unwrap();
+                sent += PIECE as u64;
+            }
+            put.write_all(b"0\r\n\r\n").unwrap();
+            sent
+        }
+    });
+    let (streaming_tx, streaming_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; PIECE];
+        let mut got = 0u64;
+        loop {
+            match get.read(&mut buf) {
+                Ok(0) | Err(_) => return got,
+                Ok(n) => got += n as u64,
+            }
+            if got >= 64 << 20 {
+                let _ = streaming_tx.send(());
+            }
+        }
+    });
+    // The pump is in its busy loop once 64 MiB went through.
+    streaming_rx.recv().expect("the transfer streams");
+    let mut a = relay
+        .ws("/?pair=beside-a-transfer", &[])
+        .expect("upgrade beside it");
+    let mut b = relay
+        .ws("/?pair=beside-a-transfer", &[])
+        .expect("upgrade beside it");
+    for i in 0..10u8 {
+        a.send(tungstenite::Message::Binary(vec![i; 16].into()))
+            .unwrap();
+        assert_eq!(next_message(&mut b).into_data().as_ref(), &[i; 16]);
+        b.send(tungstenite::Message::Binary(vec![i; 8].into()))
+            .unwrap();
+        assert_eq!(next_message(&mut a).into_data().as_ref(), &[i; 8]);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let sent = writer.join().unwrap();
+    assert!(
+        sent < CAP,
+        "the pair waited for the whole {sent}-byte transfer"
+    );
+    let resp = read_response(put);
+    assert_eq!(
+        resp.body_text(),
+        format!(r#"{{"bytes":{sent},"status":"ok"}}"#)
+    );
+    let got = reader.join().unwrap();
+    assert!(got > sent, "the GET got the body ({got} bytes on the wire)");
+}
+
 /// Fill `buf` with splitmix64 words starting at word `first`.
 fn fill_words(buf: &mut [u8], first: u64) {
     for (i, chunk) in buf.chunks_exact_mut(8).enumerate() {

@@ -621,19 +621,33 @@ pub struct ShardSeed {
 /// Ring entries per io_uring: room for a burst of accepts, reads and writes per shard.
 const URING_ENTRIES: u32 = 4096;
 
-/// The io_uring settings of a shard's ring: `IORING_SETUP_COOP_TASKRUN` where the kernel
-/// takes it (Linux 5.19+, probed once with a small ring), else the defaults. With it, a
-/// completion arriving while the shard thread runs (a poll firing) is queued for the
-/// shard's next wait instead of interrupting it with a signal-like notification (an IPI,
-/// a VM exit on a guest).
+/// The io_uring settings of a shard's ring, the first the kernel takes (probed with a
+/// small ring on the shard's own thread):
+///
+/// 1. `IORING_SETUP_DEFER_TASKRUN` with `SINGLE_ISSUER` (Linux 6.1+): a poll that fires
+///    is queued on the ring and completed only when the shard next waits for I/O, in one
+///    batch, instead of interrupting whatever the shard is doing — the largest single
+///    saving in relay CPU per message measured in `docs/benchmarks.md` (#20 point 4).
+///    Only this thread ever submits (monoio's runtime is thread-local). Completions are
+///    collected only when the runtime waits, which it does as soon as no task is ready;
+///    the relay's only self-rescheduling tasks (`net::yield_now`) wait for that turn
+///    rather than keep the run queue busy.
+/// 2. `IORING_SETUP_COOP_TASKRUN` (5.19+): completions arriving while the shard runs
+///    wait for its next syscall instead of a signal-like notification (an IPI, a VM exit
+///    on a guest).
+/// 3. The defaults.
 fn ring_builder() -> io_uring::Builder {
+    let mut deferred = io_uring::IoUring::builder();
+    deferred
+        .setup_coop_taskrun()
+        .setup_single_issuer()
+        .setup_defer_taskrun();
     let mut coop = io_uring::IoUring::builder();
     coop.setup_coop_taskrun();
-    if coop.build(8).is_ok() {
-        coop
-    } else {
-        io_uring::IoUring::builder()
-    }
+    [deferred, coop]
+        .into_iter()
+        .find(|builder| builder.build(8).is_ok())
+        .unwrap_or_else(io_uring::IoUring::builder)
 }
 
 /// Run one shard to completion on the current thread.

@@ -19,6 +19,10 @@ use crate::ws::payload::Payload;
 /// Most queued frames gathered into one `sendmsg` (each frame is at most 4 slices).
 const FRAMES_PER_WRITE: usize = 64;
 
+/// The slices of one flush: room for `FRAMES_PER_WRITE` frames of 4 slices each, so it
+/// never spills to the heap.
+type IoSlices<'a> = smallvec::SmallVec<[IoSlice<'a>; FRAMES_PER_WRITE * 4]>;
+
 /// A queue ring that grew past this many slots (a burst, or an early-message flush) is
 /// given back as soon as it empties rather than at the next quiet tick: 64 slots is a
 /// busy connection's working set, and its 7 KiB is not worth a reallocation per burst.
@@ -365,21 +369,17 @@ impl<R: Rendezvous> Conn<R> {
     /// One `sendmsg` over the front of the queue.
     fn write_some(&self) -> io::Result<usize> {
         let out = self.out.borrow();
-        // On the stack: a flush allocates nothing.
-        let mut slices = [IoSlice::new(&[]); FRAMES_PER_WRITE * 4];
-        let mut used = 0;
+        // On the stack and uninitialised until filled: a flush allocates nothing, and
+        // does not zero 4 KiB of slots it will not use (a plain array did, at 2.7 % of
+        // the relay's CPU in the pair profile).
+        let mut slices = IoSlices::new();
         let mut skip = self.front_written.get();
         for frame in out.iter().take(FRAMES_PER_WRITE) {
-            frame.for_each_slice(skip, |part| {
-                if let Some(slot) = slices.get_mut(used) {
-                    *slot = IoSlice::new(part);
-                    used += 1;
-                }
-            });
+            frame.for_each_slice(skip, |part| slices.push(IoSlice::new(part)));
             skip = 0;
         }
         let fd = self.fd();
-        self.with_link(|link| link.send_vectored(fd, &slices[..used]))
+        self.with_link(|link| link.send_vectored(fd, &slices))
     }
 
     /// Account `n` written bytes: pop frames that went out whole.

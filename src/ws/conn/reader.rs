@@ -280,10 +280,13 @@ fn read_chunks<R: Rendezvous, H: Host<R>>(host: &Rc<H>, conn: &Rc<Conn<R>>) -> S
         let step = match got {
             Ok(0) => Step::End,
             Ok(_) => {
-                conn.last_rx.set(Instant::now());
+                // One clock read per read: when the client was last heard, and when its
+                // messages were read (the forward latency's start).
+                let read_at = Instant::now();
+                conn.last_rx.set(read_at);
                 conn.ping_pending.set(false);
                 host.on_activity(conn);
-                process_buffer(host, conn, &mut buf)
+                process_buffer(host, conn, &mut buf, read_at)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 restore_buffer(&**host, conn, buf, from_partial);
@@ -342,7 +345,7 @@ fn keep_leftover<R: Rendezvous, H: Host<R>>(
 /// Process bytes already in `partial` (those that came with the request head).
 fn process_partial<R: Rendezvous, H: Host<R>>(host: &Rc<H>, conn: &Rc<Conn<R>>) -> Step {
     let mut buf = conn.partial.take();
-    let step = process_buffer(host, conn, &mut buf);
+    let step = process_buffer(host, conn, &mut buf, Instant::now());
     keep_leftover(&**host, conn, buf, true);
     conn.recharge_held();
     step
@@ -356,13 +359,13 @@ fn process_buffer<R: Rendezvous, H: Host<R>>(
     host: &Rc<H>,
     conn: &Rc<Conn<R>>,
     buf: &mut Vec<u8>,
+    read_at: Instant,
 ) -> Step {
     conn.update(|life| life.set_unparsed(false));
     if conn.life.get().is_discarding() {
         buf.clear();
         return Step::Continue;
     }
-    let read_at = Instant::now();
     let max_message = host.max_message();
     let mut pos = 0;
     let mut step = Step::Continue;
