@@ -16,11 +16,17 @@
 # Optional: PERF=1 records `perf record -g` of shardrelay over the pair 20,000/s window
 # and prints the top symbols (needs perf).
 #
+# ROUNDS=N repeats every case N times, round by round (each case's relays back to
+# back), compares each run with the raw copy of its own round, and ends with each
+# relay's median over the rounds: on a box whose absolute figures drift between hours
+# that median of interleaved ratios is the figure to quote.
+#
 # Usage: scripts/cpu-per-message.sh          (or `make cpu-per-message`)
 # Env: CASES (default "pair:20000 pair:50000 server-id:10000"), RELAYS (default
-# "shardrelay baseline raw"; raw only runs pair cases), WINDOW (default 6 s), SIZE (64),
-# PAIRS (100), BINARIES (10), PHONES (10), RELAY_CPU (1), LOAD_CPU (0), OUT_DIR.
-# Bounded: each case is ~3 s ramp/warm-up + WINDOW + 2 s; the default 8 runs ~1.5 min.
+# "shardrelay baseline raw"; raw only runs pair cases), ROUNDS (1), WINDOW (default 6 s),
+# SIZE (64), PAIRS (100), BINARIES (10), PHONES (10), RELAY_CPU (1), LOAD_CPU (0), OUT_DIR.
+# Bounded: each case is ~3 s ramp/warm-up + WINDOW + 2 s; the default 8 runs ~1.5 min a
+# round.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -30,6 +36,7 @@ LOAD=${LOAD_BIN:-$TARGET_DIR/release/shardrelay-load}
 BASELINE=./benches/baseline/target/release/shardrelay-baseline
 read -r -a CASE_LIST <<<"${CASES:-pair:20000 pair:50000 server-id:10000}"
 read -r -a RELAY_LIST <<<"${RELAYS:-shardrelay baseline raw}"
+ROUNDS=${ROUNDS:-1}
 WINDOW=${WINDOW:-6}
 SIZE=${SIZE:-64}
 PAIRS=${PAIRS:-100}
@@ -80,9 +87,10 @@ start() {
     ADMIN=$(grep -o 'admin=[^ ]*' "$log" | head -n1 | cut -d= -f2)
 }
 
-# run_case RELAY STYLE RATE: one run: its report (TAG.json) and CPU window (TAG.window.json).
+# run_case RELAY STYLE RATE [ROUND]: one run: its report (TAG.json) and CPU window
+# (TAG.window.json); TAG is RELAY.STYLE.RATE, with .rROUND when in rounds.
 run_case() {
-    local relay=$1 style=$2 rate=$3 tag="$1.$2.$3" shape extra=()
+    local relay=$1 style=$2 rate=$3 tag="$1.$2.$3${4:+.r$4}" shape extra=()
     case $style in
         pair) shape=(--pairs "$PAIRS") ;;
         server-id) shape=(--binaries "$BINARIES" --phones "$PHONES") ;;
@@ -98,7 +106,8 @@ run_case() {
     # then WARMUP; the window ends before the load's measured window does.
     sleep $((WARMUP + 1))
     local perf_pid=""
-    if [ -n "${PERF:-}" ] && [ "$relay" = shardrelay ] && [ "$style:$rate" = pair:20000 ]; then
+    if [ -n "${PERF:-}" ] && [ "$relay" = shardrelay ] && [ "$style:$rate" = pair:20000 ] &&
+        [ ! -e "$OUT/perf.data" ]; then
         perf record -g -o "$OUT/perf.data" -p "$RELAY_PID" -- sleep "$WINDOW" 2>/dev/null &
         perf_pid=$!
     fi
@@ -118,18 +127,22 @@ main() {
             "and cargo build --release --manifest-path benches/baseline/Cargo.toml"
     done
     mkdir -p "$OUT"
-    local c style rate relay
-    for c in "${CASE_LIST[@]}"; do
-        style=${c%%:*}
-        rate=${c##*:}
-        for relay in "${RELAY_LIST[@]}"; do
-            [ "$relay" = raw ] && [ "$style" != pair ] && continue
-            log "$style $rate/s on $relay"
-            run_case "$relay" "$style" "$rate"
+    local c style rate relay round round_tag=""
+    for round in $(seq 1 "$ROUNDS"); do
+        [ "$ROUNDS" -gt 1 ] && round_tag=$round
+        for c in "${CASE_LIST[@]}"; do
+            style=${c%%:*}
+            rate=${c##*:}
+            for relay in "${RELAY_LIST[@]}"; do
+                [ "$relay" = raw ] && [ "$style" != pair ] && continue
+                log "${round_tag:+round $round: }$style $rate/s on $relay"
+                run_case "$relay" "$style" "$rate" "$round_tag"
+            done
         done
     done
     echo "cpu-per-message $(date -u +%Y-%m-%dT%H:%M:%SZ); relay on CPU $RELAY_CPU, load on CPU" \
-        "$LOAD_CPU; $SIZE B messages; ${WINDOW}s window; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+        "$LOAD_CPU; $SIZE B messages; ${WINDOW}s window; $ROUNDS round(s);" \
+        "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
     "$LOAD" measure cpu-table --dir "$OUT" "${TAGS[@]}" | tee "$OUT/table.txt"
     if [ -s "$OUT/perf.data" ]; then
         echo
