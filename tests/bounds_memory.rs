@@ -280,8 +280,24 @@ fn pt1_lone_pair_sides_flooding_tiny_and_empty_messages_stay_within_the_memory_l
     let peak = watch.finish();
     assert_within_limit("lone pair sides", idle, peak, limit);
     // Above their share at the limit for the stall timeout: closed, early messages gone.
-    let (code, reason) = close_or_eof(&mut sides[0]).expect("a close frame");
-    assert_eq!((code, reason.as_str()), (1008, "not reading"));
+    // The share is an equal part of the limit (2 MiB for 16 sides) and the limit is
+    // reached at 7/8 of it, so only the sides whose floods got further than the average
+    // are above it — which ones depends on how the flood threads were scheduled. The rest
+    // hold their early messages until the pair TTL.
+    let closes: Vec<(u16, String)> = sides
+        .iter_mut()
+        .map(|side| close_or_eof(side).expect("a close frame"))
+        .collect();
+    for (code, reason) in &closes {
+        assert!(
+            matches!(
+                (*code, reason.as_str()),
+                (1008, "not reading") | (1001, "pair expired")
+            ),
+            "{closes:?}"
+        );
+    }
+    assert!(closes.iter().any(|(code, _)| *code == 1008), "{closes:?}");
     assert!(relay.total("/events/not_reading") >= 1);
     drop(sides);
     assert_memory_returns("lone pair sides", &relay, idle);
