@@ -289,4 +289,59 @@ mod tests {
         assert_eq!(count.open(), 1);
         assert!(count.admit(2).is_some());
     }
+
+    /// A task that keeps yielding must not keep the shard from collecting completions:
+    /// under the deferred task run of the shards' rings (`shard::ring_builder`) they are
+    /// collected only when the runtime waits, and re-queueing the yielder at once means it
+    /// never does. A reader whose socket became readable before the spinner started must
+    /// be woken within the spinner's first few yields, not after its last.
+    #[test]
+    fn a_yielding_task_lets_the_runtime_collect_completions() {
+        use std::cell::Cell;
+        use std::io::Write as _;
+        use std::os::fd::OwnedFd;
+        use std::rc::Rc;
+
+        const SPINS: u32 = 100_000;
+        let mut runtime = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .uring_builder(crate::shard::ring_builder())
+            .enable_timer()
+            .build()
+            .expect("runtime");
+        let woken_at = runtime.block_on(async {
+            let (near, far) = std::os::unix::net::UnixStream::pair().expect("socket pair");
+            let far = sys::readiness_handle(OwnedFd::from(far)).expect("far end");
+            let near = sys::readiness_handle(OwnedFd::from(near)).expect("near end");
+            let spins = Rc::new(Cell::new(0u32));
+            let reader = monoio::spawn({
+                let spins = spins.clone();
+                async move {
+                    far.readable(false).await.expect("readable");
+                    spins.get()
+                }
+            });
+            // One wait of the runtime submits the reader's readiness wait (the near end
+            // is writable at once, so this returns as soon as the runtime has waited).
+            near.writable(false).await.expect("writable");
+            let mut writer =
+                std::os::unix::net::UnixStream::from(sys::dup_fd(near.as_raw_fd()).expect("dup"));
+            writer.write_all(b"x").expect("write");
+            let spinner = monoio::spawn({
+                let spins = spins.clone();
+                async move {
+                    while spins.get() < SPINS {
+                        spins.set(spins.get() + 1);
+                        yield_now().await;
+                    }
+                }
+            });
+            let woken_at = reader.await;
+            spinner.await;
+            woken_at
+        });
+        assert!(
+            woken_at < 10,
+            "the reader waited for {woken_at} of {SPINS} yields"
+        );
+    }
 }

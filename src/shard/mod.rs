@@ -636,7 +636,7 @@ const URING_ENTRIES: u32 = 4096;
 ///    wait for its next syscall instead of a signal-like notification (an IPI, a VM exit
 ///    on a guest).
 /// 3. The defaults.
-fn ring_builder() -> io_uring::Builder {
+pub(crate) fn ring_builder() -> io_uring::Builder {
     let mut deferred = io_uring::IoUring::builder();
     deferred
         .setup_coop_taskrun()
