@@ -99,16 +99,21 @@ async fn discard_until_eof(stream: &TcpStream, max: usize) {
     let mut total = 0;
     while total < max {
         sink.clear();
-        match sys::recv_into(stream.as_raw_fd(), &mut sink, DISCARD_CHUNK) {
-            Ok(0) => return,
+        match read_some(stream, &mut sink, DISCARD_CHUNK).await {
+            Ok(0) | Err(_) => return,
             Ok(n) => total += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if stream.readable(false).await.is_err() {
-                    return;
-                }
-            }
+        }
+    }
+}
+
+/// Read what arrives on a plain socket into the spare capacity of `buf` (at most `max`
+/// bytes), waiting for readability when nothing is there: the bytes read, 0 at EOF.
+pub async fn read_some(stream: &TcpStream, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    loop {
+        match sys::recv_into(stream.as_raw_fd(), buf, max) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.readable(false).await?,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return,
+            done => return done,
         }
     }
 }

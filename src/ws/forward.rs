@@ -142,12 +142,8 @@ async fn open_upstream(
             return Err(ForwardError::Refused);
         }
         let room = MAX_RESPONSE_HEAD - head.len();
-        match sys::recv_into(stream.as_raw_fd(), &mut head, room) {
-            Ok(0) => return Err(ForwardError::Refused),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.readable(false).await?,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.into()),
+        if net::read_some(&stream, &mut head, room).await? == 0 {
+            return Err(ForwardError::Refused);
         }
     }
 }

@@ -7,7 +7,6 @@
 //! the shards instead of all running on the admin shard.
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -20,9 +19,8 @@ use crate::cluster::TICKET_ALPHABET;
 use crate::http::head::RequestHead;
 use crate::http::response;
 use crate::modes::StyleHost;
-use crate::net::reply_and_close;
+use crate::net::{self, reply_and_close};
 use crate::stats::{Event, Gauge, Rejected};
-use crate::sys;
 use crate::tls::Link;
 
 /// Largest mint request body: the JSON is a few short ids; 64 KiB leaves room for long
@@ -191,19 +189,15 @@ async fn ask_node(
         .as_bytes(),
     );
     request.extend_from_slice(body);
-    crate::net::write_all(&stream, &mut Link::plain(), &request).await?;
+    net::write_all(&stream, &mut Link::plain(), &request).await?;
     let mut answer = Vec::with_capacity(512);
     loop {
         let room = MAX_NODE_ANSWER.saturating_sub(answer.len());
         if room == 0 {
             return Ok(answer);
         }
-        match sys::recv_into(stream.as_raw_fd(), &mut answer, room) {
-            Ok(0) => return Ok(answer),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.readable(false).await?,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+        if net::read_some(&stream, &mut answer, room).await? == 0 {
+            return Ok(answer);
         }
     }
 }
@@ -338,12 +332,8 @@ async fn read_body<S: StyleHost>(
 /// Read until `buf` holds `len` bytes.
 async fn fill(stream: &TcpStream, buf: &mut Vec<u8>, len: usize) -> io::Result<()> {
     while buf.len() < len {
-        match sys::recv_into(stream.as_raw_fd(), buf, len - buf.len()) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.readable(false).await?,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+        if net::read_some(stream, buf, len - buf.len()).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
         }
     }
     Ok(())
