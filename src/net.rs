@@ -208,9 +208,8 @@ mod yield_gate {
     struct Gate {
         /// The eventfd the opener task waits on; -1 once the opener is gone.
         fd: Cell<RawFd>,
-        /// The eventfd was signalled and the opener has not drained it yet.
-        signalled: Cell<bool>,
-        /// Yielded tasks, woken together.
+        /// Yielded tasks, woken together. Non-empty exactly while the eventfd is
+        /// signalled and not yet drained: the first yielder signals it.
         waiting: RefCell<Vec<Waker>>,
     }
 
@@ -224,10 +223,11 @@ mod yield_gate {
         let Some(gate) = gate() else {
             return false;
         };
-        gate.waiting.borrow_mut().push(waker.clone());
-        if !gate.signalled.replace(true) {
+        let mut waiting = gate.waiting.borrow_mut();
+        if waiting.is_empty() {
             sys::eventfd_signal(gate.fd.get());
         }
+        waiting.push(waker.clone());
         true
     }
 
@@ -242,7 +242,6 @@ mod yield_gate {
             let handle = sys::readiness_handle(fd).ok()?;
             let gate = Rc::new(Gate {
                 fd: Cell::new(raw),
-                signalled: Cell::new(false),
                 waiting: RefCell::new(Vec::new()),
             });
             monoio::spawn(open_turns(gate.clone(), handle));
@@ -257,7 +256,6 @@ mod yield_gate {
         let _closed = Closed(gate.clone());
         while handle.readable(false).await.is_ok() {
             sys::eventfd_drain(gate.fd.get());
-            gate.signalled.set(false);
             let waiting = std::mem::take(&mut *gate.waiting.borrow_mut());
             for waker in waiting {
                 waker.wake();
